@@ -1,0 +1,196 @@
+//! Central free lists: one per size class, shared by all threads.
+//!
+//! A thread cache refills from and flushes to its class's central list in
+//! batches ([`CLASS_BATCH`] objects). Whole batches are parked in a small
+//! transfer cache first, so objects moving from a freeing thread to an
+//! allocating one (producer/consumer) cost one lock and no span work. Past
+//! that, objects go back to their spans; a span whose objects are all free
+//! goes back to the page heap at once, so its pages can drain out of their
+//! huge page.
+//!
+//! Lock order: a central list's lock, then the page heap lock; never the
+//! reverse.
+
+use crate::global;
+use crate::size_class::{CLASS_BATCH, CLASS_PAGES, CLASS_SIZE};
+use crate::span::{FreeObject, Span, SpanList};
+use crate::units::PAGE_SIZE;
+use core::ptr;
+
+/// Batches one class's transfer cache can hold.
+pub const TRANSFER_SLOTS: usize = 16;
+/// Bytes one class's transfer cache may hold (bounds idle memory there).
+const TRANSFER_BYTES: usize = 256 * 1024;
+
+/// A chain of objects handed between a thread cache and a central list.
+pub struct Chain {
+    pub head: *mut FreeObject,
+    pub count: usize,
+}
+
+/// The shared free list of one size class.
+///
+/// Protected by its own lock (`global::central(class)`).
+pub struct CentralList {
+    transfer: [*mut FreeObject; TRANSFER_SLOTS],
+    ntransfer: usize,
+    /// Spans with at least one free object.
+    nonempty: SpanList,
+    /// Spans of this class in existence.
+    pub spans: usize,
+}
+
+// SAFETY: the raw pointers are owned by the list and only reached under its lock.
+unsafe impl Send for CentralList {}
+
+impl Default for CentralList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Batches of `class` the transfer cache keeps.
+fn transfer_limit(class: usize) -> usize {
+    let batch_bytes = CLASS_BATCH[class] as usize * CLASS_SIZE[class] as usize;
+    (TRANSFER_BYTES / batch_bytes).clamp(1, TRANSFER_SLOTS)
+}
+
+impl CentralList {
+    pub const fn new() -> Self {
+        CentralList {
+            transfer: [ptr::null_mut(); TRANSFER_SLOTS],
+            ntransfer: 0,
+            nonempty: SpanList::new(),
+            spans: 0,
+        }
+    }
+
+    /// Takes up to `want` objects of `class`. Returns an empty chain only when
+    /// memory is exhausted.
+    pub fn take(&mut self, class: usize, want: usize) -> Chain {
+        if want == CLASS_BATCH[class] as usize && self.ntransfer > 0 {
+            self.ntransfer -= 1;
+            return Chain {
+                head: self.transfer[self.ntransfer],
+                count: want,
+            };
+        }
+        let size = CLASS_SIZE[class] as usize;
+        let mut head: *mut FreeObject = ptr::null_mut();
+        let mut count = 0;
+        while count < want {
+            let mut span = self.nonempty.first();
+            if span.is_null() {
+                span = global::new_small_span(class);
+                if span.is_null() {
+                    break;
+                }
+                self.spans += 1;
+                // SAFETY: a fresh span record, on no list.
+                unsafe {
+                    (*span).in_list = true;
+                    self.nonempty.push_front(span);
+                }
+            }
+            // SAFETY: spans on `nonempty` are live spans of this class, and
+            // we hold this list's lock.
+            unsafe {
+                let s = &mut *span;
+                while count < want {
+                    let obj = s.pop(size);
+                    if obj.is_null() {
+                        break;
+                    }
+                    (*obj).next = head;
+                    head = obj;
+                    count += 1;
+                }
+                if !s.has_free() {
+                    self.nonempty.remove(span);
+                    s.in_list = false;
+                }
+            }
+        }
+        Chain { head, count }
+    }
+
+    /// Returns a chain of `class` objects (as linked by thread caches).
+    ///
+    /// # Safety
+    /// Every object in the chain was handed out for `class` and is free.
+    pub unsafe fn give(&mut self, class: usize, chain: Chain) {
+        if chain.count == CLASS_BATCH[class] as usize && self.ntransfer < transfer_limit(class) {
+            self.transfer[self.ntransfer] = chain.head;
+            self.ntransfer += 1;
+            return;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.give_to_spans(chain) };
+    }
+
+    /// # Safety
+    /// `obj` is a free object of a live span of this list's class.
+    unsafe fn return_object(&mut self, obj: *mut FreeObject) {
+        let span = global::view().span_of(obj as usize);
+        // SAFETY: a handed-out object's page maps to its live span.
+        let s: &mut Span = unsafe { &mut *span };
+        // SAFETY: `obj` belongs to `s`; we hold the list's lock.
+        unsafe { s.push(obj) };
+        if s.used == 0 {
+            if s.in_list {
+                // SAFETY: the span is on this list.
+                unsafe { self.nonempty.remove(span) };
+            }
+            self.spans -= 1;
+            // SAFETY: no object of the span is in use any more.
+            unsafe { global::free_span(span) };
+        } else if !s.in_list {
+            s.in_list = true;
+            // SAFETY: the span is live and on no list.
+            unsafe { self.nonempty.push_front(span) };
+        }
+    }
+
+    /// Moves every parked batch back into its spans (idle memory can then
+    /// drain out of huge pages).
+    pub fn drain_transfer(&mut self, class: usize) {
+        while self.ntransfer > 0 {
+            self.ntransfer -= 1;
+            let chain = Chain {
+                head: self.transfer[self.ntransfer],
+                count: CLASS_BATCH[class] as usize,
+            };
+            // SAFETY: parked chains hold free objects of this class.
+            unsafe { self.give_to_spans(chain) };
+        }
+    }
+
+    /// # Safety
+    /// As for [`CentralList::give`].
+    unsafe fn give_to_spans(&mut self, chain: Chain) {
+        let mut obj = chain.head;
+        for _ in 0..chain.count {
+            // SAFETY: the chain holds `count` free objects linked by their
+            // first word.
+            let next = unsafe { (*obj).next };
+            // SAFETY: the object belongs to a live span of this class.
+            unsafe { self.return_object(obj) };
+            obj = next;
+        }
+    }
+
+    /// Objects parked in the transfer cache.
+    pub fn parked_objects(&self, class: usize) -> usize {
+        self.ntransfer * CLASS_BATCH[class] as usize
+    }
+}
+
+/// Initialises a fresh span for `class`: capacity and bump area.
+pub fn init_small_span(span: &mut Span, class: usize) {
+    let size = CLASS_SIZE[class] as usize;
+    let bytes = CLASS_PAGES[class] as usize * PAGE_SIZE;
+    span.class = class as u8;
+    span.capacity = (bytes / size) as u32;
+    span.bump = span.start;
+    span.end = span.start + span.capacity as usize * size;
+}

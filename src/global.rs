@@ -1,0 +1,181 @@
+//! The process-wide allocator state: the page heap, the central lists, the
+//! thread-exit hook and the fork handlers, and lazy initialisation of all of
+//! them from inside the allocator.
+//!
+//! Initialisation happens on the first slow-path call: the heap reservation
+//! under the heap lock, then (with no lock held, because glibc may allocate
+//! inside `pthread_atfork`) the pthread key and the fork handlers, each once.
+
+use crate::central::{init_small_span, Chain, CentralList};
+use crate::huge::{HugePageMeta, MetaTable};
+use crate::lock::SpinLock;
+use crate::os::linux::{self, LinuxOs, ThreadExitKey};
+use crate::page_heap::{HeapView, PageHeap, DEFAULT_RESERVE, MIN_RESERVE};
+use crate::size_class::{CLASS_PAGES, NUM_CLASSES};
+use crate::span::{FreeObject, Span};
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use crossbeam_utils::CachePadded;
+
+/// The page heap. Lock order: after any central list lock.
+pub static HEAP: SpinLock<PageHeap<LinuxOs>> = SpinLock::new(PageHeap::new(LinuxOs));
+
+/// One central list per size class, each on its own cache line.
+pub static CENTRAL: [CachePadded<SpinLock<CentralList>>; NUM_CLASSES] =
+    [const { CachePadded::new(SpinLock::new(CentralList::new())) }; NUM_CLASSES];
+
+// The heap's address range and record table, published once the heap exists
+// so `span_of` needs no lock.
+static VIEW_BASE: AtomicUsize = AtomicUsize::new(0);
+static VIEW_END: AtomicUsize = AtomicUsize::new(0);
+static VIEW_METAS: AtomicPtr<HugePageMeta> = AtomicPtr::new(ptr::null_mut());
+static VIEW_LEN: AtomicUsize = AtomicUsize::new(0);
+
+const HOOKS_NONE: u8 = 0;
+const HOOKS_BUSY: u8 = 1;
+const HOOKS_DONE: u8 = 2;
+const HOOKS_FAILED: u8 = 3;
+static HOOKS: AtomicU8 = AtomicU8::new(HOOKS_NONE);
+static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
+
+/// The heap's lock-free view (empty before initialisation).
+#[inline]
+pub fn view() -> HeapView {
+    let metas_ptr = VIEW_METAS.load(Ordering::Acquire);
+    HeapView {
+        base: VIEW_BASE.load(Ordering::Relaxed),
+        end: VIEW_END.load(Ordering::Relaxed),
+        // SAFETY: the published table lives for the rest of the process.
+        metas: unsafe { MetaTable::new(metas_ptr, VIEW_LEN.load(Ordering::Relaxed)) },
+    }
+}
+
+/// Makes sure the heap exists; `false` if the OS refused the reservation.
+pub fn ensure_heap() -> bool {
+    if !VIEW_METAS.load(Ordering::Acquire).is_null() {
+        return true;
+    }
+    {
+        let mut heap = HEAP.lock();
+        if !heap.is_ready() {
+            if !heap.init(DEFAULT_RESERVE, MIN_RESERVE) {
+                return false;
+            }
+            let v = heap.view();
+            VIEW_BASE.store(v.base, Ordering::Relaxed);
+            VIEW_END.store(v.end, Ordering::Relaxed);
+            VIEW_LEN.store(v.metas.len(), Ordering::Relaxed);
+            VIEW_METAS.store(v.metas.ptr(0), Ordering::Release);
+        }
+    }
+    install_hooks();
+    true
+}
+
+fn install_hooks() {
+    if HOOKS
+        .compare_exchange(HOOKS_NONE, HOOKS_BUSY, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let ok = match ThreadExitKey::create(thread_exit_dtor) {
+        Some(key) => {
+            EXIT_KEY.store(key.raw(), Ordering::Relaxed);
+            linux::register_fork_handlers(fork_prepare, fork_parent, fork_child)
+        }
+        None => false,
+    };
+    HOOKS.store(if ok { HOOKS_DONE } else { HOOKS_FAILED }, Ordering::Release);
+}
+
+/// Arms the calling thread's exit hook; `false` while it cannot be armed
+/// (hooks not installed yet), in which case the thread caches nothing.
+pub fn arm_thread_exit() -> bool {
+    if !ensure_heap() || HOOKS.load(Ordering::Acquire) != HOOKS_DONE {
+        return false;
+    }
+    ThreadExitKey::from_raw(EXIT_KEY.load(Ordering::Relaxed)).arm(1 as *mut u8);
+    true
+}
+
+unsafe extern "C" fn thread_exit_dtor(_: *mut core::ffi::c_void) {
+    crate::cache::on_thread_exit();
+}
+
+unsafe extern "C" fn fork_prepare() {
+    for c in CENTRAL.iter() {
+        c.lock_raw();
+    }
+    HEAP.lock_raw();
+}
+
+unsafe extern "C" fn fork_parent() {
+    // SAFETY: `fork_prepare` took every lock on this thread.
+    unsafe { unlock_all() };
+}
+
+unsafe extern "C" fn fork_child() {
+    // SAFETY: the child has only this thread, which took every lock in
+    // `fork_prepare`.
+    unsafe { unlock_all() };
+}
+
+/// # Safety
+/// The calling thread holds every allocator lock through `lock_raw`.
+unsafe fn unlock_all() {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        HEAP.unlock_raw();
+        for c in CENTRAL.iter().rev() {
+            c.unlock_raw();
+        }
+    }
+}
+
+/// Takes up to `want` objects of `class` from its central list.
+pub fn central_take(class: usize, want: usize) -> Chain {
+    if !ensure_heap() {
+        return Chain {
+            head: ptr::null_mut(),
+            count: 0,
+        };
+    }
+    CENTRAL[class].lock().take(class, want)
+}
+
+/// Gives `n` linked objects of `class` back to its central list.
+///
+/// # Safety
+/// The chain holds `n` free objects of `class`, linked by their first word.
+pub unsafe fn central_give(class: usize, head: *mut FreeObject, n: usize) {
+    let chain = Chain { head, count: n };
+    // SAFETY: forwarded from the caller.
+    unsafe { CENTRAL[class].lock().give(class, chain) };
+}
+
+/// A new span for `class` from the page heap (caller holds the class lock).
+pub fn new_small_span(class: usize) -> *mut Span {
+    let Some(run) = HEAP.lock().alloc_run(CLASS_PAGES[class] as usize, 1, true) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: a fresh span record owned by the caller.
+    init_small_span(unsafe { &mut *run.span }, class);
+    run.span
+}
+
+/// Returns a span to the page heap.
+///
+/// # Safety
+/// `span` is live, and nothing uses it or its memory afterwards.
+pub unsafe fn free_span(span: *mut Span) {
+    // SAFETY: forwarded from the caller.
+    unsafe { HEAP.lock().free_run(span) };
+}
+
+/// Returns every object parked in transfer caches to its span.
+pub fn drain_transfer_caches() {
+    for (class, c) in CENTRAL.iter().enumerate().skip(1) {
+        c.lock().drain_transfer(class);
+    }
+}

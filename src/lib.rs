@@ -1,0 +1,186 @@
+//! # hugeguard
+//!
+//! A global allocator for Linux that keeps a process's RSS honest under
+//! transparent huge pages (THP).
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
+//! # fn main() { let v = vec![1u8; 100]; assert_eq!(v.len(), 100); }
+//! ```
+//!
+//! ## Why
+//! An allocator that returns free 4 KiB pages with `MADV_DONTNEED` inside a
+//! 2 MiB range that still holds a live object invites khugepaged (default
+//! `max_ptes_none = 511`) to collapse the range back into a full huge page: an
+//! idle service's RSS climbs back to its peak with no allocation made. hugeguard
+//! packs small objects densely into 2 MiB huge pages so free memory gathers
+//! into whole huge pages, and (with the release policy) gives memory back in a
+//! form khugepaged cannot re-inflate.
+//!
+//! ## The shape
+//! ```text
+//! thread cache ──> central free lists ──> page heap ──> huge page filler ──> OS layer
+//!  (cache.rs)        (central.rs)       (page_heap.rs)  (huge/filler.rs)    (os/)
+//! ```
+//! * [`cache`]: per-thread lists per size class; the fast path (no lock, no
+//!   atomic, no system call).
+//! * [`central`]: per-class shared lists with a transfer cache of whole batches;
+//!   spans whose objects are all free go back to the page heap at once.
+//! * [`page_heap`]: one reserved range of address space, committed in 32 MiB
+//!   steps; runs of pages as spans; whole huge pages for large objects.
+//! * [`huge`]: per-2 MiB records (pages in use, pages that hold data, state),
+//!   the filler (fullest huge page first, O(1)) and the free huge-page set.
+//! * [`os`]: the only module that calls `libc`, behind a trait with a recording
+//!   fake for tests.
+//!
+//! `docs/design.md` describes each structure and its lock; every shared field
+//! names the lock that protects it.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod bitmap;
+pub mod cache;
+pub mod central;
+mod global;
+pub mod huge;
+pub mod large;
+pub mod lock;
+pub mod os;
+pub mod page_heap;
+pub mod size_class;
+pub mod span;
+mod stats;
+pub mod units;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+use size_class::{class_for, class_of_small, fast_path_ok, CLASS_SIZE};
+
+pub use stats::{stats, Stats};
+
+/// The allocator. Use it as
+/// `#[global_allocator] static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;`
+/// or call it through [`GlobalAlloc`] directly; every instance shares one
+/// process-wide heap.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HugeGuard;
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let class = class_for(size, align);
+    if class != 0 {
+        let p = cache::alloc(class);
+        if zero && !p.is_null() {
+            // SAFETY: `p` holds at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        return p;
+    }
+    large::alloc(size, align, zero)
+}
+
+/// # Safety
+/// `ptr` was allocated by hugeguard with this `size` and `align`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_slow(ptr: *mut u8, size: usize, align: usize) {
+    let class = class_for(size, align);
+    if class != 0 {
+        // SAFETY: forwarded from the caller: `ptr` is an object of `class`.
+        unsafe { cache::dealloc(ptr, class) };
+    } else {
+        // SAFETY: forwarded from the caller. A pointer that is not a large
+        // object start is ignored rather than corrupting the heap.
+        unsafe { large::dealloc(ptr) };
+    }
+}
+
+// SAFETY: every path returns either null or a block of at least
+// `layout.size()` bytes aligned to `layout.align()` that no other live
+// allocation overlaps; `dealloc` and `realloc` rely on the caller's layout as
+// the `GlobalAlloc` contract allows.
+unsafe impl GlobalAlloc for HugeGuard {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        if fast_path_ok(size, align) {
+            return cache::alloc(class_of_small(size));
+        }
+        alloc_slow(size, align, false)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let (size, align) = (layout.size(), layout.align());
+        if fast_path_ok(size, align) {
+            // SAFETY: the caller passes the layout `ptr` was allocated with,
+            // which maps to the same class.
+            unsafe { cache::dealloc(ptr, class_of_small(size)) };
+            return;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { dealloc_slow(ptr, size, align) };
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        if class_for(size, align) == 0 {
+            return large::alloc(size, align, true);
+        }
+        // SAFETY: forwarded from the caller.
+        let p = unsafe { self.alloc(layout) };
+        if !p.is_null() {
+            // SAFETY: `p` holds at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        let old_class = class_for(layout.size(), align);
+        let new_class = class_for(new_size, align);
+        if old_class != 0 {
+            if new_class == old_class {
+                return ptr;
+            }
+        } else if new_class == 0 {
+            // SAFETY: `ptr` is a live large object (class 0 for this layout).
+            if unsafe { large::resize_in_place(ptr, new_size) } {
+                return ptr;
+            }
+        }
+        // SAFETY: the caller guarantees `new_size`, rounded up to `align`,
+        // does not overflow `isize`; `align` is a valid alignment.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: new_size is non-zero per the realloc contract.
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are live, distinct, and at least this long.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+}
+
+/// Usable size of a block allocated with `layout` (at least `layout.size()`).
+pub fn usable_size(ptr: *mut u8, layout: Layout) -> usize {
+    match class_for(layout.size(), layout.align()) {
+        0 => large::usable_size(ptr),
+        c => CLASS_SIZE[c] as usize,
+    }
+}
+
+/// Returns the calling thread's cached free objects and every batch parked
+/// in the central transfer caches to their spans, so that fully free spans
+/// and huge pages go back to the page heap.
+pub fn flush_caches() {
+    cache::flush_current_thread();
+    global::drain_transfer_caches();
+}

@@ -1,0 +1,63 @@
+//! A recording fake of the OS layer for unit tests: hands out address ranges
+//! that are never dereferenced, maps metadata from the test's own allocator,
+//! and records every call so tests can check order and granularity.
+
+use super::{Advice, Os};
+use core::cell::RefCell;
+
+/// One recorded OS call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Call {
+    Reserve { addr: usize, len: usize },
+    Commit { addr: usize, len: usize },
+    Advise { addr: usize, len: usize, advice: Advice },
+}
+
+/// The fake. Not thread-safe; tests use one per thread.
+#[derive(Default)]
+pub struct FakeOs {
+    /// Every call, in order.
+    pub calls: RefCell<Vec<Call>>,
+    next: RefCell<usize>,
+    /// When set, `commit` fails.
+    pub refuse_commit: RefCell<bool>,
+}
+
+// SAFETY: tests never share a FakeOs between threads at once; the page heap
+// that owns one lives behind a lock.
+unsafe impl Sync for FakeOs {}
+// SAFETY: see `Sync`.
+unsafe impl Send for FakeOs {}
+
+impl Os for FakeOs {
+    fn reserve(&self, len: usize, align: usize) -> Option<usize> {
+        let mut next = self.next.borrow_mut();
+        if *next == 0 {
+            *next = 0x1000_0000_0000;
+        }
+        let addr = (*next + align - 1) & !(align - 1);
+        *next = addr + len;
+        self.calls.borrow_mut().push(Call::Reserve { addr, len });
+        Some(addr)
+    }
+
+    fn commit(&self, addr: usize, len: usize) -> bool {
+        if *self.refuse_commit.borrow() {
+            return false;
+        }
+        self.calls.borrow_mut().push(Call::Commit { addr, len });
+        true
+    }
+
+    fn map_metadata(&self, len: usize) -> Option<*mut u8> {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).ok()?;
+        // SAFETY: non-zero size; leaked on purpose (tests are short-lived).
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        (!p.is_null()).then_some(p)
+    }
+
+    fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
+        self.calls.borrow_mut().push(Call::Advise { addr, len, advice });
+        Ok(())
+    }
+}

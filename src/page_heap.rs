@@ -1,0 +1,606 @@
+//! The page heap: the reserved address space, its huge pages, and runs of
+//! pages handed out as spans.
+//!
+//! The heap reserves one large range of address space up front (1 TiB, halved
+//! until the OS agrees) aligned to 2 MiB, and commits it in steps of
+//! [`GROW_HUGE_PAGES`] huge pages as demand grows. Runs of fewer than 512 pages
+//! come from the [`Filler`]; larger ones (or ones whose alignment cannot fit a
+//! huge page) take whole contiguous huge pages from the [`HugeSet`] of free
+//! huge pages, first fit. Every huge page has a record in the [`MetaTable`].
+//!
+//! Everything here is protected by the page heap lock; `span_of` reads the
+//! table's `spans` entries without it (see [`HeapView`]).
+
+use crate::huge::filler::Filler;
+use crate::huge::set::HugeSet;
+use crate::huge::{HugeKind, HugePageMeta, MetaTable};
+use crate::os::Os;
+use crate::span::{Span, SpanPool, SPAN_CHUNK};
+use crate::units::{HUGE_SHIFT, HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT, PAGE_SIZE};
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+/// Huge pages committed at once when the heap grows (32 MiB).
+pub const GROW_HUGE_PAGES: usize = 16;
+/// Address space asked for first; halved down to [`MIN_RESERVE`] on refusal.
+pub const DEFAULT_RESERVE: usize = 1 << 40;
+/// Smallest reservation the heap accepts.
+pub const MIN_RESERVE: usize = 1 << 30;
+
+/// Counters kept by the page heap (under its lock).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct HeapStats {
+    /// Bytes of heap address space made read-write.
+    pub committed_bytes: usize,
+    /// Pages in spans handed out.
+    pub pages_in_use: usize,
+    /// Huge pages holding a large object.
+    pub large_huge_pages: usize,
+    /// Times the OS refused memory.
+    pub os_refusals: usize,
+}
+
+/// A run handed out: its span and whether all its pages were known zero.
+pub struct Run {
+    pub span: *mut Span,
+    pub clean: bool,
+}
+
+/// The read-only facts needed to find a pointer's span without the lock.
+#[derive(Clone, Copy)]
+pub struct HeapView {
+    pub base: usize,
+    pub end: usize,
+    pub metas: MetaTable,
+}
+
+impl HeapView {
+    /// The span owning the page of `addr`, or null when `addr` is outside the
+    /// heap or its page starts no span.
+    #[inline]
+    pub fn span_of(&self, addr: usize) -> *mut Span {
+        if addr < self.base || addr >= self.end {
+            return ptr::null_mut();
+        }
+        let off = addr - self.base;
+        let meta = self.metas.ptr(off >> HUGE_SHIFT);
+        let page = (off >> PAGE_SHIFT) % PAGES_PER_HUGE;
+        // SAFETY: `meta` is inside the table (addr < end); `spans` entries are
+        // atomics, so reading them without the lock is sound.
+        unsafe { (*meta).spans[page].load(Ordering::Acquire) }
+    }
+}
+
+/// The page heap over an OS layer `O`.
+pub struct PageHeap<O: Os> {
+    pub os: O,
+    base: usize,
+    /// Huge pages reserved.
+    reserved: usize,
+    /// Huge pages committed (the heap's top).
+    top: usize,
+    metas: MetaTable,
+    free: HugeSet,
+    filler: Filler,
+    pool: SpanPool,
+    pub stats: HeapStats,
+}
+
+impl<O: Os> PageHeap<O> {
+    pub const fn new(os: O) -> Self {
+        PageHeap {
+            os,
+            base: 0,
+            reserved: 0,
+            top: 0,
+            metas: MetaTable::empty(),
+            free: HugeSet::empty(),
+            filler: Filler::new(),
+            pool: SpanPool::new(),
+            stats: HeapStats {
+                committed_bytes: 0,
+                pages_in_use: 0,
+                large_huge_pages: 0,
+                os_refusals: 0,
+            },
+        }
+    }
+
+    /// Whether `init` has succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.base != 0
+    }
+
+    /// Reserves the heap: `want` bytes, halved on refusal down to `min`.
+    pub fn init(&mut self, want: usize, min: usize) -> bool {
+        let mut len = want;
+        while len >= min {
+            if self.try_init(len) {
+                return true;
+            }
+            len /= 2;
+        }
+        false
+    }
+
+    fn try_init(&mut self, len: usize) -> bool {
+        let hps = len / HUGE_SIZE;
+        let meta_bytes = hps * core::mem::size_of::<HugePageMeta>();
+        let set_bytes = HugeSet::bytes_for(hps);
+        let Some(base) = self.os.reserve(len, HUGE_SIZE) else {
+            return false;
+        };
+        let Some(meta) = self.os.map_metadata(meta_bytes + set_bytes) else {
+            return false;
+        };
+        self.base = base;
+        self.reserved = hps;
+        // SAFETY: `meta` is zeroed memory of the needed size that lives for
+        // the rest of the process; all-zero records are valid.
+        self.metas = unsafe { MetaTable::new(meta as *mut HugePageMeta, hps) };
+        // SAFETY: the bit storage follows the records (8-aligned, zeroed).
+        self.free = unsafe { HugeSet::new(meta.add(meta_bytes) as *mut u64, hps) };
+        true
+    }
+
+    /// Facts for lock-free `span_of`.
+    pub fn view(&self) -> HeapView {
+        HeapView {
+            base: self.base,
+            end: self.base + self.reserved * HUGE_SIZE,
+            metas: self.metas,
+        }
+    }
+
+    /// Huge pages in the filler.
+    pub fn filler_huge_pages(&self) -> usize {
+        self.filler.count
+    }
+
+    /// Whole free huge pages below the top.
+    pub fn free_huge_pages(&self) -> usize {
+        self.free.count
+    }
+
+    /// Huge pages committed.
+    pub fn committed_huge_pages(&self) -> usize {
+        self.top
+    }
+
+    /// The huge-page records, for the release policy and invariant checks.
+    pub fn metas(&self) -> &MetaTable {
+        &self.metas
+    }
+
+    fn grow(&mut self, min_hps: usize) -> bool {
+        let room = self.reserved - self.top;
+        if min_hps > room {
+            return false;
+        }
+        let mut want = min_hps.max(GROW_HUGE_PAGES).min(room);
+        loop {
+            let addr = self.base + self.top * HUGE_SIZE;
+            if self.os.commit(addr, want * HUGE_SIZE) {
+                break;
+            }
+            self.stats.os_refusals += 1;
+            if want == min_hps {
+                return false;
+            }
+            want = min_hps;
+        }
+        for i in self.top..self.top + want {
+            self.free.insert(i);
+        }
+        self.top += want;
+        self.stats.committed_bytes += want * HUGE_SIZE;
+        true
+    }
+
+    fn new_span(&mut self, start: usize, npages: usize) -> *mut Span {
+        let mut s = self.pool.take();
+        if s.is_null() {
+            let Some(chunk) = self.os.map_metadata(SPAN_CHUNK) else {
+                self.stats.os_refusals += 1;
+                return ptr::null_mut();
+            };
+            self.pool.add_chunk(chunk, SPAN_CHUNK);
+            s = self.pool.take();
+        }
+        // SAFETY: the pool hands out valid, unused records.
+        unsafe { (*s).init(start, npages) };
+        s
+    }
+
+    fn filler_huge_page(&mut self, need: usize) -> Option<u32> {
+        if let Some(idx) = self.filler.find(need) {
+            return Some(idx);
+        }
+        let idx = match self.free.next_member(0, self.top) {
+            Some(i) => i,
+            None => {
+                if !self.grow(1) {
+                    return None;
+                }
+                self.free.next_member(0, self.top)?
+            }
+        };
+        self.free.remove(idx);
+        // SAFETY: `idx < top <= reserved`; we hold the heap lock.
+        unsafe { self.metas.get(idx) }.start_filler();
+        self.filler.add(&self.metas, idx as u32);
+        Some(idx as u32)
+    }
+
+    /// Hands out `npages` pages aligned to `align_pages` (a power of two) as
+    /// a span. With `map_all`, every page maps to the span (small-object
+    /// spans); otherwise only the first. `None` when memory runs out.
+    pub fn alloc_run(&mut self, npages: usize, align_pages: usize, map_all: bool) -> Option<Run> {
+        if !self.is_ready() || npages == 0 {
+            return None;
+        }
+        let need = npages.checked_add(align_pages - 1)?;
+        let run = if need < PAGES_PER_HUGE {
+            self.alloc_from_filler(npages, align_pages, need, map_all)?
+        } else {
+            self.alloc_huge_pages(npages, align_pages)?
+        };
+        self.stats.pages_in_use += npages;
+        Some(run)
+    }
+
+    fn alloc_from_filler(&mut self, n: usize, align: usize, need: usize, map_all: bool) -> Option<Run> {
+        let idx = self.filler_huge_page(need)?;
+        let page = self.filler.take_pages(&self.metas, idx, n, align)?;
+        let start = self.base + ((idx as usize) << HUGE_SHIFT) + (page << PAGE_SHIFT);
+        let span = self.new_span(start, n);
+        if span.is_null() {
+            self.filler.put_pages(&self.metas, idx, page, n);
+            return None;
+        }
+        // SAFETY: valid record under the heap lock.
+        let m = unsafe { self.metas.get(idx as usize) };
+        let clean = m.dirty.count_range(page, n) == 0;
+        m.dirty.set_range(page, n);
+        let mapped = if map_all { n } else { 1 };
+        for p in page..page + mapped {
+            m.spans[p].store(span, Ordering::Release);
+        }
+        Some(Run { span, clean })
+    }
+
+    fn alloc_huge_pages(&mut self, npages: usize, align_pages: usize) -> Option<Run> {
+        let k = npages.div_ceil(PAGES_PER_HUGE);
+        let hp_align = (align_pages / PAGES_PER_HUGE).max(1);
+        let idx = match self.free.find_run(k, hp_align, self.top) {
+            Some(i) => i,
+            None => {
+                let extra = if hp_align == 1 {
+                    k - self.free.trailing_run(self.top)
+                } else {
+                    k.checked_add(hp_align - 1)?
+                };
+                if !self.grow(extra) {
+                    return None;
+                }
+                self.free.find_run(k, hp_align, self.top)?
+            }
+        };
+        let start = self.base + (idx << HUGE_SHIFT);
+        let span = self.new_span(start, npages);
+        if span.is_null() {
+            return None;
+        }
+        let mut clean = true;
+        let mut left = npages;
+        for j in idx..idx + k {
+            self.free.remove(j);
+            // SAFETY: `j < top`; heap lock held.
+            let m = unsafe { self.metas.get(j) };
+            let n = left.min(PAGES_PER_HUGE);
+            left -= n;
+            m.kind = if j == idx { HugeKind::Large } else { HugeKind::LargeTail };
+            m.used.set_range(0, n);
+            m.nused = n as u16;
+            clean &= m.dirty.count_range(0, n) == 0;
+            m.dirty.set_range(0, n);
+        }
+        // SAFETY: `idx < top`; heap lock held.
+        unsafe { self.metas.get(idx) }.spans[0].store(span, Ordering::Release);
+        self.stats.large_huge_pages += k;
+        Some(Run { span, clean })
+    }
+
+    fn locate(&self, addr: usize) -> (usize, usize) {
+        let off = addr - self.base;
+        (off >> HUGE_SHIFT, (off >> PAGE_SHIFT) % PAGES_PER_HUGE)
+    }
+
+    /// Returns a span's pages and its record.
+    ///
+    /// # Safety
+    /// `span` came from `alloc_run` of this heap and is not used afterwards.
+    pub unsafe fn free_run(&mut self, span: *mut Span) {
+        // SAFETY: the caller passes a live span of this heap.
+        let (start, n, class) = unsafe { ((*span).start, (*span).npages as usize, (*span).class) };
+        let (idx, page) = self.locate(start);
+        // SAFETY: `idx` is inside the table; heap lock held.
+        let m = unsafe { self.metas.get(idx) };
+        match m.kind {
+            HugeKind::Filler => {
+                let mapped = if class != 0 { n } else { 1 };
+                for p in page..page + mapped {
+                    m.spans[p].store(ptr::null_mut(), Ordering::Relaxed);
+                }
+                if self.filler.put_pages(&self.metas, idx as u32, page, n) {
+                    self.free.insert(idx);
+                }
+            }
+            _ => {
+                m.spans[0].store(ptr::null_mut(), Ordering::Relaxed);
+                let k = n.div_ceil(PAGES_PER_HUGE);
+                self.release_huge_pages(idx, k);
+            }
+        }
+        self.stats.pages_in_use -= n;
+        // SAFETY: the record is no longer referenced.
+        unsafe { self.pool.give_back(span) };
+    }
+
+    fn release_huge_pages(&mut self, idx: usize, k: usize) {
+        for j in idx..idx + k {
+            // SAFETY: `j < top`; heap lock held.
+            let m = unsafe { self.metas.get(j) };
+            m.used = Default::default();
+            m.nused = 0;
+            m.kind = HugeKind::Free;
+            self.free.insert(j);
+        }
+        self.stats.large_huge_pages -= k;
+    }
+
+    /// Grows or shrinks a large-object span to `new_pages` without moving it,
+    /// if the pages around it allow. Returns whether it did.
+    ///
+    /// # Safety
+    /// `span` is a live large-object span (class 0) of this heap.
+    pub unsafe fn resize_in_place(&mut self, span: *mut Span, new_pages: usize) -> bool {
+        // SAFETY: the caller passes a live span.
+        let sp = unsafe { &mut *span };
+        let n = sp.npages as usize;
+        if new_pages == n {
+            return true;
+        }
+        if new_pages == 0 {
+            return false;
+        }
+        let (idx, page) = self.locate(sp.start);
+        // SAFETY: `idx` is inside the table; heap lock held.
+        let kind = unsafe { self.metas.get(idx) }.kind;
+        if kind == HugeKind::Filler {
+            if new_pages < n {
+                self.filler.put_pages(&self.metas, idx as u32, page + new_pages, n - new_pages);
+            } else {
+                let extra = new_pages - n;
+                if !self.filler.pages_free(&self.metas, idx as u32, page + n, extra) {
+                    return false;
+                }
+                self.filler.claim_pages(&self.metas, idx as u32, page + n, extra);
+                // SAFETY: as above.
+                unsafe { self.metas.get(idx) }.dirty.set_range(page + n, extra);
+            }
+        } else {
+            let k_old = n.div_ceil(PAGES_PER_HUGE);
+            let k_new = new_pages.div_ceil(PAGES_PER_HUGE);
+            if k_new > k_old {
+                let end = idx + k_new;
+                if end > self.top || (idx + k_old..end).any(|j| !self.free.contains(j)) {
+                    return false;
+                }
+                for j in idx + k_old..end {
+                    self.free.remove(j);
+                    // SAFETY: `j < top`; heap lock held.
+                    unsafe { self.metas.get(j) }.kind = HugeKind::LargeTail;
+                }
+                self.stats.large_huge_pages += k_new - k_old;
+            } else if k_new < k_old {
+                self.release_huge_pages(idx + k_new, k_old - k_new);
+            }
+            let mut left = new_pages;
+            for j in idx..idx + k_new {
+                // SAFETY: `j < top`; heap lock held.
+                let m = unsafe { self.metas.get(j) };
+                let used = left.min(PAGES_PER_HUGE);
+                left -= used;
+                m.used = Default::default();
+                m.used.set_range(0, used);
+                m.nused = used as u16;
+                m.dirty.set_range(0, used);
+            }
+        }
+        self.stats.pages_in_use = self.stats.pages_in_use + new_pages - n;
+        sp.npages = new_pages as u32;
+        true
+    }
+
+    /// Checks the heap's structural invariants; returns a description of the
+    /// first violation. For tests and fuzzing.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let mut filler = 0;
+        let mut free = 0;
+        let mut used_pages = 0;
+        for i in 0..self.top {
+            // SAFETY: `i < top`; the caller holds the heap lock.
+            let m = unsafe { self.metas.get(i) };
+            if m.used.count_ones() != m.nused as usize {
+                return Err("nused disagrees with the used bitmap");
+            }
+            used_pages += m.nused as usize;
+            match m.kind {
+                HugeKind::Free => {
+                    free += 1;
+                    if !self.free.contains(i) || m.nused != 0 {
+                        return Err("free huge page not in the free set, or with used pages");
+                    }
+                }
+                HugeKind::Filler => {
+                    filler += 1;
+                    if m.nused == 0 || m.longest_free as usize != m.used.longest_clear_run() {
+                        return Err("filler huge page empty or with a stale longest run");
+                    }
+                }
+                HugeKind::Large | HugeKind::LargeTail => {
+                    if m.nused == 0 {
+                        return Err("large huge page with no used page");
+                    }
+                }
+            }
+            if self.free.contains(i) && m.kind != HugeKind::Free {
+                return Err("huge page in the free set is in use");
+            }
+        }
+        if filler != self.filler.count || free != self.free.count {
+            return Err("filler or free-set count is off");
+        }
+        if used_pages != self.stats.pages_in_use {
+            return Err("pages_in_use disagrees with the bitmaps");
+        }
+        Ok(())
+    }
+}
+
+/// Bytes between two page indices, for readers of `Run`.
+pub const fn pages_to_bytes(pages: usize) -> usize {
+    pages * PAGE_SIZE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::fake::{Call, FakeOs};
+
+    fn heap(hps: usize) -> PageHeap<FakeOs> {
+        let mut h = PageHeap::new(FakeOs::default());
+        assert!(h.init(hps * HUGE_SIZE, HUGE_SIZE));
+        h
+    }
+
+    fn run(h: &mut PageHeap<FakeOs>, n: usize, align: usize) -> *mut Span {
+        let r = h.alloc_run(n, align, true).expect("memory");
+        h.check().unwrap();
+        r.span
+    }
+
+    fn start(s: *mut Span) -> usize {
+        // SAFETY: live span in a test.
+        unsafe { (*s).start }
+    }
+
+    #[test]
+    fn packs_spans_into_one_huge_page_then_the_next() {
+        let mut h = heap(64);
+        let base = h.view().base;
+        let spans: Vec<_> = (0..600).map(|_| run(&mut h, 1, 1)).collect();
+        // 512 one-page spans fill the first huge page before the second is used.
+        assert!(spans[..512].iter().all(|&s| start(s) < base + HUGE_SIZE));
+        assert!(spans[512..].iter().all(|&s| start(s) >= base + HUGE_SIZE));
+        assert_eq!(h.filler_huge_pages(), 2);
+        assert_eq!(h.view().span_of(start(spans[7]) + 100), spans[7]);
+        // Commits happen in GROW_HUGE_PAGES steps, never per span.
+        let commits = h.os.calls.borrow().iter().filter(|c| matches!(c, Call::Commit { .. })).count();
+        assert_eq!(commits, 1);
+    }
+
+    #[test]
+    fn freed_huge_page_returns_whole_and_is_reused() {
+        let mut h = heap(64);
+        let spans: Vec<_> = (0..1024).map(|_| run(&mut h, 1, 1)).collect();
+        for &s in &spans[..512] {
+            // SAFETY: live span of this heap.
+            unsafe { h.free_run(s) };
+        }
+        h.check().unwrap();
+        assert_eq!(h.filler_huge_pages(), 1);
+        assert_eq!(h.free_huge_pages(), GROW_HUGE_PAGES - 1);
+        // Pages that held data are not reported clean.
+        let r = h.alloc_run(4, 1, true).unwrap();
+        assert!(!r.clean, "reused pages may hold old data");
+        let fresh = h.alloc_run(600, 1, false).unwrap();
+        assert!(fresh.clean, "never-used huge pages are zero");
+    }
+
+    #[test]
+    fn fullest_first_across_huge_pages() {
+        let mut h = heap(64);
+        let a: Vec<_> = (0..1024).map(|_| run(&mut h, 1, 1)).collect();
+        let base = h.view().base;
+        // Leave huge page 0 with 10 free pages and huge page 1 with 400 free.
+        for &s in a[..10].iter().chain(a[512..912].iter()) {
+            // SAFETY: live spans.
+            unsafe { h.free_run(s) };
+        }
+        let next = run(&mut h, 1, 1);
+        assert!(start(next) < base + HUGE_SIZE, "went to the emptier huge page");
+    }
+
+    #[test]
+    fn large_runs_take_whole_aligned_huge_pages() {
+        let mut h = heap(64);
+        let base = h.view().base;
+        let small = run(&mut h, 1, 1);
+        let big = h.alloc_run(3 * PAGES_PER_HUGE + 1, 1, false).unwrap().span;
+        h.check().unwrap();
+        assert_eq!(start(big) % HUGE_SIZE, 0);
+        assert_eq!(h.stats.large_huge_pages, 4);
+        let aligned = h.alloc_run(1, 4 * PAGES_PER_HUGE, false).unwrap().span;
+        assert_eq!((start(aligned) - base) % (4 * HUGE_SIZE), 0);
+        let page_aligned = h.alloc_run(3, 64, false).unwrap().span;
+        assert_eq!(start(page_aligned) % (64 * PAGE_SIZE), 0);
+        // SAFETY: live spans.
+        unsafe {
+            h.free_run(big);
+            h.free_run(aligned);
+            h.free_run(page_aligned);
+            h.free_run(small);
+        }
+        h.check().unwrap();
+        assert_eq!(h.stats.pages_in_use, 0);
+        assert_eq!(h.free_huge_pages(), h.committed_huge_pages());
+    }
+
+    #[test]
+    fn resize_in_place_grows_and_shrinks() {
+        let mut h = heap(64);
+        let s = h.alloc_run(10, 1, false).unwrap().span;
+        // SAFETY: live span.
+        unsafe {
+            assert!(h.resize_in_place(s, 20));
+            h.check().unwrap();
+            assert!(h.resize_in_place(s, 5));
+            h.check().unwrap();
+            let blocker = run(&mut h, 1, 1);
+            assert_eq!(start(blocker), start(s) + 5 * PAGE_SIZE);
+            assert!(!h.resize_in_place(s, 6));
+            let big = h.alloc_run(600, 1, false).unwrap().span;
+            assert!(h.resize_in_place(big, 1100));
+            assert_eq!(h.stats.large_huge_pages, 3);
+            assert!(h.resize_in_place(big, 513));
+            assert_eq!(h.stats.large_huge_pages, 2);
+            h.check().unwrap();
+        }
+    }
+
+    #[test]
+    fn refusal_returns_none_and_heap_stays_usable() {
+        let mut h = heap(64);
+        *h.os.refuse_commit.borrow_mut() = true;
+        assert!(h.alloc_run(1, 1, true).is_none());
+        assert!(h.stats.os_refusals > 0);
+        *h.os.refuse_commit.borrow_mut() = false;
+        assert!(h.alloc_run(1, 1, true).is_some());
+        // More than reserved: None, not a panic.
+        assert!(h.alloc_run(65 * PAGES_PER_HUGE, 1, false).is_none());
+        assert!(h.alloc_run(usize::MAX, 2, false).is_none());
+        h.check().unwrap();
+    }
+}
