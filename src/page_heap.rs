@@ -272,7 +272,7 @@ impl<O: Os> PageHeap<O> {
     fn alloc_huge_pages(&mut self, npages: usize, align_pages: usize) -> Option<Run> {
         let k = npages.div_ceil(PAGES_PER_HUGE);
         let hp_align = (align_pages / PAGES_PER_HUGE).max(1);
-        let idx = match self.free.find_run(k, hp_align, self.top) {
+        let idx = match self.free.find_run(k, hp_align, self.top, self.base >> HUGE_SHIFT) {
             Some(i) => i,
             None => {
                 let extra = if hp_align == 1 {
@@ -283,7 +283,7 @@ impl<O: Os> PageHeap<O> {
                 if !self.grow(extra) {
                     return None;
                 }
-                self.free.find_run(k, hp_align, self.top)?
+                self.free.find_run(k, hp_align, self.top, self.base >> HUGE_SHIFT)?
             }
         };
         let start = self.base + (idx << HUGE_SHIFT);

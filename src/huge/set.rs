@@ -81,12 +81,13 @@ impl HugeSet {
         None
     }
 
-    /// First run of `len` members below `limit` starting at a multiple of
-    /// `align` (a power of two).
-    pub fn find_run(&self, len: usize, align: usize, limit: usize) -> Option<usize> {
+    /// First run of `len` members below `limit` whose start `s` makes
+    /// `s + phase` a multiple of `align` (a power of two). `phase` is the
+    /// heap base in huge pages, so the run's address is aligned.
+    pub fn find_run(&self, len: usize, align: usize, limit: usize, phase: usize) -> Option<usize> {
         let mut i = self.next_member(0, limit)?;
         loop {
-            let start = i.checked_add(align - 1)? & !(align - 1);
+            let start = (i.checked_add(phase)?.checked_add(align - 1)? & !(align - 1)) - phase;
             if start.checked_add(len)? > limit {
                 return None;
             }
@@ -120,13 +121,17 @@ mod tests {
             s.insert(i);
         }
         assert_eq!(s.count, 11);
-        assert_eq!(s.find_run(1, 1, 256), Some(3));
-        assert_eq!(s.find_run(4, 1, 256), Some(3));
-        assert_eq!(s.find_run(4, 4, 256), Some(8));
-        assert_eq!(s.find_run(2, 64, 256), Some(64));
-        assert_eq!(s.find_run(5, 1, 256), None);
-        assert_eq!(s.find_run(1, 1, 3), None);
+        assert_eq!(s.find_run(1, 1, 256, 0), Some(3));
+        assert_eq!(s.find_run(4, 1, 256, 0), Some(3));
+        assert_eq!(s.find_run(4, 4, 256, 0), Some(8));
+        assert_eq!(s.find_run(2, 64, 256, 0), Some(64));
+        assert_eq!(s.find_run(5, 1, 256, 0), None);
+        assert_eq!(s.find_run(1, 1, 3, 0), None);
         assert_eq!(s.next_member(12, 256), Some(64));
+        // With the heap base 3 huge pages past an aligned address.
+        assert_eq!(s.find_run(4, 4, 256, 3), None);
+        assert_eq!(s.find_run(2, 4, 256, 3), Some(5));
+        assert_eq!(s.find_run(1, 64, 256, 63), Some(65));
         s.remove(64);
         assert_eq!(s.next_member(12, 256), Some(65));
         assert_eq!(s.trailing_run(12), 4);
