@@ -6,7 +6,7 @@
 //! under the heap lock, then (with no lock held, because glibc may allocate
 //! inside `pthread_atfork`) the pthread key and the fork handlers, each once.
 
-use crate::central::{init_small_span, Chain, CentralList};
+use crate::central::{init_small_span, CentralList, Chain};
 use crate::huge::{HugePageMeta, MetaTable};
 use crate::lock::SpinLock;
 use crate::os::linux::{self, LinuxOs, ThreadExitKey};
@@ -86,7 +86,10 @@ fn install_hooks() {
         }
         None => false,
     };
-    HOOKS.store(if ok { HOOKS_DONE } else { HOOKS_FAILED }, Ordering::Release);
+    HOOKS.store(
+        if ok { HOOKS_DONE } else { HOOKS_FAILED },
+        Ordering::Release,
+    );
 }
 
 /// Arms the calling thread's exit hook; `false` while it cannot be armed

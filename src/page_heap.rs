@@ -249,7 +249,13 @@ impl<O: Os> PageHeap<O> {
         Some(run)
     }
 
-    fn alloc_from_filler(&mut self, n: usize, align: usize, need: usize, map_all: bool) -> Option<Run> {
+    fn alloc_from_filler(
+        &mut self,
+        n: usize,
+        align: usize,
+        need: usize,
+        map_all: bool,
+    ) -> Option<Run> {
         let idx = self.filler_huge_page(need)?;
         let page = self.filler.take_pages(&self.metas, idx, n, align)?;
         let start = self.base + ((idx as usize) << HUGE_SHIFT) + (page << PAGE_SHIFT);
@@ -272,7 +278,10 @@ impl<O: Os> PageHeap<O> {
     fn alloc_huge_pages(&mut self, npages: usize, align_pages: usize) -> Option<Run> {
         let k = npages.div_ceil(PAGES_PER_HUGE);
         let hp_align = (align_pages / PAGES_PER_HUGE).max(1);
-        let idx = match self.free.find_run(k, hp_align, self.top, self.base >> HUGE_SHIFT) {
+        let idx = match self
+            .free
+            .find_run(k, hp_align, self.top, self.base >> HUGE_SHIFT)
+        {
             Some(i) => i,
             None => {
                 let extra = if hp_align == 1 {
@@ -283,7 +292,8 @@ impl<O: Os> PageHeap<O> {
                 if !self.grow(extra) {
                     return None;
                 }
-                self.free.find_run(k, hp_align, self.top, self.base >> HUGE_SHIFT)?
+                self.free
+                    .find_run(k, hp_align, self.top, self.base >> HUGE_SHIFT)?
             }
         };
         let start = self.base + (idx << HUGE_SHIFT);
@@ -299,7 +309,11 @@ impl<O: Os> PageHeap<O> {
             let m = unsafe { self.metas.get(j) };
             let n = left.min(PAGES_PER_HUGE);
             left -= n;
-            m.kind = if j == idx { HugeKind::Large } else { HugeKind::LargeTail };
+            m.kind = if j == idx {
+                HugeKind::Large
+            } else {
+                HugeKind::LargeTail
+            };
             m.used.set_range(0, n);
             m.nused = n as u16;
             clean &= m.dirty.count_range(0, n) == 0;
@@ -379,15 +393,22 @@ impl<O: Os> PageHeap<O> {
         let kind = unsafe { self.metas.get(idx) }.kind;
         if kind == HugeKind::Filler {
             if new_pages < n {
-                self.filler.put_pages(&self.metas, idx as u32, page + new_pages, n - new_pages);
+                self.filler
+                    .put_pages(&self.metas, idx as u32, page + new_pages, n - new_pages);
             } else {
                 let extra = new_pages - n;
-                if !self.filler.pages_free(&self.metas, idx as u32, page + n, extra) {
+                if !self
+                    .filler
+                    .pages_free(&self.metas, idx as u32, page + n, extra)
+                {
                     return false;
                 }
-                self.filler.claim_pages(&self.metas, idx as u32, page + n, extra);
+                self.filler
+                    .claim_pages(&self.metas, idx as u32, page + n, extra);
                 // SAFETY: as above.
-                unsafe { self.metas.get(idx) }.dirty.set_range(page + n, extra);
+                unsafe { self.metas.get(idx) }
+                    .dirty
+                    .set_range(page + n, extra);
             }
         } else {
             let k_old = n.div_ceil(PAGES_PER_HUGE);
@@ -507,7 +528,12 @@ mod tests {
         assert_eq!(h.filler_huge_pages(), 2);
         assert_eq!(h.view().span_of(start(spans[7]) + 100), spans[7]);
         // Commits happen in GROW_HUGE_PAGES steps, never per span.
-        let commits = h.os.calls.borrow().iter().filter(|c| matches!(c, Call::Commit { .. })).count();
+        let commits =
+            h.os.calls
+                .borrow()
+                .iter()
+                .filter(|c| matches!(c, Call::Commit { .. }))
+                .count();
         assert_eq!(commits, 1);
     }
 
@@ -540,7 +566,10 @@ mod tests {
             unsafe { h.free_run(s) };
         }
         let next = run(&mut h, 1, 1);
-        assert!(start(next) < base + HUGE_SIZE, "went to the emptier huge page");
+        assert!(
+            start(next) < base + HUGE_SIZE,
+            "went to the emptier huge page"
+        );
     }
 
     #[test]

@@ -119,6 +119,9 @@ const fn build_cache_max() -> [u16; NUM_CLASSES] {
     t
 }
 
+// The lookup table stores classes as u8.
+const _: () = assert!(NUM_CLASSES <= 256);
+
 static LOOKUP: [u8; LOOKUP_LEN] = build_lookup();
 
 const fn build_lookup() -> [u8; LOOKUP_LEN] {
@@ -187,7 +190,6 @@ mod tests {
             assert!(CLASS_SIZE[c] > CLASS_SIZE[c - 1]);
             assert_eq!(CLASS_SIZE[c] % 16, 0, "class {c} not 16-aligned");
         }
-        assert!(NUM_CLASSES <= 256, "lookup table stores u8");
     }
 
     #[test]
@@ -195,7 +197,10 @@ mod tests {
         for size in 0..=MAX_SMALL {
             let c = class_of_small(size);
             assert!(CLASS_SIZE[c] as usize >= size, "size {size}");
-            assert!(c == 1 || (CLASS_SIZE[c - 1] as usize) < size, "size {size} not tight");
+            assert!(
+                c == 1 || (CLASS_SIZE[c - 1] as usize) < size,
+                "size {size} not tight"
+            );
         }
     }
 
@@ -243,7 +248,9 @@ mod tests {
     #[test]
     fn aligned_classes_align_their_objects() {
         for align in [1usize, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096] {
-            for size in [1usize, 7, 8, 9, 16, 17, 100, 1000, 4096, 5000, 20000, MAX_SMALL] {
+            for size in [
+                1usize, 7, 8, 9, 16, 17, 100, 1000, 4096, 5000, 20000, MAX_SMALL,
+            ] {
                 let c = class_for(size, align);
                 if c == 0 {
                     assert!(size.max(align) > MAX_SMALL || align > PAGE_SIZE);

@@ -116,6 +116,12 @@ pub struct SpanList {
 // SAFETY: the list is only reached through a lock that owns it.
 unsafe impl Send for SpanList {}
 
+impl Default for SpanList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SpanList {
     pub const fn new() -> Self {
         SpanList {
@@ -187,6 +193,12 @@ unsafe impl Send for SpanPool {}
 
 /// Bytes of metadata fetched at once for span records.
 pub const SPAN_CHUNK: usize = 1 << 20;
+
+impl Default for SpanPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl SpanPool {
     pub const fn new() -> Self {

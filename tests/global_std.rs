@@ -187,7 +187,10 @@ fn fork_from_busy_threaded_process() {
             }
             thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: {status}");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child failed: {status}"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {

@@ -12,9 +12,18 @@ static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Alloc { size: usize, align_log: u32, zeroed: bool },
-    Dealloc { pick: usize },
-    Realloc { pick: usize, size: usize },
+    Alloc {
+        size: usize,
+        align_log: u32,
+        zeroed: bool,
+    },
+    Dealloc {
+        pick: usize,
+    },
+    Realloc {
+        pick: usize,
+        size: usize,
+    },
 }
 
 fn size_strategy() -> impl Strategy<Value = usize> {
@@ -53,8 +62,14 @@ fn check(b: &Block, len: usize) -> bool {
 }
 
 fn no_overlap(live: &BTreeMap<usize, usize>, start: usize, len: usize) -> bool {
-    let before_ok = live.range(..=start).next_back().is_none_or(|(&s, &l)| s + l <= start);
-    let after_ok = live.range(start..).next().is_none_or(|(&s, _)| start + len <= s);
+    let before_ok = live
+        .range(..=start)
+        .next_back()
+        .is_none_or(|(&s, &l)| s + l <= start);
+    let after_ok = live
+        .range(start..)
+        .next()
+        .is_none_or(|(&s, _)| start + len <= s);
     before_ok && after_ok
 }
 

@@ -103,7 +103,13 @@ impl Filler {
 
     /// Takes `n` pages (start a multiple of `align`) from filler huge page
     /// `idx`; returns the first page index, or `None` if it has no such run.
-    pub fn take_pages(&mut self, metas: &MetaTable, idx: u32, n: usize, align: usize) -> Option<usize> {
+    pub fn take_pages(
+        &mut self,
+        metas: &MetaTable,
+        idx: u32,
+        n: usize,
+        align: usize,
+    ) -> Option<usize> {
         // SAFETY: `idx` is a valid filler record; the caller holds the heap lock.
         let m = unsafe { metas.get(idx as usize) };
         debug_assert_eq!(m.kind, HugeKind::Filler);

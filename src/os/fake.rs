@@ -8,9 +8,19 @@ use core::cell::RefCell;
 /// One recorded OS call.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Call {
-    Reserve { addr: usize, len: usize },
-    Commit { addr: usize, len: usize },
-    Advise { addr: usize, len: usize, advice: Advice },
+    Reserve {
+        addr: usize,
+        len: usize,
+    },
+    Commit {
+        addr: usize,
+        len: usize,
+    },
+    Advise {
+        addr: usize,
+        len: usize,
+        advice: Advice,
+    },
 }
 
 /// The fake. Not thread-safe; tests use one per thread.
@@ -57,7 +67,9 @@ impl Os for FakeOs {
     }
 
     fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
-        self.calls.borrow_mut().push(Call::Advise { addr, len, advice });
+        self.calls
+            .borrow_mut()
+            .push(Call::Advise { addr, len, advice });
         Ok(())
     }
 }

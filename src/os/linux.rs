@@ -122,7 +122,7 @@ impl ThreadExitKey {
 
     /// The raw key, for storing in an atomic.
     pub fn raw(&self) -> u32 {
-        self.0 as u32
+        self.0
     }
 
     /// Arms the destructor for the calling thread with a non-null `value`.

@@ -5,9 +5,9 @@
 //! real kernel ([`linux::LinuxOs`]). Every primitive states its preconditions
 //! here, once.
 
-pub mod linux;
 #[cfg(test)]
 pub mod fake;
+pub mod linux;
 
 /// Memory advice the allocator gives the kernel, always on whole pages.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
