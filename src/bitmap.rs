@@ -127,6 +127,30 @@ impl PageBitmap {
         None
     }
 
+    /// Bits set in `self` and clear in `other`.
+    pub fn and_not(&self, other: &PageBitmap) -> PageBitmap {
+        let mut words = self.words;
+        for (w, o) in words.iter_mut().zip(other.words.iter()) {
+            *w &= !o;
+        }
+        PageBitmap { words }
+    }
+
+    /// Whether no bit is set.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|&w| w == 0)
+    }
+
+    /// Visits each maximal run of set bits as `(start, len)`.
+    pub fn for_each_set_run(&self, mut f: impl FnMut(usize, usize)) {
+        let mut i = self.next_set(0);
+        while i < PAGES_PER_HUGE {
+            let end = self.next_clear(i);
+            f(i, end - i);
+            i = self.next_set(end);
+        }
+    }
+
     /// Visits each maximal run of clear bits as `(start, len)`.
     pub fn for_each_clear_run(&self, mut f: impl FnMut(usize, usize)) {
         let mut i = self.next_clear(0);
@@ -203,6 +227,16 @@ mod tests {
             let mut runs = 0;
             b.for_each_clear_run(|s, l| { runs += l; assert!(model[s..s + l].iter().all(|&x| !x)); });
             prop_assert_eq!(runs, model.iter().filter(|&&x| !x).count());
+            let mut set = 0;
+            b.for_each_set_run(|s, l| { set += l; assert!(model[s..s + l].iter().all(|&x| x)); });
+            prop_assert_eq!(set, b.count_ones());
+            let mut other = PageBitmap::new();
+            other.set_range(100, 200);
+            let d = b.and_not(&other);
+            for (i, &m) in model.iter().enumerate() {
+                prop_assert_eq!(d.get(i), m && !(100..300).contains(&i));
+            }
+            prop_assert_eq!(d.is_empty(), d.count_ones() == 0);
         }
     }
 }

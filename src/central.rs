@@ -12,7 +12,8 @@
 //! reverse.
 
 use crate::global;
-use crate::size_class::{CLASS_BATCH, CLASS_PAGES, CLASS_SIZE};
+use crate::page_heap::{Pass, PassResult};
+use crate::size_class::{CLASS_BATCH, CLASS_PAGES, CLASS_RECIP, CLASS_SIZE};
 use crate::span::{FreeObject, Span, SpanList};
 use crate::units::PAGE_SIZE;
 use core::ptr;
@@ -38,6 +39,11 @@ pub struct CentralList {
     nonempty: SpanList,
     /// Spans of this class in existence.
     pub spans: usize,
+    /// Release clock when a batch was last parked.
+    transfer_at: u32,
+    /// Objects handed to thread caches and not returned (parked ones count
+    /// as returned).
+    pub objects_out: usize,
 }
 
 // SAFETY: the raw pointers are owned by the list and only reached under its lock.
@@ -62,6 +68,8 @@ impl CentralList {
             ntransfer: 0,
             nonempty: SpanList::new(),
             spans: 0,
+            transfer_at: 0,
+            objects_out: 0,
         }
     }
 
@@ -70,6 +78,7 @@ impl CentralList {
     pub fn take(&mut self, class: usize, want: usize) -> Chain {
         if want == CLASS_BATCH[class] as usize && self.ntransfer > 0 {
             self.ntransfer -= 1;
+            self.objects_out += want;
             return Chain {
                 head: self.transfer[self.ntransfer],
                 count: want,
@@ -78,6 +87,7 @@ impl CentralList {
         let size = CLASS_SIZE[class] as usize;
         let mut head: *mut FreeObject = ptr::null_mut();
         let mut count = 0;
+        let mut unreleased = 0;
         while count < want {
             let mut span = self.nonempty.first();
             if span.is_null() {
@@ -97,7 +107,7 @@ impl CentralList {
             unsafe {
                 let s = &mut *span;
                 while count < want {
-                    let obj = s.pop(size);
+                    let obj = s.pop(size, &mut unreleased) as *mut FreeObject;
                     if obj.is_null() {
                         break;
                     }
@@ -111,6 +121,10 @@ impl CentralList {
                 }
             }
         }
+        if unreleased != 0 {
+            global::pages_reused(unreleased);
+        }
+        self.objects_out += count;
         Chain { head, count }
     }
 
@@ -119,9 +133,11 @@ impl CentralList {
     /// # Safety
     /// Every object in the chain was handed out for `class` and is free.
     pub unsafe fn give(&mut self, class: usize, chain: Chain) {
+        self.objects_out -= chain.count;
         if chain.count == CLASS_BATCH[class] as usize && self.ntransfer < transfer_limit(class) {
             self.transfer[self.ntransfer] = chain.head;
             self.ntransfer += 1;
+            self.transfer_at = global::now();
             return;
         }
         // SAFETY: forwarded from the caller.
@@ -130,12 +146,18 @@ impl CentralList {
 
     /// # Safety
     /// `obj` is a free object of a live span of this list's class.
-    unsafe fn return_object(&mut self, obj: *mut FreeObject) {
+    unsafe fn return_object(&mut self, obj: *mut FreeObject, now: u32) {
         let span = global::view().span_of(obj as usize);
         // SAFETY: a handed-out object's page maps to its live span.
         let s: &mut Span = unsafe { &mut *span };
-        // SAFETY: `obj` belongs to `s`; we hold the list's lock.
-        unsafe { s.push(obj) };
+        let class = s.class as usize;
+        let size = CLASS_SIZE[class] as usize;
+        match s.object_index(obj as usize, size, CLASS_RECIP[class]) {
+            Some(i) if !s.is_free(i) => s.push(i),
+            _ => return global::report_bad_free(obj as usize),
+        }
+        s.release_pending = true;
+        s.freed_at = now;
         if s.used == 0 {
             if s.in_list {
                 // SAFETY: the span is on this list.
@@ -168,14 +190,48 @@ impl CentralList {
     /// # Safety
     /// As for [`CentralList::give`].
     unsafe fn give_to_spans(&mut self, chain: Chain) {
+        let now = global::now();
         let mut obj = chain.head;
         for _ in 0..chain.count {
             // SAFETY: the chain holds `count` free objects linked by their
             // first word.
             let next = unsafe { (*obj).next };
             // SAFETY: the object belongs to a live span of this class.
-            unsafe { self.return_object(obj) };
+            unsafe { self.return_object(obj, now) };
             obj = next;
+        }
+    }
+
+    /// Release pass over this class: parked batches that sat idle go back
+    /// to their spans, then free pages inside partly used spans idle for the
+    /// hold-back are returned to the OS (through the page heap, which marks
+    /// the huge page NOHUGEPAGE first).
+    pub fn release(&mut self, class: usize, pass: &Pass, out: &mut PassResult) {
+        if self.ntransfer > 0 {
+            if pass.idle(self.transfer_at) {
+                self.drain_transfer(class);
+            } else {
+                out.pending = true;
+            }
+        }
+        let size = CLASS_SIZE[class] as usize;
+        let mut s = self.nonempty.first();
+        while !s.is_null() {
+            // SAFETY: listed spans are live and we hold this list's lock.
+            let span = unsafe { &mut *s };
+            s = span.next;
+            if !span.release_pending {
+                continue;
+            }
+            if !pass.idle(span.freed_at) {
+                out.pending = true;
+                continue;
+            }
+            let mask = span.free_pages(size) & !span.released;
+            if mask != 0 {
+                out.released_pages += global::HEAP.lock().release_span_pages(span, mask);
+            }
+            span.release_pending = false;
         }
     }
 
@@ -185,12 +241,9 @@ impl CentralList {
     }
 }
 
-/// Initialises a fresh span for `class`: capacity and bump area.
+/// Initialises a fresh span for `class`: every object free.
 pub fn init_small_span(span: &mut Span, class: usize) {
     let size = CLASS_SIZE[class] as usize;
     let bytes = CLASS_PAGES[class] as usize * PAGE_SIZE;
-    span.class = class as u8;
-    span.capacity = (bytes / size) as u32;
-    span.bump = span.start;
-    span.end = span.start + span.capacity as usize * size;
+    span.init_objects(class as u8, bytes / size);
 }

@@ -7,10 +7,12 @@
 //! inside `pthread_atfork`) the pthread key and the fork handlers, each once.
 
 use crate::central::{init_small_span, CentralList, Chain};
+use crate::config::Mode;
 use crate::huge::{HugePageMeta, MetaTable};
 use crate::lock::SpinLock;
 use crate::os::linux::{self, LinuxOs, ThreadExitKey};
-use crate::page_heap::{HeapView, PageHeap, DEFAULT_RESERVE, MIN_RESERVE};
+use crate::page_heap::{HeapView, PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
+use crate::scavenger;
 use crate::size_class::{CLASS_PAGES, NUM_CLASSES};
 use crate::span::{FreeObject, Span};
 use core::ptr;
@@ -58,6 +60,12 @@ pub fn ensure_heap() -> bool {
     {
         let mut heap = HEAP.lock();
         if !heap.is_ready() {
+            let cfg = crate::config::get();
+            heap.policy = Policy {
+                must_mark: cfg.must_mark(),
+                go_legacy: cfg.mode == Mode::GoLegacy,
+                regain: cfg.regain_huge_pages(),
+            };
             if !heap.init(DEFAULT_RESERVE, MIN_RESERVE) {
                 return false;
             }
@@ -122,6 +130,7 @@ unsafe extern "C" fn fork_child() {
     // SAFETY: the child has only this thread, which took every lock in
     // `fork_prepare`.
     unsafe { unlock_all() };
+    scavenger::after_fork_child();
 }
 
 /// # Safety
@@ -155,6 +164,8 @@ pub unsafe fn central_give(class: usize, head: *mut FreeObject, n: usize) {
     let chain = Chain { head, count: n };
     // SAFETY: forwarded from the caller.
     unsafe { CENTRAL[class].lock().give(class, chain) };
+    scavenger::note_free();
+    scavenger::maybe_start();
 }
 
 /// A new span for `class` from the page heap (caller holds the class lock).
@@ -174,6 +185,32 @@ pub fn new_small_span(class: usize) -> *mut Span {
 pub unsafe fn free_span(span: *mut Span) {
     // SAFETY: forwarded from the caller.
     unsafe { HEAP.lock().free_run(span) };
+    scavenger::note_free();
+}
+
+/// Pages released inside spans became resident again (objects handed out).
+pub fn pages_reused(n: usize) {
+    crate::page_heap::SPAN_RELEASED_PAGES.fetch_sub(n, Ordering::Relaxed);
+}
+
+/// The release clock: milliseconds of a monotonic clock, wrapping at 2^32
+/// (read through the vDSO: no system call).
+#[inline]
+pub fn now() -> u32 {
+    linux::now_ms() as u32
+}
+
+/// A pointer freed that is not a live object of this allocator (double free
+/// or foreign pointer): say so on stderr and ignore it, so no list is
+/// corrupted.
+#[cold]
+pub fn report_bad_free(addr: usize) {
+    let mut buf = *b"hugeguard: ignoring free of 0x0000000000000000: not a live block (double free or foreign pointer)\n";
+    let digits = b"0123456789abcdef";
+    for i in 0..16 {
+        buf[30 + i] = digits[(addr >> ((15 - i) * 4)) & 0xf];
+    }
+    linux::write_stderr(&buf);
 }
 
 /// Returns every object parked in transfer caches to its span.

@@ -50,7 +50,8 @@ pub unsafe fn dealloc(ptr: *mut u8) -> bool {
         return false;
     }
     // SAFETY: the caller gives up the object; the span is live.
-    unsafe { HEAP.lock().free_run(span) };
+    unsafe { global::free_span(span) };
+    crate::scavenger::maybe_start();
     true
 }
 

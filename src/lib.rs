@@ -42,12 +42,14 @@
 pub mod bitmap;
 pub mod cache;
 pub mod central;
+pub mod config;
 mod global;
 pub mod huge;
 pub mod large;
 pub mod lock;
 pub mod os;
 pub mod page_heap;
+mod scavenger;
 pub mod size_class;
 pub mod span;
 mod stats;
@@ -57,6 +59,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use size_class::{class_for, class_of_small, fast_path_ok, CLASS_SIZE};
 
+pub use scavenger::{release_now, set_background};
 pub use stats::{stats, Stats};
 
 /// The allocator. Use it as

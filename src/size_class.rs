@@ -84,6 +84,20 @@ const fn build_pages() -> [u16; NUM_CLASSES] {
     t
 }
 
+/// `ceil(2^32 / size)` per class, for exact division of object offsets.
+pub static CLASS_RECIP: [u64; NUM_CLASSES] = build_recip();
+
+const fn build_recip() -> [u64; NUM_CLASSES] {
+    let sizes = build_sizes();
+    let mut t = [0u64; NUM_CLASSES];
+    let mut i = 1;
+    while i < NUM_CLASSES {
+        t[i] = (1u64 << 32).div_ceil(sizes[i] as u64);
+        i += 1;
+    }
+    t
+}
+
 /// Objects a thread cache moves to or from the central list at once.
 pub static CLASS_BATCH: [u16; NUM_CLASSES] = build_batch();
 
@@ -229,6 +243,7 @@ mod tests {
             let size = CLASS_SIZE[c] as usize;
             assert!((bytes % size) * 8 <= bytes, "class {c}");
             assert!(bytes / size >= 4, "class {c}");
+            assert!(bytes / size <= crate::span::MAX_OBJECTS, "class {c}");
             assert!(CLASS_PAGES[c] as usize <= 64);
         }
     }

@@ -1,15 +1,22 @@
 //! Spans: runs of 4 KiB pages inside one huge page (or whole huge pages for
 //! large objects), their intrusive lists, and the pool their records come from.
 //!
-//! A small-object span holds objects of one size class. Objects never handed
-//! out sit between `bump` and `end` (untouched, so a fresh span costs no page
-//! faults until used); freed objects form the intrusive list `free`.
-//! Span records live out of band, in metadata memory, so freeing pages never
-//! touches a record inside them.
+//! A small-object span holds objects of one size class. Which objects are free
+//! is kept out of band, in a bitmap in the span record, never in the objects
+//! themselves: so the release policy can return a free 4 KiB page inside a
+//! span that still holds live objects (`MADV_DONTNEED` zeroes it) without
+//! breaking any list, and an object never handed out is never touched. Span
+//! records live in metadata memory, so freeing pages never touches a record.
 
+use crate::units::{PAGE_SHIFT, PAGE_SIZE};
 use core::ptr;
 
-/// A free object: its first word links to the next free object.
+/// Most objects one span can hold (8 B objects in one page).
+pub const MAX_OBJECTS: usize = 512;
+const FREE_WORDS: usize = MAX_OBJECTS / 64;
+
+/// A free object while it sits in a thread cache or transfer batch: its first
+/// word links to the next one. (Spans do not use this link.)
 #[repr(C)]
 pub struct FreeObject {
     pub next: *mut FreeObject,
@@ -30,81 +37,137 @@ pub struct Span {
     pub class: u8,
     /// Whether the span is on its central list's non-empty list.
     pub in_list: bool,
+    /// Whether objects came back since the release policy last looked.
+    pub release_pending: bool,
     /// Objects handed out and not yet returned.
     pub used: u32,
     /// Objects the span holds.
     pub capacity: u32,
-    /// Freed objects.
-    pub free: *mut FreeObject,
-    /// Next never-used object.
-    pub bump: usize,
-    /// End of the usable object area.
-    pub end: usize,
+    /// Coarse time (release clock) an object last came back.
+    pub freed_at: u32,
+    /// Bit `i` set: object `i` is free.
+    pub free: [u64; FREE_WORDS],
+    /// Bit `p` set: span page `p` was returned to the OS while the span lived
+    /// and no object on it has been handed out since (it reads as zero).
+    pub released: u64,
     /// Intrusive list links.
     pub next: *mut Span,
     pub prev: *mut Span,
 }
 
 impl Span {
-    /// A record for a run of pages; the caller fills in the class fields.
+    /// A record for a run of pages; `init_objects` makes it a small span.
     pub fn init(&mut self, start: usize, npages: usize) {
         *self = Span {
             start,
             npages: npages as u32,
             class: 0,
             in_list: false,
+            release_pending: false,
             used: 0,
             capacity: 0,
-            free: ptr::null_mut(),
-            bump: start,
-            end: start,
+            freed_at: 0,
+            free: [0; FREE_WORDS],
+            released: 0,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
         };
     }
 
+    /// Makes the span hold `capacity` objects of `class`, all free.
+    pub fn init_objects(&mut self, class: u8, capacity: usize) {
+        debug_assert!(capacity <= MAX_OBJECTS && self.npages <= 64);
+        self.class = class;
+        self.capacity = capacity as u32;
+        for (w, word) in self.free.iter_mut().enumerate() {
+            let lo = w * 64;
+            *word = match capacity.saturating_sub(lo) {
+                0 => 0,
+                n if n >= 64 => u64::MAX,
+                n => (1u64 << n) - 1,
+            };
+        }
+    }
+
     /// Whether the span has an object to hand out.
     #[inline]
     pub fn has_free(&self) -> bool {
-        !self.free.is_null() || self.bump < self.end
+        self.used < self.capacity
     }
 
-    /// Takes one object, or null when full.
-    ///
-    /// # Safety
-    /// The caller holds the lock protecting the span, and `free` links only
-    /// objects of this span.
+    /// Takes the lowest free object (so objects pack towards the span start),
+    /// or null when full. Pages the object covers stop counting as released;
+    /// their number is added to `unreleased`.
     #[inline]
-    pub unsafe fn pop(&mut self, size: usize) -> *mut FreeObject {
-        let obj = self.free;
-        if !obj.is_null() {
-            // SAFETY: objects on the free list are free memory of this span
-            // whose first word is the link.
-            self.free = unsafe { (*obj).next };
-            self.used += 1;
-            return obj;
-        }
-        if self.bump < self.end {
-            let obj = self.bump as *mut FreeObject;
-            self.bump += size;
-            self.used += 1;
-            return obj;
+    pub fn pop(&mut self, size: usize, unreleased: &mut usize) -> *mut u8 {
+        for w in 0..FREE_WORDS {
+            let word = self.free[w];
+            if word != 0 {
+                let bit = word.trailing_zeros() as usize;
+                self.free[w] = word & (word - 1);
+                self.used += 1;
+                let off = (w * 64 + bit) * size;
+                if self.released != 0 {
+                    let first = off >> PAGE_SHIFT;
+                    let last = (off + size - 1) >> PAGE_SHIFT;
+                    let mask = page_mask(first, last + 1);
+                    *unreleased += (self.released & mask).count_ones() as usize;
+                    self.released &= !mask;
+                }
+                return (self.start + off) as *mut u8;
+            }
         }
         ptr::null_mut()
     }
 
-    /// Returns one object to the span.
-    ///
-    /// # Safety
-    /// `obj` was handed out by this span, is not in use, and the caller holds
-    /// the lock protecting the span.
+    /// Index of the object at `addr`, if `addr` is an object start of this span.
     #[inline]
-    pub unsafe fn push(&mut self, obj: *mut FreeObject) {
-        // SAFETY: the object is free memory of at least one word.
-        unsafe { (*obj).next = self.free };
-        self.free = obj;
+    pub fn object_index(&self, addr: usize, size: usize, recip: u64) -> Option<usize> {
+        let off = addr.checked_sub(self.start)?;
+        // Exact division by multiplication: offsets are below 2^18 and
+        // recip = ceil(2^32 / size), so the error term stays below one.
+        let i = ((off as u64 * recip) >> 32) as usize;
+        (i < self.capacity as usize && i * size == off).then_some(i)
+    }
+
+    /// Whether object `i` is free.
+    #[inline]
+    pub fn is_free(&self, i: usize) -> bool {
+        self.free[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    /// Returns object `i` to the span.
+    #[inline]
+    pub fn push(&mut self, i: usize) {
+        debug_assert!(!self.is_free(i));
+        self.free[i / 64] |= 1 << (i % 64);
         self.used -= 1;
     }
+
+    /// Span pages (bit per page) on which every object is free, including
+    /// the unused tail after the last object.
+    pub fn free_pages(&self, size: usize) -> u64 {
+        let mut free = page_mask(0, self.npages as usize);
+        for i in 0..self.capacity as usize {
+            if !self.is_free(i) {
+                let off = i * size;
+                free &= !page_mask(off >> PAGE_SHIFT, ((off + size - 1) >> PAGE_SHIFT) + 1);
+            }
+        }
+        free
+    }
+
+    /// Bytes the span covers.
+    pub fn bytes(&self) -> usize {
+        self.npages as usize * PAGE_SIZE
+    }
+}
+
+/// Bits `[lo, hi)` of a u64 (`hi <= 64`).
+#[inline]
+pub fn page_mask(lo: usize, hi: usize) -> u64 {
+    let upper = if hi >= 64 { u64::MAX } else { (1u64 << hi) - 1 };
+    upper & !((1u64 << lo) - 1)
 }
 
 /// An intrusive doubly linked list of spans.
@@ -283,26 +346,56 @@ mod tests {
     }
 
     #[test]
-    fn span_hands_out_bump_then_free_list() {
-        let mut mem = vec![0u64; 64];
-        let start = mem.as_mut_ptr() as usize;
+    fn span_hands_out_lowest_free_object_and_tracks_free_pages() {
         let mut span = records(1).pop().unwrap();
-        span.init(start, 1);
-        span.end = start + 4 * 16;
-        span.capacity = 4;
-        // SAFETY: the span covers `mem`, which outlives it.
-        unsafe {
-            let a = span.pop(16);
-            let b = span.pop(16);
-            assert_eq!(a as usize, start);
-            assert_eq!(b as usize, start + 16);
-            span.push(a);
-            assert_eq!(span.pop(16), a);
-            let _c = span.pop(16);
-            let _d = span.pop(16);
-            assert!(!span.has_free());
-            assert!(span.pop(16).is_null());
-            assert_eq!(span.used, 4);
+        let start = 0x10_0000;
+        span.init(start, 2);
+        span.init_objects(3, 8); // 8 objects of 1 KiB over two pages
+        let recip = (1u64 << 32).div_ceil(1024);
+        let mut unreleased = 0;
+        let a = span.pop(1024, &mut unreleased) as usize;
+        let b = span.pop(1024, &mut unreleased) as usize;
+        assert_eq!((a, b), (start, start + 1024));
+        assert_eq!(span.object_index(b, 1024, recip), Some(1));
+        assert_eq!(span.object_index(b + 8, 1024, recip), None);
+        assert_eq!(span.object_index(start + 8 * 1024, 1024, recip), None);
+        assert_eq!(span.free_pages(1024), 0b10);
+        span.push(0);
+        assert_eq!(span.pop(1024, &mut unreleased) as usize, a);
+        for _ in 2..8 {
+            assert!(!span.pop(1024, &mut unreleased).is_null());
+        }
+        assert!(!span.has_free());
+        assert!(span.pop(1024, &mut unreleased).is_null());
+        for i in 0..8 {
+            span.push(i);
+        }
+        assert_eq!(span.free_pages(1024), 0b11);
+        // A released page stops counting as released once an object on it
+        // is handed out again.
+        span.released = 0b10;
+        for _ in 0..5 {
+            span.pop(1024, &mut unreleased);
+        }
+        assert_eq!((span.released, unreleased), (0, 1));
+        assert_eq!(span.used, 5);
+    }
+
+    #[test]
+    fn reciprocal_division_is_exact_for_every_class() {
+        use crate::size_class::{CLASS_PAGES, CLASS_RECIP, CLASS_SIZE, NUM_CLASSES};
+        for c in 1..NUM_CLASSES {
+            let size = CLASS_SIZE[c] as usize;
+            let mut span = records(1).pop().unwrap();
+            span.init(0x4000_0000, CLASS_PAGES[c] as usize);
+            let cap = CLASS_PAGES[c] as usize * PAGE_SIZE / size;
+            span.init_objects(c as u8, cap);
+            for i in 0..cap {
+                assert_eq!(
+                    span.object_index(span.start + i * size, size, CLASS_RECIP[c]),
+                    Some(i)
+                );
+            }
         }
     }
 

@@ -1,26 +1,57 @@
 //! A snapshot of the allocator's counters, for users and tests.
 
 use crate::global::{CENTRAL, HEAP};
+use crate::page_heap::SPAN_RELEASED_PAGES;
+use crate::size_class::{CLASS_PAGES, CLASS_SIZE, NUM_CLASSES};
 use crate::units::{HUGE_SIZE, PAGE_SIZE};
 use core::fmt;
+use core::sync::atomic::Ordering;
 
 /// Counters read at one moment (each under its own lock).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Bytes handed out: small objects (including those waiting in thread
+    /// caches) at their class size, and large objects at their page size.
+    pub allocated_bytes: usize,
     /// Heap address space made read-write (the most RSS the heap can have).
     pub mapped_bytes: usize,
     /// Bytes in spans handed out (small-object spans and large objects).
     pub span_bytes: usize,
+    /// Bytes that may be resident: written and not released since.
+    pub resident_bytes: usize,
+    /// Bytes returned to the OS so far (cumulative).
+    pub released_bytes: usize,
     /// Huge pages holding small-object spans or sub-2 MiB runs.
     pub filler_huge_pages: usize,
     /// Huge pages holding large objects.
     pub large_huge_pages: usize,
     /// Whole free huge pages below the heap top.
     pub free_huge_pages: usize,
+    /// Huge pages by release state: backed (THP-eligible, nothing released),
+    /// partial (some pages released), released (wholly returned).
+    pub backed_huge_pages: usize,
+    pub partial_huge_pages: usize,
+    pub released_huge_pages: usize,
+    /// Huge pages carrying MADV_NOHUGEPAGE now.
+    pub nohugepage_huge_pages: usize,
+    /// Huge pages collapsed by the background thread (and not split since).
+    pub collapsed_huge_pages: usize,
+    /// `madvise` calls by kind.
+    pub dontneed_calls: usize,
+    pub nohugepage_calls: usize,
+    pub hugepage_calls: usize,
+    pub collapse_attempts: usize,
+    pub collapse_failures: usize,
+    /// Failed `madvise` calls other than collapses.
+    pub advise_failures: usize,
+    /// Whether NOHUGEPAGE marking stopped after ENOMEM (VMA limit).
+    pub marking_degraded: bool,
     /// Objects parked in the central transfer caches.
     pub parked_objects: usize,
     /// Times the OS refused memory.
     pub os_refusals: usize,
+    /// Whether the background release thread is running.
+    pub background_running: bool,
 }
 
 impl Stats {
@@ -33,36 +64,103 @@ impl Stats {
 /// Reads the counters. Takes each lock briefly; not for hot paths.
 pub fn stats() -> Stats {
     let mut parked = 0;
+    let mut small = 0;
     for (class, c) in CENTRAL.iter().enumerate().skip(1) {
-        parked += c.lock().parked_objects(class);
+        let c = c.lock();
+        parked += c.parked_objects(class);
+        small += c.objects_out * CLASS_SIZE[class] as usize;
     }
+    let released_in_spans = SPAN_RELEASED_PAGES.load(Ordering::Relaxed);
     let heap = HEAP.lock();
+    let h = heap.stats;
+    let [backed, partial, released, nohuge, collapsed] = heap.count_states();
+    let (filler, free) = (heap.filler_huge_pages(), heap.free_huge_pages());
+    drop(heap);
+    let small_span_bytes: usize = (1..NUM_CLASSES)
+        .map(|c| CENTRAL[c].lock().spans * CLASS_PAGES[c] as usize * PAGE_SIZE)
+        .sum();
     Stats {
-        mapped_bytes: heap.stats.committed_bytes,
-        span_bytes: heap.stats.pages_in_use * PAGE_SIZE,
-        filler_huge_pages: heap.filler_huge_pages(),
-        large_huge_pages: heap.stats.large_huge_pages,
-        free_huge_pages: heap.free_huge_pages(),
+        allocated_bytes: small + (h.pages_in_use * PAGE_SIZE).saturating_sub(small_span_bytes),
+        mapped_bytes: h.committed_bytes,
+        span_bytes: h.pages_in_use * PAGE_SIZE,
+        resident_bytes: h.dirty_pages.saturating_sub(released_in_spans) * PAGE_SIZE,
+        released_bytes: h.released_bytes,
+        filler_huge_pages: filler,
+        large_huge_pages: h.large_huge_pages,
+        free_huge_pages: free,
+        backed_huge_pages: backed,
+        partial_huge_pages: partial,
+        released_huge_pages: released,
+        nohugepage_huge_pages: nohuge,
+        collapsed_huge_pages: collapsed,
+        dontneed_calls: h.dontneed_calls,
+        nohugepage_calls: h.nohugepage_calls,
+        hugepage_calls: h.hugepage_calls,
+        collapse_attempts: h.collapse_attempts,
+        collapse_failures: h.collapse_failures,
+        advise_failures: h.advise_failures,
+        marking_degraded: h.marking_degraded,
         parked_objects: parked,
-        os_refusals: heap.stats.os_refusals,
+        os_refusals: h.os_refusals,
+        background_running: crate::scavenger::background_running(),
     }
 }
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
-        writeln!(f, "hugeguard stats")?;
-        writeln!(f, "  mapped        {:10.1} MiB", mib(self.mapped_bytes))?;
-        writeln!(f, "  in spans      {:10.1} MiB", mib(self.span_bytes))?;
+        writeln!(f, "hugeguard: memory")?;
+        writeln!(f, "  allocated      {:10.1} MiB", mib(self.allocated_bytes))?;
+        writeln!(f, "  in spans       {:10.1} MiB", mib(self.span_bytes))?;
+        writeln!(f, "  resident (est) {:10.1} MiB", mib(self.resident_bytes))?;
+        writeln!(f, "  mapped         {:10.1} MiB", mib(self.mapped_bytes))?;
+        writeln!(f, "  released total {:10.1} MiB", mib(self.released_bytes))?;
+        writeln!(f, "huge pages ({} MiB each)", HUGE_SIZE >> 20)?;
         writeln!(
             f,
-            "  huge pages    {} filler, {} large, {} free ({} MiB each)",
-            self.filler_huge_pages,
-            self.large_huge_pages,
-            self.free_huge_pages,
-            HUGE_SIZE >> 20
+            "  in use         {} filler, {} large; {} free",
+            self.filler_huge_pages, self.large_huge_pages, self.free_huge_pages
         )?;
-        writeln!(f, "  parked objs   {}", self.parked_objects)?;
-        write!(f, "  OS refusals   {}", self.os_refusals)
+        writeln!(
+            f,
+            "  states         {} backed, {} partial, {} released",
+            self.backed_huge_pages, self.partial_huge_pages, self.released_huge_pages
+        )?;
+        writeln!(
+            f,
+            "  advice         {} NOHUGEPAGE now, {} collapsed",
+            self.nohugepage_huge_pages, self.collapsed_huge_pages
+        )?;
+        writeln!(f, "madvise calls")?;
+        writeln!(
+            f,
+            "  DONTNEED {}, NOHUGEPAGE {}, HUGEPAGE {}, COLLAPSE {} ({} failed), other failures {}",
+            self.dontneed_calls,
+            self.nohugepage_calls,
+            self.hugepage_calls,
+            self.collapse_attempts,
+            self.collapse_failures,
+            self.advise_failures
+        )?;
+        writeln!(
+            f,
+            "  marking        {}",
+            if self.marking_degraded {
+                "DEGRADED (VMA limit): whole huge pages only"
+            } else {
+                "normal"
+            }
+        )?;
+        write!(
+            f,
+            "background thread {}; {} objects parked; {} OS refusals",
+            if self.background_running {
+                "running"
+            } else {
+                "not running"
+            },
+            self.parked_objects,
+            self.os_refusals
+        )
     }
 }

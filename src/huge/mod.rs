@@ -40,8 +40,11 @@ pub enum HugeKind {
 ///   Partial ──dense again: MADV_HUGEPAGE (then maybe MADV_COLLAPSE)──> Backed
 ///   Released ──reused──────────────────────────────────────────────────> Backed
 /// ```
-/// The core allocator only creates `Backed` huge pages; the release policy
-/// drives the other transitions. All-zero metadata reads as `Backed`.
+/// Allocation only moves `Released` to `Backed` (or to `Partial` when the
+/// huge page still carries NOHUGEPAGE); the release policy drives the other
+/// transitions. All-zero metadata reads as `Backed`. Whether NOHUGEPAGE is
+/// set is the separate flag `nohuge`: with `max_ptes_none = 0` or THP
+/// disabled, partial release needs no marking.
 #[repr(u8)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum HugeState {
@@ -72,6 +75,17 @@ pub struct HugePageMeta {
     pub longest_free: u16,
     pub kind: HugeKind,
     pub state: HugeState,
+    /// Whether the 2 MiB carries `MADV_NOHUGEPAGE` (set before any partial
+    /// release; cleared by `MADV_HUGEPAGE` when dense again).
+    pub nohuge: bool,
+    /// Whether a background `MADV_COLLAPSE` succeeded since the last release
+    /// inside this huge page.
+    pub collapsed: bool,
+    /// Release clock (ms, wrapping) of the last allocation or free here.
+    pub touched_at: u32,
+    /// Whether the release policy has seen the huge page dense, and since when.
+    pub dense_seen: bool,
+    pub dense_since: u32,
     /// Filler bucket links.
     pub next: u32,
     pub prev: u32,

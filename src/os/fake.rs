@@ -31,6 +31,12 @@ pub struct FakeOs {
     next: RefCell<usize>,
     /// When set, `commit` fails.
     pub refuse_commit: RefCell<bool>,
+    /// When set, `advise` with this advice fails with this errno.
+    pub fail_advice: RefCell<Option<(Advice, i32)>>,
+    /// The fake clock, in milliseconds.
+    pub clock: RefCell<u64>,
+    /// What `resident_pages` answers (512 when `None`).
+    pub resident: RefCell<Option<usize>>,
 }
 
 // SAFETY: tests never share a FakeOs between threads at once; the page heap
@@ -67,9 +73,22 @@ impl Os for FakeOs {
     }
 
     fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
+        if let Some((a, errno)) = *self.fail_advice.borrow() {
+            if a == advice {
+                return Err(errno);
+            }
+        }
         self.calls
             .borrow_mut()
             .push(Call::Advise { addr, len, advice });
         Ok(())
+    }
+
+    fn resident_pages(&self, _addr: usize, len: usize) -> Option<usize> {
+        Some(self.resident.borrow().unwrap_or(len / 4096))
+    }
+
+    fn now_ms(&self) -> u64 {
+        *self.clock.borrow()
     }
 }

@@ -86,6 +86,14 @@ impl Os for LinuxOs {
             Err(errno())
         }
     }
+
+    fn resident_pages(&self, addr: usize, len: usize) -> Option<usize> {
+        resident_pages(addr, len)
+    }
+
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
 }
 
 /// `MADV_COLLAPSE` (Linux 6.1), spelled out in case the libc crate lacks it.
@@ -152,4 +160,149 @@ pub fn yield_now() {
     unsafe {
         libc::sched_yield();
     }
+}
+
+/// The value of environment variable `name` (NUL-terminated), without
+/// allocating. Read once at start-up, before the program could call setenv
+/// from another thread.
+pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated; getenv returns a pointer into the
+    // environment block or null.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null result is a NUL-terminated string that stays valid
+    // while the environment is not modified.
+    Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
+}
+
+/// Reads up to `buf.len()` bytes of the file at `path` into `buf`.
+pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `buf` is valid for `buf.len()` bytes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    // SAFETY: closing the descriptor we opened.
+    unsafe { libc::close(fd) };
+    (n >= 0).then_some(n as usize)
+}
+
+/// Writes `msg` to standard error (one `write`, no buffering, no allocation).
+pub fn write_stderr(msg: &[u8]) {
+    // SAFETY: `msg` is valid for its length; fd 2 may be closed, then the
+    // write just fails.
+    unsafe {
+        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+    }
+}
+
+/// Milliseconds of a monotonic clock (vDSO: no system call).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Microseconds of a monotonic clock, for timing slow kernel calls.
+pub fn now_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// Waits until `word` no longer holds `expected`, a wake-up, or `timeout_ms`.
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ms / 1000) as libc::time_t,
+        tv_nsec: ((timeout_ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// Wakes one waiter of `word`.
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
+/// Starts a detached thread running `entry`, with a 256 KiB stack and every
+/// signal blocked (signals belong to the program's own threads). glibc may
+/// call the C allocator inside: the caller must hold no allocator lock.
+pub fn spawn_detached(entry: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void) -> bool {
+    // SAFETY: all structures are initialised before use and destroyed after;
+    // the signal mask is restored on the calling thread.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut tid: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut tid, &attr, entry, core::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        rc == 0
+    }
+}
+
+/// Turns transparent huge pages off for this process and its children
+/// (`PR_SET_THP_DISABLE`).
+pub fn disable_thp_for_process() -> bool {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0 }
+}
+
+/// Resident 4 KiB pages in `[addr, addr + len)`, `len <= 2 MiB` (mincore).
+pub fn resident_pages(addr: usize, len: usize) -> Option<usize> {
+    let mut vec = [0u8; crate::units::PAGES_PER_HUGE];
+    let pages = len / crate::units::PAGE_SIZE;
+    if pages > vec.len() {
+        return None;
+    }
+    // SAFETY: `vec` has room for one byte per page of the range.
+    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    (rc == 0).then(|| vec[..pages].iter().filter(|&&b| b & 1 == 1).count())
+}
+
+/// Sleeps for `ms` milliseconds.
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: `ts` is valid; an interrupted sleep just returns early.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
 }

@@ -38,4 +38,11 @@ pub trait Os {
     fn map_metadata(&self, len: usize) -> Option<*mut u8>;
     /// Applies `advice` to `[addr, addr + len)`; `Err(errno)` on failure.
     fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32>;
+    /// Resident 4 KiB pages in `[addr, addr + len)` (at most one huge page).
+    fn resident_pages(&self, addr: usize, len: usize) -> Option<usize>;
+    /// Milliseconds of a monotonic clock.
+    fn now_ms(&self) -> u64;
 }
+
+/// `ENOMEM`: out of memory, or (from `madvise` flag changes) out of VMAs.
+pub const ENOMEM: i32 = 12;

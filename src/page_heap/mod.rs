@@ -16,7 +16,7 @@ use crate::huge::set::HugeSet;
 use crate::huge::{HugeKind, HugePageMeta, MetaTable};
 use crate::os::Os;
 use crate::span::{Span, SpanPool, SPAN_CHUNK};
-use crate::units::{HUGE_SHIFT, HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT, PAGE_SIZE};
+use crate::units::{HUGE_SHIFT, HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT};
 use core::ptr;
 use core::sync::atomic::Ordering;
 
@@ -27,8 +27,11 @@ pub const DEFAULT_RESERVE: usize = 1 << 40;
 /// Smallest reservation the heap accepts.
 pub const MIN_RESERVE: usize = 1 << 30;
 
+pub mod release;
+pub use release::{Pass, PassResult, Policy, SPAN_RELEASED_PAGES};
+
 /// Counters kept by the page heap (under its lock).
-#[derive(Clone, Copy, Default, Debug)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct HeapStats {
     /// Bytes of heap address space made read-write.
     pub committed_bytes: usize,
@@ -38,6 +41,38 @@ pub struct HeapStats {
     pub large_huge_pages: usize,
     /// Times the OS refused memory.
     pub os_refusals: usize,
+    /// Pages that may be resident (set bits of all `dirty` bitmaps).
+    pub dirty_pages: usize,
+    /// Bytes returned to the OS so far.
+    pub released_bytes: usize,
+    /// `madvise` calls by kind.
+    pub dontneed_calls: usize,
+    pub nohugepage_calls: usize,
+    pub hugepage_calls: usize,
+    pub collapse_attempts: usize,
+    pub collapse_failures: usize,
+    /// Other failed `madvise` calls.
+    pub advise_failures: usize,
+    /// Whether NOHUGEPAGE marking stopped after ENOMEM (VMA limit).
+    pub marking_degraded: bool,
+}
+
+impl HeapStats {
+    const ZERO: HeapStats = HeapStats {
+        committed_bytes: 0,
+        pages_in_use: 0,
+        large_huge_pages: 0,
+        os_refusals: 0,
+        dirty_pages: 0,
+        released_bytes: 0,
+        dontneed_calls: 0,
+        nohugepage_calls: 0,
+        hugepage_calls: 0,
+        collapse_attempts: 0,
+        collapse_failures: 0,
+        advise_failures: 0,
+        marking_degraded: false,
+    };
 }
 
 /// A run handed out: its span and whether all its pages were known zero.
@@ -84,6 +119,8 @@ pub struct PageHeap<O: Os> {
     filler: Filler,
     pool: SpanPool,
     pub stats: HeapStats,
+    /// How releases and reuse advise the kernel.
+    pub policy: Policy,
 }
 
 impl<O: Os> PageHeap<O> {
@@ -97,12 +134,8 @@ impl<O: Os> PageHeap<O> {
             free: HugeSet::empty(),
             filler: Filler::new(),
             pool: SpanPool::new(),
-            stats: HeapStats {
-                committed_bytes: 0,
-                pages_in_use: 0,
-                large_huge_pages: 0,
-                os_refusals: 0,
-            },
+            stats: HeapStats::ZERO,
+            policy: Policy::AWARE,
         }
     }
 
@@ -264,10 +297,17 @@ impl<O: Os> PageHeap<O> {
             self.filler.put_pages(&self.metas, idx, page, n);
             return None;
         }
+        let now = self.now();
         // SAFETY: valid record under the heap lock.
         let m = unsafe { self.metas.get(idx as usize) };
-        let clean = m.dirty.count_range(page, n) == 0;
+        let dirty_before = m.dirty.count_range(page, n);
+        let clean = dirty_before == 0;
         m.dirty.set_range(page, n);
+        m.touched_at = now;
+        self.stats.dirty_pages += n - dirty_before;
+        self.on_reuse(idx as usize);
+        // SAFETY: as above; `on_reuse` ended its own borrow.
+        let m = unsafe { self.metas.get(idx as usize) };
         let mapped = if map_all { n } else { 1 };
         for p in page..page + mapped {
             m.spans[p].store(span, Ordering::Release);
@@ -303,6 +343,7 @@ impl<O: Os> PageHeap<O> {
         }
         let mut clean = true;
         let mut left = npages;
+        let now = self.now();
         for j in idx..idx + k {
             self.free.remove(j);
             // SAFETY: `j < top`; heap lock held.
@@ -316,13 +357,31 @@ impl<O: Os> PageHeap<O> {
             };
             m.used.set_range(0, n);
             m.nused = n as u16;
-            clean &= m.dirty.count_range(0, n) == 0;
+            let dirty_before = m.dirty.count_range(0, n);
+            clean &= dirty_before == 0;
             m.dirty.set_range(0, n);
+            m.touched_at = now;
+            self.stats.dirty_pages += n - dirty_before;
+            self.on_reuse(j);
         }
         // SAFETY: `idx < top`; heap lock held.
         unsafe { self.metas.get(idx) }.spans[0].store(span, Ordering::Release);
         self.stats.large_huge_pages += k;
         Some(Run { span, clean })
+    }
+
+    /// The release clock: milliseconds, wrapping at 2^32.
+    pub fn now(&self) -> u32 {
+        self.os.now_ms() as u32
+    }
+
+    fn mark_dirty(&mut self, idx: usize, page: usize, n: usize) {
+        // SAFETY: `idx < top`; heap lock held.
+        let m = unsafe { self.metas.get(idx) };
+        let before = m.dirty.count_range(page, n);
+        m.dirty.set_range(page, n);
+        m.touched_at = self.os.now_ms() as u32;
+        self.stats.dirty_pages += n - before;
     }
 
     fn locate(&self, addr: usize) -> (usize, usize) {
@@ -338,8 +397,25 @@ impl<O: Os> PageHeap<O> {
         // SAFETY: the caller passes a live span of this heap.
         let (start, n, class) = unsafe { ((*span).start, (*span).npages as usize, (*span).class) };
         let (idx, page) = self.locate(start);
+        // SAFETY: the caller passes a live span of this heap.
+        let released = unsafe { (*span).released };
+        let now = self.now();
         // SAFETY: `idx` is inside the table; heap lock held.
         let m = unsafe { self.metas.get(idx) };
+        m.touched_at = now;
+        if released != 0 {
+            // Pages released inside the live span and untouched since are
+            // zero: they stop counting as dirty.
+            let mut cleared = 0;
+            for p in 0..n.min(64) {
+                if released >> p & 1 == 1 {
+                    m.dirty.clear_range(page + p, 1);
+                    cleared += 1;
+                }
+            }
+            self.stats.dirty_pages -= cleared;
+            SPAN_RELEASED_PAGES.fetch_sub(cleared, Ordering::Relaxed);
+        }
         match m.kind {
             HugeKind::Filler => {
                 let mapped = if class != 0 { n } else { 1 };
@@ -362,9 +438,11 @@ impl<O: Os> PageHeap<O> {
     }
 
     fn release_huge_pages(&mut self, idx: usize, k: usize) {
+        let now = self.now();
         for j in idx..idx + k {
             // SAFETY: `j < top`; heap lock held.
             let m = unsafe { self.metas.get(j) };
+            m.touched_at = now;
             m.used = Default::default();
             m.nused = 0;
             m.kind = HugeKind::Free;
@@ -405,10 +483,7 @@ impl<O: Os> PageHeap<O> {
                 }
                 self.filler
                     .claim_pages(&self.metas, idx as u32, page + n, extra);
-                // SAFETY: as above.
-                unsafe { self.metas.get(idx) }
-                    .dirty
-                    .set_range(page + n, extra);
+                self.mark_dirty(idx, page + n, extra);
             }
         } else {
             let k_old = n.div_ceil(PAGES_PER_HUGE);
@@ -436,7 +511,7 @@ impl<O: Os> PageHeap<O> {
                 m.used = Default::default();
                 m.used.set_range(0, used);
                 m.nused = used as u16;
-                m.dirty.set_range(0, used);
+                self.mark_dirty(j, 0, used);
             }
         }
         self.stats.pages_in_use = self.stats.pages_in_use + new_pages - n;
@@ -450,9 +525,14 @@ impl<O: Os> PageHeap<O> {
         let mut filler = 0;
         let mut free = 0;
         let mut used_pages = 0;
+        let mut dirty = 0;
         for i in 0..self.top {
             // SAFETY: `i < top`; the caller holds the heap lock.
             let m = unsafe { self.metas.get(i) };
+            dirty += m.dirty.count_ones();
+            if m.used.and_not(&m.dirty).count_ones() != 0 && m.kind == HugeKind::Filler {
+                return Err("a used filler page is not marked dirty");
+            }
             if m.used.count_ones() != m.nused as usize {
                 return Err("nused disagrees with the used bitmap");
             }
@@ -486,19 +566,18 @@ impl<O: Os> PageHeap<O> {
         if used_pages != self.stats.pages_in_use {
             return Err("pages_in_use disagrees with the bitmaps");
         }
+        if dirty != self.stats.dirty_pages {
+            return Err("dirty_pages disagrees with the bitmaps");
+        }
         Ok(())
     }
-}
-
-/// Bytes between two page indices, for readers of `Run`.
-pub const fn pages_to_bytes(pages: usize) -> usize {
-    pages * PAGE_SIZE
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::os::fake::{Call, FakeOs};
+    use crate::units::PAGE_SIZE;
 
     fn heap(hps: usize) -> PageHeap<FakeOs> {
         let mut h = PageHeap::new(FakeOs::default());

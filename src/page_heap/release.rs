@@ -1,0 +1,608 @@
+//! The page heap's side of releasing memory: every `madvise` the allocator
+//! makes goes through here, so the ordering rules hold in one place:
+//!
+//! * flags (`MADV_NOHUGEPAGE`, `MADV_HUGEPAGE`) are only ever applied to a
+//!   whole aligned 2 MiB huge page;
+//! * inside a huge page that keeps live data, `MADV_NOHUGEPAGE` comes before
+//!   the first `MADV_DONTNEED` (when the kernel could re-inflate it:
+//!   [`Policy::must_mark`]); if marking fails with ENOMEM (VMA limit), marking
+//!   stops for good and only whole free huge pages are released;
+//! * whole free huge pages are released first ([`PageHeap::release_free_huge_pages`]),
+//!   partly used ones after ([`PageHeap::release_filler_pages`],
+//!   [`PageHeap::release_span_pages`]);
+//! * memory touched within the hold-back ([`Pass::holdback`]) is left alone
+//!   unless the pass is forced;
+//! * a dense huge page carrying NOHUGEPAGE gets `MADV_HUGEPAGE` back, and the
+//!   background thread may `MADV_COLLAPSE` it ([`PageHeap::pick_dense`],
+//!   [`PageHeap::collapse_done`]).
+
+use super::PageHeap;
+use crate::huge::{HugeKind, HugeState};
+use crate::os::{Advice, Os};
+use crate::span::Span;
+use crate::units::{HUGE_SHIFT, HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT, PAGE_SIZE};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Pages released inside live spans whose `dirty` bits are still set (they
+/// are zero and not resident until an object on them is handed out).
+pub static SPAN_RELEASED_PAGES: AtomicUsize = AtomicUsize::new(0);
+
+/// A huge page with at least this many used pages is dense (95 %).
+pub const DENSE_PAGES: usize = PAGES_PER_HUGE * 95 / 100;
+
+/// How the heap advises the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Mark NOHUGEPAGE before releasing part of a huge page.
+    pub must_mark: bool,
+    /// Go 1.5-1.20: also mark whole released huge pages, and re-mark
+    /// HUGEPAGE as soon as a marked huge page is reused.
+    pub go_legacy: bool,
+    /// Re-mark and collapse dense huge pages.
+    pub regain: bool,
+}
+
+impl Policy {
+    /// The default policy on a THP kernel with `max_ptes_none > 0`.
+    pub const AWARE: Policy = Policy {
+        must_mark: true,
+        go_legacy: false,
+        regain: true,
+    };
+}
+
+/// Parameters of one release pass.
+#[derive(Clone, Copy, Debug)]
+pub struct Pass {
+    /// Release clock (ms, wrapping).
+    pub now: u32,
+    /// Memory touched more recently than this many ms is kept.
+    pub holdback: u32,
+    /// Ignore the hold-back (release_now, memory limit).
+    pub force: bool,
+}
+
+impl Pass {
+    /// Whether something last touched at `at` may be released.
+    pub fn idle(&self, at: u32) -> bool {
+        self.force || self.now.wrapping_sub(at) >= self.holdback
+    }
+}
+
+/// What a pass did and whether work remains.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PassResult {
+    /// Pages returned to the OS.
+    pub released_pages: usize,
+    /// Something was skipped only because of the hold-back.
+    pub pending: bool,
+}
+
+impl<O: Os> PageHeap<O> {
+    fn hp_addr(&self, idx: usize) -> usize {
+        self.base + (idx << HUGE_SHIFT)
+    }
+
+    fn advise_counted(&mut self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
+        let r = self.os.advise(addr, len, advice);
+        let counter = match advice {
+            Advice::DontNeed => &mut self.stats.dontneed_calls,
+            Advice::NoHugePage => &mut self.stats.nohugepage_calls,
+            Advice::HugePage => &mut self.stats.hugepage_calls,
+            Advice::Collapse => &mut self.stats.collapse_attempts,
+        };
+        *counter += 1;
+        if r.is_err() && advice != Advice::Collapse {
+            self.stats.advise_failures += 1;
+        }
+        r
+    }
+
+    /// Marks huge page `idx` NOHUGEPAGE if needed before a partial release.
+    /// `false` when the partial release must not happen.
+    fn prepare_partial(&mut self, idx: usize) -> bool {
+        // SAFETY: `idx < top`; heap lock held.
+        let m = unsafe { self.metas.get(idx) };
+        if m.nohuge || !self.policy.must_mark {
+            return true;
+        }
+        if self.stats.marking_degraded {
+            return false;
+        }
+        match self.advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::NoHugePage) {
+            Ok(()) => {
+                // SAFETY: as above.
+                let m = unsafe { self.metas.get(idx) };
+                m.nohuge = true;
+                m.collapsed = false;
+                true
+            }
+            Err(e) => {
+                if e == crate::os::ENOMEM {
+                    self.stats.marking_degraded = true;
+                }
+                false
+            }
+        }
+    }
+
+    /// Releases `[page, page + n)` of huge page `idx` (already prepared).
+    fn dontneed_pages(&mut self, idx: usize, page: usize, n: usize) -> bool {
+        let addr = self.hp_addr(idx) + page * PAGE_SIZE;
+        if self
+            .advise_counted(addr, n * PAGE_SIZE, Advice::DontNeed)
+            .is_err()
+        {
+            return false;
+        }
+        self.stats.released_bytes += n * PAGE_SIZE;
+        true
+    }
+
+    /// Called when pages of huge page `idx` are handed out: a released huge
+    /// page is in use again; under `go_legacy`, a marked one is re-marked
+    /// HUGEPAGE at once, as Go's `sysUsed` did.
+    pub(super) fn on_reuse(&mut self, idx: usize) {
+        // SAFETY: `idx < top`; heap lock held.
+        let m = unsafe { self.metas.get(idx) };
+        if m.state == HugeState::Released {
+            m.state = if m.nohuge {
+                HugeState::Partial
+            } else {
+                HugeState::Backed
+            };
+        }
+        if self.policy.go_legacy && m.nohuge {
+            if self
+                .advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::HugePage)
+                .is_ok()
+            {
+                // SAFETY: as above.
+                let m = unsafe { self.metas.get(idx) };
+                m.nohuge = false;
+                m.state = HugeState::Backed;
+            }
+        }
+    }
+
+    /// Phase 1: `MADV_DONTNEED` every whole free huge page that may hold
+    /// resident pages and has been idle for the hold-back.
+    pub fn release_free_huge_pages(&mut self, pass: &Pass, out: &mut PassResult) {
+        let mut i = 0;
+        while let Some(idx) = self.free.next_member(i, self.top) {
+            i = idx + 1;
+            // SAFETY: `idx < top`; heap lock held.
+            let m = unsafe { self.metas.get(idx) };
+            let dirty = m.dirty.count_ones();
+            if dirty == 0 {
+                continue;
+            }
+            if !pass.idle(m.touched_at) {
+                out.pending = true;
+                continue;
+            }
+            if self.policy.go_legacy && !m.nohuge && !self.stats.marking_degraded {
+                // Go marked every released range NOHUGEPAGE.
+                if self.prepare_partial(idx) {
+                    // SAFETY: as above.
+                    unsafe { self.metas.get(idx) }.nohuge = true;
+                }
+            }
+            if self
+                .advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::DontNeed)
+                .is_err()
+            {
+                continue;
+            }
+            // SAFETY: as above.
+            let m = unsafe { self.metas.get(idx) };
+            m.dirty = Default::default();
+            m.state = HugeState::Released;
+            m.collapsed = false;
+            self.stats.dirty_pages -= dirty;
+            self.stats.released_bytes += dirty * PAGE_SIZE;
+            out.released_pages += dirty;
+        }
+    }
+
+    /// Phase 2: release the free, possibly resident pages of partly used
+    /// filler huge pages (pages in no span), NOHUGEPAGE first.
+    pub fn release_filler_pages(&mut self, pass: &Pass, out: &mut PassResult) {
+        for idx in 0..self.top {
+            // SAFETY: `idx < top`; heap lock held.
+            let m = unsafe { self.metas.get(idx) };
+            if m.kind != HugeKind::Filler {
+                continue;
+            }
+            let candidates = m.dirty.and_not(&m.used);
+            if candidates.is_empty() {
+                continue;
+            }
+            if !pass.idle(m.touched_at) {
+                out.pending = true;
+                continue;
+            }
+            if !self.prepare_partial(idx) {
+                continue;
+            }
+            let mut released = 0;
+            candidates.for_each_set_run(|page, n| {
+                if self.dontneed_pages(idx, page, n) {
+                    // SAFETY: as above; the closure's borrow of `self` is
+                    // exclusive for its duration.
+                    unsafe { self.metas.get(idx) }.dirty.clear_range(page, n);
+                    released += n;
+                }
+            });
+            // SAFETY: as above.
+            let m = unsafe { self.metas.get(idx) };
+            m.state = HugeState::Partial;
+            m.collapsed = false;
+            self.stats.dirty_pages -= released;
+            out.released_pages += released;
+        }
+    }
+
+    /// Phase 3 (called with the span's central lock held): release the span
+    /// pages in `mask` (bit per span page; every object on them free).
+    /// Returns the pages released.
+    pub fn release_span_pages(&mut self, span: &mut Span, mask: u64) -> usize {
+        let off = span.start - self.base;
+        let idx = off >> HUGE_SHIFT;
+        let first = (off >> PAGE_SHIFT) % PAGES_PER_HUGE;
+        if mask == 0 || !self.prepare_partial(idx) {
+            return 0;
+        }
+        let mut released = 0;
+        let mut bits = mask;
+        while bits != 0 {
+            let lo = bits.trailing_zeros() as usize;
+            let len = (!(bits >> lo)).trailing_zeros() as usize;
+            if self.dontneed_pages(idx, first + lo, len) {
+                span.released |= crate::span::page_mask(lo, lo + len);
+                released += len;
+            }
+            bits &= !crate::span::page_mask(lo, lo + len);
+        }
+        SPAN_RELEASED_PAGES.fetch_add(released, Ordering::Relaxed);
+        // SAFETY: `idx < top`; heap lock held.
+        let m = unsafe { self.metas.get(idx) };
+        m.state = HugeState::Partial;
+        m.collapsed = false;
+        released
+    }
+
+    /// Finds a dense huge page that lacks its huge page, at or after `from`;
+    /// re-marks it HUGEPAGE if it carries NOHUGEPAGE. Returns its index and
+    /// address for the caller to collapse (outside the lock).
+    pub fn pick_dense(&mut self, pass: &Pass, from: usize) -> Option<(usize, usize)> {
+        if !self.policy.regain {
+            return None;
+        }
+        for idx in from..self.top {
+            // SAFETY: `idx < top`; heap lock held.
+            let m = unsafe { self.metas.get(idx) };
+            let dense = match m.kind {
+                HugeKind::Filler | HugeKind::Large | HugeKind::LargeTail => {
+                    m.nused as usize >= DENSE_PAGES && m.dirty.count_ones() >= DENSE_PAGES
+                }
+                HugeKind::Free => false,
+            };
+            if !dense {
+                m.dense_seen = false;
+                continue;
+            }
+            if m.collapsed {
+                continue;
+            }
+            if !m.dense_seen {
+                m.dense_seen = true;
+                m.dense_since = pass.now;
+            }
+            if !pass.idle(m.dense_since) {
+                continue;
+            }
+            if m.nohuge {
+                if self
+                    .advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::HugePage)
+                    .is_err()
+                {
+                    continue;
+                }
+                // SAFETY: as above.
+                let m = unsafe { self.metas.get(idx) };
+                m.nohuge = false;
+                m.state = HugeState::Backed;
+            }
+            return Some((idx, self.hp_addr(idx)));
+        }
+        None
+    }
+
+    /// Records the outcome of a background `MADV_COLLAPSE` of huge page
+    /// `idx`: on success every page is resident (free ones as zero pages).
+    pub fn collapse_done(&mut self, idx: usize, ok: bool) {
+        self.stats.collapse_attempts += 1;
+        // SAFETY: `idx < top`; heap lock held.
+        let m = unsafe { self.metas.get(idx) };
+        // Try again only after the huge page changes (a release clears it).
+        m.collapsed = true;
+        if !ok {
+            self.stats.collapse_failures += 1;
+            return;
+        }
+        let before = m.dirty.count_ones();
+        m.dirty.set_range(0, PAGES_PER_HUGE);
+        self.stats.dirty_pages += PAGES_PER_HUGE - before;
+    }
+
+    /// Marks huge page `idx` as skipped by the collapse (not resident enough).
+    pub fn collapse_skipped(&mut self, idx: usize) {
+        // SAFETY: `idx < top`; heap lock held.
+        unsafe { self.metas.get(idx) }.collapsed = true;
+    }
+
+    /// Huge pages by state: (backed, partial, released or never touched,
+    /// marked NOHUGEPAGE, collapsed), over huge pages below the top.
+    pub fn count_states(&self) -> [usize; 5] {
+        let mut c = [0; 5];
+        for idx in 0..self.top {
+            // SAFETY: `idx < top`; heap lock held by the caller.
+            let m = unsafe { self.metas.get(idx) };
+            let released = m.kind == HugeKind::Free && m.dirty.is_empty();
+            match (released, m.state) {
+                (true, _) => c[2] += 1,
+                (false, HugeState::Partial) => c[1] += 1,
+                (false, _) => c[0] += 1,
+            }
+            c[3] += m.nohuge as usize;
+            c[4] += m.collapsed as usize;
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::fake::{Call, FakeOs};
+    use crate::span::Span;
+
+    fn heap() -> PageHeap<FakeOs> {
+        let mut h = PageHeap::new(FakeOs::default());
+        assert!(h.init(64 * HUGE_SIZE, HUGE_SIZE));
+        h
+    }
+
+    fn pass(now: u32, force: bool) -> Pass {
+        Pass {
+            now,
+            holdback: 1000,
+            force,
+        }
+    }
+
+    fn advices(h: &PageHeap<FakeOs>) -> Vec<(usize, usize, Advice)> {
+        h.os.calls
+            .borrow()
+            .iter()
+            .filter_map(|c| match *c {
+                Call::Advise { addr, len, advice } => Some((addr, len, advice)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The ordering rules, checked over a whole recorded call sequence.
+    fn check_rules(h: &PageHeap<FakeOs>, base: usize) {
+        let mut nohuge = std::collections::HashSet::new();
+        for (addr, len, advice) in advices(h) {
+            let hp = (addr - base) / HUGE_SIZE;
+            match advice {
+                Advice::NoHugePage | Advice::HugePage | Advice::Collapse => {
+                    assert_eq!((addr - base) % HUGE_SIZE, 0, "flag on part of a huge page");
+                    assert_eq!(len, HUGE_SIZE, "flag on part of a huge page");
+                    if advice == Advice::NoHugePage {
+                        nohuge.insert(hp);
+                    } else if advice == Advice::HugePage {
+                        nohuge.remove(&hp);
+                    }
+                }
+                Advice::DontNeed => {
+                    let whole = (addr - base) % HUGE_SIZE == 0 && len == HUGE_SIZE;
+                    assert_eq!(
+                        (addr - base) / HUGE_SIZE,
+                        (addr - base + len - 1) / HUGE_SIZE
+                    );
+                    assert!(
+                        whole || nohuge.contains(&hp),
+                        "DONTNEED inside an unmarked huge page"
+                    );
+                }
+            }
+        }
+    }
+
+    fn spans(h: &mut PageHeap<FakeOs>, n: usize, pages: usize) -> Vec<*mut Span> {
+        (0..n)
+            .map(|_| h.alloc_run(pages, 1, true).unwrap().span)
+            .collect()
+    }
+
+    fn free(h: &mut PageHeap<FakeOs>, s: *mut Span) {
+        // SAFETY: live span of this heap.
+        unsafe { h.free_run(s) };
+    }
+
+    #[test]
+    fn whole_huge_pages_go_first_and_partial_ones_are_marked_first() {
+        let mut h = heap();
+        let base = h.view().base;
+        let s = spans(&mut h, 1024, 1);
+        // Huge page 0 wholly free, huge page 1 half free.
+        for &x in s[..512].iter().chain(s[512..768].iter()) {
+            free(&mut h, x);
+        }
+        h.os.calls.borrow_mut().clear();
+        let mut r = PassResult::default();
+        let p = pass(0, false);
+        h.release_free_huge_pages(&p, &mut r);
+        assert!(
+            r.pending && r.released_pages == 0,
+            "hold-back keeps fresh frees"
+        );
+        *h.os.clock.borrow_mut() = 5000;
+        let p = pass(5000, false);
+        let mut r = PassResult::default();
+        h.release_free_huge_pages(&p, &mut r);
+        h.release_filler_pages(&p, &mut r);
+        assert_eq!(r.released_pages, 512 + 256);
+        let calls = advices(&h);
+        assert_eq!(
+            calls[0],
+            (base, HUGE_SIZE, Advice::DontNeed),
+            "whole huge page first"
+        );
+        assert_eq!(calls[1], (base + HUGE_SIZE, HUGE_SIZE, Advice::NoHugePage));
+        assert_eq!(
+            calls[2],
+            (base + HUGE_SIZE, 256 * PAGE_SIZE, Advice::DontNeed)
+        );
+        check_rules(&h, base);
+        h.check().unwrap();
+        assert_eq!(h.stats.dirty_pages, 256);
+        // Huge page 0 released, 1 partial, the 14 never touched hold nothing.
+        assert_eq!(h.count_states(), [0, 1, 15, 1, 0]);
+        // Nothing left: a second pass makes no call.
+        let n = advices(&h).len();
+        let mut r = PassResult::default();
+        h.release_free_huge_pages(&p, &mut r);
+        h.release_filler_pages(&p, &mut r);
+        assert_eq!(advices(&h).len(), n);
+        assert!(!r.pending);
+    }
+
+    #[test]
+    fn reused_memory_within_the_holdback_is_not_released() {
+        let mut h = heap();
+        let s = spans(&mut h, 600, 1);
+        for &x in &s[..300] {
+            free(&mut h, x);
+        }
+        *h.os.clock.borrow_mut() = 900;
+        let again = spans(&mut h, 300, 1);
+        assert_eq!(again.len(), 300);
+        let mut r = PassResult::default();
+        h.release_filler_pages(&pass(1500, false), &mut r);
+        h.release_free_huge_pages(&pass(1500, false), &mut r);
+        assert_eq!(r.released_pages, 0);
+        assert!(advices(&h).is_empty(), "a steady workload pays no madvise");
+    }
+
+    #[test]
+    fn span_pages_are_released_inside_a_marked_huge_page() {
+        let mut h = heap();
+        let base = h.view().base;
+        let s = h.alloc_run(8, 1, true).unwrap().span;
+        let _neighbour = h.alloc_run(8, 1, true).unwrap().span;
+        // SAFETY: live span.
+        let span = unsafe { &mut *s };
+        let got = h.release_span_pages(span, 0b1011_0110);
+        assert_eq!(got, 5);
+        assert_eq!(span.released, 0b1011_0110);
+        check_rules(&h, base);
+        let calls = advices(&h);
+        assert_eq!(calls[0].2, Advice::NoHugePage);
+        assert_eq!(calls.len(), 1 + 3, "one DONTNEED per run of pages");
+        // When the span is freed its released pages are clean again.
+        let before = h.stats.dirty_pages;
+        free(&mut h, s);
+        assert_eq!(h.stats.dirty_pages, before - 5);
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn dense_huge_pages_are_remarked_then_collapsed() {
+        let mut h = heap();
+        let base = h.view().base;
+        let s = spans(&mut h, 512, 1);
+        for &x in &s[..100] {
+            free(&mut h, x);
+        }
+        let mut r = PassResult::default();
+        h.release_filler_pages(&pass(5000, true), &mut r);
+        assert_eq!(h.pick_dense(&pass(5000, false), 0), None, "not dense");
+        // Fill it again to 100 %: dense, but held back at first.
+        let _refill = spans(&mut h, 100, 1);
+        assert_eq!(h.pick_dense(&pass(6000, false), 0), None);
+        let picked = h.pick_dense(&pass(7000, false), 0);
+        assert_eq!(picked, Some((0, base)));
+        let calls = advices(&h);
+        assert_eq!(*calls.last().unwrap(), (base, HUGE_SIZE, Advice::HugePage));
+        h.collapse_done(0, true);
+        assert_eq!(h.pick_dense(&pass(8000, false), 0), None, "collapsed once");
+        check_rules(&h, base);
+        h.check().unwrap();
+        assert_eq!(h.stats.collapse_attempts, 1);
+    }
+
+    #[test]
+    fn enomem_on_marking_degrades_to_whole_releases() {
+        let mut h = heap();
+        let s = spans(&mut h, 1024, 1);
+        for &x in s[..512].iter().chain(s[512..600].iter()) {
+            free(&mut h, x);
+        }
+        *h.os.fail_advice.borrow_mut() = Some((Advice::NoHugePage, crate::os::ENOMEM));
+        let mut r = PassResult::default();
+        let p = pass(5000, true);
+        h.release_free_huge_pages(&p, &mut r);
+        h.release_filler_pages(&p, &mut r);
+        assert!(h.stats.marking_degraded);
+        assert_eq!(r.released_pages, 512, "whole huge page still released");
+        let calls = advices(&h);
+        assert!(
+            calls.iter().all(|c| c.1 == HUGE_SIZE),
+            "no partial DONTNEED without marking"
+        );
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn without_inflation_risk_no_flags_are_set() {
+        let mut h = heap();
+        h.policy.must_mark = false;
+        let s = spans(&mut h, 512, 1);
+        for &x in &s[..200] {
+            free(&mut h, x);
+        }
+        let mut r = PassResult::default();
+        h.release_filler_pages(&pass(0, true), &mut r);
+        assert_eq!(r.released_pages, 200);
+        assert!(advices(&h).iter().all(|c| c.2 == Advice::DontNeed));
+    }
+
+    #[test]
+    fn go_legacy_marks_whole_releases_and_remarks_on_reuse() {
+        let mut h = heap();
+        h.policy = Policy {
+            must_mark: true,
+            go_legacy: true,
+            regain: false,
+        };
+        let base = h.view().base;
+        let s = spans(&mut h, 512, 1);
+        for &x in &s {
+            free(&mut h, x);
+        }
+        let mut r = PassResult::default();
+        h.release_free_huge_pages(&pass(0, true), &mut r);
+        let _again = spans(&mut h, 1, 1);
+        let calls: Vec<Advice> = advices(&h).iter().map(|c| c.2).collect();
+        assert_eq!(
+            calls,
+            [Advice::NoHugePage, Advice::DontNeed, Advice::HugePage]
+        );
+        check_rules(&h, base);
+    }
+}

@@ -1,0 +1,228 @@
+//! The release policy's driver: one release pass, the background thread that
+//! runs passes while the program is idle, and the public controls.
+//!
+//! A pass, in order: (1) whole free huge pages, (2) parked batches and free
+//! pages inside partly used spans, per size class, (3) free pages of partly
+//! used huge pages, (4) whole free huge pages again (step 2 may have emptied
+//! some), then, on the background thread only, (5) dense huge pages regain
+//! their huge page: `MADV_HUGEPAGE` if they carry NOHUGEPAGE, and a
+//! rate-limited `MADV_COLLAPSE` with back-off.
+//!
+//! The background thread starts lazily from an allocation slow path with no
+//! lock held. It runs a pass every [`TICK_MS`] while work is pending (memory
+//! held back), and otherwise parks on a futex until an allocator slow path
+//! frees memory (one wake-up system call per park, never on the fast path).
+//! After `fork` the child starts its own thread when it next needs one.
+
+use crate::config::{self, Mode};
+use crate::global::{self, CENTRAL, HEAP};
+use crate::os::linux;
+use crate::os::{Advice, Os};
+use crate::page_heap::{Pass, PassResult, SPAN_RELEASED_PAGES};
+use crate::units::{HUGE_SIZE, PAGE_SIZE};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+
+/// Period of the background thread while work is pending.
+pub const TICK_MS: u64 = 100;
+/// Longest park before the thread looks again on its own.
+const PARK_MS: u64 = 2000;
+/// Collapses per tick at most.
+const COLLAPSES_PER_TICK: usize = 4;
+/// A collapse slower than this backs off, as does a failed one.
+const SLOW_COLLAPSE_US: u64 = 20_000;
+
+const BG_NONE: u8 = 0;
+const BG_RUNNING: u8 = 1;
+const BG_FAILED: u8 = 2;
+static BG_STATE: AtomicU8 = AtomicU8::new(BG_NONE);
+/// Whether the background thread may work (API switch).
+static BG_ENABLED: AtomicBool = AtomicBool::new(true);
+/// The futex word the thread parks on; bumped to wake it.
+static BG_WORD: AtomicU32 = AtomicU32::new(0);
+static BG_PARKED: AtomicBool = AtomicBool::new(false);
+/// Set by slow paths when memory was freed since the last pass.
+static FREED: AtomicBool = AtomicBool::new(false);
+// Collapse back-off (background thread only).
+static COLLAPSE_WAIT_UNTIL: AtomicU32 = AtomicU32::new(0);
+static COLLAPSE_BACKOFF_MS: AtomicU32 = AtomicU32::new(0);
+
+/// Called from allocator slow paths that return memory: wakes the parked
+/// background thread (a system call only when it is parked).
+#[inline]
+pub fn note_free() {
+    if !FREED.load(Ordering::Relaxed) {
+        FREED.store(true, Ordering::Relaxed);
+    }
+    if BG_PARKED.load(Ordering::Relaxed) && BG_PARKED.swap(false, Ordering::AcqRel) {
+        BG_WORD.fetch_add(1, Ordering::Release);
+        linux::futex_wake(&BG_WORD);
+    }
+}
+
+/// Starts the background thread if the configuration wants one and it is
+/// not running. Call with no allocator lock held.
+#[inline]
+pub fn maybe_start() {
+    if BG_STATE.load(Ordering::Relaxed) != BG_NONE {
+        return;
+    }
+    start_slow();
+}
+
+#[cold]
+fn start_slow() {
+    let cfg = config::get();
+    if !cfg.background || cfg.mode == Mode::Off {
+        BG_STATE.store(BG_FAILED, Ordering::Relaxed);
+        return;
+    }
+    if BG_STATE
+        .compare_exchange(BG_NONE, BG_RUNNING, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+        && !linux::spawn_detached(background_main)
+    {
+        BG_STATE.store(BG_FAILED, Ordering::Relaxed);
+    }
+}
+
+/// In a forked child: no background thread exists there.
+pub fn after_fork_child() {
+    let cfg_wants = BG_STATE.load(Ordering::Relaxed) == BG_RUNNING;
+    BG_PARKED.store(false, Ordering::Relaxed);
+    if cfg_wants {
+        BG_STATE.store(BG_NONE, Ordering::Relaxed);
+    }
+}
+
+/// Turns the background release thread's work on or off (it is started on
+/// first need either way, unless `HUGEGUARD_BACKGROUND=off`).
+pub fn set_background(enabled: bool) {
+    BG_ENABLED.store(enabled, Ordering::Relaxed);
+    note_free();
+}
+
+/// Whether the background thread is running.
+pub fn background_running() -> bool {
+    BG_STATE.load(Ordering::Relaxed) == BG_RUNNING
+}
+
+fn over_limit(limit: usize) -> bool {
+    limit != 0 && resident_estimate() * 20 > limit * 19
+}
+
+/// Bytes the heap may have resident (pages ever written and not released).
+pub fn resident_estimate() -> usize {
+    let dirty = HEAP.lock().stats.dirty_pages;
+    dirty.saturating_sub(SPAN_RELEASED_PAGES.load(Ordering::Relaxed)) * PAGE_SIZE
+}
+
+/// One release pass; returns what it did. `force` ignores the hold-back.
+pub fn release_pass(force: bool) -> PassResult {
+    let cfg = config::get();
+    let mut out = PassResult::default();
+    if cfg.mode == Mode::Off || !global::ensure_heap() {
+        return out;
+    }
+    let pass = Pass {
+        now: global::now(),
+        holdback: cfg.holdback_ms,
+        force: force || over_limit(cfg.memory_limit),
+    };
+    HEAP.lock().release_free_huge_pages(&pass, &mut out);
+    for (class, c) in CENTRAL.iter().enumerate().skip(1) {
+        c.lock().release(class, &pass, &mut out);
+    }
+    {
+        let mut heap = HEAP.lock();
+        heap.release_filler_pages(&pass, &mut out);
+        heap.release_free_huge_pages(&pass, &mut out);
+    }
+    out
+}
+
+/// Background step 5: dense huge pages regain their huge page. Returns
+/// whether candidates remain.
+fn regain_huge_pages(now: u32) -> bool {
+    let cfg = config::get();
+    if !cfg.collapse {
+        return false;
+    }
+    let wait_until = COLLAPSE_WAIT_UNTIL.load(Ordering::Relaxed);
+    if wait_until != 0 && (now.wrapping_sub(wait_until) as i32) < 0 {
+        return true;
+    }
+    let pass = Pass {
+        now,
+        holdback: cfg.holdback_ms,
+        force: false,
+    };
+    let mut from = 0;
+    for _ in 0..COLLAPSES_PER_TICK {
+        let Some((idx, addr)) = HEAP.lock().pick_dense(&pass, from) else {
+            return false;
+        };
+        from = idx + 1;
+        let os = linux::LinuxOs;
+        // Collapse only memory that is really there: never fault in pages
+        // the program has not touched.
+        let resident = os.resident_pages(addr, HUGE_SIZE).unwrap_or(0);
+        if resident < crate::page_heap::release::DENSE_PAGES {
+            HEAP.lock().collapse_skipped(idx);
+            continue;
+        }
+        let t0 = linux::now_us();
+        let ok = os.advise(addr, HUGE_SIZE, Advice::Collapse).is_ok();
+        let slow = linux::now_us() - t0 > SLOW_COLLAPSE_US;
+        HEAP.lock().collapse_done(idx, ok);
+        if !ok || slow {
+            let b = COLLAPSE_BACKOFF_MS.load(Ordering::Relaxed);
+            let b = if b == 0 { 1000 } else { (b * 2).min(60_000) };
+            COLLAPSE_BACKOFF_MS.store(b, Ordering::Relaxed);
+            COLLAPSE_WAIT_UNTIL.store(now.wrapping_add(b) | 1, Ordering::Relaxed);
+            return true;
+        }
+        COLLAPSE_BACKOFF_MS.store(0, Ordering::Relaxed);
+        COLLAPSE_WAIT_UNTIL.store(0, Ordering::Relaxed);
+    }
+    true
+}
+
+extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
+    loop {
+        if !BG_ENABLED.load(Ordering::Relaxed) {
+            park(PARK_MS);
+            continue;
+        }
+        FREED.store(false, Ordering::Relaxed);
+        let r = release_pass(false);
+        let more_dense = regain_huge_pages(global::now());
+        let limit = config::get().memory_limit;
+        if over_limit(limit) {
+            linux::sleep_ms(TICK_MS / 10);
+        } else if r.pending || more_dense || FREED.load(Ordering::Relaxed) {
+            linux::sleep_ms(TICK_MS);
+        } else {
+            park(PARK_MS);
+        }
+    }
+}
+
+fn park(ms: u64) {
+    let word = BG_WORD.load(Ordering::Acquire);
+    BG_PARKED.store(true, Ordering::Release);
+    if FREED.load(Ordering::Relaxed) {
+        BG_PARKED.store(false, Ordering::Relaxed);
+        return;
+    }
+    linux::futex_wait(&BG_WORD, word, ms);
+    BG_PARKED.store(false, Ordering::Relaxed);
+}
+
+/// Releases everything releasable now, ignoring the hold-back (like
+/// `malloc_trim(0)` or Go's `debug.FreeOSMemory`): the calling thread's cache
+/// and all parked batches first. Returns the bytes released.
+pub fn release_now() -> usize {
+    crate::cache::flush_current_thread();
+    global::drain_transfer_caches();
+    release_pass(true).released_pages * PAGE_SIZE
+}
