@@ -66,7 +66,14 @@ impl Os for LinuxOs {
                 0,
             )
         };
-        (raw != libc::MAP_FAILED).then_some(raw as *mut u8)
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        // Metadata is touched sparsely (one record per huge page in use):
+        // never let khugepaged fill it out to whole huge pages.
+        // SAFETY: advice on the mapping just created.
+        unsafe { libc::madvise(raw, len, libc::MADV_NOHUGEPAGE) };
+        Some(raw as *mut u8)
     }
 
     fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {

@@ -34,7 +34,8 @@ pub trait Os {
     /// The memory reads as zero until written. `false` when the OS refuses.
     fn commit(&self, addr: usize, len: usize) -> bool;
     /// Maps `len` bytes of zeroed read-write memory for allocator metadata,
-    /// backed lazily on first touch. `None` when the OS refuses.
+    /// backed lazily on first touch and never by huge pages (it is touched
+    /// sparsely). `None` when the OS refuses.
     fn map_metadata(&self, len: usize) -> Option<*mut u8>;
     /// Applies `advice` to `[addr, addr + len)`; `Err(errno)` on failure.
     fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32>;

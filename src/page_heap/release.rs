@@ -152,16 +152,16 @@ impl<O: Os> PageHeap<O> {
                 HugeState::Backed
             };
         }
-        if self.policy.go_legacy && m.nohuge {
-            if self
+        if self.policy.go_legacy
+            && m.nohuge
+            && self
                 .advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::HugePage)
                 .is_ok()
-            {
-                // SAFETY: as above.
-                let m = unsafe { self.metas.get(idx) };
-                m.nohuge = false;
-                m.state = HugeState::Backed;
-            }
+        {
+            // SAFETY: as above.
+            let m = unsafe { self.metas.get(idx) };
+            m.nohuge = false;
+            m.state = HugeState::Backed;
         }
     }
 
@@ -206,23 +206,29 @@ impl<O: Os> PageHeap<O> {
     }
 
     /// Phase 2: release the free, possibly resident pages of partly used
-    /// filler huge pages (pages in no span), NOHUGEPAGE first.
+    /// huge pages (pages in no span), NOHUGEPAGE first; and mark sparse huge
+    /// pages NOHUGEPAGE even when they have nothing to release, since
+    /// khugepaged would fill their never-touched pages.
     pub fn release_filler_pages(&mut self, pass: &Pass, out: &mut PassResult) {
         for idx in 0..self.top {
             // SAFETY: `idx < top`; heap lock held.
             let m = unsafe { self.metas.get(idx) };
-            if m.kind != HugeKind::Filler {
+            if m.kind == HugeKind::Free {
                 continue;
             }
             let candidates = m.dirty.and_not(&m.used);
-            if candidates.is_empty() {
+            // A sparse huge page (fewer than 95 % of its pages ever written)
+            // holds untouched pages that khugepaged would fill in: protect
+            // it even when nothing in it can be released.
+            let sparse = m.dirty.count_ones() < DENSE_PAGES && !m.nohuge && self.policy.must_mark;
+            if candidates.is_empty() && !sparse {
                 continue;
             }
             if !pass.idle(m.touched_at) {
                 out.pending = true;
                 continue;
             }
-            if !self.prepare_partial(idx) {
+            if !self.prepare_partial(idx) || candidates.is_empty() {
                 continue;
             }
             let mut released = 0;
@@ -485,7 +491,7 @@ mod tests {
     #[test]
     fn reused_memory_within_the_holdback_is_not_released() {
         let mut h = heap();
-        let s = spans(&mut h, 600, 1);
+        let s = spans(&mut h, 512, 1);
         for &x in &s[..300] {
             free(&mut h, x);
         }
@@ -566,6 +572,20 @@ mod tests {
             "no partial DONTNEED without marking"
         );
         h.check().unwrap();
+    }
+
+    #[test]
+    fn sparse_huge_pages_are_protected_even_with_nothing_to_release() {
+        let mut h = heap();
+        let base = h.view().base;
+        let _s = spans(&mut h, 40, 1);
+        let mut r = PassResult::default();
+        h.release_filler_pages(&pass(5000, false), &mut r);
+        assert_eq!(r.released_pages, 0);
+        assert_eq!(advices(&h), [(base, HUGE_SIZE, Advice::NoHugePage)]);
+        // Once marked, nothing more happens.
+        h.release_filler_pages(&pass(9000, false), &mut r);
+        assert_eq!(advices(&h).len(), 1);
     }
 
     #[test]

@@ -1,0 +1,460 @@
+//! The batch-then-idle scenario, shared by the tests and the `khugepaged`
+//! example (included with `#[path]`): a child process allocates mixed small
+//! objects, frees 63 of every 64 at random, then makes no allocator call while
+//! its parent watches its RSS; on request it runs the worst-case khugepaged
+//! simulation on itself.
+//!
+//! Everything the child does after the frees is allocation-free (raw `read`,
+//! `write`, `madvise`, `mincore`), so what the parent sees is the allocator's
+//! doing alone.
+
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A small deterministic random generator (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+}
+
+/// Size of the next object: 70 % 16-256 B, 25 % 256 B-4 KiB, 5 % 4-64 KiB.
+pub fn mixed_size(rng: &mut Rng) -> usize {
+    match rng.next() % 100 {
+        0..=69 => rng.range(16, 256),
+        70..=94 => rng.range(256, 4096),
+        _ => rng.range(4096, 65536),
+    }
+}
+
+fn write_raw(fd: i32, msg: &[u8]) {
+    // SAFETY: writing a valid buffer to a file descriptor.
+    unsafe { libc::write(fd, msg.as_ptr() as *const libc::c_void, msg.len()) };
+}
+
+/// Formats `label` and numbers into a stack buffer and writes one line.
+pub fn report(label: &str, values: &[(&str, usize)]) {
+    let mut buf = [0u8; 512];
+    let mut len = 0;
+    let mut put = |b: &[u8], len: &mut usize| {
+        let n = b.len().min(buf.len() - *len);
+        buf[*len..*len + n].copy_from_slice(&b[..n]);
+        *len += n;
+    };
+    put(label.as_bytes(), &mut len);
+    for (k, v) in values {
+        put(b" ", &mut len);
+        put(k.as_bytes(), &mut len);
+        put(b"=", &mut len);
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = *v;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        put(&digits[i..], &mut len);
+    }
+    put(b"\n", &mut len);
+    write_raw(1, &buf[..len]);
+}
+
+fn wait_stdin() {
+    let mut b = [0u8; 1];
+    // SAFETY: reading into a valid one-byte buffer.
+    unsafe { libc::read(0, b.as_mut_ptr() as *mut libc::c_void, 1) };
+}
+
+/// What the simulation did.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct SimReport {
+    pub chunks: usize,
+    pub collapsed: usize,
+    pub refused: usize,
+}
+
+const MADV_COLLAPSE: i32 = 25;
+
+/// Worst-case khugepaged, deterministic and without root: for every 2 MiB
+/// aligned chunk of a private anonymous writable mapping with at least one
+/// resident page, `madvise(MADV_COLLAPSE)`. Allocation-free.
+pub fn simulate_khugepaged() -> SimReport {
+    // Read the whole maps file into a large stack buffer first, so that the
+    // collapses (which split and merge VMAs) do not disturb the listing.
+    let mut maps = [0u8; 256 * 1024];
+    let mut len = 0;
+    // SAFETY: plain file I/O into a stack buffer.
+    unsafe {
+        let fd = libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY);
+        if fd < 0 {
+            return SimReport::default();
+        }
+        loop {
+            let n = libc::read(
+                fd,
+                maps[len..].as_mut_ptr() as *mut libc::c_void,
+                maps.len() - len,
+            );
+            if n <= 0 {
+                break;
+            }
+            len += n as usize;
+        }
+        libc::close(fd);
+    }
+    let mut ranges = [(0usize, 0usize); 4096];
+    let mut nranges = 0;
+    for line in maps[..len].split(|&c| c == b'\n') {
+        // "start-end perms offset dev inode [path]"
+        let mut fields = line.split(|&c| c == b' ').filter(|f| !f.is_empty());
+        let (Some(range), Some(perms), Some(_off), Some(_dev), Some(inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        let path = fields.next().unwrap_or(b"");
+        let anon = inode == b"0" && (path.is_empty() || path == b"[heap]" || path == b"[stack]");
+        if !anon || perms.len() < 4 || &perms[..2] != b"rw" || perms[3] != b'p' {
+            continue;
+        }
+        let dash = range.iter().position(|&c| c == b'-').unwrap_or(0);
+        let hex = |s: &[u8]| {
+            s.iter().fold(0usize, |a, &c| {
+                a * 16 + (c as char).to_digit(16).unwrap_or(0) as usize
+            })
+        };
+        if nranges < ranges.len() {
+            ranges[nranges] = (hex(&range[..dash]), hex(&range[dash + 1..]));
+            nranges += 1;
+        }
+    }
+    let mut r = SimReport::default();
+    // SAFETY: getenv with a NUL-terminated name.
+    let verbose = unsafe { !libc::getenv(c"HUGEGUARD_SIM_VERBOSE".as_ptr()).is_null() };
+    const HUGE: usize = 2 << 20;
+    let mut vec = [0u8; 512];
+    for &(start, end) in &ranges[..nranges] {
+        let mut chunk = (start + HUGE - 1) & !(HUGE - 1);
+        while chunk + HUGE <= end {
+            // SAFETY: mincore on a mapped range, into a 512-byte vector.
+            let rc = unsafe { libc::mincore(chunk as *mut libc::c_void, HUGE, vec.as_mut_ptr()) };
+            if rc == 0 && vec.iter().any(|&b| b & 1 == 1) {
+                r.chunks += 1;
+                // SAFETY: advice on our own mapping; MADV_COLLAPSE keeps data.
+                if unsafe { libc::madvise(chunk as *mut libc::c_void, HUGE, MADV_COLLAPSE) } == 0 {
+                    r.collapsed += 1;
+                    if verbose {
+                        report("COLLAPSED", &[("addr", chunk)]);
+                    }
+                } else {
+                    r.refused += 1;
+                }
+            }
+            chunk += HUGE;
+        }
+    }
+    r
+}
+
+/// Objects a workload keeps alive through the idle phase.
+pub struct Kept {
+    list: *mut (usize, usize),
+    cap: usize,
+    pub n: usize,
+    pub live: usize,
+}
+
+impl Kept {
+    fn new(alloc: &dyn GlobalAlloc, cap: usize) -> Kept {
+        let layout = Layout::array::<(usize, usize)>(cap.max(1)).unwrap();
+        // SAFETY: non-zero layout; kept for the life of the child.
+        let list = unsafe { alloc.alloc(layout) } as *mut (usize, usize);
+        Kept {
+            list,
+            cap,
+            n: 0,
+            live: 0,
+        }
+    }
+
+    fn push(&mut self, p: usize, size: usize) -> bool {
+        if self.n == self.cap {
+            return false;
+        }
+        // SAFETY: in bounds.
+        unsafe { self.list.add(self.n).write((p, size)) };
+        self.n += 1;
+        self.live += size;
+        true
+    }
+
+    fn get(&self, i: usize) -> (usize, usize) {
+        // SAFETY: entries below `n` were written.
+        unsafe { self.list.add(i).read() }
+    }
+}
+
+fn alloc_filled(alloc: &dyn GlobalAlloc, size: usize, byte: u8) -> usize {
+    let layout = Layout::from_size_align(size, 8).unwrap();
+    // SAFETY: non-zero layout; the caller frees it with the same layout.
+    unsafe {
+        let p = alloc.alloc(layout);
+        if !p.is_null() {
+            p.write_bytes(byte, size);
+        }
+        p as usize
+    }
+}
+
+fn free_sized(alloc: &dyn GlobalAlloc, p: usize, size: usize) {
+    // SAFETY: allocated by `alloc_filled` with this size.
+    unsafe { alloc.dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
+}
+
+/// The release issue's workload: `total` bytes of mixed objects, 63 of every
+/// 64 freed at random. Returns (bytes allocated, objects, kept).
+fn workload_mixed(alloc: &dyn GlobalAlloc, total: usize) -> (usize, usize, Kept) {
+    let mut rng = Rng::new(0x5eed);
+    let n_est = total / 1800 + 1024;
+    let mut all = Kept::new(alloc, n_est);
+    let mut bytes = 0;
+    while bytes < total {
+        let size = mixed_size(&mut rng);
+        let p = alloc_filled(alloc, size, (all.n % 251) as u8);
+        if p == 0 || !all.push(p, size) {
+            break;
+        }
+        bytes += size;
+    }
+    let mut kept = Kept::new(alloc, all.n / 32 + 64);
+    for i in 0..all.n {
+        let (p, size) = all.get(i);
+        if !(rng.next() % 64 == 0 && kept.push(p, size)) {
+            free_sized(alloc, p, size);
+        }
+    }
+    let n = all.n;
+    free_sized(alloc, all.list as usize, all.cap * 16);
+    (bytes, n, kept)
+}
+
+/// Kernel bugzilla 93111 as allocations: 256 MB of 4 KiB blocks, written,
+/// then every block freed except the last 4 KiB of every 2 MiB.
+fn workload_bugzilla(alloc: &dyn GlobalAlloc, total: usize) -> (usize, usize, Kept) {
+    const BLOCK: usize = 4096;
+    let n = total / BLOCK;
+    let mut all = Kept::new(alloc, n);
+    for i in 0..n {
+        let p = alloc_filled(alloc, BLOCK, i as u8);
+        if p == 0 || !all.push(p, BLOCK) {
+            break;
+        }
+    }
+    let mut kept = Kept::new(alloc, n / 512 + 1);
+    for i in 0..all.n {
+        let (p, size) = all.get(i);
+        let last_of_2mib = i % 512 == 511;
+        if !(last_of_2mib && kept.push(p, size)) {
+            free_sized(alloc, p, size);
+        }
+    }
+    let count = all.n;
+    free_sized(alloc, all.list as usize, all.cap * 16);
+    (count * BLOCK, count, kept)
+}
+
+/// The incident's Go program: 1000 blocks of 10 MB, each filled with random
+/// bytes and dropped at once.
+fn workload_go(alloc: &dyn GlobalAlloc, _total: usize) -> (usize, usize, Kept) {
+    const BLOCK: usize = 10 << 20;
+    let mut rng = Rng::new(7);
+    for _ in 0..1000 {
+        let layout = Layout::from_size_align(BLOCK, 8).unwrap();
+        // SAFETY: non-zero layout; filled and freed right away.
+        unsafe {
+            let p = alloc.alloc(layout) as *mut u64;
+            if p.is_null() {
+                break;
+            }
+            for i in 0..BLOCK / 8 {
+                p.add(i).write(rng.next());
+            }
+            alloc.dealloc(p as *mut u8, layout);
+        }
+    }
+    (1000 * BLOCK, 1000, Kept::new(alloc, 1))
+}
+
+/// The child side: run workload `name` over `total` bytes through `alloc`,
+/// report, idle until told to simulate, report, idle until told to exit.
+pub fn run_child(alloc: &dyn GlobalAlloc, name: &str, total: usize) {
+    let (bytes, n, kept) = match name {
+        "bugzilla" => workload_bugzilla(alloc, total),
+        "go" => workload_go(alloc, total),
+        _ => workload_mixed(alloc, total),
+    };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as usize;
+    report(
+        "FREED",
+        &[
+            ("allocated", bytes),
+            ("objects", n),
+            ("live", kept.live),
+            ("kept", kept.n),
+            ("pid", pid),
+        ],
+    );
+    wait_stdin();
+    let sim = simulate_khugepaged();
+    report(
+        "SIM",
+        &[
+            ("chunks", sim.chunks),
+            ("collapsed", sim.collapsed),
+            ("refused", sim.refused),
+        ],
+    );
+    wait_stdin();
+    // Check the live objects survived everything.
+    let mut bad = 0;
+    for i in 0..kept.n {
+        let (p, size) = kept.get(i);
+        // SAFETY: each kept object is live and `size` bytes.
+        let s = unsafe { std::slice::from_raw_parts(p as *const u8, size) };
+        if s.iter().any(|&b| b != s[0]) {
+            bad += 1;
+        }
+    }
+    report("CHECKED", &[("corrupted", bad)]);
+}
+
+/// Resident bytes of process `pid` (from /proc/pid/statm).
+pub fn rss_of(pid: u32) -> usize {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+    s.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+/// AnonHugePages of process `pid`, in bytes.
+pub fn anon_huge_of(pid: u32) -> usize {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("AnonHugePages:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Number of VMAs of process `pid`.
+pub fn vmas_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// The parent side of one run.
+pub struct Watched {
+    pub child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+    pub started: Instant,
+}
+
+impl Watched {
+    pub fn spawn(mut cmd: Command) -> Watched {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn child");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Watched {
+            child,
+            stdin,
+            out,
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits for a line starting with `label` and returns its `key=value` pairs.
+    pub fn expect(&mut self, label: &str) -> Vec<(String, usize)> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.out.read_line(&mut line).unwrap_or(0) == 0 {
+                panic!("child ended before {label}");
+            }
+            // The test harness may print "test name ... " before our line.
+            if let Some(at) = line.find(label) {
+                return line[at + label.len()..]
+                    .split_whitespace()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
+                    .collect();
+            }
+        }
+    }
+
+    pub fn signal(&mut self) {
+        self.stdin.write_all(b"x").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Samples RSS every `step` for `total`, as (seconds since start, bytes).
+    pub fn sample(&self, total: Duration, step: Duration) -> Vec<(f64, usize)> {
+        let end = Instant::now() + total;
+        let mut v = Vec::new();
+        while Instant::now() < end {
+            std::thread::sleep(step);
+            v.push((self.started.elapsed().as_secs_f64(), rss_of(self.pid())));
+        }
+        v
+    }
+
+    pub fn finish(mut self) -> Vec<(String, usize)> {
+        self.signal();
+        let r = self.expect("CHECKED");
+        let _ = self.child.wait();
+        r
+    }
+}
+
+pub fn get(kv: &[(String, usize)], key: &str) -> usize {
+    kv.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| *v)
+        .unwrap_or(0)
+}
