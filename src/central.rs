@@ -41,6 +41,8 @@ pub struct CentralList {
     pub spans: usize,
     /// Release clock when a batch was last parked.
     transfer_at: u32,
+    /// Release clock of the last object or batch given back.
+    last_give: u32,
     /// Objects handed to thread caches and not returned (parked ones count
     /// as returned).
     pub objects_out: usize,
@@ -69,6 +71,7 @@ impl CentralList {
             nonempty: SpanList::new(),
             spans: 0,
             transfer_at: 0,
+            last_give: 0,
             objects_out: 0,
         }
     }
@@ -134,10 +137,11 @@ impl CentralList {
     /// Every object in the chain was handed out for `class` and is free.
     pub unsafe fn give(&mut self, class: usize, chain: Chain) {
         self.objects_out -= chain.count;
+        self.last_give = global::now();
         if chain.count == CLASS_BATCH[class] as usize && self.ntransfer < transfer_limit(class) {
             self.transfer[self.ntransfer] = chain.head;
             self.ntransfer += 1;
-            self.transfer_at = global::now();
+            self.transfer_at = self.last_give;
             return;
         }
         // SAFETY: forwarded from the caller.
@@ -190,7 +194,7 @@ impl CentralList {
     /// # Safety
     /// As for [`CentralList::give`].
     unsafe fn give_to_spans(&mut self, chain: Chain) {
-        let now = global::now();
+        let now = self.last_give;
         let mut obj = chain.head;
         for _ in 0..chain.count {
             // SAFETY: the chain holds `count` free objects linked by their
@@ -207,6 +211,12 @@ impl CentralList {
     /// hold-back are returned to the OS (through the page heap, which marks
     /// the huge page NOHUGEPAGE first).
     pub fn release(&mut self, class: usize, pass: &Pass, out: &mut PassResult) {
+        // A class in steady use is left alone (and its lock uncontended):
+        // its free memory is about to be reused.
+        if !pass.idle(self.last_give) {
+            out.pending = true;
+            return;
+        }
         if self.ntransfer > 0 {
             if pass.idle(self.transfer_at) {
                 self.drain_transfer(class);

@@ -153,7 +153,9 @@ pub fn central_take(class: usize, want: usize) -> Chain {
             count: 0,
         };
     }
-    CENTRAL[class].lock().take(class, want)
+    let chain = CENTRAL[class].lock().take(class, want);
+    scavenger::maybe_start();
+    chain
 }
 
 /// Gives `n` linked objects of `class` back to its central list.

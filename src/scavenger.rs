@@ -9,9 +9,11 @@
 //! rate-limited `MADV_COLLAPSE` with back-off.
 //!
 //! The background thread starts lazily from an allocation slow path with no
-//! lock held. It runs a pass every [`TICK_MS`] while work is pending (memory
-//! held back), and otherwise parks on a futex until an allocator slow path
-//! frees memory (one wake-up system call per park, never on the fast path).
+//! lock held. While memory is held back it runs a pass every half hold-back
+//! (at least [`TICK_MS`]); while dense huge pages wait for collapse, every
+//! [`TICK_MS`]; over the soft memory limit, ten times as often; otherwise it
+//! parks on a futex until an allocator slow path frees memory (one wake-up
+//! system call per park, never on the fast path).
 //! After `fork` the child starts its own thread when it next needs one.
 
 use crate::config::{self, Mode};
@@ -167,7 +169,7 @@ fn regain_huge_pages(now: u32) -> bool {
         // the program has not touched.
         let resident = os.resident_pages(addr, HUGE_SIZE).unwrap_or(0);
         if resident < crate::page_heap::release::DENSE_PAGES {
-            HEAP.lock().collapse_skipped(idx);
+            HEAP.lock().collapse_skipped(idx, now);
             continue;
         }
         let t0 = linux::now_us();
@@ -196,11 +198,16 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
         FREED.store(false, Ordering::Relaxed);
         let r = release_pass(false);
         let more_dense = regain_huge_pages(global::now());
-        let limit = config::get().memory_limit;
-        if over_limit(limit) {
+        let cfg = config::get();
+        if over_limit(cfg.memory_limit) {
             linux::sleep_ms(TICK_MS / 10);
-        } else if r.pending || more_dense || FREED.load(Ordering::Relaxed) {
+        } else if more_dense {
             linux::sleep_ms(TICK_MS);
+        } else if r.pending || FREED.load(Ordering::Relaxed) {
+            // Memory is held back: nothing can go before the hold-back has
+            // passed, so look again at half of it (a busy program's locks
+            // are not disturbed more often than that).
+            linux::sleep_ms((cfg.holdback_ms as u64 / 2).max(TICK_MS));
         } else {
             park(PARK_MS);
         }

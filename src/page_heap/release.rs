@@ -342,10 +342,11 @@ impl<O: Os> PageHeap<O> {
         self.stats.dirty_pages += PAGES_PER_HUGE - before;
     }
 
-    /// Marks huge page `idx` as skipped by the collapse (not resident enough).
-    pub fn collapse_skipped(&mut self, idx: usize) {
+    /// Huge page `idx` was not resident enough to collapse: look again
+    /// after another hold-back.
+    pub fn collapse_skipped(&mut self, idx: usize, now: u32) {
         // SAFETY: `idx < top`; heap lock held.
-        unsafe { self.metas.get(idx) }.collapsed = true;
+        unsafe { self.metas.get(idx) }.dense_since = now;
     }
 
     /// Huge pages by state: (backed, partial, released or never touched,

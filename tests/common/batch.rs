@@ -311,11 +311,22 @@ fn workload_go(alloc: &dyn GlobalAlloc, _total: usize) -> (usize, usize, Kept) {
 /// The child side: run workload `name` over `total` bytes through `alloc`,
 /// report, idle until told to simulate, report, idle until told to exit.
 pub fn run_child(alloc: &dyn GlobalAlloc, name: &str, total: usize) {
+    run_child_with(alloc, name, total, false);
+}
+
+/// As [`run_child`]; with `trim`, calls glibc's `malloc_trim(0)` after the
+/// frees (the "glibc + malloc_trim" row of the comparison).
+pub fn run_child_with(alloc: &dyn GlobalAlloc, name: &str, total: usize, trim: bool) {
     let (bytes, n, kept) = match name {
         "bugzilla" => workload_bugzilla(alloc, total),
         "go" => workload_go(alloc, total),
         _ => workload_mixed(alloc, total),
     };
+    let peak = own_peak_rss();
+    if trim {
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
+    }
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as usize;
     report(
@@ -326,6 +337,7 @@ pub fn run_child(alloc: &dyn GlobalAlloc, name: &str, total: usize) {
             ("live", kept.live),
             ("kept", kept.n),
             ("pid", pid),
+            ("peak", peak),
         ],
     );
     wait_stdin();
@@ -350,6 +362,31 @@ pub fn run_child(alloc: &dyn GlobalAlloc, name: &str, total: usize) {
         }
     }
     report("CHECKED", &[("corrupted", bad)]);
+}
+
+/// This process's peak RSS (VmHWM), read without allocating.
+fn own_peak_rss() -> usize {
+    let mut buf = [0u8; 4096];
+    // SAFETY: plain file I/O into a stack buffer.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY);
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+        libc::close(fd);
+        n.max(0) as usize
+    };
+    let text = &buf[..n];
+    let Some(at) = text.windows(6).position(|w| w == b"VmHWM:") else {
+        return 0;
+    };
+    text[at + 6..]
+        .iter()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit())
+        .fold(0usize, |a, &c| a * 10 + (c - b'0') as usize)
+        * 1024
 }
 
 /// Resident bytes of process `pid` (from /proc/pid/statm).

@@ -1,0 +1,423 @@
+//! The khugepaged demonstration: the incident and its cure, side by side.
+//!
+//! A batch allocates about 1 GB of mixed small objects, frees 63 of every 64
+//! at random, and goes idle (no allocator call at all). The same workload runs
+//! in one child process per allocator; this parent samples each child's RSS,
+//! then has the child run the worst-case khugepaged simulation on itself
+//! (MADV_COLLAPSE on every 2 MiB chunk with a resident page) and samples again.
+//!
+//! ```text
+//! cargo run --release --example khugepaged            # simulated khugepaged
+//! cargo run --release --example khugepaged -- --real  # the real daemon (root)
+//! options: --mb N (default 1024)  --idle SECS (default 6)  --svg PATH
+//! ```
+//! With `--real` the parent sets THP `enabled=always` and khugepaged's
+//! `scan_sleep_millisecs=100`, `pages_to_scan=4096`, waits while the real
+//! daemon scans, and restores every value it changed, also on failure or
+//! Ctrl-C.
+
+#[path = "../tests/common/batch.rs"]
+mod batch;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+/// Chooses System or HugeGuard once per process, from `HG_DEMO_ALLOC`, read
+/// without allocating on the first call (before anything was allocated).
+struct Switch;
+static CHOICE: AtomicU8 = AtomicU8::new(0);
+
+fn use_hugeguard() -> bool {
+    match CHOICE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            // SAFETY: getenv with a NUL-terminated name; the result is read
+            // at once.
+            let hg = unsafe {
+                let p = libc::getenv(c"HG_DEMO_ALLOC".as_ptr());
+                !p.is_null() && std::ffi::CStr::from_ptr(p).to_bytes() == b"hugeguard"
+            };
+            CHOICE.store(if hg { 2 } else { 1 }, Ordering::Relaxed);
+            hg
+        }
+    }
+}
+
+// SAFETY: forwards every call to one allocator chosen before the first
+// allocation and never changed.
+unsafe impl GlobalAlloc for Switch {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded.
+        unsafe {
+            if use_hugeguard() {
+                hugeguard::HugeGuard.alloc(l)
+            } else {
+                System.alloc(l)
+            }
+        }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded to the allocator that made `p`.
+        unsafe {
+            if use_hugeguard() {
+                hugeguard::HugeGuard.dealloc(p, l)
+            } else {
+                System.dealloc(p, l)
+            }
+        }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded.
+        unsafe {
+            if use_hugeguard() {
+                hugeguard::HugeGuard.alloc_zeroed(l)
+            } else {
+                System.alloc_zeroed(l)
+            }
+        }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        // SAFETY: forwarded to the allocator that made `p`.
+        unsafe {
+            if use_hugeguard() {
+                hugeguard::HugeGuard.realloc(p, l, n)
+            } else {
+                System.realloc(p, l, n)
+            }
+        }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Switch = Switch;
+
+/// Sysfs values changed by `--real`, restored on exit, failure or Ctrl-C.
+mod sysfs {
+    use std::sync::Mutex;
+
+    const FILES: [(&str, &str); 3] = [
+        ("/sys/kernel/mm/transparent_hugepage/enabled", "always"),
+        (
+            "/sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs",
+            "100",
+        ),
+        (
+            "/sys/kernel/mm/transparent_hugepage/khugepaged/pages_to_scan",
+            "4096",
+        ),
+    ];
+    // Saved values as NUL-terminated path and value buffers, so the signal
+    // handler can restore them with raw system calls.
+    static mut SAVED: [([u8; 128], [u8; 32], usize); 3] = [([0; 128], [0; 32], 0); 3];
+    static NSAVED: Mutex<usize> = Mutex::new(0);
+
+    fn current(path: &str) -> Option<String> {
+        let s = std::fs::read_to_string(path).ok()?;
+        // "always [madvise] never" -> "madvise"; plain numbers as they are.
+        Some(match (s.find('['), s.find(']')) {
+            (Some(a), Some(b)) => s[a + 1..b].to_string(),
+            _ => s.trim().to_string(),
+        })
+    }
+
+    /// Restores everything saved; async-signal-safe.
+    pub fn restore() {
+        // SAFETY: SAVED is written before the handler is installed and only
+        // read afterwards; raw open/write/close are async-signal-safe.
+        unsafe {
+            let saved = &*core::ptr::addr_of!(SAVED);
+            for (path, value, len) in saved.iter() {
+                if *len == 0 {
+                    continue;
+                }
+                let fd = libc::open(path.as_ptr() as *const libc::c_char, libc::O_WRONLY);
+                if fd >= 0 {
+                    libc::write(fd, value.as_ptr() as *const libc::c_void, *len);
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+
+    extern "C" fn on_signal(sig: libc::c_int) {
+        restore();
+        // SAFETY: re-raise with the default action after restoring.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+
+    /// Saves and sets the values; restores on Drop of the guard.
+    pub fn speed_up() -> Result<Guard, String> {
+        let mut n = NSAVED.lock().unwrap();
+        for (i, (path, _)) in FILES.iter().enumerate() {
+            let v = current(path).ok_or(format!("cannot read {path}"))?;
+            // SAFETY: single-threaded set-up before the handler exists.
+            unsafe {
+                let slot = &mut (*core::ptr::addr_of_mut!(SAVED))[i];
+                slot.0[..path.len()].copy_from_slice(path.as_bytes());
+                slot.1[..v.len()].copy_from_slice(v.as_bytes());
+                slot.2 = v.len();
+            }
+            *n += 1;
+        }
+        // SAFETY: installing a handler that only makes raw system calls.
+        unsafe {
+            libc::signal(
+                libc::SIGINT,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+            libc::signal(
+                libc::SIGTERM,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+        let guard = Guard;
+        for (path, value) in FILES {
+            std::fs::write(path, value)
+                .map_err(|e| format!("cannot write {path}: {e} (run as root)"))?;
+        }
+        Ok(guard)
+    }
+
+    /// Restores the saved values when dropped (also on panic).
+    pub struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            restore();
+            eprintln!("restored THP sysfs settings");
+        }
+    }
+}
+
+struct Run {
+    name: &'static str,
+    live: usize,
+    peak: usize,
+    samples: Vec<(f64, usize)>,
+    idle: usize,
+    after: usize,
+    anon_huge_after: usize,
+    vmas: usize,
+    refused: usize,
+    collapsed: usize,
+    corrupted: usize,
+}
+
+fn run(name: &'static str, mb: usize, idle: Duration, real: bool) -> Run {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let alloc = if name == "hugeguard" {
+        "hugeguard"
+    } else {
+        "system"
+    };
+    cmd.env("HG_DEMO_CHILD", format!("mixed:{mb}"))
+        .env("HG_DEMO_ALLOC", alloc)
+        .env(
+            "HG_DEMO_TRIM",
+            if name == "system+malloc_trim" {
+                "1"
+            } else {
+                "0"
+            },
+        );
+    let mut w = batch::Watched::spawn(cmd);
+    let freed = w.expect("FREED");
+    let live = batch::get(&freed, "live");
+    let peak = batch::get(&freed, "peak");
+    let mut samples = w.sample(idle, Duration::from_millis(250));
+    let idle_rss = samples.last().map(|s| s.1).unwrap_or(0);
+    let (refused, collapsed) = if real {
+        // The real daemon: wait while it scans (a full pass over 1 GB takes
+        // a few seconds at the sped-up rate).
+        samples.extend(w.sample(Duration::from_secs(30), Duration::from_millis(500)));
+        w.signal();
+        let _ = w.expect("SIM");
+        (0, 0)
+    } else {
+        w.signal();
+        let sim = w.expect("SIM");
+        samples.extend(w.sample(Duration::from_secs(2), Duration::from_millis(250)));
+        (batch::get(&sim, "refused"), batch::get(&sim, "collapsed"))
+    };
+    let after = samples.last().map(|s| s.1).unwrap_or(0);
+    let anon_huge_after = batch::anon_huge_of(w.pid());
+    let vmas = batch::vmas_of(w.pid());
+    let checked = w.finish();
+    Run {
+        name,
+        live,
+        peak,
+        samples,
+        idle: idle_rss,
+        after,
+        anon_huge_after,
+        vmas,
+        refused,
+        collapsed,
+        corrupted: batch::get(&checked, "corrupted"),
+    }
+}
+
+fn svg(runs: &[Run], path: &str, real: bool) -> std::io::Result<()> {
+    let (w, h, left, bottom) = (720.0, 360.0, 60.0, 40.0);
+    let tmax = runs
+        .iter()
+        .flat_map(|r| r.samples.iter().map(|s| s.0))
+        .fold(1.0f64, f64::max);
+    let ymax = runs
+        .iter()
+        .flat_map(|r| r.samples.iter().map(|s| s.1))
+        .max()
+        .unwrap_or(1) as f64
+        / 1048576.0
+        * 1.1;
+    let x = |t: f64| left + (t / tmax) * (w - left - 20.0);
+    let y = |b: usize| (h - bottom) - (b as f64 / 1048576.0 / ymax) * (h - bottom - 20.0);
+    let colors = ["#c0392b", "#e67e22", "#27ae60"];
+    let mut s = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
+    );
+    s += &format!(
+        "<text x='{left}' y='14'>RSS after a 1 GB batch frees 63/64 and idles ({})</text>\n",
+        if real {
+            "real khugepaged, sped up"
+        } else {
+            "then simulated worst-case khugepaged"
+        }
+    );
+    s += &format!(
+        "<line x1='{left}' y1='{}' x2='{}' y2='{}' stroke='black'/>\n",
+        h - bottom,
+        w - 20.0,
+        h - bottom
+    );
+    s += &format!(
+        "<line x1='{left}' y1='20' x2='{left}' y2='{}' stroke='black'/>\n",
+        h - bottom
+    );
+    for i in 0..=4 {
+        let v = ymax * i as f64 / 4.0;
+        let py = (h - bottom) - (v / ymax) * (h - bottom - 20.0);
+        s += &format!("<text x='4' y='{py:.0}'>{v:.0} MB</text>\n");
+    }
+    s += &format!(
+        "<text x='{}' y='{}'>seconds since start of each run</text>\n",
+        w / 2.0 - 80.0,
+        h - 8.0
+    );
+    for (i, r) in runs.iter().enumerate() {
+        let pts: Vec<String> = r
+            .samples
+            .iter()
+            .map(|&(t, b)| format!("{:.1},{:.1}", x(t), y(b)))
+            .collect();
+        s += &format!(
+            "<polyline fill='none' stroke='{}' stroke-width='2' points='{}'/>\n",
+            colors[i % 3],
+            pts.join(" ")
+        );
+        s += &format!(
+            "<text x='{}' y='{}' fill='{}'>{}</text>\n",
+            w - 200.0,
+            40.0 + 16.0 * i as f64,
+            colors[i % 3],
+            r.name
+        );
+    }
+    s += "</svg>\n";
+    std::fs::write(path, s)
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("HG_DEMO_CHILD") {
+        let (name, mb) = spec.split_once(':').unwrap();
+        let total = mb.parse::<usize>().unwrap() << 20;
+        let trim = std::env::var("HG_DEMO_TRIM").as_deref() == Ok("1");
+        batch::run_child_with(&GLOBAL, name, total, trim);
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let real = args.iter().any(|a| a == "--real");
+    let mb: usize = arg("--mb").and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let idle = Duration::from_secs(arg("--idle").and_then(|v| v.parse().ok()).unwrap_or(6));
+    let svg_path = arg("--svg").unwrap_or_else(|| "target/khugepaged.svg".to_string());
+    let _guard = if real {
+        match sysfs::speed_up() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                sysfs::restore();
+                eprintln!("--real: {e}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        None
+    };
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let mpn =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none")
+            .unwrap_or_default();
+    println!("THP enabled: {}; max_ptes_none: {}", thp.trim(), mpn.trim());
+    println!("workload: {mb} MB of mixed objects (70% 16-256 B, 25% 256 B-4 KiB, 5% 4-64 KiB), 63 of 64 freed, then idle\n");
+    let mut runs = Vec::new();
+    for name in ["system", "system+malloc_trim", "hugeguard"] {
+        eprintln!("running {name} ...");
+        runs.push(run(name, mb, idle, real));
+    }
+    let mbf = |b: usize| b as f64 / 1048576.0;
+    let after_label = if real {
+        "after real khugepaged (30 s)"
+    } else {
+        "after simulated khugepaged"
+    };
+    println!("| allocator | live | peak RSS | RSS after {}s idle | {} | AnonHugePages | VMAs | chunks collapsed / refused |", idle.as_secs(), after_label);
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &runs {
+        println!(
+            "| {} | {:.1} MB | {:.0} MB | {:.1} MB | {:.1} MB | {:.1} MB | {} | {} / {} |",
+            r.name,
+            mbf(r.live),
+            mbf(r.peak),
+            mbf(r.idle),
+            mbf(r.after),
+            mbf(r.anon_huge_after),
+            r.vmas,
+            r.collapsed,
+            r.refused
+        );
+        assert_eq!(r.corrupted, 0, "{}: live objects corrupted", r.name);
+    }
+    let hg = runs.last().unwrap();
+    println!(
+        "\nhugeguard: idle RSS = {:.2} x live (bound: 3.5 x live + 8 MiB = {:.0} MB); growth after khugepaged {:+.1}%",
+        hg.idle as f64 / hg.live.max(1) as f64,
+        mbf(hg.live * 7 / 2 + (8 << 20)),
+        (hg.after as f64 / hg.idle.max(1) as f64 - 1.0) * 100.0
+    );
+    println!("RSS over time (s, MB):");
+    for r in &runs {
+        let pts: Vec<String> = r
+            .samples
+            .iter()
+            .step_by(4)
+            .map(|&(t, b)| format!("{t:.1}:{:.0}", mbf(b)))
+            .collect();
+        println!("  {:<20} {}", r.name, pts.join(" "));
+    }
+    match svg(&runs, &svg_path, real) {
+        Ok(()) => println!("\nplot written to {svg_path}"),
+        Err(e) => eprintln!("cannot write {svg_path}: {e}"),
+    }
+}
