@@ -92,6 +92,23 @@ impl PageBitmap {
         PAGES_PER_HUGE
     }
 
+    /// Index just after the last set bit before `before` (0 if none): the
+    /// start of the clear run that ends at `before`.
+    pub fn clear_run_start(&self, before: usize) -> usize {
+        let mut i = before;
+        while i > 0 {
+            let w = (i - 1) / 64;
+            let hi = i - w * 64;
+            let mask = if hi == 64 { u64::MAX } else { (1u64 << hi) - 1 };
+            let bits = self.words[w] & mask;
+            if bits != 0 {
+                return w * 64 + 64 - bits.leading_zeros() as usize;
+            }
+            i = w * 64;
+        }
+        0
+    }
+
     /// Length of the longest run of clear bits.
     pub fn longest_clear_run(&self) -> usize {
         let mut best = 0;
@@ -237,6 +254,10 @@ mod tests {
                 prop_assert_eq!(d.get(i), m && !(100..300).contains(&i));
             }
             prop_assert_eq!(d.is_empty(), d.count_ones() == 0);
+            for before in [0usize, 1, 63, 64, 65, 200, 511, 512] {
+                let expect = (0..before).rev().find(|&i| model[i]).map_or(0, |i| i + 1);
+                prop_assert_eq!(b.clear_run_start(before), expect);
+            }
         }
     }
 }

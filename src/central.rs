@@ -22,6 +22,11 @@ use core::ptr;
 pub const TRANSFER_SLOTS: usize = 16;
 /// Bytes one class's transfer cache may hold (bounds idle memory there).
 const TRANSFER_BYTES: usize = 256 * 1024;
+/// Bytes of wholly free spans a class keeps for reuse instead of returning
+/// them to the page heap at once (a batch that frees everything and
+/// allocates again would otherwise churn spans through the heap lock). The
+/// release pass returns them once the class is idle.
+const RETAIN_EMPTY_BYTES: usize = 1024 * 1024;
 
 /// A chain of objects handed between a thread cache and a central list.
 pub struct Chain {
@@ -39,6 +44,8 @@ pub struct CentralList {
     nonempty: SpanList,
     /// Spans of this class in existence.
     pub spans: usize,
+    /// Spans on `nonempty` with no object in use.
+    empty: usize,
     /// Release clock when a batch was last parked.
     transfer_at: u32,
     /// Release clock of the last object or batch given back.
@@ -70,6 +77,7 @@ impl CentralList {
             ntransfer: 0,
             nonempty: SpanList::new(),
             spans: 0,
+            empty: 0,
             transfer_at: 0,
             last_give: 0,
             objects_out: 0,
@@ -99,6 +107,8 @@ impl CentralList {
                     break;
                 }
                 self.spans += 1;
+                // A fresh span is an empty span on the list.
+                self.empty += 1;
                 // SAFETY: a fresh span record, on no list.
                 unsafe {
                     (*span).in_list = true;
@@ -109,6 +119,9 @@ impl CentralList {
             // we hold this list's lock.
             unsafe {
                 let s = &mut *span;
+                if s.used == 0 {
+                    self.empty -= 1;
+                }
                 while count < want {
                     let obj = s.pop(size, &mut unreleased) as *mut FreeObject;
                     if obj.is_null() {
@@ -162,7 +175,7 @@ impl CentralList {
         }
         s.release_pending = true;
         s.freed_at = now;
-        if s.used == 0 {
+        if s.used == 0 && (self.empty + 1) * s.bytes() > RETAIN_EMPTY_BYTES {
             if s.in_list {
                 // SAFETY: the span is on this list.
                 unsafe { self.nonempty.remove(span) };
@@ -170,16 +183,46 @@ impl CentralList {
             self.spans -= 1;
             // SAFETY: no object of the span is in use any more.
             unsafe { global::free_span(span) };
-        } else if !s.in_list {
+            return;
+        }
+        if s.used == 0 {
+            self.empty += 1;
+        }
+        if !s.in_list {
             s.in_list = true;
             // SAFETY: the span is live and on no list.
             unsafe { self.nonempty.push_front(span) };
         }
     }
 
+    /// Returns the wholly free spans kept for reuse to the page heap.
+    pub fn free_empty_spans(&mut self) {
+        let mut s = self.nonempty.first();
+        while !s.is_null() && self.empty > 0 {
+            // SAFETY: listed spans are live and we hold this list's lock.
+            let span = unsafe { &mut *s };
+            s = span.next;
+            if span.used == 0 {
+                // SAFETY: the span is on this list and wholly free.
+                unsafe {
+                    self.nonempty.remove(span);
+                    global::free_span(span);
+                }
+                self.empty -= 1;
+                self.spans -= 1;
+            }
+        }
+    }
+
     /// Moves every parked batch back into its spans (idle memory can then
-    /// drain out of huge pages).
-    pub fn drain_transfer(&mut self, class: usize) {
+    /// drain out of huge pages), then returns wholly free spans.
+    pub fn drain(&mut self, class: usize) {
+        self.drain_transfer(class);
+        self.free_empty_spans();
+    }
+
+    /// Moves every parked batch back into its spans.
+    fn drain_transfer(&mut self, class: usize) {
         while self.ntransfer > 0 {
             self.ntransfer -= 1;
             let chain = Chain {
@@ -224,6 +267,7 @@ impl CentralList {
                 out.pending = true;
             }
         }
+        self.free_empty_spans();
         let size = CLASS_SIZE[class] as usize;
         let mut s = self.nonempty.first();
         while !s.is_null() {

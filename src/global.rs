@@ -215,9 +215,10 @@ pub fn report_bad_free(addr: usize) {
     linux::write_stderr(&buf);
 }
 
-/// Returns every object parked in transfer caches to its span.
+/// Returns every object parked in transfer caches to its span, and every
+/// wholly free span kept for reuse to the page heap.
 pub fn drain_transfer_caches() {
     for (class, c) in CENTRAL.iter().enumerate().skip(1) {
-        c.lock().drain_transfer(class);
+        c.lock().drain(class);
     }
 }

@@ -114,13 +114,7 @@ impl Filler {
         let m = unsafe { metas.get(idx as usize) };
         debug_assert_eq!(m.kind, HugeKind::Filler);
         let page = m.used.find_clear_run(n, align)?;
-        self.unlink(metas, idx);
-        // SAFETY: as above; the previous borrow ended at `unlink`.
-        let m = unsafe { metas.get(idx as usize) };
-        m.used.set_range(page, n);
-        m.nused += n as u16;
-        m.longest_free = m.used.longest_clear_run() as u16;
-        self.link(metas, idx);
+        self.claim_pages(metas, idx, page, n);
         Some(page)
     }
 
@@ -137,9 +131,13 @@ impl Filler {
         // SAFETY: valid record under the heap lock.
         let m = unsafe { metas.get(idx as usize) };
         debug_assert_eq!(m.used.count_range(page, n), 0);
+        // Only taking from a run as long as the longest can shorten it.
+        let run = m.used.next_set(page) - m.used.clear_run_start(page);
         m.used.set_range(page, n);
         m.nused += n as u16;
-        m.longest_free = m.used.longest_clear_run() as u16;
+        if run >= m.longest_free as usize {
+            m.longest_free = m.used.longest_clear_run() as u16;
+        }
         self.link(metas, idx);
     }
 
@@ -158,7 +156,10 @@ impl Filler {
             self.count -= 1;
             return true;
         }
-        m.longest_free = m.used.longest_clear_run() as u16;
+        // The freed pages join one run; only it can be the new longest.
+        let run = m.used.next_set(page) - m.used.clear_run_start(page);
+        m.longest_free = m.longest_free.max(run as u16);
+        debug_assert_eq!(m.longest_free as usize, m.used.longest_clear_run());
         self.link(metas, idx);
         false
     }
