@@ -4,7 +4,7 @@
 //! count. `alloc` pops, `dealloc` pushes: no lock, no atomic, no system call.
 //! An empty list refills with a batch from the central list; a list longer
 //! than [`CLASS_CACHE_MAX`] flushes a batch back, so a thread holds at most
-//! the bytes checked in `size_class` tests (under 2 MiB). An object freed by a
+//! the bytes checked in `size_class` tests (1.4 MiB). An object freed by a
 //! thread that did not allocate it simply joins that thread's cache: cross-
 //! thread frees are as cheap as local ones.
 //!

@@ -254,7 +254,7 @@ mod tests {
             .map(|c| CLASS_CACHE_MAX[c] as usize * CLASS_SIZE[c] as usize)
             .sum();
         // Documented in docs/design.md as the per-thread cache bound.
-        assert!(total <= 2 * 1024 * 1024, "{total}");
+        assert!(total <= 1536 * 1024, "{total}");
         for c in 1..NUM_CLASSES {
             assert!(CLASS_BATCH[c] >= 2 && CLASS_CACHE_MAX[c] >= CLASS_BATCH[c]);
         }
