@@ -19,9 +19,9 @@ use crate::units::PAGE_SIZE;
 use core::ptr;
 
 /// Batches one class's transfer cache can hold.
-pub const TRANSFER_SLOTS: usize = 16;
+pub const TRANSFER_SLOTS: usize = 64;
 /// Bytes one class's transfer cache may hold (bounds idle memory there).
-const TRANSFER_BYTES: usize = 256 * 1024;
+const TRANSFER_BYTES: usize = 1024 * 1024;
 /// Bytes of wholly free spans a class keeps for reuse instead of returning
 /// them to the page heap at once (a batch that frees everything and
 /// allocates again would otherwise churn spans through the heap lock). The

@@ -207,10 +207,24 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             // Memory is held back: nothing can go before the hold-back has
             // passed, so look again at half of it (a busy program's locks
             // are not disturbed more often than that).
-            linux::sleep_ms((cfg.holdback_ms as u64 / 2).max(TICK_MS));
+            sleep_unless_over_limit((cfg.holdback_ms as u64 / 2).max(TICK_MS), cfg.memory_limit);
         } else {
             park(PARK_MS);
         }
+    }
+}
+
+/// Sleeps `ms`, in [`TICK_MS`] steps when a soft limit is set, waking early
+/// once resident memory nears the limit.
+fn sleep_unless_over_limit(ms: u64, limit: usize) {
+    if limit == 0 {
+        linux::sleep_ms(ms);
+        return;
+    }
+    let mut slept = 0;
+    while slept < ms && !over_limit(limit) {
+        linux::sleep_ms(TICK_MS);
+        slept += TICK_MS;
     }
 }
 

@@ -207,3 +207,24 @@ fn go_incident_program_stays_low() {
         o.after_sim
     );
 }
+
+#[test]
+fn soft_memory_limit_overrides_the_holdback() {
+    // A 60 s hold-back would keep everything for the 3 s we watch; a soft
+    // limit far below the heap makes the release go ahead anyway.
+    let o = run(
+        "mixed",
+        128,
+        &[
+            ("HUGEGUARD_HOLDBACK_MS", "60000"),
+            ("HUGEGUARD_MEMORY_LIMIT", "8m"),
+        ],
+    );
+    println!(
+        "limit 8m: live {} KiB, idle {} KiB",
+        o.live >> 10,
+        o.idle >> 10
+    );
+    assert_eq!(o.corrupted, 0);
+    assert!(o.idle <= o.live * 7 / 2 + (8 << 20), "idle RSS {}", o.idle);
+}

@@ -1,0 +1,69 @@
+//! The public API: `release_now`, `stats` and its report, `set_background`.
+
+use std::alloc::{GlobalAlloc, Layout};
+
+#[global_allocator]
+static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
+
+fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    s.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        * 4096
+}
+
+#[test]
+fn release_now_returns_freed_memory_at_once() {
+    // The background thread must not do the work for us here.
+    hugeguard::set_background(false);
+    let a = hugeguard::HugeGuard;
+    let l = Layout::from_size_align(4096, 8).unwrap();
+    // SAFETY: non-zero layout; every block freed once below.
+    let blocks: Vec<*mut u8> = (0..16384)
+        .map(|i| unsafe {
+            let p = a.alloc(l);
+            p.write_bytes(i as u8, 4096);
+            p
+        })
+        .collect();
+    let full = rss();
+    for &p in &blocks {
+        // SAFETY: allocated above with `l`.
+        unsafe { a.dealloc(p, l) };
+    }
+    let before = hugeguard::stats();
+    let released = hugeguard::release_now();
+    let after = hugeguard::stats();
+    let low = rss();
+    println!(
+        "released {} MiB; RSS {} -> {} MiB\n{after}",
+        released >> 20,
+        full >> 20,
+        low >> 20
+    );
+    assert!(
+        released >= 48 << 20,
+        "released only {released} bytes of 64 MiB freed"
+    );
+    assert_eq!(after.released_bytes - before.released_bytes, released);
+    assert!(
+        low + (48 << 20) <= full,
+        "RSS did not drop: {full} -> {low}"
+    );
+    assert!(after.resident_bytes < before.resident_bytes);
+    let report = after.to_string();
+    for needle in [
+        "resident",
+        "released",
+        "NOHUGEPAGE",
+        "DONTNEED",
+        "COLLAPSE",
+        "marking",
+    ] {
+        assert!(report.contains(needle), "report lacks {needle}:\n{report}");
+    }
+    hugeguard::set_background(true);
+}
