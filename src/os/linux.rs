@@ -209,13 +209,7 @@ pub fn write_stderr(msg: &[u8]) {
 
 /// Milliseconds of a monotonic clock (vDSO: no system call).
 pub fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    now_us() / 1000
 }
 
 /// Microseconds of a monotonic clock, for timing slow kernel calls.
