@@ -212,6 +212,12 @@ pub fn report_bad_free(addr: usize) {
     for i in 0..16 {
         buf[30 + i] = digits[(addr >> ((15 - i) * 4)) & 0xf];
     }
+    if crate::raw::abort_on_misuse() {
+        // "hugeguard: free of 0x...: not a live block ..." then abort.
+        buf[11..19].copy_from_slice(b"aborting");
+        linux::write_stderr(&buf);
+        linux::abort();
+    }
     linux::write_stderr(&buf);
 }
 

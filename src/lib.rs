@@ -49,6 +49,7 @@ pub mod large;
 pub mod lock;
 pub mod os;
 pub mod page_heap;
+pub mod raw;
 mod scavenger;
 pub mod size_class;
 pub mod span;

@@ -307,3 +307,9 @@ pub fn sleep_ms(ms: u64) {
     // SAFETY: `ts` is valid; an interrupted sleep just returns early.
     unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
 }
+
+/// Ends the process with SIGABRT (after detected heap misuse in C mode).
+pub fn abort() -> ! {
+    // SAFETY: abort has no preconditions and does not return.
+    unsafe { libc::abort() }
+}

@@ -1,0 +1,176 @@
+//! C programs compiled during the tests (with the system C compiler) and
+//! existing programs, run under `LD_PRELOAD` of the library built by this
+//! package.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `libhugeguard_preload.so` built next to this test binary.
+fn library() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    // `cargo test` leaves it in deps/, `cargo build` in the profile directory.
+    [
+        deps.join("libhugeguard_preload.so"),
+        deps.parent().unwrap().join("libhugeguard_preload.so"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .expect("libhugeguard_preload.so not built")
+}
+
+/// Compiles `tests/c/NAME.c` into the target directory.
+fn compile(name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(format!("{name}.c"));
+    let out = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(format!("c-{name}"));
+    let st = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(st.success(), "compiling {name}.c failed");
+    out
+}
+
+fn run(prog: &Path, args: &[&str], preload: bool) -> Output {
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    if preload {
+        cmd.env("LD_PRELOAD", library());
+    }
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn threaded_stress_with_cookie_checked_blocks() {
+    let o = run(&compile("stress"), &[], true);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("bad=0"));
+}
+
+#[test]
+fn fork_from_a_threaded_program() {
+    let o = run(&compile("fork"), &[], true);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("forks=30 ok"));
+}
+
+#[test]
+fn c_semantics_errno_einval_overflow() {
+    let prog = compile("semantics");
+    // The program's checks hold for glibc too: the test is a fair one.
+    let glibc = run(&prog, &[], false);
+    assert!(glibc.status.success(), "glibc: {}", text(&glibc));
+    let o = run(&prog, &[], true);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("failures=0"));
+}
+
+#[test]
+fn foreign_and_interior_pointers_abort_with_a_message() {
+    let prog = compile("misuse");
+    for args in [&[][..], &["interior"][..]] {
+        let o = run(&prog, args, true);
+        let t = text(&o);
+        assert!(!o.status.success(), "misuse went unnoticed");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+        assert!(t.contains("hugeguard: free(0x"), "{t}");
+        assert_eq!(
+            t.lines().filter(|l| l.starts_with("hugeguard:")).count(),
+            1,
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn python_and_sort_give_the_same_output() {
+    let script = "import json, collections\n\
+        d = {str(i): [j * i for j in range(i % 40)] for i in range(60000)}\n\
+        s = json.dumps(d, sort_keys=True)\n\
+        c = collections.Counter(s)\n\
+        print(len(s), sorted(c.items())[:5], sum(len(v) for v in json.loads(s).values()))";
+    let py = |preload: bool| {
+        let mut c = Command::new("python3");
+        c.args(["-c", script]);
+        if preload {
+            c.env("LD_PRELOAD", library());
+        }
+        c.output().unwrap()
+    };
+    let (a, b) = (py(false), py(true));
+    assert!(b.status.success(), "{}", text(&b));
+    assert_eq!(a.stdout, b.stdout);
+
+    let input: String = (0..200_000u64)
+        .map(|i| format!("{}\n", i.wrapping_mul(2_654_435_761) % 1_000_003))
+        .collect();
+    let file = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("sort-input.txt");
+    std::fs::write(&file, input).unwrap();
+    let sort = |preload: bool| {
+        let mut c = Command::new("sort");
+        c.args(["-n"]).arg(&file);
+        if preload {
+            c.env("LD_PRELOAD", library());
+        }
+        c.output().unwrap()
+    };
+    let (a, b) = (sort(false), sort(true));
+    assert!(b.status.success(), "{}", text(&b));
+    assert_eq!(a.stdout, b.stdout);
+}
+
+fn field(t: &str, key: &str) -> i64 {
+    t.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1)
+}
+
+#[test]
+fn batch_then_idle_in_c_stays_low_under_khugepaged() {
+    let prog = compile("batch");
+    let o = Command::new(&prog)
+        .arg("256")
+        .env("LD_PRELOAD", library())
+        .env("HUGEGUARD_HOLDBACK_MS", "200")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    println!("{t}");
+    let (live, idle, after) = (
+        field(&t, "live_kb"),
+        field(&t, "idle_kb"),
+        field(&t, "after_kb"),
+    );
+    assert!(live > 0 && idle > 0);
+    assert!(
+        idle <= live * 7 / 2 + 8 * 1024,
+        "idle RSS {idle} KiB for {live} KiB live"
+    );
+    assert!(
+        after * 100 <= idle * 105,
+        "khugepaged re-inflated: {idle} -> {after} KiB"
+    );
+}
