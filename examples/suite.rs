@@ -231,6 +231,142 @@ fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
+/// C programs under `LD_PRELOAD`: peers from Debian's packages
+/// (`apt-get install libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4`) and
+/// `libhugeguard_preload.so` (`cargo build --release --workspace`).
+const C_LIBS: [(&str, &str); 6] = [
+    ("glibc", ""),
+    ("glibc + malloc_trim", ""),
+    ("jemalloc", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+    ("mimalloc", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
+    (
+        "tcmalloc",
+        "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    ),
+    ("hugeguard", "libhugeguard_preload.so"),
+];
+
+fn compile_c(name: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out = dir.join(format!("c-suite-{name}"));
+    let src = format!("preload/tests/c/{name}.c");
+    let ok = Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some(out)
+}
+
+fn preload_path(lib: &str) -> Option<std::path::PathBuf> {
+    if lib.is_empty() {
+        return Some(std::path::PathBuf::new());
+    }
+    let p = if lib.starts_with('/') {
+        std::path::PathBuf::from(lib)
+    } else {
+        // examples/ lives in target/release/examples; the library one level up.
+        std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join(lib)
+    };
+    p.exists().then_some(p)
+}
+
+/// Runs a C program with `lib` preloaded; returns stdout, wall time, peak RSS.
+fn run_c(prog: &std::path::Path, args: &[&str], lib: &std::path::Path) -> (String, f64, usize) {
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .env("HUGEGUARD_HOLDBACK_MS", "1000")
+        .stdout(Stdio::piped());
+    if !lib.as_os_str().is_empty() {
+        cmd.env("LD_PRELOAD", lib);
+    }
+    let t0 = std::time::Instant::now();
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let (out, rss) = child.wait_with_output_rusage(pid);
+    (
+        String::from_utf8_lossy(&out).to_string(),
+        t0.elapsed().as_secs_f64(),
+        rss,
+    )
+}
+
+fn c_section(reps: usize, batch_mb: usize) -> String {
+    let mut md = String::new();
+    let (Some(stress), Some(batch_prog)) = (compile_c("stress"), compile_c("batch")) else {
+        return "## C programs under LD_PRELOAD\n\nNot run: no C compiler.\n".into();
+    };
+    let _ = writeln!(md, "## C programs under LD_PRELOAD\n\nThe same C programs with glibc and with each allocator preloaded (Debian's `libjemalloc2` 5.3.0, `libmimalloc2.0`, `libtcmalloc-minimal4`; install them with `apt-get install libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4`) and with `libhugeguard_preload.so` (`cargo build --release --workspace`).\n");
+    let _ = writeln!(md, "### Threaded stress (`preload/tests/c/stress.c`: 4 threads x 60k cookie-checked blocks through a shared ring, 3 rounds)\n\n| allocator | median time | spread | peak RSS |\n|---|---:|---:|---:|");
+    for (name, lib) in C_LIBS.iter().filter(|(n, _)| !n.contains("trim")) {
+        let Some(path) = preload_path(lib) else {
+            let _ = writeln!(md, "| {name} | not installed | | |");
+            continue;
+        };
+        let mut times = Vec::new();
+        let mut rss = Vec::new();
+        for _ in 0..reps {
+            let (out, t, r) = run_c(&stress, &[], &path);
+            assert!(out.contains("bad=0"), "{name}: {out}");
+            times.push(t);
+            rss.push(r);
+        }
+        let lo = times.iter().cloned().fold(f64::MAX, f64::min);
+        let hi = times.iter().cloned().fold(0.0, f64::max);
+        rss.sort();
+        let _ = writeln!(
+            md,
+            "| {name} | {:.0} ms | {:.0}-{:.0} ms | {:.1} MB |",
+            median(&mut times) * 1e3,
+            lo * 1e3,
+            hi * 1e3,
+            mb(rss[rss.len() / 2])
+        );
+    }
+    let _ = writeln!(md, "\n### Batch then idle in C (`preload/tests/c/batch.c`, {batch_mb} MB, 63 of 64 freed, 3 s idle, then the simulated khugepaged)\n\n| allocator | live | RSS after idle | after simulated khugepaged | collapsed / refused |\n|---|---:|---:|---:|---:|");
+    for (name, lib) in C_LIBS {
+        let Some(path) = preload_path(lib) else {
+            let _ = writeln!(md, "| {name} | not installed | | | |");
+            continue;
+        };
+        let mb_arg = batch_mb.to_string();
+        let args: Vec<&str> = if name.contains("trim") {
+            vec![&mb_arg, "trim"]
+        } else {
+            vec![&mb_arg]
+        };
+        let (out, _, _) = run_c(&batch_prog, &args, &path);
+        let f = |k: &str| -> f64 {
+            out.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {:.1} MB | {:.1} MB | {:.1} MB | {:.0} / {:.0} |",
+            f("live_kb") / 1024.0,
+            f("idle_kb") / 1024.0,
+            f("after_kb") / 1024.0,
+            f("collapsed"),
+            f("refused")
+        );
+    }
+    md
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--full");
@@ -345,6 +481,9 @@ fn main() {
     }
     eprintln!("memory done");
 
+    let c_md = c_section(reps, batch_mb);
+    eprintln!("C programs done");
+
     // The report.
     let mut md = String::new();
     let date = sh("date -u +%Y-%m-%d");
@@ -426,6 +565,7 @@ fn main() {
     for (a, share, rss) in &dense {
         let _ = writeln!(md, "| {a} | {:.0} % | {:.0} MB |", share * 100.0, mb(*rss));
     }
+    let _ = writeln!(md, "\n{c_md}");
     let _ = writeln!(md, "\n## Micro-benchmarks\n\n`cargo bench --bench alloc` (criterion, the four allocators through `GlobalAlloc` in one process): see [CRITERION.md](CRITERION.md).\n\n## Notes on the losses\n\nSee [SUITE-NOTES.md](SUITE-NOTES.md) for the causes of the workloads where hugeguard is slower.");
     std::fs::write(&out_path, md).unwrap();
     bar_chart(&speeds, dir.join("bench-ratios.svg").to_str().unwrap());
