@@ -289,6 +289,34 @@ impl CentralList {
         }
     }
 
+    /// Checks this list's structure: every listed span belongs to `class`,
+    /// has a free object and knows it is listed; the empty count matches.
+    /// Returns the objects that are out of their spans (handed out or
+    /// parked) by this list's account.
+    pub fn check(&self, class: usize) -> Result<usize, &'static str> {
+        let mut s = self.nonempty.first();
+        let mut empty = 0;
+        let mut listed = 0;
+        while !s.is_null() {
+            // SAFETY: listed spans are live; the caller holds this list's lock.
+            let span = unsafe { &*s };
+            if span.class as usize != class || !span.in_list || !span.has_free() {
+                return Err("a listed span has the wrong class, flag or no free object");
+            }
+            let free = span.free.iter().map(|w| w.count_ones()).sum::<u32>();
+            if free + span.used != span.capacity {
+                return Err("a span's free bitmap disagrees with its used count");
+            }
+            empty += (span.used == 0) as usize;
+            listed += 1;
+            s = span.next;
+        }
+        if empty != self.empty || listed != self.nonempty.len() || listed > self.spans {
+            return Err("central list counts are off");
+        }
+        Ok(self.objects_out + self.parked_objects(class))
+    }
+
     /// Objects parked in the transfer cache.
     pub fn parked_objects(&self, class: usize) -> usize {
         self.ntransfer * CLASS_BATCH[class] as usize

@@ -42,7 +42,10 @@
 pub mod bitmap;
 pub mod cache;
 pub mod central;
+mod check;
 pub mod config;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 mod global;
 pub mod huge;
 pub mod large;
@@ -60,6 +63,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use size_class::{class_for, class_of_small, fast_path_ok, CLASS_SIZE};
 
+pub use check::check_invariants;
 pub use scavenger::{release_now, set_background};
 pub use stats::{stats, Stats};
 

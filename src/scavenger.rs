@@ -18,8 +18,10 @@
 
 use crate::config::{self, Mode};
 use crate::global::{self, CENTRAL, HEAP};
+use crate::lock::SpinLock;
 use crate::os::linux;
 use crate::os::{Advice, Os};
+use crate::page_heap::PageHeap;
 use crate::page_heap::{Pass, PassResult, SPAN_RELEASED_PAGES};
 use crate::units::{HUGE_SIZE, PAGE_SIZE};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
@@ -44,9 +46,54 @@ static BG_WORD: AtomicU32 = AtomicU32::new(0);
 static BG_PARKED: AtomicBool = AtomicBool::new(false);
 /// Set by slow paths when memory was freed since the last pass.
 static FREED: AtomicBool = AtomicBool::new(false);
-// Collapse back-off (background thread only).
-static COLLAPSE_WAIT_UNTIL: AtomicU32 = AtomicU32::new(0);
-static COLLAPSE_BACKOFF_MS: AtomicU32 = AtomicU32::new(0);
+/// Collapse back-off (used by the background thread only).
+static COLLAPSE_BACKOFF: SpinLock<CollapseBackoff> = SpinLock::new(CollapseBackoff::new());
+
+/// When `MADV_COLLAPSE` may be tried again: after a failure or a slow
+/// collapse, wait 1 s, doubling up to 60 s; a quick success resets it.
+#[derive(Debug)]
+pub struct CollapseBackoff {
+    waiting: bool,
+    wait_until: u32,
+    backoff_ms: u32,
+}
+
+impl CollapseBackoff {
+    pub const fn new() -> Self {
+        CollapseBackoff {
+            waiting: false,
+            wait_until: 0,
+            backoff_ms: 0,
+        }
+    }
+
+    /// Whether a collapse may be tried at `now` (release clock, ms).
+    pub fn ready(&self, now: u32) -> bool {
+        !self.waiting || (now.wrapping_sub(self.wait_until) as i32) >= 0
+    }
+
+    /// Records a collapse that failed or was slow.
+    pub fn failed(&mut self, now: u32) {
+        self.backoff_ms = if self.backoff_ms == 0 {
+            1000
+        } else {
+            (self.backoff_ms * 2).min(60_000)
+        };
+        self.waiting = true;
+        self.wait_until = now.wrapping_add(self.backoff_ms);
+    }
+
+    /// Records a quick, successful collapse.
+    pub fn succeeded(&mut self) {
+        *self = CollapseBackoff::new();
+    }
+}
+
+impl Default for CollapseBackoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Called from allocator slow paths that return memory: wakes the parked
 /// background thread (a system call only when it is parked).
@@ -149,42 +196,57 @@ fn regain_huge_pages(now: u32) -> bool {
     if !cfg.collapse {
         return false;
     }
-    let wait_until = COLLAPSE_WAIT_UNTIL.load(Ordering::Relaxed);
-    if wait_until != 0 && (now.wrapping_sub(wait_until) as i32) < 0 {
+    collapse_step(
+        &HEAP,
+        &linux::LinuxOs,
+        &mut COLLAPSE_BACKOFF.lock(),
+        now,
+        cfg.holdback_ms,
+        linux::now_us,
+    )
+}
+
+/// Up to [`COLLAPSES_PER_TICK`] collapses of dense huge pages of `heap`,
+/// through `os`, with the heap lock released during each (slow) collapse.
+/// `clock_us` times them. Returns whether candidates remain.
+pub fn collapse_step<O: Os>(
+    heap: &SpinLock<PageHeap<O>>,
+    os: &O,
+    backoff: &mut CollapseBackoff,
+    now: u32,
+    holdback: u32,
+    clock_us: impl Fn() -> u64,
+) -> bool {
+    if !backoff.ready(now) {
         return true;
     }
     let pass = Pass {
         now,
-        holdback: cfg.holdback_ms,
+        holdback,
         force: false,
     };
     let mut from = 0;
     for _ in 0..COLLAPSES_PER_TICK {
-        let Some((idx, addr)) = HEAP.lock().pick_dense(&pass, from) else {
+        let Some((idx, addr)) = heap.lock().pick_dense(&pass, from) else {
             return false;
         };
         from = idx + 1;
-        let os = linux::LinuxOs;
         // Collapse only memory that is really there: never fault in pages
         // the program has not touched.
         let resident = os.resident_pages(addr, HUGE_SIZE).unwrap_or(0);
         if resident < crate::page_heap::release::DENSE_PAGES {
-            HEAP.lock().collapse_skipped(idx, now);
+            heap.lock().collapse_skipped(idx, now);
             continue;
         }
-        let t0 = linux::now_us();
+        let t0 = clock_us();
         let ok = os.advise(addr, HUGE_SIZE, Advice::Collapse).is_ok();
-        let slow = linux::now_us() - t0 > SLOW_COLLAPSE_US;
-        HEAP.lock().collapse_done(idx, ok);
+        let slow = clock_us().saturating_sub(t0) > SLOW_COLLAPSE_US;
+        heap.lock().collapse_done(idx, ok);
         if !ok || slow {
-            let b = COLLAPSE_BACKOFF_MS.load(Ordering::Relaxed);
-            let b = if b == 0 { 1000 } else { (b * 2).min(60_000) };
-            COLLAPSE_BACKOFF_MS.store(b, Ordering::Relaxed);
-            COLLAPSE_WAIT_UNTIL.store(now.wrapping_add(b) | 1, Ordering::Relaxed);
+            backoff.failed(now);
             return true;
         }
-        COLLAPSE_BACKOFF_MS.store(0, Ordering::Relaxed);
-        COLLAPSE_WAIT_UNTIL.store(0, Ordering::Relaxed);
+        backoff.succeeded();
     }
     true
 }
@@ -246,4 +308,100 @@ pub fn release_now() -> usize {
     crate::cache::flush_current_thread();
     global::drain_transfer_caches();
     release_pass(true).released_pages * PAGE_SIZE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::fake::{Call, FakeOs};
+    use core::cell::Cell;
+
+    fn dense_heap() -> SpinLock<PageHeap<FakeOs>> {
+        let mut h = PageHeap::new(FakeOs::default());
+        assert!(h.init(64 * HUGE_SIZE, HUGE_SIZE));
+        // Three huge pages filled completely.
+        for _ in 0..3 * 512 {
+            h.alloc_run(1, 1, true).unwrap();
+        }
+        SpinLock::new(h)
+    }
+
+    fn collapses(os: &FakeOs) -> usize {
+        os.calls
+            .borrow()
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Call::Advise {
+                        advice: Advice::Collapse,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    #[test]
+    fn failed_collapse_backs_off_and_doubles() {
+        let heap = dense_heap();
+        let os = FakeOs::default();
+        *os.fail_advice.borrow_mut() = Some((Advice::Collapse, 12));
+        let mut b = CollapseBackoff::new();
+        let clock = || 0u64;
+        // Dense for the hold-back first: nothing is tried at once.
+        collapse_step(&heap, &os, &mut b, 0, 1000, clock);
+        assert_eq!(collapses(&os), 0);
+        assert!(collapse_step(&heap, &os, &mut b, 1000, 1000, clock));
+        assert_eq!(
+            heap.lock().stats.collapse_failures,
+            1,
+            "stops at the first failure"
+        );
+        assert!(!b.ready(1500) && b.ready(2000));
+        assert!(collapse_step(&heap, &os, &mut b, 1500, 1000, clock));
+        assert_eq!(
+            heap.lock().stats.collapse_attempts,
+            1,
+            "waits while backing off"
+        );
+        collapse_step(&heap, &os, &mut b, 2000, 1000, clock);
+        assert_eq!(heap.lock().stats.collapse_failures, 2);
+        assert!(!b.ready(3999) && b.ready(4000), "second failure waits 2 s");
+        // Success resets the back-off. The two huge pages that failed are
+        // not retried until they change.
+        *os.fail_advice.borrow_mut() = None;
+        assert!(
+            !collapse_step(&heap, &os, &mut b, 4000, 1000, clock),
+            "nothing left"
+        );
+        assert!(b.ready(4000));
+        assert_eq!(collapses(&os), 1);
+        assert_eq!(heap.lock().stats.collapse_attempts, 3);
+    }
+
+    #[test]
+    fn slow_collapse_backs_off_too() {
+        let heap = dense_heap();
+        let os = FakeOs::default();
+        let mut b = CollapseBackoff::new();
+        let t = Cell::new(0u64);
+        let clock = || {
+            t.set(t.get() + 50_000); // each reading 50 ms later
+            t.get()
+        };
+        collapse_step(&heap, &os, &mut b, 0, 0, clock);
+        assert_eq!(collapses(&os), 1, "one slow collapse, then back-off");
+        assert!(!b.ready(999));
+    }
+
+    #[test]
+    fn untouched_memory_is_never_collapsed() {
+        let heap = dense_heap();
+        let os = FakeOs::default();
+        *os.resident.borrow_mut() = Some(10);
+        let mut b = CollapseBackoff::new();
+        collapse_step(&heap, &os, &mut b, 0, 0, || 0);
+        assert_eq!(collapses(&os), 0);
+    }
 }

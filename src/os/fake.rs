@@ -37,6 +37,18 @@ pub struct FakeOs {
     pub clock: RefCell<u64>,
     /// What `resident_pages` answers (512 when `None`).
     pub resident: RefCell<Option<usize>>,
+    /// Metadata handed out, freed when the fake is dropped.
+    mapped: RefCell<Vec<(*mut u8, std::alloc::Layout)>>,
+}
+
+impl Drop for FakeOs {
+    fn drop(&mut self) {
+        for (p, layout) in self.mapped.borrow_mut().drain(..) {
+            // SAFETY: allocated in `map_metadata` with this layout; the heap
+            // that used it is being dropped with this fake.
+            unsafe { std::alloc::dealloc(p, layout) };
+        }
+    }
 }
 
 // SAFETY: tests never share a FakeOs between threads at once; the page heap
@@ -67,9 +79,13 @@ impl Os for FakeOs {
 
     fn map_metadata(&self, len: usize) -> Option<*mut u8> {
         let layout = std::alloc::Layout::from_size_align(len, 4096).ok()?;
-        // SAFETY: non-zero size; leaked on purpose (tests are short-lived).
+        // SAFETY: non-zero size; freed when the fake is dropped.
         let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        (!p.is_null()).then_some(p)
+        if p.is_null() {
+            return None;
+        }
+        self.mapped.borrow_mut().push((p, layout));
+        Some(p)
     }
 
     fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
@@ -91,4 +107,42 @@ impl Os for FakeOs {
     fn now_ms(&self) -> u64 {
         *self.clock.borrow()
     }
+}
+
+/// The release rules over a recorded call sequence: flags only on whole
+/// aligned 2 MiB huge pages; a DONTNEED stays inside one huge page; when
+/// `must_mark`, a partial DONTNEED only inside a huge page marked
+/// NOHUGEPAGE (and not re-marked HUGEPAGE since).
+pub fn check_advice_rules(calls: &[Call], base: usize, must_mark: bool) -> Result<(), String> {
+    use crate::units::HUGE_SIZE;
+    let mut nohuge = std::collections::HashSet::new();
+    for (n, call) in calls.iter().enumerate() {
+        let Call::Advise { addr, len, advice } = *call else {
+            continue;
+        };
+        let off = addr - base;
+        let hp = off / HUGE_SIZE;
+        match advice {
+            Advice::NoHugePage | Advice::HugePage | Advice::Collapse => {
+                if off % HUGE_SIZE != 0 || len != HUGE_SIZE {
+                    return Err(format!("call {n}: {advice:?} on part of a huge page"));
+                }
+                if advice == Advice::NoHugePage {
+                    nohuge.insert(hp);
+                } else if advice == Advice::HugePage {
+                    nohuge.remove(&hp);
+                }
+            }
+            Advice::DontNeed => {
+                if hp != (off + len - 1) / HUGE_SIZE {
+                    return Err(format!("call {n}: DONTNEED across huge pages"));
+                }
+                let whole = off % HUGE_SIZE == 0 && len == HUGE_SIZE;
+                if must_mark && !whole && !nohuge.contains(&hp) {
+                    return Err(format!("call {n}: DONTNEED inside unmarked huge page {hp}"));
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@
 //! real kernel ([`linux::LinuxOs`]). Every primitive states its preconditions
 //! here, once.
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub mod fake;
 pub mod linux;
 

@@ -402,32 +402,7 @@ mod tests {
 
     /// The ordering rules, checked over a whole recorded call sequence.
     fn check_rules(h: &PageHeap<FakeOs>, base: usize) {
-        let mut nohuge = std::collections::HashSet::new();
-        for (addr, len, advice) in advices(h) {
-            let hp = (addr - base) / HUGE_SIZE;
-            match advice {
-                Advice::NoHugePage | Advice::HugePage | Advice::Collapse => {
-                    assert_eq!((addr - base) % HUGE_SIZE, 0, "flag on part of a huge page");
-                    assert_eq!(len, HUGE_SIZE, "flag on part of a huge page");
-                    if advice == Advice::NoHugePage {
-                        nohuge.insert(hp);
-                    } else if advice == Advice::HugePage {
-                        nohuge.remove(&hp);
-                    }
-                }
-                Advice::DontNeed => {
-                    let whole = (addr - base) % HUGE_SIZE == 0 && len == HUGE_SIZE;
-                    assert_eq!(
-                        (addr - base) / HUGE_SIZE,
-                        (addr - base + len - 1) / HUGE_SIZE
-                    );
-                    assert!(
-                        whole || nohuge.contains(&hp),
-                        "DONTNEED inside an unmarked huge page"
-                    );
-                }
-            }
-        }
+        crate::os::fake::check_advice_rules(&h.os.calls.borrow(), base, true).unwrap();
     }
 
     fn spans(h: &mut PageHeap<FakeOs>, n: usize, pages: usize) -> Vec<*mut Span> {

@@ -1,0 +1,7 @@
+//! Fuzz target `threads`: see `hugeguard::fuzz::threads` (src/fuzz.rs) for what it
+//! checks. Run with `cargo +nightly fuzz run threads`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    hugeguard::fuzz::threads(data);
+});
