@@ -64,6 +64,13 @@ fn threaded_stress_with_cookie_checked_blocks() {
 }
 
 #[test]
+fn allocation_before_main_and_during_thread_exit() {
+    let o = run(&compile("lifecycle"), &[], true);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("bad=0"));
+}
+
+#[test]
 fn fork_from_a_threaded_program() {
     let o = run(&compile("fork"), &[], true);
     assert!(o.status.success(), "{}", text(&o));
