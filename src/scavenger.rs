@@ -138,6 +138,10 @@ fn start_slow() {
 pub fn after_fork_child() {
     let cfg_wants = BG_STATE.load(Ordering::Relaxed) == BG_RUNNING;
     BG_PARKED.store(false, Ordering::Relaxed);
+    // Only the parent's background thread takes the back-off lock, and it
+    // does not exist here: release it in case the fork caught it held.
+    // SAFETY: no thread of the child holds or will use a guard of it.
+    unsafe { COLLAPSE_BACKOFF.unlock_raw() };
     if cfg_wants {
         BG_STATE.store(BG_NONE, Ordering::Relaxed);
     }
