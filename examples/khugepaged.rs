@@ -18,6 +18,8 @@
 
 #[path = "../tests/common/batch.rs"]
 mod batch;
+#[path = "../tests/common/svg.rs"]
+mod svg;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
@@ -263,76 +265,21 @@ fn run(name: &'static str, mb: usize, idle: Duration, real: bool) -> Run {
     }
 }
 
-fn svg(runs: &[Run], path: &str, real: bool) -> std::io::Result<()> {
-    let (w, h, left, bottom) = (720.0, 360.0, 60.0, 40.0);
-    let tmax = runs
+fn svg(runs: &[Run], path: &str, real: bool, mb: usize) -> std::io::Result<()> {
+    let series: Vec<(String, Vec<(f64, usize)>)> = runs
         .iter()
-        .flat_map(|r| r.samples.iter().map(|s| s.0))
-        .fold(1.0f64, f64::max);
-    let ymax = runs
-        .iter()
-        .flat_map(|r| r.samples.iter().map(|s| s.1))
-        .max()
-        .unwrap_or(1) as f64
-        / 1048576.0
-        * 1.1;
-    let x = |t: f64| left + (t / tmax) * (w - left - 20.0);
-    let y = |b: usize| (h - bottom) - (b as f64 / 1048576.0 / ymax) * (h - bottom - 20.0);
-    let colors = ["#c0392b", "#e67e22", "#27ae60"];
-    let mut s = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
-    );
-    s += &format!(
-        "<text x='{left}' y='14'>RSS after a 1 GB batch frees 63/64 and idles ({})</text>\n",
+        .map(|r| (r.name.to_string(), r.samples.clone()))
+        .collect();
+    let title = format!(
+        "RSS after a {mb} MB batch frees 63/64 and idles ({})",
         if real {
             "real khugepaged, sped up"
         } else {
             "then simulated worst-case khugepaged"
         }
     );
-    s += &format!(
-        "<line x1='{left}' y1='{}' x2='{}' y2='{}' stroke='black'/>\n",
-        h - bottom,
-        w - 20.0,
-        h - bottom
-    );
-    s += &format!(
-        "<line x1='{left}' y1='20' x2='{left}' y2='{}' stroke='black'/>\n",
-        h - bottom
-    );
-    for i in 0..=4 {
-        let v = ymax * i as f64 / 4.0;
-        let py = (h - bottom) - (v / ymax) * (h - bottom - 20.0);
-        s += &format!("<text x='4' y='{py:.0}'>{v:.0} MB</text>\n");
-    }
-    s += &format!(
-        "<text x='{}' y='{}'>seconds since start of each run</text>\n",
-        w / 2.0 - 80.0,
-        h - 8.0
-    );
-    for (i, r) in runs.iter().enumerate() {
-        let pts: Vec<String> = r
-            .samples
-            .iter()
-            .map(|&(t, b)| format!("{:.1},{:.1}", x(t), y(b)))
-            .collect();
-        s += &format!(
-            "<polyline fill='none' stroke='{}' stroke-width='2' points='{}'/>\n",
-            colors[i % 3],
-            pts.join(" ")
-        );
-        s += &format!(
-            "<text x='{}' y='{}' fill='{}'>{}</text>\n",
-            w - 200.0,
-            40.0 + 16.0 * i as f64,
-            colors[i % 3],
-            r.name
-        );
-    }
-    s += "</svg>\n";
-    std::fs::write(path, s)
+    svg::line_chart(&series, path, &title, "seconds since start of each run")
 }
-
 fn main() {
     if let Ok(spec) = std::env::var("HG_DEMO_CHILD") {
         let (name, mb) = spec.split_once(':').unwrap();
@@ -416,7 +363,7 @@ fn main() {
             .collect();
         println!("  {:<20} {}", r.name, pts.join(" "));
     }
-    match svg(&runs, &svg_path, real) {
+    match svg(&runs, &svg_path, real, mb) {
         Ok(()) => println!("\nplot written to {svg_path}"),
         Err(e) => eprintln!("cannot write {svg_path}: {e}"),
     }

@@ -64,6 +64,7 @@ use core::ptr;
 use size_class::{class_for, class_of_small, fast_path_ok, CLASS_SIZE};
 
 pub use check::check_invariants;
+pub use page_heap::AdviceCounts;
 pub use scavenger::{release_now, set_background};
 pub use stats::{stats, Stats};
 

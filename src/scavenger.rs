@@ -358,19 +358,19 @@ mod tests {
         assert_eq!(collapses(&os), 0);
         assert!(collapse_step(&heap, &os, &mut b, 1000, 1000, clock));
         assert_eq!(
-            heap.lock().stats.collapse_failures,
+            heap.lock().stats.advice.collapse_failures,
             1,
             "stops at the first failure"
         );
         assert!(!b.ready(1500) && b.ready(2000));
         assert!(collapse_step(&heap, &os, &mut b, 1500, 1000, clock));
         assert_eq!(
-            heap.lock().stats.collapse_attempts,
+            heap.lock().stats.advice.collapse_attempts,
             1,
             "waits while backing off"
         );
         collapse_step(&heap, &os, &mut b, 2000, 1000, clock);
-        assert_eq!(heap.lock().stats.collapse_failures, 2);
+        assert_eq!(heap.lock().stats.advice.collapse_failures, 2);
         assert!(!b.ready(3999) && b.ready(4000), "second failure waits 2 s");
         // Success resets the back-off. The two huge pages that failed are
         // not retried until they change.
@@ -381,7 +381,7 @@ mod tests {
         );
         assert!(b.ready(4000));
         assert_eq!(collapses(&os), 1);
-        assert_eq!(heap.lock().stats.collapse_attempts, 3);
+        assert_eq!(heap.lock().stats.advice.collapse_attempts, 3);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A snapshot of the allocator's counters, for users and tests.
 
 use crate::global::{CENTRAL, HEAP};
-use crate::page_heap::SPAN_RELEASED_PAGES;
+use crate::page_heap::{AdviceCounts, SPAN_RELEASED_PAGES};
 use crate::size_class::{CLASS_PAGES, CLASS_SIZE, NUM_CLASSES};
 use crate::units::{HUGE_SIZE, PAGE_SIZE};
 use core::fmt;
@@ -36,16 +36,8 @@ pub struct Stats {
     pub nohugepage_huge_pages: usize,
     /// Huge pages collapsed by the background thread (and not split since).
     pub collapsed_huge_pages: usize,
-    /// `madvise` calls by kind.
-    pub dontneed_calls: usize,
-    pub nohugepage_calls: usize,
-    pub hugepage_calls: usize,
-    pub collapse_attempts: usize,
-    pub collapse_failures: usize,
-    /// Failed `madvise` calls other than collapses.
-    pub advise_failures: usize,
-    /// Whether NOHUGEPAGE marking stopped after ENOMEM (VMA limit).
-    pub marking_degraded: bool,
+    /// `madvise` calls by kind, and whether marking was degraded.
+    pub advice: AdviceCounts,
     /// Objects parked in the central transfer caches.
     pub parked_objects: usize,
     /// Times the OS refused memory.
@@ -93,13 +85,7 @@ pub fn stats() -> Stats {
         released_huge_pages: released,
         nohugepage_huge_pages: nohuge,
         collapsed_huge_pages: collapsed,
-        dontneed_calls: h.dontneed_calls,
-        nohugepage_calls: h.nohugepage_calls,
-        hugepage_calls: h.hugepage_calls,
-        collapse_attempts: h.collapse_attempts,
-        collapse_failures: h.collapse_failures,
-        advise_failures: h.advise_failures,
-        marking_degraded: h.marking_degraded,
+        advice: h.advice,
         parked_objects: parked,
         os_refusals: h.os_refusals,
         background_running: crate::scavenger::background_running(),
@@ -135,17 +121,17 @@ impl fmt::Display for Stats {
         writeln!(
             f,
             "  DONTNEED {}, NOHUGEPAGE {}, HUGEPAGE {}, COLLAPSE {} ({} failed), other failures {}",
-            self.dontneed_calls,
-            self.nohugepage_calls,
-            self.hugepage_calls,
-            self.collapse_attempts,
-            self.collapse_failures,
-            self.advise_failures
+            self.advice.dontneed_calls,
+            self.advice.nohugepage_calls,
+            self.advice.hugepage_calls,
+            self.advice.collapse_attempts,
+            self.advice.collapse_failures,
+            self.advice.advise_failures
         )?;
         writeln!(
             f,
             "  marking        {}",
-            if self.marking_degraded {
+            if self.advice.marking_degraded {
                 "DEGRADED (VMA limit): whole huge pages only"
             } else {
                 "normal"

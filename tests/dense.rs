@@ -51,15 +51,15 @@ fn dense_live_heap_becomes_huge_page_backed() {
         huge >> 20
     );
     assert!(
-        s.collapse_attempts > 0,
+        s.advice.collapse_attempts > 0,
         "the background thread never collapsed"
     );
-    if huge * 10 < live * 7 && s.collapse_failures > 0 {
+    if huge * 10 < live * 7 && s.advice.collapse_failures > 0 {
         // The kernel may refuse collapses when it has no free huge page
         // (a fragmented shared machine): that is its answer, not ours.
         eprintln!(
             "kernel refused {} collapses; coverage not checked",
-            s.collapse_failures
+            s.advice.collapse_failures
         );
     } else {
         assert!(

@@ -134,7 +134,7 @@ fn stress_child() {
     let s = hugeguard::stats();
     println!(
         "STRESS checked={checked} bad={bad} released={} dontneed={}",
-        s.released_bytes, s.dontneed_calls
+        s.released_bytes, s.advice.dontneed_calls
     );
 }
 

@@ -30,7 +30,7 @@ fn compile(name: &str) -> PathBuf {
         .unwrap()
         .join(format!("c-{name}"));
     let st = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-O2", "-pthread", "-o"])
+        .args(["-O2", "-pthread", "-w", "-o"])
         .arg(&out)
         .arg(&src)
         .status()

@@ -30,6 +30,21 @@ pub const MIN_RESERVE: usize = 1 << 30;
 pub mod release;
 pub use release::{Pass, PassResult, Policy, SPAN_RELEASED_PAGES};
 
+/// Counts of the `madvise` calls the release policy made, and whether it
+/// had to stop marking. Kept by the page heap; reported as is by `stats()`.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct AdviceCounts {
+    pub dontneed_calls: usize,
+    pub nohugepage_calls: usize,
+    pub hugepage_calls: usize,
+    pub collapse_attempts: usize,
+    pub collapse_failures: usize,
+    /// Failed `madvise` calls other than collapses.
+    pub advise_failures: usize,
+    /// Whether NOHUGEPAGE marking stopped after ENOMEM (VMA limit).
+    pub marking_degraded: bool,
+}
+
 /// Counters kept by the page heap (under its lock).
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct HeapStats {
@@ -46,15 +61,7 @@ pub struct HeapStats {
     /// Bytes returned to the OS so far.
     pub released_bytes: usize,
     /// `madvise` calls by kind.
-    pub dontneed_calls: usize,
-    pub nohugepage_calls: usize,
-    pub hugepage_calls: usize,
-    pub collapse_attempts: usize,
-    pub collapse_failures: usize,
-    /// Other failed `madvise` calls.
-    pub advise_failures: usize,
-    /// Whether NOHUGEPAGE marking stopped after ENOMEM (VMA limit).
-    pub marking_degraded: bool,
+    pub advice: AdviceCounts,
 }
 
 impl HeapStats {
@@ -65,13 +72,15 @@ impl HeapStats {
         os_refusals: 0,
         dirty_pages: 0,
         released_bytes: 0,
-        dontneed_calls: 0,
-        nohugepage_calls: 0,
-        hugepage_calls: 0,
-        collapse_attempts: 0,
-        collapse_failures: 0,
-        advise_failures: 0,
-        marking_degraded: false,
+        advice: AdviceCounts {
+            dontneed_calls: 0,
+            nohugepage_calls: 0,
+            hugepage_calls: 0,
+            collapse_attempts: 0,
+            collapse_failures: 0,
+            advise_failures: 0,
+            marking_degraded: false,
+        },
     };
 }
 

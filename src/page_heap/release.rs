@@ -86,14 +86,14 @@ impl<O: Os> PageHeap<O> {
     fn advise_counted(&mut self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
         let r = self.os.advise(addr, len, advice);
         let counter = match advice {
-            Advice::DontNeed => &mut self.stats.dontneed_calls,
-            Advice::NoHugePage => &mut self.stats.nohugepage_calls,
-            Advice::HugePage => &mut self.stats.hugepage_calls,
-            Advice::Collapse => &mut self.stats.collapse_attempts,
+            Advice::DontNeed => &mut self.stats.advice.dontneed_calls,
+            Advice::NoHugePage => &mut self.stats.advice.nohugepage_calls,
+            Advice::HugePage => &mut self.stats.advice.hugepage_calls,
+            Advice::Collapse => &mut self.stats.advice.collapse_attempts,
         };
         *counter += 1;
         if r.is_err() && advice != Advice::Collapse {
-            self.stats.advise_failures += 1;
+            self.stats.advice.advise_failures += 1;
         }
         r
     }
@@ -106,7 +106,7 @@ impl<O: Os> PageHeap<O> {
         if m.nohuge || !self.policy.must_mark {
             return true;
         }
-        if self.stats.marking_degraded {
+        if self.stats.advice.marking_degraded {
             return false;
         }
         match self.advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::NoHugePage) {
@@ -119,7 +119,7 @@ impl<O: Os> PageHeap<O> {
             }
             Err(e) => {
                 if e == crate::os::ENOMEM {
-                    self.stats.marking_degraded = true;
+                    self.stats.advice.marking_degraded = true;
                 }
                 false
             }
@@ -181,7 +181,7 @@ impl<O: Os> PageHeap<O> {
                 out.pending = true;
                 continue;
             }
-            if self.policy.go_legacy && !m.nohuge && !self.stats.marking_degraded {
+            if self.policy.go_legacy && !m.nohuge && !self.stats.advice.marking_degraded {
                 // Go marked every released range NOHUGEPAGE.
                 if self.prepare_partial(idx) {
                     // SAFETY: as above.
@@ -328,13 +328,13 @@ impl<O: Os> PageHeap<O> {
     /// Records the outcome of a background `MADV_COLLAPSE` of huge page
     /// `idx`: on success every page is resident (free ones as zero pages).
     pub fn collapse_done(&mut self, idx: usize, ok: bool) {
-        self.stats.collapse_attempts += 1;
+        self.stats.advice.collapse_attempts += 1;
         // SAFETY: `idx < top`; heap lock held.
         let m = unsafe { self.metas.get(idx) };
         // Try again only after the huge page changes (a release clears it).
         m.collapsed = true;
         if !ok {
-            self.stats.collapse_failures += 1;
+            self.stats.advice.collapse_failures += 1;
             return;
         }
         let before = m.dirty.count_ones();
@@ -525,7 +525,7 @@ mod tests {
         assert_eq!(h.pick_dense(&pass(8000, false), 0), None, "collapsed once");
         check_rules(&h, base);
         h.check().unwrap();
-        assert_eq!(h.stats.collapse_attempts, 1);
+        assert_eq!(h.stats.advice.collapse_attempts, 1);
     }
 
     #[test]
@@ -540,7 +540,7 @@ mod tests {
         let p = pass(5000, true);
         h.release_free_huge_pages(&p, &mut r);
         h.release_filler_pages(&p, &mut r);
-        assert!(h.stats.marking_degraded);
+        assert!(h.stats.advice.marking_degraded);
         assert_eq!(r.released_pages, 512, "whole huge page still released");
         let calls = advices(&h);
         assert!(
