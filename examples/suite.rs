@@ -396,34 +396,18 @@ fn main() {
     for a in memory_allocs {
         let mut cmd = with_mode(worker(a), a);
         cmd.args(["batch", &batch_mb.to_string()]);
-        let mut w = batch::Watched::spawn(cmd);
-        let freed = w.expect("FREED");
-        let start = w.started.elapsed().as_secs_f64();
-        let samples = w.sample(Duration::from_secs(5), Duration::from_millis(250));
-        let idle = samples.last().unwrap().1;
-        w.signal();
-        let sim = w.expect("SIM");
-        std::thread::sleep(Duration::from_millis(300));
-        let after = batch::rss_of(w.pid());
-        let vmas = batch::vmas_of(w.pid());
-        let checked = w.finish();
-        assert_eq!(batch::get(&checked, "corrupted"), 0, "{a}: corrupted");
-        series.push((
-            a.to_string(),
-            samples
-                .iter()
-                .map(|&(t, b)| (t - start, b))
-                .collect::<Vec<_>>(),
-        ));
+        let r = batch::watch(cmd, Duration::from_secs(5));
+        assert_eq!(batch::get(&r.checked, "corrupted"), 0, "{a}: corrupted");
         memory.push((
             a,
-            batch::get(&freed, "live"),
-            batch::get(&freed, "peak"),
-            idle,
-            after,
-            vmas,
-            batch::get(&sim, "refused"),
+            batch::get(&r.freed, "live"),
+            batch::get(&r.freed, "peak"),
+            r.idle,
+            r.after,
+            r.vmas,
+            batch::get(&r.sim, "refused"),
         ));
+        series.push((a.to_string(), r.samples));
     }
     eprintln!("memory done");
 

@@ -9,7 +9,7 @@
 #[path = "common/batch.rs"]
 mod batch;
 
-use batch::{get, Watched};
+use batch::get;
 use std::process::Command;
 use std::time::Duration;
 
@@ -54,26 +54,16 @@ fn run(workload: &str, total_mb: usize, env: &[(&str, &str)]) -> Outcome {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut w = Watched::spawn(cmd);
-    let freed = w.expect("FREED");
-    let live = get(&freed, "live");
     // Idle: no allocator call from the child; give the release 3 s.
-    let samples = w.sample(Duration::from_secs(3), Duration::from_millis(250));
-    let idle = samples.last().unwrap().1;
-    w.signal();
-    let sim = w.expect("SIM");
-    std::thread::sleep(Duration::from_millis(300));
-    let after_sim = batch::rss_of(w.pid());
-    let vmas = batch::vmas_of(w.pid());
-    let checked = w.finish();
+    let r = batch::watch(cmd, Duration::from_secs(3));
     Outcome {
-        live,
-        idle,
-        after_sim,
-        refused: get(&sim, "refused"),
-        collapsed: get(&sim, "collapsed"),
-        corrupted: get(&checked, "corrupted"),
-        vmas,
+        live: get(&r.freed, "live"),
+        idle: r.idle,
+        after_sim: r.after,
+        refused: get(&r.sim, "refused"),
+        collapsed: get(&r.sim, "collapsed"),
+        corrupted: get(&r.checked, "corrupted"),
+        vmas: r.vmas,
     }
 }
 

@@ -495,3 +495,47 @@ pub fn get(kv: &[(String, usize)], key: &str) -> usize {
         .map(|(_, v)| *v)
         .unwrap_or(0)
 }
+
+/// One batch-then-idle run watched from outside, with the simulated
+/// khugepaged: what the child reported and what its RSS did.
+pub struct BatchRun {
+    pub freed: Vec<(String, usize)>,
+    /// RSS samples during the idle phase, as (seconds since the frees, bytes).
+    pub samples: Vec<(f64, usize)>,
+    /// RSS at the end of the idle phase.
+    pub idle: usize,
+    pub sim: Vec<(String, usize)>,
+    /// RSS after the simulation.
+    pub after: usize,
+    pub vmas: usize,
+    pub checked: Vec<(String, usize)>,
+}
+
+/// Spawns `cmd` (a child running [`run_child`]), samples its RSS for `idle`
+/// after the frees, has it simulate khugepaged, and measures again.
+pub fn watch(cmd: Command, idle: Duration) -> BatchRun {
+    let mut w = Watched::spawn(cmd);
+    let freed = w.expect("FREED");
+    let start = w.started.elapsed().as_secs_f64();
+    let samples: Vec<(f64, usize)> = w
+        .sample(idle, Duration::from_millis(250))
+        .into_iter()
+        .map(|(t, b)| (t - start, b))
+        .collect();
+    let idle_rss = samples.last().map_or(0, |s| s.1);
+    w.signal();
+    let sim = w.expect("SIM");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_of(w.pid());
+    let vmas = vmas_of(w.pid());
+    let checked = w.finish();
+    BatchRun {
+        freed,
+        samples,
+        idle: idle_rss,
+        sim,
+        after,
+        vmas,
+        checked,
+    }
+}
