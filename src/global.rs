@@ -112,6 +112,9 @@ pub fn arm_thread_exit() -> bool {
 
 unsafe extern "C" fn thread_exit_dtor(_: *mut core::ffi::c_void) {
     crate::cache::on_thread_exit();
+    // Perhaps the program's last thread: the background thread must not
+    // outlive it.
+    scavenger::note_thread_exit();
 }
 
 unsafe extern "C" fn fork_prepare() {

@@ -15,6 +15,16 @@
 //! parks on a futex until an allocator slow path frees memory (one wake-up
 //! system call per park, never on the fast path).
 //! After `fork` the child starts its own thread when it next needs one.
+//!
+//! The thread never keeps the process alive: no wait lasts longer than
+//! [`LIVENESS_MS`], and between waits it checks whether any other thread of
+//! the process still lives (`/proc/self/stat`, at most once per
+//! [`LIVENESS_MS`], and at once when an ending thread's exit hook says so).
+//! When none does, it returns from its start routine; glibc (and musl) end
+//! the process with status 0 when the last thread ends, as POSIX says for a
+//! program whose last thread called `pthread_exit`. Without this, a program
+//! whose threads all end that way would live on with only this thread,
+//! which blocks every signal, so not even SIGTERM could end it.
 
 use crate::config::{self, Mode};
 use crate::global::{self, CENTRAL, HEAP};
@@ -28,8 +38,16 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 /// Period of the background thread while work is pending.
 pub const TICK_MS: u64 = 100;
-/// Longest park before the thread looks again on its own.
+/// Longest park before the thread runs a pass on its own.
 const PARK_MS: u64 = 2000;
+/// Longest wait before the thread checks whether it is the last thread of
+/// the process (and so how long, at most, it can outlive the program's last
+/// thread).
+pub const LIVENESS_MS: u64 = 250;
+/// After an ending thread's exit hook: how often, and how many times, to
+/// look whether it has left (its hook runs just before it does).
+const EXIT_RECHECK_MS: u64 = 5;
+const EXIT_RECHECKS: usize = 40;
 /// Collapses per tick at most.
 const COLLAPSES_PER_TICK: usize = 4;
 /// A collapse slower than this backs off, as does a failed one.
@@ -44,6 +62,8 @@ static BG_ENABLED: AtomicBool = AtomicBool::new(true);
 /// The futex word the thread parks on; bumped to wake it.
 static BG_WORD: AtomicU32 = AtomicU32::new(0);
 static BG_PARKED: AtomicBool = AtomicBool::new(false);
+/// Set by the thread-exit hook: a thread is ending, perhaps the last one.
+static THREAD_ENDING: AtomicBool = AtomicBool::new(false);
 /// Set by slow paths when memory was freed since the last pass.
 static FREED: AtomicBool = AtomicBool::new(false);
 /// Collapse back-off (used by the background thread only).
@@ -108,6 +128,17 @@ pub fn note_free() {
     }
 }
 
+/// Called from the thread-exit hook of an ending thread: wakes the
+/// background thread so it can end too if that thread was the last one.
+pub fn note_thread_exit() {
+    if BG_STATE.load(Ordering::Relaxed) != BG_RUNNING {
+        return;
+    }
+    THREAD_ENDING.store(true, Ordering::Release);
+    BG_WORD.fetch_add(1, Ordering::Release);
+    linux::futex_wake(&BG_WORD);
+}
+
 /// Starts the background thread if the configuration wants one and it is
 /// not running. Call with no allocator lock held.
 #[inline]
@@ -138,6 +169,7 @@ fn start_slow() {
 pub fn after_fork_child() {
     let cfg_wants = BG_STATE.load(Ordering::Relaxed) == BG_RUNNING;
     BG_PARKED.store(false, Ordering::Relaxed);
+    THREAD_ENDING.store(false, Ordering::Relaxed);
     // Only the parent's background thread takes the back-off lock, and it
     // does not exist here: release it in case the fork caught it held.
     // SAFETY: no thread of the child holds or will use a guard of it.
@@ -255,54 +287,126 @@ pub fn collapse_step<O: Os>(
     true
 }
 
+/// What the background thread does until its next pass.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// Sleep this long (ms), or less once memory nears the soft limit.
+    Sleep(u64),
+    /// Park until a slow path frees memory, or this long (ms) at most.
+    Park(u64),
+}
+
 extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
+    let mut liveness = Liveness {
+        checked_at: linux::now_ms(),
+    };
     loop {
-        if !BG_ENABLED.load(Ordering::Relaxed) {
-            park(PARK_MS);
-            continue;
-        }
-        FREED.store(false, Ordering::Relaxed);
-        let r = release_pass(false);
-        let more_dense = regain_huge_pages(global::now());
         let cfg = config::get();
-        if over_limit(cfg.memory_limit) {
-            linux::sleep_ms(TICK_MS / 10);
-        } else if more_dense {
-            linux::sleep_ms(TICK_MS);
-        } else if r.pending || FREED.load(Ordering::Relaxed) {
-            // Memory is held back: nothing can go before the hold-back has
-            // passed, so look again at half of it (a busy program's locks
-            // are not disturbed more often than that).
-            sleep_unless_over_limit((cfg.holdback_ms as u64 / 2).max(TICK_MS), cfg.memory_limit);
+        let wait = if !BG_ENABLED.load(Ordering::Relaxed) {
+            FREED.store(false, Ordering::Relaxed);
+            Wait::Park(PARK_MS)
         } else {
-            park(PARK_MS);
+            FREED.store(false, Ordering::Relaxed);
+            let r = release_pass(false);
+            let more_dense = regain_huge_pages(global::now());
+            if over_limit(cfg.memory_limit) {
+                Wait::Sleep(TICK_MS / 10)
+            } else if more_dense {
+                Wait::Sleep(TICK_MS)
+            } else if r.pending || FREED.load(Ordering::Relaxed) {
+                // Memory is held back: nothing can go before the hold-back
+                // has passed, so look again at half of it (a busy program's
+                // locks are not disturbed more often than that).
+                Wait::Sleep((cfg.holdback_ms as u64 / 2).max(TICK_MS))
+            } else {
+                Wait::Park(PARK_MS)
+            }
+        };
+        if !wait_alive(wait, cfg.memory_limit, &mut liveness) {
+            break;
         }
     }
+    // The last thread: end it, and with it the process (the C library exits
+    // with status 0 when its last thread returns). Should anything still run
+    // after all, the next slow path starts a new background thread.
+    BG_STATE.store(BG_NONE, Ordering::Relaxed);
+    core::ptr::null_mut()
 }
 
-/// Sleeps `ms`, in [`TICK_MS`] steps when a soft limit is set, waking early
-/// once resident memory nears the limit.
-fn sleep_unless_over_limit(ms: u64, limit: usize) {
-    if limit == 0 {
-        linux::sleep_ms(ms);
-        return;
-    }
-    let mut slept = 0;
-    while slept < ms && !over_limit(limit) {
-        linux::sleep_ms(TICK_MS);
-        slept += TICK_MS;
+/// When the background thread last looked for other live threads.
+struct Liveness {
+    checked_at: u64,
+}
+
+impl Liveness {
+    /// Whether the background thread is now the only live thread of the
+    /// process; looks at most once per [`LIVENESS_MS`] unless an exit hook
+    /// announced an ending thread.
+    fn alone(&mut self) -> bool {
+        if THREAD_ENDING.swap(false, Ordering::Acquire) {
+            self.checked_at = linux::now_ms();
+            return alone_once_ending_thread_left();
+        }
+        let now = linux::now_ms();
+        if now.saturating_sub(self.checked_at) < LIVENESS_MS {
+            return false;
+        }
+        self.checked_at = now;
+        linux::other_live_threads() == Some(0)
     }
 }
 
-fn park(ms: u64) {
-    let word = BG_WORD.load(Ordering::Acquire);
-    BG_PARKED.store(true, Ordering::Release);
-    if FREED.load(Ordering::Relaxed) {
-        BG_PARKED.store(false, Ordering::Relaxed);
-        return;
+/// After an exit hook: the ending thread still counts until it leaves the
+/// kernel, so while it is the only other one, look again shortly.
+fn alone_once_ending_thread_left() -> bool {
+    for _ in 0..EXIT_RECHECKS {
+        match linux::other_live_threads() {
+            Some(0) => return true,
+            Some(1) => linux::sleep_ms(EXIT_RECHECK_MS),
+            _ => return false,
+        }
     }
-    linux::futex_wait(&BG_WORD, word, ms);
-    BG_PARKED.store(false, Ordering::Relaxed);
+    false
+}
+
+/// Waits as `wait` says, in slices of at most [`LIVENESS_MS`] (of
+/// [`TICK_MS`] under a soft `limit`), checking between slices whether the
+/// background thread has become the last thread. Returns `false` when it
+/// has (the thread must end), `true` when it is time for the next pass.
+fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness) -> bool {
+    let (total, park) = match wait {
+        Wait::Sleep(ms) => (ms, false),
+        Wait::Park(ms) => (ms, true),
+    };
+    let start = linux::now_ms();
+    loop {
+        let elapsed = linux::now_ms().saturating_sub(start);
+        if elapsed >= total {
+            return true;
+        }
+        let mut slice = (total - elapsed).min(LIVENESS_MS);
+        if limit != 0 {
+            slice = slice.min(TICK_MS);
+        }
+        let word = BG_WORD.load(Ordering::Acquire);
+        if park {
+            BG_PARKED.store(true, Ordering::Release);
+            if FREED.load(Ordering::Relaxed) {
+                BG_PARKED.store(false, Ordering::Relaxed);
+                return true;
+            }
+        }
+        linux::futex_wait(&BG_WORD, word, slice);
+        if park {
+            BG_PARKED.store(false, Ordering::Relaxed);
+        }
+        if liveness.alone() {
+            return false;
+        }
+        if (park && FREED.load(Ordering::Relaxed)) || over_limit(limit) {
+            return true;
+        }
+    }
 }
 
 /// Releases everything releasable now, ignoring the hold-back (like

@@ -181,3 +181,124 @@ fn batch_then_idle_in_c_stays_low_under_khugepaged() {
         "khugepaged re-inflated: {idle} -> {after} KiB"
     );
 }
+
+/// Starts `prog` under the library with piped output.
+fn spawn(prog: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(prog)
+        .args(args)
+        .env("LD_PRELOAD", library())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits up to `limit` for `child` to end; kills it (SIGKILL) and fails the
+/// test if it does not, since the bug this guards against is a hang.
+fn wait_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if t0.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{what}: still running after {limit:?} (killed)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Reads the program's first line ("threads=N"): it prints it just before
+/// its main thread calls `pthread_exit`. Returns N.
+fn first_line_threads(child: &mut std::process::Child) -> i64 {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    field(&line, "threads")
+}
+
+#[test]
+fn last_thread_ending_with_pthread_exit_ends_the_process() {
+    // Issue 9's program: main calls pthread_exit after its worker ended;
+    // then the last thread to end is one that never allocated.
+    let prog = compile("last_thread");
+    for (mode, program_threads) in [("exit", 1), ("quiet", 2)] {
+        let mut child = spawn(&prog, &[mode]);
+        let threads = first_line_threads(&mut child);
+        // Our background thread ran beside the program's threads, so the
+        // test covers the case that used to hang.
+        assert_eq!(threads, program_threads + 1, "{mode}: threads={threads}");
+        let st = wait_within(&mut child, std::time::Duration::from_secs(2), mode);
+        assert_eq!(st.code(), Some(0), "{mode}: {st}");
+    }
+}
+
+#[test]
+fn sigterm_ends_a_program_whose_main_thread_has_ended() {
+    let prog = compile("last_thread");
+    let mut child = spawn(&prog, &["wait"]);
+    assert_eq!(first_line_threads(&mut child), 3);
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let st = wait_within(&mut child, std::time::Duration::from_secs(1), "SIGTERM");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGTERM), "{st}");
+}
+
+#[test]
+fn forked_child_whose_only_thread_returns_exits() {
+    // A worker thread forks; in the child it is the only thread, starts and
+    // joins another, and returns from its start routine.
+    let prog = compile("last_thread");
+    let mut child = spawn(&prog, &["forked"]);
+    let st = wait_within(&mut child, std::time::Duration::from_secs(8), "forked");
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(st.success(), "{st}: {t}");
+    assert!(t.contains("child threads=2"), "{t}");
+    assert!(t.contains("child exited status=0"), "{t}");
+}
+
+#[test]
+fn python_thread_forks_and_the_child_thread_returns() {
+    // CPython's test_threading test_3_join_in_forked_from_thread: in the
+    // child, the forking thread joins the (stopped) main thread through a
+    // second thread, and ends by returning. The child must exit with 0.
+    let script = "import os, threading\n\
+        main_thread = threading.current_thread()\n\
+        def joining(t):\n    t.join()\n\
+        def worker():\n\
+        \x20   pid = os.fork()\n\
+        \x20   if pid:\n\
+        \x20       _, st = os.waitpid(pid, 0)\n\
+        \x20       print('child status', os.waitstatus_to_exitcode(st), flush=True)\n\
+        \x20       return\n\
+        \x20   t = threading.Thread(target=joining, args=(main_thread,))\n\
+        \x20   print('end of main', flush=True)\n\
+        \x20   t.start()\n\
+        \x20   t.join()\n\
+        w = threading.Thread(target=worker)\n\
+        w.start()\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .env("LD_PRELOAD", library())
+        .env("PYTHONMALLOC", "malloc")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let st = wait_within(&mut child, std::time::Duration::from_secs(10), "python");
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(st.success(), "{st}: {t}");
+    assert!(t.contains("end of main"), "{t}");
+    assert!(t.contains("child status 0"), "{t}");
+}

@@ -198,6 +198,40 @@ pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
     (n >= 0).then_some(n as usize)
 }
 
+/// Live threads of this process other than the calling one, from
+/// `/proc/self/stat` (three system calls, no allocation); `None` when it
+/// cannot be read (no `/proc`). A thread-group leader that has ended while
+/// other threads run stays in the kernel's count as a zombie (state `Z`)
+/// until the last thread ends, so it is not counted as live.
+pub fn other_live_threads() -> Option<usize> {
+    let mut buf = [0u8; 1024];
+    let n = read_file(c"/proc/self/stat", &mut buf)?;
+    parse_other_live_threads(&buf[..n])
+}
+
+/// The parsing half of [`other_live_threads`]: `stat` is the text of a
+/// `/proc/PID/stat` file read by one of the process's threads.
+pub(crate) fn parse_other_live_threads(stat: &[u8]) -> Option<usize> {
+    // The command name (field 2) may hold spaces and parentheses: the
+    // fields that follow start after its last `)`.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let mut fields = stat[close + 1..]
+        .split(|&b| b == b' ' || b == b'\n')
+        .filter(|f| !f.is_empty());
+    let state = *fields.next()?.first()?;
+    // Field 20 (`num_threads`) is the 18th after the name.
+    let threads = fields.nth(16)?;
+    let mut count: usize = 0;
+    for &d in threads {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        count = count.checked_mul(10)?.checked_add((d - b'0') as usize)?;
+    }
+    let zombie_leader = usize::from(state == b'Z');
+    Some(count.saturating_sub(1 + zombie_leader))
+}
+
 /// Writes `msg` to standard error (one `write`, no buffering, no allocation).
 pub fn write_stderr(msg: &[u8]) {
     // SAFETY: `msg` is valid for its length; fd 2 may be closed, then the
@@ -312,4 +346,65 @@ pub fn sleep_ms(ms: u64) {
 pub fn abort() -> ! {
     // SAFETY: abort has no preconditions and does not return.
     unsafe { libc::abort() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `stat` line with `state` and `threads` in fields 3 and 20.
+    fn stat_line(comm: &str, state: char, threads: usize) -> Vec<u8> {
+        format!(
+            "4242 ({comm}) {state} 1 4242 4242 0 -1 4194560 120 0 0 0 3 1 0 0 20 0 {threads} 0 \
+             7000 10000000 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn counts_other_live_threads() {
+        assert_eq!(parse_other_live_threads(&stat_line("a", 'S', 1)), Some(0));
+        assert_eq!(parse_other_live_threads(&stat_line("a", 'R', 4)), Some(3));
+        // A leader that has ended stays counted, as a zombie, until the
+        // last thread ends: only the caller lives.
+        assert_eq!(parse_other_live_threads(&stat_line("a", 'Z', 2)), Some(0));
+        assert_eq!(parse_other_live_threads(&stat_line("a", 'Z', 3)), Some(1));
+    }
+
+    #[test]
+    fn command_names_with_spaces_and_parentheses() {
+        let line = stat_line("x) S 9 (y", 'S', 7);
+        assert_eq!(parse_other_live_threads(&line), Some(6));
+    }
+
+    #[test]
+    fn malformed_stat_is_none() {
+        assert_eq!(parse_other_live_threads(b""), None);
+        assert_eq!(parse_other_live_threads(b"12 (a) S 1 2 3"), None);
+        let line = String::from_utf8(stat_line("a", 'S', 5)).unwrap();
+        let broken = line.replace(" 5 0 7000", " 5x 0 7000");
+        assert_eq!(parse_other_live_threads(broken.as_bytes()), None);
+    }
+
+    #[test]
+    fn agrees_with_proc_self_status() {
+        // `/proc/self/status` says "Threads: N" for the same count.
+        let stop = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let s2 = stop.clone();
+        let t = std::thread::spawn(move || s2.wait());
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let n: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let others = other_live_threads().unwrap();
+        stop.wait();
+        t.join().unwrap();
+        // Other test threads may start or end between the two reads.
+        assert!(others >= 1, "the spawned thread is alive: {others}");
+        assert!(others.abs_diff(n - 1) <= 8, "stat {others} vs status {n}");
+    }
 }
