@@ -249,6 +249,44 @@ fn run_c(prog: &std::path::Path, args: &[&str], lib: &std::path::Path) -> (Strin
     )
 }
 
+/// The idle worker pool (`batch::run_workers`): hugeguard with 1, 8, 32 and
+/// 64 workers, the peers with 1 and 32; RSS 5 s after the last free, then
+/// after the simulated khugepaged.
+fn idle_workers_section(batch_mb: usize) -> String {
+    let runs: [(&str, usize); 10] = [
+        ("hugeguard", 1),
+        ("hugeguard", 8),
+        ("hugeguard", 32),
+        ("hugeguard", 64),
+        ("system", 1),
+        ("system", 32),
+        ("mimalloc", 1),
+        ("mimalloc", 32),
+        ("jemalloc", 1),
+        ("jemalloc", 32),
+    ];
+    let mut md = format!("## Memory: an idle worker pool ({batch_mb} MB)\n\nN worker threads allocate the batch's mixed objects between them; each then frees the objects of the next worker (every free cross-thread when N > 1), keeping 1 in 64; then every worker blocks on a condition variable, alive. RSS 5 s after the last free, then after the simulated khugepaged. hugeguard's background thread takes back the caches of threads idle for 0.5-1 s.\n\n| allocator | workers | live | RSS after 5 s idle | vs 1 worker | after simulated khugepaged |\n|---|---:|---:|---:|---:|---:|\n");
+    let mut one = 0;
+    for (a, n) in runs {
+        let mut cmd = worker(a);
+        cmd.args(["workers", &n.to_string(), &batch_mb.to_string()]);
+        let r = batch::watch(cmd, Duration::from_secs(5));
+        assert_eq!(batch::get(&r.checked, "corrupted"), 0, "{a}: corrupted");
+        if n == 1 {
+            one = r.idle;
+        }
+        let _ = writeln!(
+            md,
+            "| {a} | {n} | {:.1} MB | {:.1} MB | {:.2} | {:.1} MB |",
+            mb(batch::get(&r.freed, "live")),
+            mb(r.idle),
+            r.idle as f64 / one.max(1) as f64,
+            mb(r.after)
+        );
+    }
+    md
+}
+
 fn c_section(reps: usize, batch_mb: usize) -> String {
     let mut md = String::new();
     let (Some(stress), Some(batch_prog)) = (compile_c("stress"), compile_c("batch")) else {
@@ -327,6 +365,17 @@ fn main() {
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
     let (reps, scale, batch_mb) = if full { (7, 3.0, 1024) } else { (3, 1.0, 512) };
+    if args.iter().any(|a| a == "idle-workers") {
+        // `--only idle-workers [--mb N]`: just that table, on stdout.
+        let mb_arg = args
+            .iter()
+            .position(|a| a == "--mb")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(batch_mb);
+        println!("{}", idle_workers_section(mb_arg));
+        return;
+    }
 
     // Speed: every workload, allocators rotated each repetition.
     let mut speeds = Vec::new();
@@ -410,6 +459,9 @@ fn main() {
         series.push((a.to_string(), r.samples));
     }
     eprintln!("memory done");
+
+    let workers_md = idle_workers_section(batch_mb);
+    eprintln!("idle workers done");
 
     let c_md = c_section(reps, batch_mb);
     eprintln!("C programs done");
@@ -495,6 +547,7 @@ fn main() {
     for (a, share, rss) in &dense {
         let _ = writeln!(md, "| {a} | {:.0} % | {:.0} MB |", share * 100.0, mb(*rss));
     }
+    let _ = writeln!(md, "\n{workers_md}");
     let _ = writeln!(md, "\n{c_md}");
     let _ = writeln!(md, "\n## Micro-benchmarks\n\n`cargo bench --bench alloc` (criterion, the four allocators through `GlobalAlloc` in one process): see [CRITERION.md](CRITERION.md).\n\n## Notes on the losses\n\nSee [SUITE-NOTES.md](SUITE-NOTES.md) for the causes of the workloads where hugeguard is slower.");
     std::fs::write(&out_path, md).unwrap();

@@ -1,62 +1,141 @@
-//! Per-thread caches of small objects: the allocation fast path.
+//! Per-thread caches of small objects: the allocation fast path, and how the
+//! background thread takes back what idle threads hold.
 //!
 //! Each thread has, per size class, a singly linked list of free objects and a
-//! count. `alloc` pops, `dealloc` pushes: no lock, no atomic, no system call.
-//! An empty list refills with a batch from the central list; a list longer
-//! than [`CLASS_CACHE_MAX`] flushes a batch back, so a thread holds at most
-//! the bytes checked in `size_class` tests (1.4 MiB). An object freed by a
-//! thread that did not allocate it simply joins that thread's cache: cross-
-//! thread frees are as cheap as local ones.
+//! count. `alloc` pops, `dealloc` pushes: no lock, no atomic read-modify-write,
+//! no system call. An empty list refills with a batch from the central list; a
+//! list longer than [`CLASS_CACHE_MAX`] flushes a batch back, so a thread holds
+//! at most the bytes checked in `size_class` tests (1.4 MiB). An object freed
+//! by a thread that did not allocate it joins that thread's cache.
+//!
+//! **Taking an idle thread's cache.** A worker pool that handles a burst and
+//! then blocks would otherwise keep every cached object, and every span and
+//! page those objects pin, for as long as it sleeps. So every operation of the
+//! owner is bracketed by a `busy` flag (two plain relaxed stores and a
+//! compiler fence, no fence instruction), and after setting it the owner reads
+//! `steal`. The background thread, holding the registry lock, picks caches
+//! that hold objects, whose owner is not busy and ran no slow path since the
+//! previous scan (`activity` unchanged), sets their `taking` and `steal`
+//! flags, and calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which
+//! makes every running thread of the process execute a full barrier. Then it
+//! reads `busy` again:
+//! * clear: the owner is outside an operation, and any operation it starts
+//!   now reads `steal` after the barrier, so sees it set and waits for
+//!   `taking` to clear. The background thread owns the lists: it gives every
+//!   cached object back to its central list.
+//! * set: the owner is inside an operation that may not have seen `steal`;
+//!   the lists are left alone.
+//!
+//! Either way it clears `steal`, then `taking` (release), and an owner that
+//! waited continues with its (perhaps emptied) lists. Every field is an
+//! atomic accessed with relaxed loads and stores by its owner (the same
+//! instructions as plain ones on x86-64), so no access is a data race in
+//! Rust's model; the ordering between the owner's `busy` store and its
+//! `steal` load is what the barrier adds, as in TCMalloc's and liburcu's
+//! asymmetric fences. Where `membarrier` is refused (an old kernel, a seccomp
+//! filter), nothing is taken and caches behave as before. The price: the two
+//! stores and the check add about 2.3 ns to an alloc/free pair on this
+//! machine (`docs/design.md`).
 //!
 //! The cache lives in a `const`-initialised `thread_local!` without `Drop`, so
 //! access compiles to a plain TLS load and never allocates or registers a
 //! destructor. Thread exit is caught with a pthread key destructor instead
-//! (`global::thread_exit_key`): it returns every cached object, then leaves
-//! the cache in pass-through mode for any allocation made later in the
-//! thread's teardown.
+//! (`global::thread_exit_dtor`): it leaves the registry, returns every cached
+//! object, then leaves the cache in pass-through mode for any allocation made
+//! later in the thread's teardown.
 
 use crate::global;
-use crate::size_class::{CLASS_BATCH, CLASS_CACHE_MAX, NUM_CLASSES};
+use crate::lock::SpinLock;
+use crate::os::linux;
+use crate::size_class::{CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
 use crate::span::FreeObject;
-use core::cell::UnsafeCell;
 use core::ptr;
+use core::sync::atomic::{
+    compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering,
+};
 
-#[derive(Clone, Copy)]
+/// One size class's list. Written by the owner, or by the background thread
+/// while it holds the cache (see the module overview).
 struct Bin {
-    head: *mut FreeObject,
-    count: u32,
+    head: AtomicPtr<FreeObject>,
+    count: AtomicU32,
     /// Flush threshold; 0 until the thread registers, and after it exits.
-    max: u32,
+    max: AtomicU32,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    New,
-    Active,
-    Exited,
+impl Bin {
+    const fn new() -> Self {
+        Bin {
+            head: AtomicPtr::new(ptr::null_mut()),
+            count: AtomicU32::new(0),
+            max: AtomicU32::new(0),
+        }
+    }
 }
+
+const NEW: u8 = 0;
+const ACTIVE: u8 = 1;
+const EXITED: u8 = 2;
 
 /// One thread's cache.
 pub struct ThreadCache {
     bins: [Bin; NUM_CLASSES],
-    state: State,
+    /// Set by the owner while it runs an operation on its lists.
+    busy: AtomicBool,
+    /// Slow paths (refills and flushes) of the owner: a thread whose count
+    /// did not move between two scans counts as idle. Owner only.
+    activity: AtomicU32,
+    /// Set by the background thread to ask for the cache.
+    steal: AtomicBool,
+    /// Held by the background thread from before it sets `steal` until after
+    /// it clears it; an owner that saw `steal` waits for it to clear.
+    taking: AtomicBool,
+    /// `NEW`, `ACTIVE` (registered, caching) or `EXITED`; owner only.
+    state: AtomicU8,
+    /// Registry links, and `activity` as the last scan saw it: registry lock.
+    next: AtomicPtr<ThreadCache>,
+    prev: AtomicPtr<ThreadCache>,
+    seen: AtomicU32,
+}
+
+impl ThreadCache {
+    const fn new() -> Self {
+        ThreadCache {
+            bins: [const { Bin::new() }; NUM_CLASSES],
+            busy: AtomicBool::new(false),
+            activity: AtomicU32::new(0),
+            steal: AtomicBool::new(false),
+            taking: AtomicBool::new(false),
+            state: AtomicU8::new(NEW),
+            next: AtomicPtr::new(ptr::null_mut()),
+            prev: AtomicPtr::new(ptr::null_mut()),
+            seen: AtomicU32::new(u32::MAX),
+        }
+    }
 }
 
 thread_local! {
-    static CACHE: UnsafeCell<ThreadCache> = const {
-        UnsafeCell::new(ThreadCache {
-            bins: [Bin { head: ptr::null_mut(), count: 0, max: 0 }; NUM_CLASSES],
-            state: State::New,
-        })
-    };
+    static CACHE: ThreadCache = const { ThreadCache::new() };
 }
+
+/// The registered (active) caches, linked through their `next`/`prev`.
+struct Registry {
+    head: *mut ThreadCache,
+}
+
+// SAFETY: the pointers are only followed under the registry lock, and a cache
+// leaves the registry (under the lock) before its thread's storage goes away.
+unsafe impl Send for Registry {}
+
+/// Lock order: before every central list lock and the heap lock.
+static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry {
+    head: ptr::null_mut(),
+});
 
 /// Runs `f` on the calling thread's cache.
 #[inline(always)]
-fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
-    // SAFETY: the cache is thread-local and `f` is never re-entered: nothing
-    // reachable from it calls back into the global allocator.
-    CACHE.with(|c| f(unsafe { &mut *c.get() }))
+fn with_cache<R>(f: impl FnOnce(&ThreadCache) -> R) -> R {
+    CACHE.with(f)
 }
 
 /// Allocates an object of `class` (1..NUM_CLASSES); null when out of memory.
@@ -64,16 +143,23 @@ fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
 pub fn alloc(class: usize) -> *mut u8 {
     with_cache(|tc| {
         debug_assert!(class > 0 && class < NUM_CLASSES);
+        tc.begin();
         // SAFETY: size-class lookups only produce classes below NUM_CLASSES.
-        let bin = unsafe { tc.bins.get_unchecked_mut(class) };
-        let obj = bin.head;
-        if !obj.is_null() {
-            // SAFETY: cached objects are free and link through their first word.
-            bin.head = unsafe { (*obj).next };
-            bin.count -= 1;
-            return obj as *mut u8;
+        let bin = unsafe { tc.bins.get_unchecked(class) };
+        if !tc.steal.load(Ordering::Acquire) {
+            let obj = bin.head.load(Ordering::Relaxed);
+            if !obj.is_null() {
+                // SAFETY: cached objects are free and link through their first
+                // word; the lists are ours (`steal` was clear after `begin`).
+                bin.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
+                bin.count
+                    .store(bin.count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+                tc.end();
+                return obj as *mut u8;
+            }
         }
-        tc.refill(class)
+        // Ends the operation itself, so this is a tail call.
+        tc.alloc_slow(class)
     })
 }
 
@@ -84,36 +170,133 @@ pub fn alloc(class: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn dealloc(ptr: *mut u8, class: usize) {
     with_cache(|tc| {
+        tc.begin();
+        if tc.steal.load(Ordering::Acquire) {
+            // SAFETY: forwarded from the caller.
+            return unsafe { tc.dealloc_slow(ptr, class) };
+        }
         // SAFETY: size-class lookups only produce classes below NUM_CLASSES.
-        let bin = unsafe { tc.bins.get_unchecked_mut(class) };
+        let bin = unsafe { tc.bins.get_unchecked(class) };
         let obj = ptr as *mut FreeObject;
         // SAFETY: the object is free and at least 8 bytes (smallest class).
-        unsafe { (*obj).next = bin.head };
-        bin.head = obj;
-        bin.count += 1;
-        if bin.count > bin.max {
-            tc.overflow(class);
+        unsafe { (*obj).next = bin.head.load(Ordering::Relaxed) };
+        bin.head.store(obj, Ordering::Relaxed);
+        let count = bin.count.load(Ordering::Relaxed) + 1;
+        bin.count.store(count, Ordering::Relaxed);
+        if count > bin.max.load(Ordering::Relaxed) {
+            // Ends the operation itself.
+            return tc.overflow(class);
         }
+        tc.end();
     })
 }
 
+/// Ends the owner's operation when dropped (for the slow paths).
+struct EndOnDrop<'a>(&'a ThreadCache);
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 impl ThreadCache {
-    fn activate(&mut self) {
-        if global::arm_thread_exit() {
-            for (c, bin) in self.bins.iter_mut().enumerate() {
-                bin.max = CLASS_CACHE_MAX[c] as u32;
+    /// Marks the start of an operation. The compiler fence keeps the store
+    /// before the owner's read of `steal`; the background thread's
+    /// `membarrier` does the same for the processor.
+    #[inline(always)]
+    fn begin(&self) {
+        self.busy.store(true, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Marks the end of an operation: every access to the lists before it is
+    /// visible to a background thread that then reads `busy` clear.
+    #[inline(always)]
+    fn end(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
+    /// The background thread is deciding whether to take (or is taking) this
+    /// cache: wait until it is done, after which the lists are ours again.
+    #[cold]
+    #[inline(never)]
+    fn wait_while_taken(&self) {
+        let backoff = crossbeam_utils::Backoff::new();
+        while self.taking.load(Ordering::Acquire) {
+            if backoff.is_completed() {
+                linux::yield_now();
+            } else {
+                backoff.snooze();
             }
-            self.state = State::Active;
         }
     }
 
+    /// A slow path ran: the thread is not idle.
+    fn note_activity(&self) {
+        let a = self.activity.load(Ordering::Relaxed);
+        self.activity.store(a.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// `alloc` when the list is empty or `steal` is set; ends the operation.
     #[cold]
     #[inline(never)]
-    fn refill(&mut self, class: usize) -> *mut u8 {
-        if self.state == State::New {
+    fn alloc_slow(&self, class: usize) -> *mut u8 {
+        let _end = EndOnDrop(self);
+        if self.steal.load(Ordering::Acquire) {
+            self.wait_while_taken();
+            // The background thread may have left the lists alone.
+            let bin = &self.bins[class];
+            let obj = bin.head.load(Ordering::Relaxed);
+            if !obj.is_null() {
+                // SAFETY: as in `alloc`; the lists are ours again.
+                bin.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
+                bin.count
+                    .store(bin.count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+                return obj as *mut u8;
+            }
+        }
+        self.refill(class)
+    }
+
+    /// `dealloc` when `steal` is set; ends the operation.
+    ///
+    /// # Safety
+    /// As for [`dealloc`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_slow(&self, ptr: *mut u8, class: usize) {
+        let _end = EndOnDrop(self);
+        self.wait_while_taken();
+        let bin = &self.bins[class];
+        let obj = ptr as *mut FreeObject;
+        // SAFETY: as in `dealloc`; the lists are ours again.
+        unsafe { (*obj).next = bin.head.load(Ordering::Relaxed) };
+        bin.head.store(obj, Ordering::Relaxed);
+        let count = bin.count.load(Ordering::Relaxed) + 1;
+        bin.count.store(count, Ordering::Relaxed);
+        if count > bin.max.load(Ordering::Relaxed) {
+            self.overflow_inner(class);
+        }
+    }
+
+    fn activate(&self) {
+        if global::arm_thread_exit() {
+            for (c, bin) in self.bins.iter().enumerate() {
+                bin.max.store(CLASS_CACHE_MAX[c] as u32, Ordering::Relaxed);
+            }
+            self.state.store(ACTIVE, Ordering::Relaxed);
+            register(self);
+        }
+    }
+
+    /// Takes a batch from the central list (the lists are the caller's).
+    fn refill(&self, class: usize) -> *mut u8 {
+        self.note_activity();
+        if self.state.load(Ordering::Relaxed) == NEW {
             self.activate();
         }
-        let want = if self.state == State::Active {
+        let want = if self.state.load(Ordering::Relaxed) == ACTIVE {
             CLASS_BATCH[class] as usize
         } else {
             1
@@ -123,38 +306,49 @@ impl ThreadCache {
             return ptr::null_mut();
         }
         let obj = chain.head;
-        let bin = &mut self.bins[class];
+        let bin = &self.bins[class];
         // SAFETY: the chain links `count` free objects of this class.
-        bin.head = unsafe { (*obj).next };
-        bin.count = chain.count as u32 - 1;
+        bin.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
+        bin.count.store(chain.count as u32 - 1, Ordering::Relaxed);
         obj as *mut u8
     }
 
+    /// A list grew past its limit; ends the operation.
     #[cold]
     #[inline(never)]
-    fn overflow(&mut self, class: usize) {
-        if self.state == State::New {
+    fn overflow(&self, class: usize) {
+        let _end = EndOnDrop(self);
+        self.overflow_inner(class);
+    }
+
+    fn overflow_inner(&self, class: usize) {
+        self.note_activity();
+        let bin = &self.bins[class];
+        if self.state.load(Ordering::Relaxed) == NEW {
             self.activate();
-            if self.bins[class].count <= self.bins[class].max {
+            if bin.count.load(Ordering::Relaxed) <= bin.max.load(Ordering::Relaxed) {
                 return;
             }
         }
-        let n = if self.state == State::Active {
+        let n = if self.state.load(Ordering::Relaxed) == ACTIVE {
             CLASS_BATCH[class] as usize
         } else {
-            self.bins[class].count as usize
+            bin.count.load(Ordering::Relaxed) as usize
         };
         self.flush(class, n);
     }
 
     /// Gives the first `n` cached objects of `class` to the central list.
-    fn flush(&mut self, class: usize, n: usize) {
-        let bin = &mut self.bins[class];
-        let n = n.min(bin.count as usize);
+    /// Called by whoever holds the lists: the owner inside an operation, or
+    /// the background thread while it takes the cache.
+    fn flush(&self, class: usize, n: usize) {
+        let bin = &self.bins[class];
+        let count = bin.count.load(Ordering::Relaxed) as usize;
+        let n = n.min(count);
         if n == 0 {
             return;
         }
-        let head = bin.head;
+        let head = bin.head.load(Ordering::Relaxed);
         let mut last = head;
         for _ in 1..n {
             // SAFETY: the bin links `count >= n` free objects.
@@ -162,51 +356,242 @@ impl ThreadCache {
         }
         // SAFETY: `last` is the n-th cached object.
         unsafe {
-            bin.head = (*last).next;
+            bin.head.store((*last).next, Ordering::Relaxed);
             (*last).next = ptr::null_mut();
         }
-        bin.count -= n as u32;
+        bin.count.store((count - n) as u32, Ordering::Relaxed);
         // SAFETY: the chain holds `n` free objects of `class`.
         unsafe { global::central_give(class, head, n) };
     }
 
+    /// Returns every cached object (the lists must be the caller's).
+    fn flush_all(&self) -> usize {
+        let mut bytes = 0;
+        for (class, size) in CLASS_SIZE.iter().enumerate().skip(1) {
+            let count = self.bins[class].count.load(Ordering::Relaxed) as usize;
+            bytes += count * *size as usize;
+            self.flush(class, count);
+        }
+        bytes
+    }
+
     /// Returns every cached object and switches to pass-through mode.
-    fn exit(&mut self) {
-        for class in 1..NUM_CLASSES {
-            let count = self.bins[class].count as usize;
-            self.flush(class, count);
-            self.bins[class].max = 0;
+    fn exit(&self) {
+        self.flush_all();
+        for bin in &self.bins {
+            bin.max.store(0, Ordering::Relaxed);
         }
-        self.state = State::Exited;
+        self.state.store(EXITED, Ordering::Relaxed);
     }
 
-    /// Returns every cached object but stays active.
-    fn flush_all(&mut self) {
-        for class in 1..NUM_CLASSES {
-            let count = self.bins[class].count as usize;
-            self.flush(class, count);
-        }
-    }
-
-    /// Bytes held by this cache.
+    /// Bytes held by this cache (any thread may ask; a moment's view).
     fn cached_bytes(&self) -> usize {
         (1..NUM_CLASSES)
-            .map(|c| self.bins[c].count as usize * crate::size_class::CLASS_SIZE[c] as usize)
+            .map(|c| self.bins[c].count.load(Ordering::Relaxed) as usize * CLASS_SIZE[c] as usize)
             .sum()
+    }
+}
+
+/// Adds the calling thread's cache to the registry.
+fn register(tc: &ThreadCache) {
+    let p = tc as *const ThreadCache as *mut ThreadCache;
+    let mut reg = REGISTRY.lock();
+    tc.prev.store(ptr::null_mut(), Ordering::Relaxed);
+    tc.next.store(reg.head, Ordering::Relaxed);
+    if !reg.head.is_null() {
+        // SAFETY: registered caches are live (registry lock held).
+        unsafe { (*reg.head).prev.store(p, Ordering::Relaxed) };
+    }
+    reg.head = p;
+}
+
+/// Removes a registered cache (registry lock held by the caller).
+fn unlink(reg: &mut Registry, tc: &ThreadCache) {
+    let next = tc.next.load(Ordering::Relaxed);
+    let prev = tc.prev.load(Ordering::Relaxed);
+    // SAFETY: neighbours in the registry are live (registry lock held).
+    unsafe {
+        if prev.is_null() {
+            reg.head = next;
+        } else {
+            (*prev).next.store(next, Ordering::Relaxed);
+        }
+        if !next.is_null() {
+            (*next).prev.store(prev, Ordering::Relaxed);
+        }
     }
 }
 
 /// Called by the pthread key destructor when a thread exits.
 pub fn on_thread_exit() {
-    with_cache(|tc| tc.exit());
+    with_cache(|tc| {
+        tc.begin();
+        if tc.state.load(Ordering::Relaxed) == ACTIVE {
+            // Under the registry lock no background thread holds this cache.
+            unlink(&mut REGISTRY.lock(), tc);
+        }
+        tc.exit();
+        tc.end();
+    });
 }
 
 /// Returns the calling thread's cached objects to the central lists.
 pub fn flush_current_thread() {
-    with_cache(|tc| tc.flush_all());
+    with_cache(|tc| {
+        tc.begin();
+        if tc.steal.load(Ordering::Acquire) {
+            tc.wait_while_taken();
+        }
+        tc.flush_all();
+        tc.end();
+    });
 }
 
 /// Bytes cached by the calling thread.
 pub fn current_thread_cached_bytes() -> usize {
     with_cache(|tc| tc.cached_bytes())
+}
+
+/// Bytes cached by all registered threads (a moment's view of each).
+pub fn all_cached_bytes() -> usize {
+    let reg = REGISTRY.lock();
+    let mut bytes = 0;
+    let mut p = reg.head;
+    while !p.is_null() {
+        // SAFETY: registered caches are live (registry lock held).
+        let tc = unsafe { &*p };
+        bytes += tc.cached_bytes();
+        p = tc.next.load(Ordering::Relaxed);
+    }
+    bytes
+}
+
+const MB_UNKNOWN: u8 = 0;
+const MB_READY: u8 = 1;
+const MB_REFUSED: u8 = 2;
+static MEMBARRIER: AtomicU8 = AtomicU8::new(MB_UNKNOWN);
+/// Bytes taken from other threads' caches since start.
+static RECLAIMED_BYTES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Bytes [`reclaim`] has taken from threads' caches since the process started.
+pub fn reclaimed_bytes() -> usize {
+    RECLAIMED_BYTES.load(Ordering::Relaxed)
+}
+
+fn membarrier_ready() -> bool {
+    match MEMBARRIER.load(Ordering::Relaxed) {
+        MB_READY => true,
+        MB_REFUSED => false,
+        _ => {
+            let ok = linux::membarrier_register();
+            MEMBARRIER.store(if ok { MB_READY } else { MB_REFUSED }, Ordering::Relaxed);
+            ok
+        }
+    }
+}
+
+/// Which caches [`reclaim`] takes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Reclaim {
+    /// Caches whose thread ran no allocator operation since the previous
+    /// `Idle` scan (the background thread's passes).
+    Idle,
+    /// Every cache whose thread is not inside an operation now, except the
+    /// calling thread's (`release_now`).
+    All,
+}
+
+/// Takes the objects cached by other threads back to the central lists,
+/// following the protocol in the module overview. Returns the bytes taken.
+/// Call with no allocator lock held.
+pub fn reclaim(which: Reclaim) -> usize {
+    if !membarrier_ready() {
+        return 0;
+    }
+    let me = with_cache(|tc| tc as *const ThreadCache);
+    let reg = REGISTRY.lock();
+    // 1. Pick: holding something, not inside an operation now, and (for
+    //    `Idle`) no slow path since the last scan.
+    let mut picked = 0;
+    let mut p = reg.head;
+    while !p.is_null() {
+        // SAFETY: registered caches are live (registry lock held).
+        let tc = unsafe { &*p };
+        let activity = tc.activity.load(Ordering::Relaxed);
+        let idle = activity == tc.seen.load(Ordering::Relaxed);
+        tc.seen.store(activity, Ordering::Relaxed);
+        let eligible = match which {
+            Reclaim::Idle => idle,
+            Reclaim::All => !ptr::eq(p, me),
+        };
+        if eligible && !tc.busy.load(Ordering::Relaxed) && tc.cached_bytes() > 0 {
+            tc.taking.store(true, Ordering::Relaxed);
+            tc.steal.store(true, Ordering::Relaxed);
+            picked += 1;
+        }
+        p = tc.next.load(Ordering::Relaxed);
+    }
+    if picked == 0 {
+        return 0;
+    }
+    // 2. Every thread of the process passes a full barrier: an owner that
+    //    starts an operation from now on sees `steal`.
+    fence(Ordering::SeqCst);
+    let barrier = linux::membarrier();
+    fence(Ordering::SeqCst);
+    // 3. Take the caches whose owner is outside an operation (any operation
+    //    it starts now waits for `taking`), leave the rest.
+    let mut bytes = 0;
+    let mut p = reg.head;
+    while !p.is_null() {
+        // SAFETY: registered caches are live (registry lock held).
+        let tc = unsafe { &*p };
+        if tc.taking.load(Ordering::Relaxed) {
+            if barrier && !tc.busy.load(Ordering::Acquire) {
+                bytes += tc.flush_all();
+            }
+            tc.steal.store(false, Ordering::Release);
+            tc.taking.store(false, Ordering::Release);
+        }
+        p = tc.next.load(Ordering::Relaxed);
+    }
+    RECLAIMED_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    bytes
+}
+
+/// `fork` support: the prepare handler takes the registry lock first.
+pub fn lock_for_fork() {
+    REGISTRY.lock_raw();
+}
+
+/// `fork` support, in the parent: releases the registry lock.
+///
+/// # Safety
+/// The calling thread took it with [`lock_for_fork`].
+pub unsafe fn unlock_after_fork_parent() {
+    // SAFETY: forwarded from the caller.
+    unsafe { REGISTRY.unlock_raw() };
+}
+
+/// `fork` support, in the child: only the calling thread exists, so the
+/// registry holds its cache alone (other threads' caches are lost, as their
+/// threads are), and `membarrier` must be registered again.
+///
+/// # Safety
+/// The calling thread took the registry lock with [`lock_for_fork`].
+pub unsafe fn reset_after_fork_child() {
+    // SAFETY: taken by `lock_for_fork` on this thread, the only one.
+    unsafe { REGISTRY.unlock_raw() };
+    let mut reg = REGISTRY.lock();
+    reg.head = ptr::null_mut();
+    with_cache(|tc| {
+        tc.steal.store(false, Ordering::Relaxed);
+        tc.taking.store(false, Ordering::Relaxed);
+        if tc.state.load(Ordering::Relaxed) == ACTIVE {
+            tc.prev.store(ptr::null_mut(), Ordering::Relaxed);
+            tc.next.store(ptr::null_mut(), Ordering::Relaxed);
+            reg.head = tc as *const ThreadCache as *mut ThreadCache;
+        }
+    });
+    MEMBARRIER.store(MB_UNKNOWN, Ordering::Relaxed);
 }

@@ -182,7 +182,8 @@ pub fn ops(data: &[u8]) {
 }
 
 /// Driver (b): blocks allocated here are freed or reallocated on another
-/// thread (and some come back); invariants checked at the end of each batch.
+/// thread (and some come back), and now and then this thread takes the
+/// helper's cache (`cache::reclaim`); invariants checked at the end.
 pub fn threads(data: &[u8]) {
     use std::sync::mpsc;
     let (to_helper, helper_rx) = mpsc::channel::<(Block, u8, usize)>();
@@ -209,6 +210,10 @@ pub fn threads(data: &[u8]) {
         tag = tag.wrapping_add(1);
         while let Ok(b) = main_rx.try_recv() {
             mine.push(b);
+        }
+        if op >= 0xf0 {
+            // Take the helper's cache, perhaps while it works.
+            crate::cache::reclaim(crate::cache::Reclaim::All);
         }
         match op % 4 {
             0 | 1 => {

@@ -118,6 +118,7 @@ unsafe extern "C" fn thread_exit_dtor(_: *mut core::ffi::c_void) {
 }
 
 unsafe extern "C" fn fork_prepare() {
+    crate::cache::lock_for_fork();
     for c in CENTRAL.iter() {
         c.lock_raw();
     }
@@ -126,13 +127,19 @@ unsafe extern "C" fn fork_prepare() {
 
 unsafe extern "C" fn fork_parent() {
     // SAFETY: `fork_prepare` took every lock on this thread.
-    unsafe { unlock_all() };
+    unsafe {
+        unlock_all();
+        crate::cache::unlock_after_fork_parent();
+    }
 }
 
 unsafe extern "C" fn fork_child() {
     // SAFETY: the child has only this thread, which took every lock in
     // `fork_prepare`.
-    unsafe { unlock_all() };
+    unsafe {
+        unlock_all();
+        crate::cache::reset_after_fork_child();
+    }
     scavenger::after_fork_child();
 }
 

@@ -24,7 +24,8 @@
 //!  (cache.rs)        (central.rs)       (page_heap.rs)  (huge/filler.rs)    (os/)
 //! ```
 //! * [`cache`]: per-thread lists per size class; the fast path (no lock, no
-//!   atomic, no system call).
+//!   atomic read-modify-write, no system call); the background thread takes
+//!   idle threads' caches back through a `membarrier` handshake.
 //! * [`central`]: per-class shared lists with a transfer cache of whole batches;
 //!   spans whose objects are all free go back to the page heap at once.
 //! * [`page_heap`]: one reserved range of address space, committed in 32 MiB

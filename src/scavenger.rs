@@ -48,6 +48,10 @@ pub const LIVENESS_MS: u64 = 250;
 /// look whether it has left (its hook runs just before it does).
 const EXIT_RECHECK_MS: u64 = 5;
 const EXIT_RECHECKS: usize = 40;
+/// Idle thread caches are looked for at most this often, so a thread
+/// counts as idle after this long, at most twice this, without an allocator
+/// call.
+pub const CACHE_SCAN_MS: u64 = 500;
 /// Collapses per tick at most.
 const COLLAPSES_PER_TICK: usize = 4;
 /// A collapse slower than this backs off, as does a failed one.
@@ -300,6 +304,7 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
     let mut liveness = Liveness {
         checked_at: linux::now_ms(),
     };
+    let mut scanned_at = 0;
     loop {
         let cfg = config::get();
         let wait = if !BG_ENABLED.load(Ordering::Relaxed) {
@@ -307,6 +312,14 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             Wait::Park(PARK_MS)
         } else {
             FREED.store(false, Ordering::Relaxed);
+            let now = linux::now_ms();
+            if now.saturating_sub(scanned_at) >= CACHE_SCAN_MS {
+                scanned_at = now;
+                // Objects of idle threads go back to their central lists
+                // first, so this pass and the next can release what they
+                // pinned.
+                crate::cache::reclaim(crate::cache::Reclaim::Idle);
+            }
             let r = release_pass(false);
             let more_dense = regain_huge_pages(global::now());
             if over_limit(cfg.memory_limit) {
@@ -410,10 +423,12 @@ fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness) -> bool {
 }
 
 /// Releases everything releasable now, ignoring the hold-back (like
-/// `malloc_trim(0)` or Go's `debug.FreeOSMemory`): the calling thread's cache
-/// and all parked batches first. Returns the bytes released.
+/// `malloc_trim(0)` or Go's `debug.FreeOSMemory`): the calling thread's
+/// cache, the caches of other threads that are not inside an allocator call
+/// right now, and all parked batches first. Returns the bytes released.
 pub fn release_now() -> usize {
     crate::cache::flush_current_thread();
+    crate::cache::reclaim(crate::cache::Reclaim::All);
     global::drain_transfer_caches();
     release_pass(true).released_pages * PAGE_SIZE
 }

@@ -40,6 +40,13 @@ pub struct Stats {
     pub advice: AdviceCounts,
     /// Objects parked in the central transfer caches.
     pub parked_objects: usize,
+    /// Bytes of free objects held in threads' caches (all live threads; the
+    /// background thread takes back those of idle threads).
+    pub thread_cache_bytes: usize,
+    /// Bytes taken back from threads' caches without their help (idle
+    /// threads, by the background thread; all threads, by `release_now`),
+    /// since start.
+    pub thread_cache_reclaimed_bytes: usize,
     /// Times the OS refused memory.
     pub os_refusals: usize,
     /// Whether the background release thread is running.
@@ -55,6 +62,7 @@ impl Stats {
 
 /// Reads the counters. Takes each lock briefly; not for hot paths.
 pub fn stats() -> Stats {
+    let thread_cache_bytes = crate::cache::all_cached_bytes();
     let mut parked = 0;
     let mut small = 0;
     for (class, c) in CENTRAL.iter().enumerate().skip(1) {
@@ -87,6 +95,8 @@ pub fn stats() -> Stats {
         collapsed_huge_pages: collapsed,
         advice: h.advice,
         parked_objects: parked,
+        thread_cache_bytes,
+        thread_cache_reclaimed_bytes: crate::cache::reclaimed_bytes(),
         os_refusals: h.os_refusals,
         background_running: crate::scavenger::background_running(),
     }
@@ -139,12 +149,13 @@ impl fmt::Display for Stats {
         )?;
         write!(
             f,
-            "background thread {}; {} objects parked; {} OS refusals",
+            "background thread {}; {:.1} MiB in thread caches; {} objects parked; {} OS refusals",
             if self.background_running {
                 "running"
             } else {
                 "not running"
             },
+            mib(self.thread_cache_bytes),
             self.parked_objects,
             self.os_refusals
         )

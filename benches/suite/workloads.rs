@@ -357,6 +357,17 @@ pub fn main(global: &'static dyn std::alloc::GlobalAlloc) {
         batch::run_child(global, "mixed", total);
         return;
     }
+    if name == "workers" {
+        // The idle-workers scenario: `workers THREADS MB`.
+        let arg = |i: usize, d: usize| {
+            std::env::args()
+                .nth(i)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        batch::run_workers(arg(2, 8), arg(3, 1024) << 20, false);
+        return;
+    }
     let start = Instant::now();
     let ops = match name.as_str() {
         "larson" => larson(),

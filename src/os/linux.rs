@@ -313,6 +313,31 @@ pub fn spawn_detached(entry: extern "C" fn(*mut libc::c_void) -> *mut libc::c_vo
     }
 }
 
+/// `membarrier` commands (Linux 4.14).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// Registers the process for [`membarrier`]; `false` where the kernel (or a
+/// seccomp filter) refuses.
+pub fn membarrier_register() -> bool {
+    // SAFETY: membarrier with integer arguments only.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0,
+        ) == 0
+    }
+}
+
+/// Makes every running thread of the process execute a full memory barrier
+/// before this returns (threads not running pass one when they are next
+/// scheduled). Needs [`membarrier_register`] first.
+pub fn membarrier() -> bool {
+    // SAFETY: membarrier with integer arguments only.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0 }
+}
+
 /// Turns transparent huge pages off for this process and its children
 /// (`PR_SET_THP_DISABLE`).
 pub fn disable_thp_for_process() -> bool {

@@ -315,13 +315,26 @@ pub fn run_child(alloc: &dyn GlobalAlloc, name: &str, total: usize) {
 }
 
 /// As [`run_child`]; with `trim`, calls glibc's `malloc_trim(0)` after the
-/// frees (the "glibc + malloc_trim" row of the comparison).
+/// frees (the "glibc + malloc_trim" row of the comparison). A `name` of
+/// `workers:N` runs the idle-workers scenario ([`run_workers`]) through the
+/// global allocator.
 pub fn run_child_with(alloc: &dyn GlobalAlloc, name: &str, total: usize, trim: bool) {
+    if let Some(n) = name.strip_prefix("workers:") {
+        run_workers(n.parse().unwrap_or(1), total, trim);
+        return;
+    }
     let (bytes, n, kept) = match name {
         "bugzilla" => workload_bugzilla(alloc, total),
         "go" => workload_go(alloc, total),
         _ => workload_mixed(alloc, total),
     };
+    idle_protocol(bytes, n, &[&kept], trim);
+}
+
+/// The part of the child after the frees: report, idle until told to
+/// simulate, report, idle until told to check the `kept` objects, report.
+/// Allocation-free.
+fn idle_protocol(bytes: usize, n: usize, kept: &[&Kept], trim: bool) {
     let peak = own_peak_rss();
     if trim {
         // SAFETY: malloc_trim has no preconditions.
@@ -334,8 +347,8 @@ pub fn run_child_with(alloc: &dyn GlobalAlloc, name: &str, total: usize, trim: b
         &[
             ("allocated", bytes),
             ("objects", n),
-            ("live", kept.live),
-            ("kept", kept.n),
+            ("live", kept.iter().map(|k| k.live).sum()),
+            ("kept", kept.iter().map(|k| k.n).sum()),
             ("pid", pid),
             ("peak", peak),
         ],
@@ -353,15 +366,124 @@ pub fn run_child_with(alloc: &dyn GlobalAlloc, name: &str, total: usize, trim: b
     wait_stdin();
     // Check the live objects survived everything.
     let mut bad = 0;
-    for i in 0..kept.n {
-        let (p, size) = kept.get(i);
-        // SAFETY: each kept object is live and `size` bytes.
-        let s = unsafe { std::slice::from_raw_parts(p as *const u8, size) };
-        if s.iter().any(|&b| b != s[0]) {
-            bad += 1;
+    for k in kept {
+        for i in 0..k.n {
+            let (p, size) = k.get(i);
+            // SAFETY: each kept object is live and `size` bytes.
+            let s = unsafe { std::slice::from_raw_parts(p as *const u8, size) };
+            if s.iter().any(|&b| b != s[0]) {
+                bad += 1;
+            }
         }
     }
     report("CHECKED", &[("corrupted", bad)]);
+}
+
+/// The global allocator as a `GlobalAlloc` value.
+struct Global;
+
+// SAFETY: forwards to the global allocator.
+unsafe impl GlobalAlloc for Global {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::alloc::alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::alloc::dealloc(ptr, layout) }
+    }
+}
+
+/// Per-worker lists, each written by one worker in one phase and read by
+/// others only after a barrier.
+struct Lists(Vec<std::cell::UnsafeCell<Kept>>);
+
+// SAFETY: see the phases in `run_workers`: no list is accessed by two
+// threads without a barrier between the accesses.
+unsafe impl Sync for Lists {}
+
+/// The idle-workers scenario (a worker pool that handles a burst, then
+/// blocks): `threads` workers allocate `total` bytes of mixed objects
+/// between them; after a barrier each frees the objects of the next worker
+/// (with more than one worker, every free is cross-thread), keeping 1 in
+/// 64; then every worker blocks on a condition variable, alive, while the
+/// main thread runs [`idle_protocol`]. Uses the global allocator.
+pub fn run_workers(threads: usize, total: usize, trim: bool) {
+    use std::sync::{Barrier, Condvar, Mutex};
+    let threads = threads.max(1);
+    let share = total / threads;
+    let cap = share / 1800 + 1024;
+    let made = Lists(
+        (0..threads)
+            .map(|_| Kept::new(&Global, cap).into())
+            .collect(),
+    );
+    let kept = Lists(
+        (0..threads)
+            .map(|_| Kept::new(&Global, cap / 32 + 64).into())
+            .collect(),
+    );
+    let batch_done = Barrier::new(threads + 1);
+    let frees_done = Barrier::new(threads + 1);
+    let quit = (Mutex::new(false), Condvar::new());
+    std::thread::scope(|s| {
+        for i in 0..threads {
+            let (made, kept, quit) = (&made, &kept, &quit);
+            let (batch_done, frees_done) = (&batch_done, &frees_done);
+            s.spawn(move || {
+                let mut rng = Rng::new(0x5eed + i as u64);
+                {
+                    // SAFETY: phase 1: only worker i touches list i.
+                    let mine = unsafe { &mut *made.0[i].get() };
+                    let mut bytes = 0;
+                    while bytes < share {
+                        let size = mixed_size(&mut rng);
+                        let p = alloc_filled(&Global, size, (mine.n % 251) as u8);
+                        if p == 0 || !mine.push(p, size) {
+                            break;
+                        }
+                        bytes += size;
+                    }
+                }
+                batch_done.wait();
+                {
+                    // SAFETY: phase 2: worker i alone reads list i + 1 and
+                    // writes kept list i.
+                    let theirs = unsafe { &*made.0[(i + 1) % threads].get() };
+                    let keep = unsafe { &mut *kept.0[i].get() };
+                    for j in 0..theirs.n {
+                        let (p, size) = theirs.get(j);
+                        if !(rng.next() % 64 == 0 && keep.push(p, size)) {
+                            free_sized(&Global, p, size);
+                        }
+                    }
+                }
+                frees_done.wait();
+                // Idle: blocked, alive, no allocator call.
+                let mut q = quit.0.lock().unwrap();
+                while !*q {
+                    q = quit.1.wait(q).unwrap();
+                }
+            });
+        }
+        batch_done.wait();
+        frees_done.wait();
+        // SAFETY: phase 3: the workers no longer touch the lists.
+        let (bytes, n) = made.0.iter().fold((0, 0), |(b, n), l| {
+            let l = unsafe { &*l.get() };
+            (b + (0..l.n).map(|j| l.get(j).1).sum::<usize>(), n + l.n)
+        });
+        for l in &made.0 {
+            // SAFETY: phase 3, as above; the list is not used again.
+            let l = unsafe { &*l.get() };
+            free_sized(&Global, l.list as usize, l.cap * 16);
+        }
+        // SAFETY: phase 3, as above.
+        let kept_refs: Vec<&Kept> = kept.0.iter().map(|k| unsafe { &*k.get() }).collect();
+        idle_protocol(bytes, n, &kept_refs, trim);
+        *quit.0.lock().unwrap() = true;
+        quit.1.notify_all();
+    });
 }
 
 /// This process's peak RSS (VmHWM), read without allocating.

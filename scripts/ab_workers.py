@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""A/B speed comparison of two builds of the suite's worker binary (for
+example the previous commit against this one), side by side in one run.
+
+    git worktree add /tmp/base HEAD~1
+    (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base/target cargo build --release --examples)
+    cargo build --release --examples
+    python3 scripts/ab_workers.py /tmp/base/target/release/examples/suite_worker_hugeguard \\
+        target/release/examples/suite_worker_hugeguard [--runs 7] [WORKLOAD ...]
+
+Each round runs every workload once with A and once with B, alternating which
+goes first (ABBA), each in its own process. Prints, per workload, the median
+time of each build, the ratio B/A of the medians, and the spread of the
+per-round ratios (min..max). Workload names are the suite's
+(`benches/suite/workloads.rs`).
+"""
+
+import argparse
+import statistics
+import subprocess
+import sys
+
+DEFAULT = ["sweep-1t", "sweep-2t", "xmalloc", "larson", "mstress", "realloc",
+           "cache-scratch", "index"]
+
+
+def run(binary, workload, scale):
+    out = subprocess.run([binary, workload], capture_output=True, text=True,
+                         env={"SUITE_SCALE": str(scale), "PATH": "/usr/bin:/bin"},
+                         check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("RESULT"):
+            kv = dict(f.split("=", 1) for f in line.split()[1:])
+            return float(kv["secs"])
+    raise RuntimeError(f"{binary} {workload}: no RESULT line")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("workloads", nargs="*", default=DEFAULT)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--scale", type=float, default=1.0)
+    args = ap.parse_intermixed_args()
+    times = {w: ([], []) for w in args.workloads}
+    for r in range(args.runs):
+        for w in args.workloads:
+            order = (0, 1) if r % 2 == 0 else (1, 0)
+            for i in order:
+                times[w][i].append(run((args.a, args.b)[i], w, args.scale))
+        print(f"round {r + 1}/{args.runs} done", file=sys.stderr)
+    print(f"{args.runs} rounds, ABBA order; A = {args.a}, B = {args.b}\n")
+    print("| workload | A median (s) | B median (s) | B/A | per-round B/A |")
+    print("|---|---:|---:|---:|---|")
+    ratios = []
+    for w in args.workloads:
+        a, b = times[w]
+        ma, mb = statistics.median(a), statistics.median(b)
+        per = [y / x for x, y in zip(a, b)]
+        ratios.append(mb / ma)
+        print(f"| {w} | {ma:.4f} | {mb:.4f} | {mb / ma:.3f} | {min(per):.2f}..{max(per):.2f} |")
+    geo = statistics.geometric_mean(ratios)
+    print(f"| **geomean** | | | {geo:.3f} | |")
+
+
+if __name__ == "__main__":
+    main()
