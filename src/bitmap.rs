@@ -168,6 +168,7 @@ impl PageBitmap {
         }
     }
 
+    #[cfg(test)]
     /// Visits each maximal run of clear bits as `(start, len)`.
     pub fn for_each_clear_run(&self, mut f: impl FnMut(usize, usize)) {
         let mut i = self.next_clear(0);

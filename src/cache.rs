@@ -447,11 +447,6 @@ pub fn flush_current_thread() {
     });
 }
 
-/// Bytes cached by the calling thread.
-pub fn current_thread_cached_bytes() -> usize {
-    with_cache(|tc| tc.cached_bytes())
-}
-
 /// Bytes cached by all registered threads (a moment's view of each).
 pub fn all_cached_bytes() -> usize {
     let reg = REGISTRY.lock();

@@ -171,7 +171,7 @@ impl CentralList {
         let size = CLASS_SIZE[class] as usize;
         match s.object_index(obj as usize, size, CLASS_RECIP[class]) {
             Some(i) if !s.is_free(i) => s.push(i),
-            _ => return global::report_bad_free(obj as usize),
+            _ => return crate::misuse::bad_free(obj as usize),
         }
         s.release_pending = true;
         s.freed_at = now;

@@ -42,7 +42,6 @@ pub enum ThpEnabled {
 #[derive(Clone, Copy, Debug)]
 pub struct Thp {
     pub enabled: ThpEnabled,
-    pub defrag_madvise: bool,
     pub max_ptes_none: u32,
 }
 
@@ -76,7 +75,6 @@ impl Config {
         collapse: true,
         thp: Thp {
             enabled: ThpEnabled::Unknown,
-            defrag_madvise: false,
             max_ptes_none: 511,
         },
     };
@@ -184,8 +182,6 @@ fn read_thp() -> Thp {
     let mut buf = [0u8; 128];
     let enabled = linux::read_file(c"/sys/kernel/mm/transparent_hugepage/enabled", &mut buf)
         .map_or(ThpEnabled::Unknown, |n| parse_thp_enabled(&buf[..n]));
-    let defrag_madvise = linux::read_file(c"/sys/kernel/mm/transparent_hugepage/defrag", &mut buf)
-        .is_some_and(|n| parse_thp_enabled(&buf[..n]) == ThpEnabled::Madvise);
     let max_ptes_none = linux::read_file(
         c"/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none",
         &mut buf,
@@ -194,7 +190,6 @@ fn read_thp() -> Thp {
     .map_or(511, |v| v as u32);
     Thp {
         enabled,
-        defrag_madvise,
         max_ptes_none,
     }
 }

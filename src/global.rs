@@ -212,25 +212,6 @@ pub fn now() -> u32 {
     linux::now_ms() as u32
 }
 
-/// A pointer freed that is not a live object of this allocator (double free
-/// or foreign pointer): say so on stderr and ignore it, so no list is
-/// corrupted.
-#[cold]
-pub fn report_bad_free(addr: usize) {
-    let mut buf = *b"hugeguard: ignoring free of 0x0000000000000000: not a live block (double free or foreign pointer)\n";
-    let digits = b"0123456789abcdef";
-    for i in 0..16 {
-        buf[30 + i] = digits[(addr >> ((15 - i) * 4)) & 0xf];
-    }
-    if crate::raw::abort_on_misuse() {
-        // "hugeguard: free of 0x...: not a live block ..." then abort.
-        buf[11..19].copy_from_slice(b"aborting");
-        linux::write_stderr(&buf);
-        linux::abort();
-    }
-    linux::write_stderr(&buf);
-}
-
 /// Returns every object parked in transfer caches to its span, and every
 /// wholly free span kept for reuse to the page heap.
 pub fn drain_transfer_caches() {

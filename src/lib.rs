@@ -18,47 +18,92 @@
 //! into whole huge pages, and (with the release policy) gives memory back in a
 //! form khugepaged cannot re-inflate.
 //!
+//! ## The API
+//! * [`HugeGuard`]: the allocator, for `#[global_allocator]` or direct
+//!   [`GlobalAlloc`] calls.
+//! * [`stats`] returns [`Stats`] (with [`AdviceCounts`]): bytes allocated,
+//!   resident and released, huge pages by state, bytes in thread caches,
+//!   `madvise` counts; it implements `Display`.
+//! * [`release_now`] gives back everything releasable at once (like
+//!   `malloc_trim(0)`); [`flush_caches`] returns the calling thread's cache
+//!   and the parked batches to their spans; [`set_background`] turns the
+//!   background release thread's work on or off.
+//! * [`usable_size`]: the usable bytes of a block for its `Layout`.
+//! * [`raw`]: the size-less C entry points (`malloc`, `free`, `realloc`,
+//!   aligned allocation, usable size, `errno`, misuse reporting) that the
+//!   `LD_PRELOAD` library wraps.
+//! * [`check_invariants`]: walks every structure (for tests and fuzzing).
+//!
+//! ```
+//! let s = hugeguard::stats();
+//! assert!(s.resident_bytes <= s.mapped_bytes);
+//! println!("{s}");
+//! ```
+//!
+//! Everything else is private to the crate, so safe code outside it cannot
+//! reach the heap's internals (each of these once compiled):
+//! ```compile_fail,E0603
+//! hugeguard::cache::alloc(9999); // an index checked only by debug_assert
+//! ```
+//! ```compile_fail,E0603
+//! let _ = hugeguard::huge::Filler::new(); // records by raw pointer
+//! ```
+//! ```compile_fail,E0603
+//! let _ = hugeguard::page_heap::HeapView::default(); // wild span lookups
+//! ```
+//! ```compile_fail,E0603
+//! use hugeguard::os::{linux::LinuxOs, Advice, Os}; // madvise(DONTNEED) on any address
+//! ```
+//! ```compile_fail,E0603
+//! let _ = hugeguard::central::CentralList::new();
+//! ```
+//!
 //! ## The shape
 //! ```text
 //! thread cache ──> central free lists ──> page heap ──> huge page filler ──> OS layer
-//!  (cache.rs)        (central.rs)       (page_heap.rs)  (huge/filler.rs)    (os/)
+//!  (cache.rs)        (central.rs)       (page_heap/)    (huge/filler.rs)    (os/)
 //! ```
-//! * [`cache`]: per-thread lists per size class; the fast path (no lock, no
-//!   atomic read-modify-write, no system call); the background thread takes
-//!   idle threads' caches back through a `membarrier` handshake.
-//! * [`central`]: per-class shared lists with a transfer cache of whole batches;
-//!   spans whose objects are all free go back to the page heap at once.
-//! * [`page_heap`]: one reserved range of address space, committed in 32 MiB
+//! * thread caches: per-thread lists per size class; the fast path (no lock,
+//!   no atomic read-modify-write, no system call); the background thread
+//!   takes idle threads' caches back through a `membarrier` handshake.
+//! * central lists: per-class shared lists with a transfer cache of whole
+//!   batches; spans whose objects are all free go back to the page heap.
+//! * page heap: one reserved range of address space, committed in 32 MiB
 //!   steps; runs of pages as spans; whole huge pages for large objects.
-//! * [`huge`]: per-2 MiB records (pages in use, pages that hold data, state),
-//!   the filler (fullest huge page first, O(1)) and the free huge-page set.
-//! * [`os`]: the only module that calls `libc`, behind a trait with a recording
-//!   fake for tests.
+//! * huge pages: per-2 MiB records (pages in use, pages that hold data,
+//!   state), the filler (fullest huge page first, O(1)) and the free set.
+//! * OS layer: the only module that calls `libc`, behind a trait with a
+//!   recording fake for tests.
 //!
 //! `docs/design.md` describes each structure and its lock; every shared field
 //! names the lock that protects it.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
-pub mod bitmap;
-pub mod cache;
-pub mod central;
+// The internals are crate-private: safe code outside the crate reaches the
+// heap only through the items re-exported below, and through `raw`, whose
+// pointer-taking entry points that could misuse memory are `unsafe fn`.
+pub(crate) mod bitmap;
+pub(crate) mod cache;
+pub(crate) mod central;
 mod check;
-pub mod config;
+pub(crate) mod config;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 mod global;
-pub mod huge;
-pub mod large;
-pub mod lock;
-pub mod os;
-pub mod page_heap;
+pub(crate) mod huge;
+pub(crate) mod large;
+pub(crate) mod lock;
+mod misuse;
+pub(crate) mod os;
+pub(crate) mod page_heap;
 pub mod raw;
 mod scavenger;
-pub mod size_class;
-pub mod span;
+pub(crate) mod size_class;
+pub(crate) mod span;
 mod stats;
-pub mod units;
+pub(crate) mod units;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;

@@ -62,6 +62,7 @@ impl<T> SpinLock<T> {
     }
 
     /// Takes the lock only if it is free right now.
+    #[cfg(test)]
     pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
         self.locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -81,11 +82,6 @@ impl<T> SpinLock<T> {
     /// left, as in a forked child) and must not use any guard of it afterwards.
     pub unsafe fn unlock_raw(&self) {
         self.locked.store(false, Ordering::Release);
-    }
-
-    /// Direct access without locking, for single-threaded set-up and tests.
-    pub fn get_mut(&mut self) -> &mut T {
-        self.value.get_mut()
     }
 }
 

@@ -7,32 +7,55 @@
 //! the heap, not at an object start, or (once it reaches its span) already
 //! free is reported as misuse.
 
+use crate::os::linux;
 use crate::size_class::{class_for, CLASS_RECIP, CLASS_SIZE};
 use crate::{cache, global, large};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Alignment of every block from [`malloc`].
 pub const MIN_ALIGN: usize = 16;
-
-static ABORT_ON_MISUSE: AtomicBool = AtomicBool::new(false);
 
 /// Makes detected misuse (double free, foreign pointer) abort the process
 /// after its one-line message, as C programs expect, instead of ignoring the
 /// free.
 pub fn set_abort_on_misuse(abort: bool) {
-    ABORT_ON_MISUSE.store(abort, Ordering::Relaxed);
+    crate::misuse::set_abort(abort);
 }
 
-/// Whether misuse aborts.
-pub fn abort_on_misuse() -> bool {
-    ABORT_ON_MISUSE.load(Ordering::Relaxed)
+/// Reports that the C entry point `what` (such as `b"free"`) was given `p`,
+/// which is not a block of this allocator, in one line on stderr, then
+/// aborts (what glibc does for an invalid pointer).
+pub fn abort_misuse(what: &[u8], p: *mut u8) -> ! {
+    crate::misuse::abort_foreign(what, p as usize)
 }
 
-/// A block of `size` bytes aligned to `align` (a power of two, at least
-/// [`MIN_ALIGN`] is applied); null when out of memory.
+/// The calling thread's C `errno`.
+pub fn errno() -> i32 {
+    linux::errno()
+}
+
+/// Sets the calling thread's C `errno` (`ENOMEM` after a failed allocation,
+/// `EINVAL` for a bad alignment: the C library sets these).
+pub fn set_errno(value: i32) {
+    linux::set_errno(value);
+}
+
+/// A block of `size` bytes aligned to `align` (at least [`MIN_ALIGN`] is
+/// applied), zeroed if `zero`; null when out of memory or when `align` is
+/// not a power of two.
+///
+/// ```
+/// let p = hugeguard::raw::alloc_aligned(100, 4096, true);
+/// assert!(!p.is_null() && p as usize % 4096 == 0);
+/// assert!(hugeguard::raw::alloc_aligned(100, 48, false).is_null());
+/// // SAFETY: `p` came from this module and is not used again.
+/// unsafe { hugeguard::raw::free(p) };
+/// ```
 #[inline]
 pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
     let align = align.max(MIN_ALIGN);
     let size = size.max(1);
     let class = class_for(size, align);

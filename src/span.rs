@@ -193,6 +193,7 @@ impl SpanList {
         }
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.head.is_null()
     }

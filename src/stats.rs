@@ -27,10 +27,12 @@ pub struct Stats {
     pub large_huge_pages: usize,
     /// Whole free huge pages below the heap top.
     pub free_huge_pages: usize,
-    /// Huge pages by release state: backed (THP-eligible, nothing released),
-    /// partial (some pages released), released (wholly returned).
+    /// Huge pages in use with nothing released: THP-eligible.
     pub backed_huge_pages: usize,
+    /// Huge pages with some of their 4 KiB pages released (and marked
+    /// `MADV_NOHUGEPAGE` first, so khugepaged cannot refill them).
     pub partial_huge_pages: usize,
+    /// Huge pages wholly returned to the OS.
     pub released_huge_pages: usize,
     /// Huge pages carrying MADV_NOHUGEPAGE now.
     pub nohugepage_huge_pages: usize,

@@ -33,15 +33,7 @@ use hugeguard::raw;
 const ENOMEM: c_int = libc::ENOMEM;
 const EINVAL: c_int = libc::EINVAL;
 
-fn set_errno(e: c_int) {
-    // SAFETY: the calling thread's errno slot.
-    unsafe { *libc::__errno_location() = e };
-}
-
-fn errno() -> c_int {
-    // SAFETY: the calling thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
+use raw::{errno, set_errno};
 
 #[inline]
 fn checked(p: *mut u8) -> *mut c_void {
@@ -53,25 +45,7 @@ fn checked(p: *mut u8) -> *mut c_void {
 
 #[cold]
 fn misuse(what: &[u8], p: *mut c_void) -> ! {
-    let mut buf = [0u8; 160];
-    let mut n = 0;
-    for part in [b"hugeguard: ".as_slice(), what, b"(0x"] {
-        buf[n..n + part.len()].copy_from_slice(part);
-        n += part.len();
-    }
-    let digits = b"0123456789abcdef";
-    for i in 0..16 {
-        buf[n] = digits[((p as usize) >> ((15 - i) * 4)) & 0xf];
-        n += 1;
-    }
-    let tail = b"): not a block of this allocator (invalid or foreign pointer)\n";
-    buf[n..n + tail.len()].copy_from_slice(tail);
-    n += tail.len();
-    // SAFETY: writing our buffer to stderr, then aborting.
-    unsafe {
-        libc::write(2, buf.as_ptr() as *const c_void, n);
-        libc::abort()
-    }
+    raw::abort_misuse(what, p as *mut u8)
 }
 
 fn init_c_mode() {

@@ -165,6 +165,7 @@ impl Filler {
     }
 
     /// Visits every listed (not full) filler huge page.
+    #[cfg(test)]
     pub fn for_each_listed(&self, mut f: impl FnMut(u32), metas: &MetaTable) {
         for &head in self.heads.iter() {
             let mut i = head;

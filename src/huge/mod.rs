@@ -127,11 +127,6 @@ impl MetaTable {
         self.len
     }
 
-    /// Whether the table has no records.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Raw pointer to record `idx`.
     #[inline]
     pub fn ptr(&self, idx: usize) -> *mut HugePageMeta {

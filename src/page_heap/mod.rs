@@ -34,10 +34,15 @@ pub use release::{Pass, PassResult, Policy, SPAN_RELEASED_PAGES};
 /// had to stop marking. Kept by the page heap; reported as is by `stats()`.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct AdviceCounts {
+    /// `MADV_DONTNEED` calls (memory returned to the OS).
     pub dontneed_calls: usize,
+    /// `MADV_NOHUGEPAGE` calls (huge pages protected before partial release).
     pub nohugepage_calls: usize,
+    /// `MADV_HUGEPAGE` calls (dense huge pages made eligible again).
     pub hugepage_calls: usize,
+    /// `MADV_COLLAPSE` calls by the background thread.
     pub collapse_attempts: usize,
+    /// `MADV_COLLAPSE` calls that failed.
     pub collapse_failures: usize,
     /// Failed `madvise` calls other than collapses.
     pub advise_failures: usize,
