@@ -28,15 +28,16 @@ const TRANSFER_BYTES: usize = 1024 * 1024;
 /// release pass returns them once the class is idle.
 const RETAIN_EMPTY_BYTES: usize = 1024 * 1024;
 
-/// A chain of objects handed between a thread cache and a central list.
-pub struct Chain {
+/// A batch of free objects of one class, linked through their first word,
+/// handed between a thread cache and a central list.
+pub struct Batch {
     pub head: *mut FreeObject,
     pub count: usize,
 }
 
 /// The shared free list of one size class.
 ///
-/// Protected by its own lock (`global::central(class)`).
+/// Protected by its own lock (`global::CENTRAL[class]`).
 pub struct CentralList {
     transfer: [*mut FreeObject; TRANSFER_SLOTS],
     ntransfer: usize,
@@ -86,11 +87,11 @@ impl CentralList {
 
     /// Takes up to `want` objects of `class`. Returns an empty chain only when
     /// memory is exhausted.
-    pub fn take(&mut self, class: usize, want: usize) -> Chain {
+    pub fn take(&mut self, class: usize, want: usize) -> Batch {
         if want == CLASS_BATCH[class] as usize && self.ntransfer > 0 {
             self.ntransfer -= 1;
             self.objects_out += want;
-            return Chain {
+            return Batch {
                 head: self.transfer[self.ntransfer],
                 count: want,
             };
@@ -141,14 +142,14 @@ impl CentralList {
             global::pages_reused(unreleased);
         }
         self.objects_out += count;
-        Chain { head, count }
+        Batch { head, count }
     }
 
     /// Returns a chain of `class` objects (as linked by thread caches).
     ///
     /// # Safety
     /// Every object in the chain was handed out for `class` and is free.
-    pub unsafe fn give(&mut self, class: usize, chain: Chain) {
+    pub unsafe fn give(&mut self, class: usize, chain: Batch) {
         self.objects_out -= chain.count;
         self.last_give = global::now();
         if chain.count == CLASS_BATCH[class] as usize && self.ntransfer < transfer_limit(class) {
@@ -225,7 +226,7 @@ impl CentralList {
     fn drain_transfer(&mut self, class: usize) {
         while self.ntransfer > 0 {
             self.ntransfer -= 1;
-            let chain = Chain {
+            let chain = Batch {
                 head: self.transfer[self.ntransfer],
                 count: CLASS_BATCH[class] as usize,
             };
@@ -236,7 +237,7 @@ impl CentralList {
 
     /// # Safety
     /// As for [`CentralList::give`].
-    unsafe fn give_to_spans(&mut self, chain: Chain) {
+    unsafe fn give_to_spans(&mut self, chain: Batch) {
         let now = self.last_give;
         let mut obj = chain.head;
         for _ in 0..chain.count {

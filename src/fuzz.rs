@@ -251,11 +251,11 @@ pub fn policy(data: &[u8]) {
     let mut heap = PageHeap::new(FakeOs::default());
     assert!(heap.init(64 * HUGE_SIZE, HUGE_SIZE));
     let must_mark = input.u8().unwrap_or(0) % 4 != 0;
-    heap.policy = Policy {
+    heap.set_policy(Policy {
         must_mark,
         go_legacy: input.u8().unwrap_or(0) % 4 == 0,
         regain: true,
-    };
+    });
     let base = heap.view().base;
     let mut runs: Vec<*mut Span> = Vec::new();
     let mut now = 0u64;
@@ -279,7 +279,7 @@ pub fn policy(data: &[u8]) {
             }
             5 => {
                 now += input.u16() as u64 * 8;
-                *heap.os.clock.borrow_mut() = now;
+                *heap.os().clock.borrow_mut() = now;
             }
             6 => {
                 // Snapshot the pages in use; no DONTNEED of this pass may touch one.
@@ -287,7 +287,7 @@ pub fn policy(data: &[u8]) {
                     // SAFETY: below the top; single-threaded.
                     .map(|i| unsafe { heap.metas().get(i) }.used)
                     .collect();
-                let before = heap.os.calls.borrow().len();
+                let before = heap.os().calls.borrow().len();
                 let pass = Pass {
                     now: now as u32,
                     holdback: 1000,
@@ -299,7 +299,7 @@ pub fn policy(data: &[u8]) {
                 if let Some((idx, _)) = heap.pick_dense(&pass, 0) {
                     heap.collapse_done(idx, input.u8().unwrap_or(0) % 3 != 0);
                 }
-                for call in heap.os.calls.borrow()[before..].iter() {
+                for call in heap.os().calls.borrow()[before..].iter() {
                     if let Call::Advise {
                         addr,
                         len,
@@ -319,8 +319,8 @@ pub fn policy(data: &[u8]) {
             }
             _ => {
                 let b = input.u8().unwrap_or(0);
-                *heap.os.refuse_commit.borrow_mut() = b % 5 == 0;
-                *heap.os.fail_advice.borrow_mut() = match b % 7 {
+                *heap.os().refuse_commit.borrow_mut() = b % 5 == 0;
+                *heap.os().fail_advice.borrow_mut() = match b % 7 {
                     0 => Some((Advice::NoHugePage, crate::os::ENOMEM)),
                     1 => Some((Advice::DontNeed, 22)),
                     2 => Some((Advice::HugePage, 22)),
@@ -331,7 +331,7 @@ pub fn policy(data: &[u8]) {
         if let Err(e) = heap.check() {
             panic!("heap invariant broken: {e}");
         }
-        if let Err(e) = check_advice_rules(&heap.os.calls.borrow(), base, must_mark) {
+        if let Err(e) = check_advice_rules(&heap.os().calls.borrow(), base, must_mark) {
             panic!("release rule broken: {e}");
         }
     }

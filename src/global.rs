@@ -6,13 +6,13 @@
 //! under the heap lock, then (with no lock held, because glibc may allocate
 //! inside `pthread_atfork`) the pthread key and the fork handlers, each once.
 
-use crate::central::{init_small_span, CentralList, Chain};
+use crate::background;
+use crate::central::{init_small_span, Batch, CentralList};
 use crate::config::Mode;
 use crate::huge::{HugePageMeta, MetaTable};
 use crate::lock::SpinLock;
 use crate::os::linux::{self, LinuxOs, ThreadExitKey};
 use crate::page_heap::{HeapView, PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
-use crate::scavenger;
 use crate::size_class::{CLASS_PAGES, NUM_CLASSES};
 use crate::span::{FreeObject, Span};
 use core::ptr;
@@ -61,11 +61,11 @@ pub fn ensure_heap() -> bool {
         let mut heap = HEAP.lock();
         if !heap.is_ready() {
             let cfg = crate::config::get();
-            heap.policy = Policy {
+            heap.set_policy(Policy {
                 must_mark: cfg.must_mark(),
                 go_legacy: cfg.mode == Mode::GoLegacy,
                 regain: cfg.regain_huge_pages(),
-            };
+            });
             if !heap.init(DEFAULT_RESERVE, MIN_RESERVE) {
                 return false;
             }
@@ -114,7 +114,7 @@ unsafe extern "C" fn thread_exit_dtor(_: *mut core::ffi::c_void) {
     crate::cache::on_thread_exit();
     // Perhaps the program's last thread: the background thread must not
     // outlive it.
-    scavenger::note_thread_exit();
+    background::note_thread_exit();
 }
 
 unsafe extern "C" fn fork_prepare() {
@@ -140,7 +140,7 @@ unsafe extern "C" fn fork_child() {
         unlock_all();
         crate::cache::reset_after_fork_child();
     }
-    scavenger::after_fork_child();
+    background::after_fork_child();
 }
 
 /// # Safety
@@ -156,15 +156,15 @@ unsafe fn unlock_all() {
 }
 
 /// Takes up to `want` objects of `class` from its central list.
-pub fn central_take(class: usize, want: usize) -> Chain {
+pub fn central_take(class: usize, want: usize) -> Batch {
     if !ensure_heap() {
-        return Chain {
+        return Batch {
             head: ptr::null_mut(),
             count: 0,
         };
     }
     let chain = CENTRAL[class].lock().take(class, want);
-    scavenger::maybe_start();
+    background::maybe_start();
     chain
 }
 
@@ -173,11 +173,11 @@ pub fn central_take(class: usize, want: usize) -> Chain {
 /// # Safety
 /// The chain holds `n` free objects of `class`, linked by their first word.
 pub unsafe fn central_give(class: usize, head: *mut FreeObject, n: usize) {
-    let chain = Chain { head, count: n };
+    let chain = Batch { head, count: n };
     // SAFETY: forwarded from the caller.
     unsafe { CENTRAL[class].lock().give(class, chain) };
-    scavenger::note_free();
-    scavenger::maybe_start();
+    background::note_free();
+    background::maybe_start();
 }
 
 /// A new span for `class` from the page heap (caller holds the class lock).
@@ -197,12 +197,12 @@ pub fn new_small_span(class: usize) -> *mut Span {
 pub unsafe fn free_span(span: *mut Span) {
     // SAFETY: forwarded from the caller.
     unsafe { HEAP.lock().free_run(span) };
-    scavenger::note_free();
+    background::note_free();
 }
 
 /// Pages released inside spans became resident again (objects handed out).
 pub fn pages_reused(n: usize) {
-    crate::page_heap::SPAN_RELEASED_PAGES.fetch_sub(n, Ordering::Relaxed);
+    HEAP.lock().pages_reused(n);
 }
 
 /// The release clock: milliseconds of a monotonic clock, wrapping at 2^32

@@ -20,7 +20,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let Some(run) = HEAP.lock().alloc_run(npages, align_pages, false) else {
         return ptr::null_mut();
     };
-    crate::scavenger::maybe_start();
+    crate::background::maybe_start();
     // SAFETY: a live span just handed out.
     let start = unsafe { (*run.span).start } as *mut u8;
     if zero && !run.clean {
@@ -52,7 +52,7 @@ pub unsafe fn dealloc(ptr: *mut u8) -> bool {
     }
     // SAFETY: the caller gives up the object; the span is live.
     unsafe { global::free_span(span) };
-    crate::scavenger::maybe_start();
+    crate::background::maybe_start();
     true
 }
 

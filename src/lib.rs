@@ -84,7 +84,9 @@
 // The internals are crate-private: safe code outside the crate reaches the
 // heap only through the items re-exported below, and through `raw`, whose
 // pointer-taking entry points that could misuse memory are `unsafe fn`.
+mod background;
 pub(crate) mod bitmap;
+mod block;
 pub(crate) mod cache;
 pub(crate) mod central;
 mod check;
@@ -99,19 +101,19 @@ mod misuse;
 pub(crate) mod os;
 pub(crate) mod page_heap;
 pub mod raw;
-mod scavenger;
 pub(crate) mod size_class;
 pub(crate) mod span;
 mod stats;
 pub(crate) mod units;
 
+use block::Kind;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
-use size_class::{class_for, class_of_small, fast_path_ok, CLASS_SIZE};
+use size_class::{class_of_small, fast_path_ok};
 
+pub use background::{release_now, set_background};
 pub use check::check_invariants;
 pub use page_heap::AdviceCounts;
-pub use scavenger::{release_now, set_background};
 pub use stats::{stats, Stats};
 
 /// The allocator. Use it as
@@ -124,16 +126,7 @@ pub struct HugeGuard;
 #[cold]
 #[inline(never)]
 fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
-    let class = class_for(size, align);
-    if class != 0 {
-        let p = cache::alloc(class);
-        if zero && !p.is_null() {
-            // SAFETY: `p` holds at least `size` bytes.
-            unsafe { ptr::write_bytes(p, 0, size) };
-        }
-        return p;
-    }
-    large::alloc(size, align, zero)
+    block::alloc(size, align, zero)
 }
 
 /// # Safety
@@ -141,15 +134,8 @@ fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_slow(ptr: *mut u8, size: usize, align: usize) {
-    let class = class_for(size, align);
-    if class != 0 {
-        // SAFETY: forwarded from the caller: `ptr` is an object of `class`.
-        unsafe { cache::dealloc(ptr, class) };
-    } else {
-        // SAFETY: forwarded from the caller. A pointer that is not a large
-        // object start is ignored rather than corrupting the heap.
-        unsafe { large::dealloc(ptr) };
-    }
+    // SAFETY: forwarded from the caller: the layout gives the block's kind.
+    unsafe { block::free(ptr, Kind::of(size, align)) };
 }
 
 // SAFETY: every path returns either null or a block of at least
@@ -182,54 +168,30 @@ unsafe impl GlobalAlloc for HugeGuard {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
-        if class_for(size, align) == 0 {
-            return large::alloc(size, align, true);
+        if fast_path_ok(size, align) {
+            let p = cache::alloc(class_of_small(size));
+            if !p.is_null() {
+                // SAFETY: `p` holds at least `size` bytes.
+                unsafe { ptr::write_bytes(p, 0, size) };
+            }
+            return p;
         }
-        // SAFETY: forwarded from the caller.
-        let p = unsafe { self.alloc(layout) };
-        if !p.is_null() {
-            // SAFETY: `p` holds at least `size` bytes.
-            unsafe { ptr::write_bytes(p, 0, size) };
-        }
-        p
+        // Large blocks skip zeroing the pages never written.
+        alloc_slow(size, align, true)
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let align = layout.align();
-        let old_class = class_for(layout.size(), align);
-        let new_class = class_for(new_size, align);
-        if old_class != 0 {
-            if new_class == old_class {
-                return ptr;
-            }
-        } else if new_class == 0 {
-            // SAFETY: `ptr` is a live large object (class 0 for this layout).
-            if unsafe { large::resize_in_place(ptr, new_size) } {
-                return ptr;
-            }
-        }
-        // SAFETY: the caller guarantees `new_size`, rounded up to `align`,
-        // does not overflow `isize`; `align` is a valid alignment.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
-        // SAFETY: new_size is non-zero per the realloc contract.
-        let new = unsafe { self.alloc(new_layout) };
-        if !new.is_null() {
-            // SAFETY: both blocks are live, distinct, and at least this long.
-            unsafe {
-                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                self.dealloc(ptr, layout);
-            }
-        }
-        new
+        let (size, align) = (layout.size(), layout.align());
+        // SAFETY: the caller passes the layout `ptr` was allocated with (its
+        // kind, and `size` bytes of data) and a non-zero `new_size`.
+        unsafe { block::resize(ptr, Kind::of(size, align), size, new_size, align) }
     }
 }
 
-/// Usable size of a block allocated with `layout` (at least `layout.size()`).
+/// Usable size of a block allocated with `layout` (at least `layout.size()`;
+/// 0 for a large layout and a pointer that is not one of our blocks).
 pub fn usable_size(ptr: *mut u8, layout: Layout) -> usize {
-    match class_for(layout.size(), layout.align()) {
-        0 => large::usable_size(ptr),
-        c => CLASS_SIZE[c] as usize,
-    }
+    block::usable_size(ptr, Kind::of(layout.size(), layout.align()))
 }
 
 /// Returns the calling thread's cached free objects and every batch parked

@@ -7,9 +7,10 @@
 //! the heap, not at an object start, or (once it reaches its span) already
 //! free is reported as misuse.
 
+use crate::block::{self, Kind};
+use crate::global;
 use crate::os::linux;
-use crate::size_class::{class_for, CLASS_RECIP, CLASS_SIZE};
-use crate::{cache, global, large};
+use crate::size_class::{CLASS_RECIP, CLASS_SIZE};
 use core::ptr;
 
 /// Alignment of every block from [`malloc`].
@@ -56,18 +57,7 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
-    let align = align.max(MIN_ALIGN);
-    let size = size.max(1);
-    let class = class_for(size, align);
-    if class == 0 {
-        return large::alloc(size, align, zero);
-    }
-    let p = cache::alloc(class);
-    if zero && !p.is_null() {
-        // SAFETY: the block holds at least `size` bytes.
-        unsafe { ptr::write_bytes(p, 0, size) };
-    }
-    p
+    block::alloc(size.max(1), align.max(MIN_ALIGN), zero)
 }
 
 /// `malloc(size)`.
@@ -76,32 +66,22 @@ pub fn malloc(size: usize) -> *mut u8 {
     alloc_aligned(size, MIN_ALIGN, false)
 }
 
-/// What a pointer is to this allocator.
-enum Block {
-    Small(usize),
-    Large,
-    NotOurs,
-}
-
-fn classify(p: *mut u8) -> Block {
+/// What `p` is to this allocator: the kind of the block it starts, or
+/// `None` when it is not a block start of ours (outside the heap, inside an
+/// object, or on a page no span owns).
+fn classify(p: *mut u8) -> Option<Kind> {
     let span = global::view().span_of(p as usize);
     if span.is_null() {
-        return Block::NotOurs;
+        return None;
     }
     // SAFETY: a non-null page-map entry is a live span record.
     let s = unsafe { &*span };
     let class = s.class as usize;
     if class == 0 {
-        return if s.start == p as usize {
-            Block::Large
-        } else {
-            Block::NotOurs
-        };
+        return (s.start == p as usize).then_some(Kind::Large);
     }
-    match s.object_index(p as usize, CLASS_SIZE[class] as usize, CLASS_RECIP[class]) {
-        Some(_) => Block::Small(class),
-        None => Block::NotOurs,
-    }
+    s.object_index(p as usize, CLASS_SIZE[class] as usize, CLASS_RECIP[class])
+        .map(|_| Kind::Small(class))
 }
 
 /// Frees `p` (null is ignored). Returns `false` if `p` is not a block of
@@ -115,13 +95,10 @@ pub unsafe fn free(p: *mut u8) -> bool {
         return true;
     }
     match classify(p) {
-        // SAFETY: `p` is an object start of `class` that the caller gives up.
-        Block::Small(class) => unsafe { cache::dealloc(p, class) },
-        // SAFETY: `p` is a large object start that the caller gives up.
-        Block::Large => return unsafe { large::dealloc(p) },
-        Block::NotOurs => return false,
+        // SAFETY: `p` is a block start of this kind that the caller gives up.
+        Some(kind) => unsafe { block::free(p, kind) },
+        None => false,
     }
-    true
 }
 
 /// Usable bytes of block `p` (0 for null or a pointer that is not a block).
@@ -129,16 +106,12 @@ pub fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;
     }
-    match classify(p) {
-        Block::Small(class) => CLASS_SIZE[class] as usize,
-        Block::Large => large::usable_size(p),
-        Block::NotOurs => 0,
-    }
+    classify(p).map_or(0, |kind| block::usable_size(p, kind))
 }
 
 /// Whether `p` is a block of this allocator.
 pub fn owns(p: *mut u8) -> bool {
-    !matches!(classify(p), Block::NotOurs)
+    classify(p).is_some()
 }
 
 /// `realloc(p, size)` for non-null `p` and non-zero `size`: in place when
@@ -149,29 +122,12 @@ pub fn owns(p: *mut u8) -> bool {
 /// # Safety
 /// `p` was returned by this module and is live.
 pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
-    let old = match classify(p) {
-        Block::Small(class) => {
-            if class_for(size.max(1), MIN_ALIGN) == class {
-                return p;
-            }
-            CLASS_SIZE[class] as usize
-        }
-        Block::Large => {
-            // SAFETY: `p` is a live large object.
-            if class_for(size, MIN_ALIGN) == 0 && unsafe { large::resize_in_place(p, size) } {
-                return p;
-            }
-            large::usable_size(p)
-        }
-        Block::NotOurs => return ptr::null_mut(),
+    let Some(kind) = classify(p) else {
+        return ptr::null_mut();
     };
-    let new = malloc(size);
-    if !new.is_null() {
-        // SAFETY: both blocks are live and distinct; `old` is `p`'s usable size.
-        unsafe {
-            ptr::copy_nonoverlapping(p, new, old.min(size));
-            free(p);
-        }
-    }
-    new
+    let old = block::usable_size(p, kind);
+    // SAFETY: `p` is a live block of this kind (the caller's contract and
+    // the page map agree), allocated with `MIN_ALIGN`; all `old` usable
+    // bytes may be the caller's data.
+    unsafe { block::resize(p, kind, old, size.max(1), MIN_ALIGN) }
 }

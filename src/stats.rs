@@ -1,11 +1,10 @@
 //! A snapshot of the allocator's counters, for users and tests.
 
 use crate::global::{CENTRAL, HEAP};
-use crate::page_heap::{AdviceCounts, SPAN_RELEASED_PAGES};
+use crate::page_heap::AdviceCounts;
 use crate::size_class::{CLASS_PAGES, CLASS_SIZE, NUM_CLASSES};
 use crate::units::{HUGE_SIZE, PAGE_SIZE};
 use core::fmt;
-use core::sync::atomic::Ordering;
 
 /// Counters read at one moment (each under its own lock).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,9 +71,8 @@ pub fn stats() -> Stats {
         parked += c.parked_objects(class);
         small += c.objects_out * CLASS_SIZE[class] as usize;
     }
-    let released_in_spans = SPAN_RELEASED_PAGES.load(Ordering::Relaxed);
     let heap = HEAP.lock();
-    let h = heap.stats;
+    let h = *heap.stats();
     let [backed, partial, released, nohuge, collapsed] = heap.count_states();
     let (filler, free) = (heap.filler_huge_pages(), heap.free_huge_pages());
     drop(heap);
@@ -85,7 +83,7 @@ pub fn stats() -> Stats {
         allocated_bytes: small + (h.pages_in_use * PAGE_SIZE).saturating_sub(small_span_bytes),
         mapped_bytes: h.committed_bytes,
         span_bytes: h.pages_in_use * PAGE_SIZE,
-        resident_bytes: h.dirty_pages.saturating_sub(released_in_spans) * PAGE_SIZE,
+        resident_bytes: h.dirty_pages.saturating_sub(h.span_released_pages) * PAGE_SIZE,
         released_bytes: h.released_bytes,
         filler_huge_pages: filler,
         large_huge_pages: h.large_huge_pages,
@@ -100,7 +98,7 @@ pub fn stats() -> Stats {
         thread_cache_bytes,
         thread_cache_reclaimed_bytes: crate::cache::reclaimed_bytes(),
         os_refusals: h.os_refusals,
-        background_running: crate::scavenger::background_running(),
+        background_running: crate::background::background_running(),
     }
 }
 

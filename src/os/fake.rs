@@ -57,7 +57,10 @@ unsafe impl Sync for FakeOs {}
 // SAFETY: see `Sync`.
 unsafe impl Send for FakeOs {}
 
-impl Os for FakeOs {
+// SAFETY: `reserve` hands out addresses that are only recorded, never
+// dereferenced, by the heaps of the tests; `map_metadata` returns real,
+// zeroed memory of its own; `commit` and `advise` only record.
+unsafe impl Os for FakeOs {
     fn reserve(&self, len: usize, align: usize) -> Option<usize> {
         let mut next = self.next.borrow_mut();
         if *next == 0 {
@@ -69,7 +72,7 @@ impl Os for FakeOs {
         Some(addr)
     }
 
-    fn commit(&self, addr: usize, len: usize) -> bool {
+    unsafe fn commit(&self, addr: usize, len: usize) -> bool {
         if *self.refuse_commit.borrow() {
             return false;
         }
@@ -88,7 +91,7 @@ impl Os for FakeOs {
         Some(p)
     }
 
-    fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
+    unsafe fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
         if let Some((a, errno)) = *self.fail_advice.borrow() {
             if a == advice {
                 return Err(errno);

@@ -7,7 +7,9 @@ use super::{Advice, Os};
 #[derive(Clone, Copy, Default, Debug)]
 pub struct LinuxOs;
 
-impl Os for LinuxOs {
+// SAFETY: `reserve` and `map_metadata` return fresh anonymous mappings of
+// the kernel's choosing; `commit` and `advise` act on the range given only.
+unsafe impl Os for LinuxOs {
     fn reserve(&self, len: usize, align: usize) -> Option<usize> {
         let padded = len.checked_add(align)?;
         // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's
@@ -42,9 +44,9 @@ impl Os for LinuxOs {
         Some(start)
     }
 
-    fn commit(&self, addr: usize, len: usize) -> bool {
-        // SAFETY: callers pass a page-aligned range inside a reservation made
-        // by `reserve`, which nobody else uses.
+    unsafe fn commit(&self, addr: usize, len: usize) -> bool {
+        // SAFETY: the caller passes a page-aligned range inside a reservation
+        // made by `reserve`, which nobody else uses.
         unsafe {
             libc::mprotect(
                 addr as *mut libc::c_void,
@@ -76,16 +78,15 @@ impl Os for LinuxOs {
         Some(raw as *mut u8)
     }
 
-    fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
+    unsafe fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
         let flag = match advice {
             Advice::DontNeed => libc::MADV_DONTNEED,
             Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
             Advice::HugePage => libc::MADV_HUGEPAGE,
             Advice::Collapse => MADV_COLLAPSE,
         };
-        // SAFETY: callers pass a page-aligned range of the allocator's own
-        // committed memory; these advices never invalidate live data they
-        // were not asked to drop.
+        // SAFETY: the caller passes a page-aligned range of the allocator's
+        // own committed memory and, for DONTNEED, holds no data there.
         let rc = unsafe { libc::madvise(addr as *mut libc::c_void, len, flag) };
         if rc == 0 {
             Ok(())

@@ -28,7 +28,7 @@ pub const DEFAULT_RESERVE: usize = 1 << 40;
 pub const MIN_RESERVE: usize = 1 << 30;
 
 pub mod release;
-pub use release::{Pass, PassResult, Policy, SPAN_RELEASED_PAGES};
+pub use release::{Pass, PassResult, Policy};
 
 /// Counts of the `madvise` calls the release policy made, and whether it
 /// had to stop marking. Kept by the page heap; reported as is by `stats()`.
@@ -65,6 +65,9 @@ pub struct HeapStats {
     pub dirty_pages: usize,
     /// Bytes returned to the OS so far.
     pub released_bytes: usize,
+    /// Pages released inside spans that still hold objects, and not handed
+    /// out since (they count in `dirty_pages` but are not resident).
+    pub span_released_pages: usize,
     /// `madvise` calls by kind.
     pub advice: AdviceCounts,
 }
@@ -77,6 +80,7 @@ impl HeapStats {
         os_refusals: 0,
         dirty_pages: 0,
         released_bytes: 0,
+        span_released_pages: 0,
         advice: AdviceCounts {
             dontneed_calls: 0,
             nohugepage_calls: 0,
@@ -122,7 +126,7 @@ impl HeapView {
 
 /// The page heap over an OS layer `O`.
 pub struct PageHeap<O: Os> {
-    pub os: O,
+    os: O,
     base: usize,
     /// Huge pages reserved.
     reserved: usize,
@@ -132,9 +136,9 @@ pub struct PageHeap<O: Os> {
     free: HugeSet,
     filler: Filler,
     pool: SpanPool,
-    pub stats: HeapStats,
+    stats: HeapStats,
     /// How releases and reuse advise the kernel.
-    pub policy: Policy,
+    policy: Policy,
 }
 
 impl<O: Os> PageHeap<O> {
@@ -151,6 +155,29 @@ impl<O: Os> PageHeap<O> {
             stats: HeapStats::ZERO,
             policy: Policy::AWARE,
         }
+    }
+
+    /// The OS layer this heap uses (tests inspect the fake's record).
+    #[cfg(any(test, fuzzing))]
+    pub fn os(&self) -> &O {
+        &self.os
+    }
+
+    /// This heap's counters.
+    pub fn stats(&self) -> &HeapStats {
+        &self.stats
+    }
+
+    /// Sets how releases and reuse advise the kernel (before the heap is
+    /// used; the process heap takes it from the configuration at start-up).
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// Pages released inside spans were handed out again (their objects
+    /// are in use, so the pages become resident).
+    pub fn pages_reused(&mut self, n: usize) {
+        self.stats.span_released_pages = self.stats.span_released_pages.saturating_sub(n);
     }
 
     /// Whether `init` has succeeded.
@@ -227,7 +254,9 @@ impl<O: Os> PageHeap<O> {
         let mut want = min_hps.max(GROW_HUGE_PAGES).min(room);
         loop {
             let addr = self.base + self.top * HUGE_SIZE;
-            if self.os.commit(addr, want * HUGE_SIZE) {
+            // SAFETY: `[top, top + want)` huge pages lie inside the
+            // reservation (`want <= room`) and were never committed.
+            if unsafe { self.os.commit(addr, want * HUGE_SIZE) } {
                 break;
             }
             self.stats.os_refusals += 1;
@@ -428,7 +457,7 @@ impl<O: Os> PageHeap<O> {
                 }
             }
             self.stats.dirty_pages -= cleared;
-            SPAN_RELEASED_PAGES.fetch_sub(cleared, Ordering::Relaxed);
+            self.stats.span_released_pages = self.stats.span_released_pages.saturating_sub(cleared);
         }
         match m.kind {
             HugeKind::Filler => {

@@ -21,11 +21,6 @@ use crate::huge::{HugeKind, HugeState};
 use crate::os::{Advice, Os};
 use crate::span::Span;
 use crate::units::{HUGE_SHIFT, HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT, PAGE_SIZE};
-use core::sync::atomic::{AtomicUsize, Ordering};
-
-/// Pages released inside live spans whose `dirty` bits are still set (they
-/// are zero and not resident until an object on them is handed out).
-pub static SPAN_RELEASED_PAGES: AtomicUsize = AtomicUsize::new(0);
 
 /// A huge page with at least this many used pages is dense (95 %).
 pub const DENSE_PAGES: usize = PAGES_PER_HUGE * 95 / 100;
@@ -83,8 +78,19 @@ impl<O: Os> PageHeap<O> {
         self.base + (idx << HUGE_SHIFT)
     }
 
-    fn advise_counted(&mut self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
-        let r = self.os.advise(addr, len, advice);
+    /// `advise` through this heap's OS, counted in its statistics.
+    ///
+    /// # Safety
+    /// `[addr, addr + len)` lies in committed huge pages of this heap; with
+    /// `DontNeed`, none of its pages holds an object in use.
+    unsafe fn advise_counted(
+        &mut self,
+        addr: usize,
+        len: usize,
+        advice: Advice,
+    ) -> Result<(), i32> {
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { self.os.advise(addr, len, advice) };
         let counter = match advice {
             Advice::DontNeed => &mut self.stats.advice.dontneed_calls,
             Advice::NoHugePage => &mut self.stats.advice.nohugepage_calls,
@@ -109,7 +115,8 @@ impl<O: Os> PageHeap<O> {
         if self.stats.advice.marking_degraded {
             return false;
         }
-        match self.advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::NoHugePage) {
+        // SAFETY: huge page `idx < top` is committed; NOHUGEPAGE keeps data.
+        match unsafe { self.advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::NoHugePage) } {
             Ok(()) => {
                 // SAFETY: as above.
                 let m = unsafe { self.metas.get(idx) };
@@ -129,10 +136,8 @@ impl<O: Os> PageHeap<O> {
     /// Releases `[page, page + n)` of huge page `idx` (already prepared).
     fn dontneed_pages(&mut self, idx: usize, page: usize, n: usize) -> bool {
         let addr = self.hp_addr(idx) + page * PAGE_SIZE;
-        if self
-            .advise_counted(addr, n * PAGE_SIZE, Advice::DontNeed)
-            .is_err()
-        {
+        // SAFETY: the caller passes free pages of committed huge page `idx`.
+        if unsafe { self.advise_counted(addr, n * PAGE_SIZE, Advice::DontNeed) }.is_err() {
             return false;
         }
         self.stats.released_bytes += n * PAGE_SIZE;
@@ -154,8 +159,8 @@ impl<O: Os> PageHeap<O> {
         }
         if self.policy.go_legacy
             && m.nohuge
-            && self
-                .advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::HugePage)
+            // SAFETY: huge page `idx < top` is committed; HUGEPAGE keeps data.
+            && unsafe { self.advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::HugePage) }
                 .is_ok()
         {
             // SAFETY: as above.
@@ -188,8 +193,9 @@ impl<O: Os> PageHeap<O> {
                     unsafe { self.metas.get(idx) }.nohuge = true;
                 }
             }
-            if self
-                .advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::DontNeed)
+            // SAFETY: a whole free huge page below `top`: committed, and
+            // no object of it is in use.
+            if unsafe { self.advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::DontNeed) }
                 .is_err()
             {
                 continue;
@@ -270,7 +276,7 @@ impl<O: Os> PageHeap<O> {
             }
             bits &= !crate::span::page_mask(lo, lo + len);
         }
-        SPAN_RELEASED_PAGES.fetch_add(released, Ordering::Relaxed);
+        self.stats.span_released_pages += released;
         // SAFETY: `idx < top`; heap lock held.
         let m = unsafe { self.metas.get(idx) };
         m.state = HugeState::Partial;
@@ -309,8 +315,9 @@ impl<O: Os> PageHeap<O> {
                 continue;
             }
             if m.nohuge {
-                if self
-                    .advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::HugePage)
+                // SAFETY: huge page `idx < top` is committed; HUGEPAGE keeps
+                // data.
+                if unsafe { self.advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::HugePage) }
                     .is_err()
                 {
                     continue;

@@ -32,7 +32,7 @@ use crate::lock::SpinLock;
 use crate::os::linux;
 use crate::os::{Advice, Os};
 use crate::page_heap::PageHeap;
-use crate::page_heap::{Pass, PassResult, SPAN_RELEASED_PAGES};
+use crate::page_heap::{Pass, PassResult};
 use crate::units::{HUGE_SIZE, PAGE_SIZE};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
@@ -70,6 +70,10 @@ static BG_PARKED: AtomicBool = AtomicBool::new(false);
 static THREAD_ENDING: AtomicBool = AtomicBool::new(false);
 /// Set by slow paths when memory was freed since the last pass.
 static FREED: AtomicBool = AtomicBool::new(false);
+/// Held by the background thread for each round of work (cache scan,
+/// release pass, collapses), so that `set_background(false)` can wait for a
+/// round under way to end.
+static WORK: SpinLock<()> = SpinLock::new(());
 /// Collapse back-off (used by the background thread only).
 static COLLAPSE_BACKOFF: SpinLock<CollapseBackoff> = SpinLock::new(CollapseBackoff::new());
 
@@ -174,19 +178,30 @@ pub fn after_fork_child() {
     let cfg_wants = BG_STATE.load(Ordering::Relaxed) == BG_RUNNING;
     BG_PARKED.store(false, Ordering::Relaxed);
     THREAD_ENDING.store(false, Ordering::Relaxed);
-    // Only the parent's background thread takes the back-off lock, and it
-    // does not exist here: release it in case the fork caught it held.
-    // SAFETY: no thread of the child holds or will use a guard of it.
-    unsafe { COLLAPSE_BACKOFF.unlock_raw() };
+    // Only the parent's background thread takes the back-off and work
+    // locks, and it does not exist here: release them in case the fork
+    // caught them held.
+    // SAFETY: no thread of the child holds or will use a guard of them.
+    unsafe {
+        COLLAPSE_BACKOFF.unlock_raw();
+        WORK.unlock_raw();
+    }
     if cfg_wants {
         BG_STATE.store(BG_NONE, Ordering::Relaxed);
     }
 }
 
 /// Turns the background release thread's work on or off (it is started on
-/// first need either way, unless `HUGEGUARD_BACKGROUND=off`).
+/// first need either way, unless `HUGEGUARD_BACKGROUND=off`). When it turns
+/// the work off, it returns once a round of work under way has ended: from
+/// then on the background thread releases nothing and takes no cache.
 pub fn set_background(enabled: bool) {
     BG_ENABLED.store(enabled, Ordering::Relaxed);
+    if !enabled {
+        // A round that began before the store ends before this lock is ours;
+        // later rounds see the switch off.
+        drop(WORK.lock());
+    }
     note_free();
 }
 
@@ -201,8 +216,9 @@ fn over_limit(limit: usize) -> bool {
 
 /// Bytes the heap may have resident (pages ever written and not released).
 pub fn resident_estimate() -> usize {
-    let dirty = HEAP.lock().stats.dirty_pages;
-    dirty.saturating_sub(SPAN_RELEASED_PAGES.load(Ordering::Relaxed)) * PAGE_SIZE
+    let heap = HEAP.lock();
+    let s = heap.stats();
+    s.dirty_pages.saturating_sub(s.span_released_pages) * PAGE_SIZE
 }
 
 /// One release pass; returns what it did. `force` ignores the hold-back.
@@ -236,20 +252,27 @@ fn regain_huge_pages(now: u32) -> bool {
     if !cfg.collapse {
         return false;
     }
-    collapse_step(
-        &HEAP,
-        &linux::LinuxOs,
-        &mut COLLAPSE_BACKOFF.lock(),
-        now,
-        cfg.holdback_ms,
-        linux::now_us,
-    )
+    // SAFETY: the process heap's OS is the kernel, `LinuxOs`.
+    unsafe {
+        collapse_step(
+            &HEAP,
+            &linux::LinuxOs,
+            &mut COLLAPSE_BACKOFF.lock(),
+            now,
+            cfg.holdback_ms,
+            linux::now_us,
+        )
+    }
 }
 
 /// Up to [`COLLAPSES_PER_TICK`] collapses of dense huge pages of `heap`,
 /// through `os`, with the heap lock released during each (slow) collapse.
 /// `clock_us` times them. Returns whether candidates remain.
-pub fn collapse_step<O: Os>(
+///
+/// # Safety
+/// `os` acts on the memory of `heap` (it is the heap's OS, or another value
+/// of the same stateless kind, such as `LinuxOs`).
+pub unsafe fn collapse_step<O: Os>(
     heap: &SpinLock<PageHeap<O>>,
     os: &O,
     backoff: &mut CollapseBackoff,
@@ -279,7 +302,10 @@ pub fn collapse_step<O: Os>(
             continue;
         }
         let t0 = clock_us();
-        let ok = os.advise(addr, HUGE_SIZE, Advice::Collapse).is_ok();
+        // SAFETY: `addr` is a dense, committed huge page of `heap`, whose OS
+        // `os` is (the process's one kernel, or the test's fake); a collapse
+        // keeps every byte.
+        let ok = unsafe { os.advise(addr, HUGE_SIZE, Advice::Collapse) }.is_ok();
         let slow = clock_us().saturating_sub(t0) > SLOW_COLLAPSE_US;
         heap.lock().collapse_done(idx, ok);
         if !ok || slow {
@@ -307,6 +333,7 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
     let mut scanned_at = 0;
     loop {
         let cfg = config::get();
+        let work = WORK.lock();
         let wait = if !BG_ENABLED.load(Ordering::Relaxed) {
             FREED.store(false, Ordering::Relaxed);
             Wait::Park(PARK_MS)
@@ -335,6 +362,7 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
                 Wait::Park(PARK_MS)
             }
         };
+        drop(work);
         if !wait_alive(wait, cfg.memory_limit, &mut liveness) {
             break;
         }
@@ -449,6 +477,20 @@ mod tests {
         SpinLock::new(h)
     }
 
+    /// `collapse_step` over a fake-OS heap and a fake OS: nothing is
+    /// dereferenced, calls are only recorded.
+    fn step(
+        heap: &SpinLock<PageHeap<FakeOs>>,
+        os: &FakeOs,
+        b: &mut CollapseBackoff,
+        now: u32,
+        holdback: u32,
+        clock: impl Fn() -> u64,
+    ) -> bool {
+        // SAFETY: a fake OS acts on no memory.
+        unsafe { collapse_step(heap, os, b, now, holdback, clock) }
+    }
+
     fn collapses(os: &FakeOs) -> usize {
         os.calls
             .borrow()
@@ -473,34 +515,31 @@ mod tests {
         let mut b = CollapseBackoff::new();
         let clock = || 0u64;
         // Dense for the hold-back first: nothing is tried at once.
-        collapse_step(&heap, &os, &mut b, 0, 1000, clock);
+        step(&heap, &os, &mut b, 0, 1000, clock);
         assert_eq!(collapses(&os), 0);
-        assert!(collapse_step(&heap, &os, &mut b, 1000, 1000, clock));
+        assert!(step(&heap, &os, &mut b, 1000, 1000, clock));
         assert_eq!(
-            heap.lock().stats.advice.collapse_failures,
+            heap.lock().stats().advice.collapse_failures,
             1,
             "stops at the first failure"
         );
         assert!(!b.ready(1500) && b.ready(2000));
-        assert!(collapse_step(&heap, &os, &mut b, 1500, 1000, clock));
+        assert!(step(&heap, &os, &mut b, 1500, 1000, clock));
         assert_eq!(
-            heap.lock().stats.advice.collapse_attempts,
+            heap.lock().stats().advice.collapse_attempts,
             1,
             "waits while backing off"
         );
-        collapse_step(&heap, &os, &mut b, 2000, 1000, clock);
-        assert_eq!(heap.lock().stats.advice.collapse_failures, 2);
+        step(&heap, &os, &mut b, 2000, 1000, clock);
+        assert_eq!(heap.lock().stats().advice.collapse_failures, 2);
         assert!(!b.ready(3999) && b.ready(4000), "second failure waits 2 s");
         // Success resets the back-off. The two huge pages that failed are
         // not retried until they change.
         *os.fail_advice.borrow_mut() = None;
-        assert!(
-            !collapse_step(&heap, &os, &mut b, 4000, 1000, clock),
-            "nothing left"
-        );
+        assert!(!step(&heap, &os, &mut b, 4000, 1000, clock), "nothing left");
         assert!(b.ready(4000));
         assert_eq!(collapses(&os), 1);
-        assert_eq!(heap.lock().stats.advice.collapse_attempts, 3);
+        assert_eq!(heap.lock().stats().advice.collapse_attempts, 3);
     }
 
     #[test]
@@ -513,7 +552,7 @@ mod tests {
             t.set(t.get() + 50_000); // each reading 50 ms later
             t.get()
         };
-        collapse_step(&heap, &os, &mut b, 0, 0, clock);
+        step(&heap, &os, &mut b, 0, 0, clock);
         assert_eq!(collapses(&os), 1, "one slow collapse, then back-off");
         assert!(!b.ready(999));
     }
@@ -524,7 +563,7 @@ mod tests {
         let os = FakeOs::default();
         *os.resident.borrow_mut() = Some(10);
         let mut b = CollapseBackoff::new();
-        collapse_step(&heap, &os, &mut b, 0, 0, || 0);
+        step(&heap, &os, &mut b, 0, 0, || 0);
         assert_eq!(collapses(&os), 0);
     }
 }

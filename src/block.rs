@@ -1,0 +1,109 @@
+//! Allocating, freeing and resizing one block once its size class (or
+//! largeness) is known: the single implementation behind both the
+//! `GlobalAlloc` slow paths (which know a block's `Layout`) and the size-less
+//! C entry points in `raw` (which look a pointer up in the page map first).
+
+use crate::size_class::{class_for, CLASS_SIZE};
+use crate::{cache, large};
+use core::ptr;
+
+/// What a live block is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// An object of this size class (1..NUM_CLASSES).
+    Small(usize),
+    /// A large object (a page run of its own).
+    Large,
+}
+
+impl Kind {
+    /// The kind of the block that `alloc(size, align)` hands out.
+    #[inline]
+    pub(crate) fn of(size: usize, align: usize) -> Kind {
+        match class_for(size, align) {
+            0 => Kind::Large,
+            c => Kind::Small(c),
+        }
+    }
+}
+
+/// A block of at least `size` bytes aligned to `align` (a power of two),
+/// zeroed if `zero`; null when out of memory.
+pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
+    match Kind::of(size, align) {
+        Kind::Small(class) => {
+            let p = cache::alloc(class);
+            if zero && !p.is_null() {
+                // SAFETY: `p` holds at least `size` bytes.
+                unsafe { ptr::write_bytes(p, 0, size) };
+            }
+            p
+        }
+        Kind::Large => large::alloc(size, align, zero),
+    }
+}
+
+/// Frees block `p` of kind `kind`. Returns `false` if `p` turned out not to
+/// be a large object start (nothing is done then).
+///
+/// # Safety
+/// `p` is a live block of kind `kind` that the caller gives up.
+pub(crate) unsafe fn free(p: *mut u8, kind: Kind) -> bool {
+    match kind {
+        Kind::Small(class) => {
+            // SAFETY: forwarded from the caller.
+            unsafe { cache::dealloc(p, class) };
+            true
+        }
+        // SAFETY: forwarded from the caller; a pointer that is not a large
+        // object start is ignored rather than corrupting the heap.
+        Kind::Large => unsafe { large::dealloc(p) },
+    }
+}
+
+/// Usable bytes of live block `p` of kind `kind`.
+pub(crate) fn usable_size(p: *mut u8, kind: Kind) -> usize {
+    match kind {
+        Kind::Small(class) => CLASS_SIZE[class] as usize,
+        Kind::Large => large::usable_size(p),
+    }
+}
+
+/// Resizes live block `p` of kind `kind`, whose first `old_size` bytes are
+/// the caller's data, to `new_size` bytes aligned to `align`: in place when
+/// the class stays the same or the large object's page run can grow or
+/// shrink where it is; otherwise a new block, the data copied, the old block
+/// freed. Null (with `p` untouched) when out of memory.
+///
+/// # Safety
+/// `p` is a live block of kind `kind`, allocated with alignment `align`;
+/// `old_size` is at most its usable size; `new_size` is not zero.
+pub(crate) unsafe fn resize(
+    p: *mut u8,
+    kind: Kind,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+) -> *mut u8 {
+    let new_kind = Kind::of(new_size, align);
+    match kind {
+        Kind::Small(_) if new_kind == kind => return p,
+        // SAFETY: `p` is a live large object.
+        Kind::Large
+            if new_kind == Kind::Large && unsafe { large::resize_in_place(p, new_size) } =>
+        {
+            return p
+        }
+        _ => {}
+    }
+    let new = alloc(new_size, align, false);
+    if !new.is_null() {
+        // SAFETY: both blocks are live and distinct; `old_size` bytes of `p`
+        // are the caller's and `new` holds at least `new_size`.
+        unsafe {
+            ptr::copy_nonoverlapping(p, new, old_size.min(new_size));
+            free(p, kind);
+        }
+    }
+    new
+}
