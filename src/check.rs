@@ -14,7 +14,6 @@ use crate::huge::HugeKind;
 use crate::size_class::{CLASS_SIZE, NUM_CLASSES};
 use crate::span::page_mask;
 use crate::units::{HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT, PAGE_SIZE};
-use core::sync::atomic::Ordering;
 
 /// Checks every invariant; `Err` names the first one broken.
 pub fn check_invariants() -> Result<(), &'static str> {
@@ -30,6 +29,7 @@ pub fn check_invariants() -> Result<(), &'static str> {
     }
     let mut used_by_span = [0usize; NUM_CLASSES];
     let view = heap.view();
+    let pages = heap.pages();
     let metas = heap.metas();
     for idx in 0..heap.committed_huge_pages() {
         // SAFETY: `idx` is below the top; we hold the heap lock.
@@ -37,9 +37,9 @@ pub fn check_invariants() -> Result<(), &'static str> {
         if m.kind != HugeKind::Filler {
             continue;
         }
-        let base = view.base + idx * HUGE_SIZE;
+        let base = view.base() + idx * HUGE_SIZE;
         for page in 0..PAGES_PER_HUGE {
-            let span = m.spans[page].load(Ordering::Relaxed);
+            let span = pages.span(idx, page);
             if span.is_null() {
                 continue;
             }
@@ -59,7 +59,7 @@ pub fn check_invariants() -> Result<(), &'static str> {
                 continue;
             }
             for p in page..page + s.npages as usize {
-                if m.spans[p].load(Ordering::Relaxed) != span {
+                if pages.span(idx, p) != span {
                     return Err("a page of a small span maps elsewhere");
                 }
             }

@@ -256,7 +256,7 @@ pub fn policy(data: &[u8]) {
         go_legacy: input.u8().unwrap_or(0) % 4 == 0,
         regain: true,
     });
-    let base = heap.view().base;
+    let base = heap.view().base();
     let mut runs: Vec<*mut Span> = Vec::new();
     let mut now = 0u64;
     while let Some(op) = input.u8() {

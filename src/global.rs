@@ -9,7 +9,7 @@
 use crate::background;
 use crate::central::{init_small_span, Batch, CentralList};
 use crate::config::Mode;
-use crate::huge::{HugePageMeta, MetaTable};
+use crate::huge::PageSpans;
 use crate::lock::SpinLock;
 use crate::os::linux::{self, LinuxOs, ThreadExitKey};
 use crate::page_heap::{HeapView, PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
@@ -26,11 +26,11 @@ pub static HEAP: SpinLock<PageHeap<LinuxOs>> = SpinLock::new(PageHeap::new(Linux
 pub static CENTRAL: [CachePadded<SpinLock<CentralList>>; NUM_CLASSES] =
     [const { CachePadded::new(SpinLock::new(CentralList::new())) }; NUM_CLASSES];
 
-// The heap's address range and record table, published once the heap exists
-// so `span_of` needs no lock.
+// The heap's address range and page-to-span map, published once the heap
+// exists so `span_of` needs no lock.
 static VIEW_BASE: AtomicUsize = AtomicUsize::new(0);
 static VIEW_END: AtomicUsize = AtomicUsize::new(0);
-static VIEW_METAS: AtomicPtr<HugePageMeta> = AtomicPtr::new(ptr::null_mut());
+static VIEW_PAGES: AtomicPtr<PageSpans> = AtomicPtr::new(ptr::null_mut());
 static VIEW_LEN: AtomicUsize = AtomicUsize::new(0);
 
 const HOOKS_NONE: u8 = 0;
@@ -43,18 +43,25 @@ static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
 /// The heap's lock-free view (empty before initialisation).
 #[inline]
 pub fn view() -> HeapView {
-    let metas_ptr = VIEW_METAS.load(Ordering::Acquire);
-    HeapView {
-        base: VIEW_BASE.load(Ordering::Relaxed),
-        end: VIEW_END.load(Ordering::Relaxed),
-        // SAFETY: the published table lives for the rest of the process.
-        metas: unsafe { MetaTable::new(metas_ptr, VIEW_LEN.load(Ordering::Relaxed)) },
+    let pages = VIEW_PAGES.load(Ordering::Acquire);
+    if pages.is_null() {
+        return HeapView::empty();
+    }
+    // SAFETY: published by `ensure_heap` from the process heap's view (the
+    // acquire load above sees the relaxed stores made before the release).
+    unsafe {
+        HeapView::from_parts(
+            VIEW_BASE.load(Ordering::Relaxed),
+            VIEW_END.load(Ordering::Relaxed),
+            pages,
+            VIEW_LEN.load(Ordering::Relaxed),
+        )
     }
 }
 
 /// Makes sure the heap exists; `false` if the OS refused the reservation.
 pub fn ensure_heap() -> bool {
-    if !VIEW_METAS.load(Ordering::Acquire).is_null() {
+    if !VIEW_PAGES.load(Ordering::Acquire).is_null() {
         return true;
     }
     {
@@ -69,11 +76,11 @@ pub fn ensure_heap() -> bool {
             if !heap.init(DEFAULT_RESERVE, MIN_RESERVE) {
                 return false;
             }
-            let v = heap.view();
-            VIEW_BASE.store(v.base, Ordering::Relaxed);
-            VIEW_END.store(v.end, Ordering::Relaxed);
-            VIEW_LEN.store(v.metas.len(), Ordering::Relaxed);
-            VIEW_METAS.store(v.metas.ptr(0), Ordering::Release);
+            let (base, end, pages, len) = heap.view().parts();
+            VIEW_BASE.store(base, Ordering::Relaxed);
+            VIEW_END.store(end, Ordering::Relaxed);
+            VIEW_LEN.store(len, Ordering::Relaxed);
+            VIEW_PAGES.store(pages as *mut PageSpans, Ordering::Release);
         }
     }
     install_hooks();

@@ -54,9 +54,9 @@ impl Filler {
         None
     }
 
-    fn link(&mut self, metas: &MetaTable, idx: u32) {
-        // SAFETY: `idx` is a valid record and the caller holds the heap lock.
-        let m = unsafe { metas.get(idx as usize) };
+    fn link(&mut self, metas: &mut MetaTable, idx: u32) {
+        // SAFETY: `idx` is a valid record (below the heap's top).
+        let m = unsafe { metas.get_mut(idx as usize) };
         let bucket = m.longest_free as usize;
         if bucket == 0 {
             return;
@@ -66,15 +66,15 @@ impl Filler {
         m.next = head;
         if head != NIL {
             // SAFETY: list members are valid records.
-            unsafe { metas.get(head as usize) }.prev = idx;
+            unsafe { metas.get_mut(head as usize) }.prev = idx;
         }
         self.heads[bucket] = idx;
         self.nonempty[bucket / 64] |= 1 << (bucket % 64);
     }
 
-    fn unlink(&mut self, metas: &MetaTable, idx: u32) {
-        // SAFETY: `idx` is a valid record and the caller holds the heap lock.
-        let m = unsafe { metas.get(idx as usize) };
+    fn unlink(&mut self, metas: &mut MetaTable, idx: u32) {
+        // SAFETY: `idx` is a valid record (below the heap's top).
+        let m = unsafe { metas.get_mut(idx as usize) };
         let bucket = m.longest_free as usize;
         if bucket == 0 {
             return;
@@ -87,16 +87,16 @@ impl Filler {
             }
         } else {
             // SAFETY: list members are valid records.
-            unsafe { metas.get(prev as usize) }.next = next;
+            unsafe { metas.get_mut(prev as usize) }.next = next;
         }
         if next != NIL {
             // SAFETY: list members are valid records.
-            unsafe { metas.get(next as usize) }.prev = prev;
+            unsafe { metas.get_mut(next as usize) }.prev = prev;
         }
     }
 
     /// Adds a huge page whose record was reset with `start_filler`.
-    pub fn add(&mut self, metas: &MetaTable, idx: u32) {
+    pub fn add(&mut self, metas: &mut MetaTable, idx: u32) {
         self.count += 1;
         self.link(metas, idx);
     }
@@ -105,13 +105,13 @@ impl Filler {
     /// `idx`; returns the first page index, or `None` if it has no such run.
     pub fn take_pages(
         &mut self,
-        metas: &MetaTable,
+        metas: &mut MetaTable,
         idx: u32,
         n: usize,
         align: usize,
     ) -> Option<usize> {
-        // SAFETY: `idx` is a valid filler record; the caller holds the heap lock.
-        let m = unsafe { metas.get(idx as usize) };
+        // SAFETY: `idx` is a valid filler record.
+        let m = unsafe { metas.get_mut(idx as usize) };
         debug_assert_eq!(m.kind, HugeKind::Filler);
         let page = m.used.find_clear_run(n, align)?;
         self.claim_pages(metas, idx, page, n);
@@ -120,16 +120,16 @@ impl Filler {
 
     /// Whether pages `[page, page + n)` of `idx` are free.
     pub fn pages_free(&self, metas: &MetaTable, idx: u32, page: usize, n: usize) -> bool {
-        // SAFETY: valid record under the heap lock.
+        // SAFETY: a valid record (`idx` below the heap's top).
         let m = unsafe { metas.get(idx as usize) };
         page + n <= PAGES_PER_HUGE && m.used.count_range(page, n) == 0
     }
 
     /// Marks pages `[page, page + n)` of `idx` used (they must be free).
-    pub fn claim_pages(&mut self, metas: &MetaTable, idx: u32, page: usize, n: usize) {
+    pub fn claim_pages(&mut self, metas: &mut MetaTable, idx: u32, page: usize, n: usize) {
         self.unlink(metas, idx);
-        // SAFETY: valid record under the heap lock.
-        let m = unsafe { metas.get(idx as usize) };
+        // SAFETY: a valid record (below the heap's top).
+        let m = unsafe { metas.get_mut(idx as usize) };
         debug_assert_eq!(m.used.count_range(page, n), 0);
         // Only taking from a run as long as the longest can shorten it.
         let run = m.used.next_set(page) - m.used.clear_run_start(page);
@@ -143,10 +143,10 @@ impl Filler {
 
     /// Returns pages `[page, page + n)` of `idx`. When the huge page becomes
     /// wholly free it leaves the filler and `true` is returned.
-    pub fn put_pages(&mut self, metas: &MetaTable, idx: u32, page: usize, n: usize) -> bool {
+    pub fn put_pages(&mut self, metas: &mut MetaTable, idx: u32, page: usize, n: usize) -> bool {
         self.unlink(metas, idx);
-        // SAFETY: valid record under the heap lock.
-        let m = unsafe { metas.get(idx as usize) };
+        // SAFETY: a valid record (below the heap's top).
+        let m = unsafe { metas.get_mut(idx as usize) };
         debug_assert_eq!(m.used.count_range(page, n), n);
         m.used.clear_range(page, n);
         m.nused -= n as u16;
@@ -193,44 +193,44 @@ mod tests {
         (v, t)
     }
 
-    fn add(f: &mut Filler, t: &MetaTable, idx: u32) {
-        // SAFETY: valid record, single-threaded test.
-        unsafe { t.get(idx as usize) }.start_filler();
+    fn add(f: &mut Filler, t: &mut MetaTable, idx: u32) {
+        // SAFETY: valid record.
+        unsafe { t.get_mut(idx as usize) }.start_filler();
         f.add(t, idx);
     }
 
     #[test]
     fn picks_the_fullest_huge_page_that_fits() {
-        let (_v, t) = table(3);
+        let (_v, mut t) = table(3);
         let mut f = Filler::new();
         for i in 0..3 {
-            add(&mut f, &t, i);
+            add(&mut f, &mut t, i);
         }
         // Fill 0 to 500 pages, 1 to 300, leave 2 empty.
-        f.take_pages(&t, 0, 500, 1).unwrap();
-        f.take_pages(&t, 1, 300, 1).unwrap();
+        f.take_pages(&mut t, 0, 500, 1).unwrap();
+        f.take_pages(&mut t, 1, 300, 1).unwrap();
         assert_eq!(f.find(1), Some(0));
         assert_eq!(f.find(12), Some(0));
         assert_eq!(f.find(13), Some(1));
         assert_eq!(f.find(213), Some(2));
         assert_eq!(f.find(513), None);
         // Filling huge page 0 completely takes it out of every bucket.
-        f.take_pages(&t, 0, 12, 1).unwrap();
+        f.take_pages(&mut t, 0, 12, 1).unwrap();
         assert_eq!(f.find(1), Some(1));
         assert_eq!(f.count, 3);
     }
 
     #[test]
     fn emptied_huge_page_leaves_the_filler() {
-        let (_v, t) = table(2);
+        let (_v, mut t) = table(2);
         let mut f = Filler::new();
-        add(&mut f, &t, 0);
-        let a = f.take_pages(&t, 0, 8, 1).unwrap();
-        let b = f.take_pages(&t, 0, 8, 1).unwrap();
+        add(&mut f, &mut t, 0);
+        let a = f.take_pages(&mut t, 0, 8, 1).unwrap();
+        let b = f.take_pages(&mut t, 0, 8, 1).unwrap();
         assert_eq!((a, b), (0, 8));
-        assert!(!f.put_pages(&t, 0, a, 8));
+        assert!(!f.put_pages(&mut t, 0, a, 8));
         assert_eq!(f.find(8), Some(0));
-        assert!(f.put_pages(&t, 0, b, 8));
+        assert!(f.put_pages(&mut t, 0, b, 8));
         assert_eq!(f.count, 0);
         assert_eq!(f.find(1), None);
         // SAFETY: valid record.
@@ -239,22 +239,22 @@ mod tests {
 
     #[test]
     fn fragmented_page_is_bucketed_by_longest_run() {
-        let (_v, t) = table(1);
+        let (_v, mut t) = table(1);
         let mut f = Filler::new();
-        add(&mut f, &t, 0);
-        f.take_pages(&t, 0, 512, 1).unwrap();
+        add(&mut f, &mut t, 0);
+        f.take_pages(&mut t, 0, 512, 1).unwrap();
         // Free every other page: 256 free pages but longest run 1.
         for p in (0..512).step_by(2) {
-            f.put_pages(&t, 0, p, 1);
+            f.put_pages(&mut t, 0, p, 1);
         }
         assert_eq!(f.find(1), Some(0));
         assert_eq!(f.find(2), None);
-        assert_eq!(f.take_pages(&t, 0, 2, 1), None);
+        assert_eq!(f.take_pages(&mut t, 0, 2, 1), None);
         // Aligned request.
-        f.put_pages(&t, 0, 65, 1);
-        f.put_pages(&t, 0, 67, 1);
+        f.put_pages(&mut t, 0, 65, 1);
+        f.put_pages(&mut t, 0, 67, 1);
         assert!(f.pages_free(&t, 0, 64, 4));
-        assert_eq!(f.take_pages(&t, 0, 4, 4), Some(64));
+        assert_eq!(f.take_pages(&mut t, 0, 4, 4), Some(64));
         let mut seen = 0;
         f.for_each_listed(|_| seen += 1, &t);
         assert_eq!(seen, 1);

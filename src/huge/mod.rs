@@ -4,8 +4,9 @@
 //! Each huge page of the heap has a [`HugePageMeta`] in a flat table indexed by
 //! `(address - heap base) >> 21`. It records which 4 KiB pages are in use, which
 //! may hold data (so fresh or released pages need no zeroing), what the huge
-//! page is used for ([`HugeKind`]), its release state ([`HugeState`]), and the
-//! span that owns each page.
+//! page is used for ([`HugeKind`]) and its release state ([`HugeState`]). The
+//! span that owns each page is in a separate table, the [`PageMap`], which
+//! lock-free readers use while the records are the heap lock's.
 
 pub mod filler;
 pub mod set;
@@ -13,7 +14,7 @@ pub mod set;
 use crate::bitmap::PageBitmap;
 use crate::span::Span;
 use crate::units::PAGES_PER_HUGE;
-use core::sync::atomic::AtomicPtr;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// What a huge page holds. All-zero metadata reads as `Free`.
 #[repr(u8)]
@@ -60,9 +61,9 @@ pub enum HugeState {
 pub const NIL: u32 = u32::MAX;
 
 /// Bookkeeping for one 2 MiB huge page. Zeroed memory is a valid, free entry.
-///
-/// Protected by the page heap lock, except `spans`, which is written under
-/// that lock and read without it by `span_of` for pages the reader owns.
+/// Protected by the page heap lock (the table hands out `&mut` only through
+/// `&mut MetaTable`, which the heap owns). The owning span of each page lives
+/// apart, in the lock-free [`PageMap`].
 #[repr(C)]
 pub struct HugePageMeta {
     /// Pages handed out in spans.
@@ -89,25 +90,90 @@ pub struct HugePageMeta {
     /// Filler bucket links.
     pub next: u32,
     pub prev: u32,
-    /// Owning span of each page: every page of a small-object span, the first
-    /// page only of a large-object span.
-    pub spans: [AtomicPtr<Span>; PAGES_PER_HUGE],
 }
 
-/// The flat table of huge-page records.
+/// The owning span of each page of one huge page: every page of a
+/// small-object span, the first page only of a large-object span.
+pub type PageSpans = [AtomicPtr<Span>; PAGES_PER_HUGE];
+
+/// The page-to-span map: written under the page heap lock, read without it
+/// (`HeapView::span_of`). Every entry is null or a live span record, which
+/// `set`'s contract keeps true. Copied freely: it is a view of memory that
+/// lives for the rest of the process.
 #[derive(Clone, Copy)]
+pub struct PageMap {
+    base: *const PageSpans,
+    len: usize,
+}
+
+// SAFETY: the entries are atomics; the memory lives for the process.
+unsafe impl Send for PageMap {}
+// SAFETY: see `Send`.
+unsafe impl Sync for PageMap {}
+
+impl PageMap {
+    /// A map of no huge pages (before the heap exists).
+    pub const fn empty() -> Self {
+        PageMap {
+            base: core::ptr::null(),
+            len: 0,
+        }
+    }
+
+    /// # Safety
+    /// `base` points to `len` zeroed (all null) or valid entries that live
+    /// for the rest of the process.
+    pub unsafe fn new(base: *const PageSpans, len: usize) -> Self {
+        PageMap { base, len }
+    }
+
+    /// Huge pages covered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The entries' memory, for publishing the map to lock-free readers.
+    pub fn as_ptr(&self) -> *const PageSpans {
+        self.base
+    }
+
+    /// The span owning page `page` of huge page `idx` (null when none, or
+    /// when the indexes are out of range).
+    #[inline]
+    pub fn span(&self, idx: usize, page: usize) -> *mut Span {
+        if idx >= self.len || page >= PAGES_PER_HUGE {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: `idx < len` entries are valid for the process's life.
+        unsafe { (*self.base.add(idx))[page].load(Ordering::Acquire) }
+    }
+
+    /// Records `span` (or null) as the owner of page `page` of huge page
+    /// `idx`.
+    ///
+    /// # Safety
+    /// The caller holds the page heap lock; `idx < len`; `span` is null or a
+    /// live span record that owns the page (readers dereference it).
+    #[inline]
+    pub unsafe fn set(&self, idx: usize, page: usize, span: *mut Span) {
+        debug_assert!(idx < self.len && page < PAGES_PER_HUGE);
+        // SAFETY: `idx < len` (the caller's contract).
+        unsafe { (*self.base.add(idx))[page].store(span, Ordering::Release) }
+    }
+}
+
+/// The flat table of huge-page records, owned by the page heap.
 pub struct MetaTable {
     base: *mut HugePageMeta,
     len: usize,
 }
 
-// SAFETY: the table is plain memory; access is serialised by the page heap
-// lock except for the atomic `spans` entries.
+// SAFETY: the table is plain memory owned by the page heap; `&mut` access
+// needs `&mut MetaTable`, so the heap lock serialises it.
 unsafe impl Send for MetaTable {}
-// SAFETY: see `Send`.
-unsafe impl Sync for MetaTable {}
 
 impl MetaTable {
+    /// A table of no records (before the heap exists).
     pub const fn empty() -> Self {
         MetaTable {
             base: core::ptr::null_mut(),
@@ -117,33 +183,33 @@ impl MetaTable {
 
     /// # Safety
     /// `base` points to `len` zero-initialised or valid records that live as
-    /// long as the table.
+    /// long as the table, and that nothing else accesses.
     pub unsafe fn new(base: *mut HugePageMeta, len: usize) -> Self {
         MetaTable { base, len }
-    }
-
-    /// Number of records.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Raw pointer to record `idx`.
-    #[inline]
-    pub fn ptr(&self, idx: usize) -> *mut HugePageMeta {
-        debug_assert!(idx < self.len);
-        self.base.wrapping_add(idx)
     }
 
     /// Record `idx`.
     ///
     /// # Safety
-    /// `idx < len`, and the caller holds the page heap lock (or is the only
-    /// user), so no other `&mut` to this record exists.
+    /// `idx < len`.
     #[inline]
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn get(&self, idx: usize) -> &mut HugePageMeta {
-        // SAFETY: guaranteed by the caller.
-        unsafe { &mut *self.ptr(idx) }
+    pub unsafe fn get(&self, idx: usize) -> &HugePageMeta {
+        debug_assert!(idx < self.len);
+        // SAFETY: in bounds (the caller's contract); no `&mut` can coexist
+        // with this shared borrow of the table.
+        unsafe { &*self.base.add(idx) }
+    }
+
+    /// Record `idx`, to change.
+    ///
+    /// # Safety
+    /// `idx < len`.
+    #[inline]
+    pub unsafe fn get_mut(&mut self, idx: usize) -> &mut HugePageMeta {
+        debug_assert!(idx < self.len);
+        // SAFETY: in bounds (the caller's contract); the exclusive borrow of
+        // the table makes this the only reference to the record.
+        unsafe { &mut *self.base.add(idx) }
     }
 }
 

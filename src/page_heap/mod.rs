@@ -13,12 +13,11 @@
 
 use crate::huge::filler::Filler;
 use crate::huge::set::HugeSet;
-use crate::huge::{HugeKind, HugePageMeta, MetaTable};
+use crate::huge::{HugeKind, HugePageMeta, MetaTable, PageMap, PageSpans};
 use crate::os::Os;
 use crate::span::{Span, SpanPool, SPAN_CHUNK};
 use crate::units::{HUGE_SHIFT, HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT};
 use core::ptr;
-use core::sync::atomic::Ordering;
 
 /// Huge pages committed at once when the heap grows (32 MiB).
 pub const GROW_HUGE_PAGES: usize = 16;
@@ -102,9 +101,9 @@ pub struct Run {
 /// The read-only facts needed to find a pointer's span without the lock.
 #[derive(Clone, Copy)]
 pub struct HeapView {
-    pub base: usize,
-    pub end: usize,
-    pub metas: MetaTable,
+    base: usize,
+    end: usize,
+    pages: PageMap,
 }
 
 impl HeapView {
@@ -116,11 +115,39 @@ impl HeapView {
             return ptr::null_mut();
         }
         let off = addr - self.base;
-        let meta = self.metas.ptr(off >> HUGE_SHIFT);
-        let page = (off >> PAGE_SHIFT) % PAGES_PER_HUGE;
-        // SAFETY: `meta` is inside the table (addr < end); `spans` entries are
-        // atomics, so reading them without the lock is sound.
-        unsafe { (*meta).spans[page].load(Ordering::Acquire) }
+        self.pages
+            .span(off >> HUGE_SHIFT, (off >> PAGE_SHIFT) % PAGES_PER_HUGE)
+    }
+
+    /// A view of no heap (before the heap exists): finds nothing.
+    pub const fn empty() -> Self {
+        HeapView {
+            base: 0,
+            end: 0,
+            pages: PageMap::empty(),
+        }
+    }
+
+    /// The heap's first address.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    /// The parts to publish to lock-free readers: base, end, the page map's
+    /// memory and length.
+    pub fn parts(&self) -> (usize, usize, *const PageSpans, usize) {
+        (self.base, self.end, self.pages.as_ptr(), self.pages.len())
+    }
+
+    /// Rebuilds a view from [`HeapView::parts`].
+    ///
+    /// # Safety
+    /// The parts come from `parts` of a view of a heap that still exists
+    /// (the process heap lives for the process).
+    pub unsafe fn from_parts(base: usize, end: usize, pages: *const PageSpans, len: usize) -> Self {
+        // SAFETY: forwarded from the caller.
+        let pages = unsafe { PageMap::new(pages, len) };
+        HeapView { base, end, pages }
     }
 }
 
@@ -133,6 +160,8 @@ pub struct PageHeap<O: Os> {
     /// Huge pages committed (the heap's top).
     top: usize,
     metas: MetaTable,
+    /// The page-to-span map (lock-free readers use it through `view`).
+    pages: PageMap,
     free: HugeSet,
     filler: Filler,
     pool: SpanPool,
@@ -149,6 +178,7 @@ impl<O: Os> PageHeap<O> {
             reserved: 0,
             top: 0,
             metas: MetaTable::empty(),
+            pages: PageMap::empty(),
             free: HugeSet::empty(),
             filler: Filler::new(),
             pool: SpanPool::new(),
@@ -199,21 +229,28 @@ impl<O: Os> PageHeap<O> {
 
     fn try_init(&mut self, len: usize) -> bool {
         let hps = len / HUGE_SIZE;
-        let meta_bytes = hps * core::mem::size_of::<HugePageMeta>();
+        // Records, then the page map, then the free set's bits; each part
+        // starts 8-aligned (all sizes are multiples of 8).
+        let meta_bytes = (hps * core::mem::size_of::<HugePageMeta>()).next_multiple_of(8);
+        let map_bytes = hps * core::mem::size_of::<PageSpans>();
         let set_bytes = HugeSet::bytes_for(hps);
         let Some(base) = self.os.reserve(len, HUGE_SIZE) else {
             return false;
         };
-        let Some(meta) = self.os.map_metadata(meta_bytes + set_bytes) else {
+        let Some(meta) = self.os.map_metadata(meta_bytes + map_bytes + set_bytes) else {
             return false;
         };
         self.base = base;
         self.reserved = hps;
-        // SAFETY: `meta` is zeroed memory of the needed size that lives for
-        // the rest of the process; all-zero records are valid.
-        self.metas = unsafe { MetaTable::new(meta as *mut HugePageMeta, hps) };
-        // SAFETY: the bit storage follows the records (8-aligned, zeroed).
-        self.free = unsafe { HugeSet::new(meta.add(meta_bytes) as *mut u64, hps) };
+        // SAFETY: `meta` is zeroed memory of the needed size that lives as
+        // long as the OS value (for the process heap, the process) and is
+        // used by nothing else; all-zero records, null map entries and clear
+        // bits are valid.
+        unsafe {
+            self.metas = MetaTable::new(meta as *mut HugePageMeta, hps);
+            self.pages = PageMap::new(meta.add(meta_bytes) as *const PageSpans, hps);
+            self.free = HugeSet::new(meta.add(meta_bytes + map_bytes) as *mut u64, hps);
+        }
         true
     }
 
@@ -222,7 +259,7 @@ impl<O: Os> PageHeap<O> {
         HeapView {
             base: self.base,
             end: self.base + self.reserved * HUGE_SIZE,
-            metas: self.metas,
+            pages: self.pages,
         }
     }
 
@@ -242,6 +279,11 @@ impl<O: Os> PageHeap<O> {
     }
 
     /// The huge-page records, for the release policy and invariant checks.
+    /// The page-to-span map (for the invariant checker).
+    pub fn pages(&self) -> PageMap {
+        self.pages
+    }
+
     pub fn metas(&self) -> &MetaTable {
         &self.metas
     }
@@ -303,8 +345,8 @@ impl<O: Os> PageHeap<O> {
         };
         self.free.remove(idx);
         // SAFETY: `idx < top <= reserved`; we hold the heap lock.
-        unsafe { self.metas.get(idx) }.start_filler();
-        self.filler.add(&self.metas, idx as u32);
+        unsafe { self.metas.get_mut(idx) }.start_filler();
+        self.filler.add(&mut self.metas, idx as u32);
         Some(idx as u32)
     }
 
@@ -333,27 +375,27 @@ impl<O: Os> PageHeap<O> {
         map_all: bool,
     ) -> Option<Run> {
         let idx = self.filler_huge_page(need)?;
-        let page = self.filler.take_pages(&self.metas, idx, n, align)?;
+        let page = self.filler.take_pages(&mut self.metas, idx, n, align)?;
         let start = self.base + ((idx as usize) << HUGE_SHIFT) + (page << PAGE_SHIFT);
         let span = self.new_span(start, n);
         if span.is_null() {
-            self.filler.put_pages(&self.metas, idx, page, n);
+            self.filler.put_pages(&mut self.metas, idx, page, n);
             return None;
         }
         let now = self.now();
         // SAFETY: valid record under the heap lock.
-        let m = unsafe { self.metas.get(idx as usize) };
+        let m = unsafe { self.metas.get_mut(idx as usize) };
         let dirty_before = m.dirty.count_range(page, n);
         let clean = dirty_before == 0;
         m.dirty.set_range(page, n);
         m.touched_at = now;
         self.stats.dirty_pages += n - dirty_before;
         self.on_reuse(idx as usize);
-        // SAFETY: as above; `on_reuse` ended its own borrow.
-        let m = unsafe { self.metas.get(idx as usize) };
         let mapped = if map_all { n } else { 1 };
         for p in page..page + mapped {
-            m.spans[p].store(span, Ordering::Release);
+            // SAFETY: heap lock held (`&mut self`); `idx < top`; `span` is
+            // the live record that now owns the page.
+            unsafe { self.pages.set(idx as usize, p, span) };
         }
         Some(Run { span, clean })
     }
@@ -390,7 +432,7 @@ impl<O: Os> PageHeap<O> {
         for j in idx..idx + k {
             self.free.remove(j);
             // SAFETY: `j < top`; heap lock held.
-            let m = unsafe { self.metas.get(j) };
+            let m = unsafe { self.metas.get_mut(j) };
             let n = left.min(PAGES_PER_HUGE);
             left -= n;
             m.kind = if j == idx {
@@ -407,8 +449,9 @@ impl<O: Os> PageHeap<O> {
             self.stats.dirty_pages += n - dirty_before;
             self.on_reuse(j);
         }
-        // SAFETY: `idx < top`; heap lock held.
-        unsafe { self.metas.get(idx) }.spans[0].store(span, Ordering::Release);
+        // SAFETY: heap lock held (`&mut self`); `idx < top`; `span` is the
+        // live record of the large object starting there.
+        unsafe { self.pages.set(idx, 0, span) };
         self.stats.large_huge_pages += k;
         Some(Run { span, clean })
     }
@@ -420,7 +463,7 @@ impl<O: Os> PageHeap<O> {
 
     fn mark_dirty(&mut self, idx: usize, page: usize, n: usize) {
         // SAFETY: `idx < top`; heap lock held.
-        let m = unsafe { self.metas.get(idx) };
+        let m = unsafe { self.metas.get_mut(idx) };
         let before = m.dirty.count_range(page, n);
         m.dirty.set_range(page, n);
         m.touched_at = self.os.now_ms() as u32;
@@ -444,7 +487,7 @@ impl<O: Os> PageHeap<O> {
         let released = unsafe { (*span).released };
         let now = self.now();
         // SAFETY: `idx` is inside the table; heap lock held.
-        let m = unsafe { self.metas.get(idx) };
+        let m = unsafe { self.metas.get_mut(idx) };
         m.touched_at = now;
         if released != 0 {
             // Pages released inside the live span and untouched since are
@@ -463,14 +506,16 @@ impl<O: Os> PageHeap<O> {
             HugeKind::Filler => {
                 let mapped = if class != 0 { n } else { 1 };
                 for p in page..page + mapped {
-                    m.spans[p].store(ptr::null_mut(), Ordering::Relaxed);
+                    // SAFETY: heap lock held; `idx < top`; null owns nothing.
+                    unsafe { self.pages.set(idx, p, ptr::null_mut()) };
                 }
-                if self.filler.put_pages(&self.metas, idx as u32, page, n) {
+                if self.filler.put_pages(&mut self.metas, idx as u32, page, n) {
                     self.free.insert(idx);
                 }
             }
             _ => {
-                m.spans[0].store(ptr::null_mut(), Ordering::Relaxed);
+                // SAFETY: heap lock held; `idx < top`; null owns nothing.
+                unsafe { self.pages.set(idx, 0, ptr::null_mut()) };
                 let k = n.div_ceil(PAGES_PER_HUGE);
                 self.release_huge_pages(idx, k);
             }
@@ -484,7 +529,7 @@ impl<O: Os> PageHeap<O> {
         let now = self.now();
         for j in idx..idx + k {
             // SAFETY: `j < top`; heap lock held.
-            let m = unsafe { self.metas.get(j) };
+            let m = unsafe { self.metas.get_mut(j) };
             m.touched_at = now;
             m.used = Default::default();
             m.nused = 0;
@@ -511,11 +556,11 @@ impl<O: Os> PageHeap<O> {
         }
         let (idx, page) = self.locate(sp.start);
         // SAFETY: `idx` is inside the table; heap lock held.
-        let kind = unsafe { self.metas.get(idx) }.kind;
+        let kind = unsafe { self.metas.get_mut(idx) }.kind;
         if kind == HugeKind::Filler {
             if new_pages < n {
                 self.filler
-                    .put_pages(&self.metas, idx as u32, page + new_pages, n - new_pages);
+                    .put_pages(&mut self.metas, idx as u32, page + new_pages, n - new_pages);
             } else {
                 let extra = new_pages - n;
                 if !self
@@ -525,7 +570,7 @@ impl<O: Os> PageHeap<O> {
                     return false;
                 }
                 self.filler
-                    .claim_pages(&self.metas, idx as u32, page + n, extra);
+                    .claim_pages(&mut self.metas, idx as u32, page + n, extra);
                 self.mark_dirty(idx, page + n, extra);
             }
         } else {
@@ -539,7 +584,7 @@ impl<O: Os> PageHeap<O> {
                 for j in idx + k_old..end {
                     self.free.remove(j);
                     // SAFETY: `j < top`; heap lock held.
-                    unsafe { self.metas.get(j) }.kind = HugeKind::LargeTail;
+                    unsafe { self.metas.get_mut(j) }.kind = HugeKind::LargeTail;
                 }
                 self.stats.large_huge_pages += k_new - k_old;
             } else if k_new < k_old {
@@ -548,7 +593,7 @@ impl<O: Os> PageHeap<O> {
             let mut left = new_pages;
             for j in idx..idx + k_new {
                 // SAFETY: `j < top`; heap lock held.
-                let m = unsafe { self.metas.get(j) };
+                let m = unsafe { self.metas.get_mut(j) };
                 let used = left.min(PAGES_PER_HUGE);
                 left -= used;
                 m.used = Default::default();
@@ -570,7 +615,7 @@ impl<O: Os> PageHeap<O> {
         let mut used_pages = 0;
         let mut dirty = 0;
         for i in 0..self.top {
-            // SAFETY: `i < top`; the caller holds the heap lock.
+            // SAFETY: `i < top`.
             let m = unsafe { self.metas.get(i) };
             dirty += m.dirty.count_ones();
             if m.used.and_not(&m.dirty).count_ones() != 0 && m.kind == HugeKind::Filler {

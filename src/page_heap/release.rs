@@ -108,7 +108,7 @@ impl<O: Os> PageHeap<O> {
     /// `false` when the partial release must not happen.
     fn prepare_partial(&mut self, idx: usize) -> bool {
         // SAFETY: `idx < top`; heap lock held.
-        let m = unsafe { self.metas.get(idx) };
+        let m = unsafe { self.metas.get_mut(idx) };
         if m.nohuge || !self.policy.must_mark {
             return true;
         }
@@ -119,7 +119,7 @@ impl<O: Os> PageHeap<O> {
         match unsafe { self.advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::NoHugePage) } {
             Ok(()) => {
                 // SAFETY: as above.
-                let m = unsafe { self.metas.get(idx) };
+                let m = unsafe { self.metas.get_mut(idx) };
                 m.nohuge = true;
                 m.collapsed = false;
                 true
@@ -149,7 +149,7 @@ impl<O: Os> PageHeap<O> {
     /// HUGEPAGE at once, as Go's `sysUsed` did.
     pub(super) fn on_reuse(&mut self, idx: usize) {
         // SAFETY: `idx < top`; heap lock held.
-        let m = unsafe { self.metas.get(idx) };
+        let m = unsafe { self.metas.get_mut(idx) };
         if m.state == HugeState::Released {
             m.state = if m.nohuge {
                 HugeState::Partial
@@ -164,7 +164,7 @@ impl<O: Os> PageHeap<O> {
                 .is_ok()
         {
             // SAFETY: as above.
-            let m = unsafe { self.metas.get(idx) };
+            let m = unsafe { self.metas.get_mut(idx) };
             m.nohuge = false;
             m.state = HugeState::Backed;
         }
@@ -177,7 +177,7 @@ impl<O: Os> PageHeap<O> {
         while let Some(idx) = self.free.next_member(i, self.top) {
             i = idx + 1;
             // SAFETY: `idx < top`; heap lock held.
-            let m = unsafe { self.metas.get(idx) };
+            let m = unsafe { self.metas.get_mut(idx) };
             let dirty = m.dirty.count_ones();
             if dirty == 0 {
                 continue;
@@ -190,7 +190,7 @@ impl<O: Os> PageHeap<O> {
                 // Go marked every released range NOHUGEPAGE.
                 if self.prepare_partial(idx) {
                     // SAFETY: as above.
-                    unsafe { self.metas.get(idx) }.nohuge = true;
+                    unsafe { self.metas.get_mut(idx) }.nohuge = true;
                 }
             }
             // SAFETY: a whole free huge page below `top`: committed, and
@@ -201,7 +201,7 @@ impl<O: Os> PageHeap<O> {
                 continue;
             }
             // SAFETY: as above.
-            let m = unsafe { self.metas.get(idx) };
+            let m = unsafe { self.metas.get_mut(idx) };
             m.dirty = Default::default();
             m.state = HugeState::Released;
             m.collapsed = false;
@@ -218,7 +218,7 @@ impl<O: Os> PageHeap<O> {
     pub fn release_filler_pages(&mut self, pass: &Pass, out: &mut PassResult) {
         for idx in 0..self.top {
             // SAFETY: `idx < top`; heap lock held.
-            let m = unsafe { self.metas.get(idx) };
+            let m = unsafe { self.metas.get_mut(idx) };
             if m.kind == HugeKind::Free {
                 continue;
             }
@@ -242,12 +242,14 @@ impl<O: Os> PageHeap<O> {
                 if self.dontneed_pages(idx, page, n) {
                     // SAFETY: as above; the closure's borrow of `self` is
                     // exclusive for its duration.
-                    unsafe { self.metas.get(idx) }.dirty.clear_range(page, n);
+                    unsafe { self.metas.get_mut(idx) }
+                        .dirty
+                        .clear_range(page, n);
                     released += n;
                 }
             });
             // SAFETY: as above.
-            let m = unsafe { self.metas.get(idx) };
+            let m = unsafe { self.metas.get_mut(idx) };
             m.state = HugeState::Partial;
             m.collapsed = false;
             self.stats.dirty_pages -= released;
@@ -278,7 +280,7 @@ impl<O: Os> PageHeap<O> {
         }
         self.stats.span_released_pages += released;
         // SAFETY: `idx < top`; heap lock held.
-        let m = unsafe { self.metas.get(idx) };
+        let m = unsafe { self.metas.get_mut(idx) };
         m.state = HugeState::Partial;
         m.collapsed = false;
         released
@@ -293,7 +295,7 @@ impl<O: Os> PageHeap<O> {
         }
         for idx in from..self.top {
             // SAFETY: `idx < top`; heap lock held.
-            let m = unsafe { self.metas.get(idx) };
+            let m = unsafe { self.metas.get_mut(idx) };
             let dense = match m.kind {
                 HugeKind::Filler | HugeKind::Large | HugeKind::LargeTail => {
                     m.nused as usize >= DENSE_PAGES && m.dirty.count_ones() >= DENSE_PAGES
@@ -323,7 +325,7 @@ impl<O: Os> PageHeap<O> {
                     continue;
                 }
                 // SAFETY: as above.
-                let m = unsafe { self.metas.get(idx) };
+                let m = unsafe { self.metas.get_mut(idx) };
                 m.nohuge = false;
                 m.state = HugeState::Backed;
             }
@@ -337,7 +339,7 @@ impl<O: Os> PageHeap<O> {
     pub fn collapse_done(&mut self, idx: usize, ok: bool) {
         self.stats.advice.collapse_attempts += 1;
         // SAFETY: `idx < top`; heap lock held.
-        let m = unsafe { self.metas.get(idx) };
+        let m = unsafe { self.metas.get_mut(idx) };
         // Try again only after the huge page changes (a release clears it).
         m.collapsed = true;
         if !ok {
@@ -353,7 +355,7 @@ impl<O: Os> PageHeap<O> {
     /// after another hold-back.
     pub fn collapse_skipped(&mut self, idx: usize, now: u32) {
         // SAFETY: `idx < top`; heap lock held.
-        unsafe { self.metas.get(idx) }.dense_since = now;
+        unsafe { self.metas.get_mut(idx) }.dense_since = now;
     }
 
     /// Huge pages by state: (backed, partial, released or never touched,
@@ -361,7 +363,7 @@ impl<O: Os> PageHeap<O> {
     pub fn count_states(&self) -> [usize; 5] {
         let mut c = [0; 5];
         for idx in 0..self.top {
-            // SAFETY: `idx < top`; heap lock held by the caller.
+            // SAFETY: `idx < top`.
             let m = unsafe { self.metas.get(idx) };
             let released = m.kind == HugeKind::Free && m.dirty.is_empty();
             match (released, m.state) {
