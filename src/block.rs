@@ -3,15 +3,15 @@
 //! `GlobalAlloc` slow paths (which know a block's `Layout`) and the size-less
 //! C entry points in `raw` (which look a pointer up in the page map first).
 
-use crate::size_class::{class_for, CLASS_SIZE};
+use crate::size_class::{class_for, SizeClass};
 use crate::{cache, large};
 use core::ptr;
 
 /// What a live block is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// An object of this size class (1..NUM_CLASSES).
-    Small(usize),
+    /// An object of this size class.
+    Small(SizeClass),
     /// A large object (a page run of its own).
     Large,
 }
@@ -20,10 +20,7 @@ impl Kind {
     /// The kind of the block that `alloc(size, align)` hands out.
     #[inline]
     pub(crate) fn of(size: usize, align: usize) -> Kind {
-        match class_for(size, align) {
-            0 => Kind::Large,
-            c => Kind::Small(c),
-        }
+        class_for(size, align).map_or(Kind::Large, Kind::Small)
     }
 }
 
@@ -64,7 +61,7 @@ pub(crate) unsafe fn free(p: *mut u8, kind: Kind) -> bool {
 /// Usable bytes of live block `p` of kind `kind`.
 pub(crate) fn usable_size(p: *mut u8, kind: Kind) -> usize {
     match kind {
-        Kind::Small(class) => CLASS_SIZE[class] as usize,
+        Kind::Small(class) => class.size(),
         Kind::Large => large::usable_size(p),
     }
 }

@@ -47,7 +47,7 @@
 use crate::global;
 use crate::lock::SpinLock;
 use crate::os::linux;
-use crate::size_class::{CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
+use crate::size_class::{SizeClass, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
 use crate::span::FreeObject;
 use core::ptr;
 use core::sync::atomic::{
@@ -138,13 +138,13 @@ fn with_cache<R>(f: impl FnOnce(&ThreadCache) -> R) -> R {
     CACHE.with(f)
 }
 
-/// Allocates an object of `class` (1..NUM_CLASSES); null when out of memory.
+/// Allocates an object of `class`; null when out of memory.
 #[inline(always)]
-pub fn alloc(class: usize) -> *mut u8 {
+pub fn alloc(class: SizeClass) -> *mut u8 {
+    let class = class.index();
     with_cache(|tc| {
-        debug_assert!(class > 0 && class < NUM_CLASSES);
         tc.begin();
-        // SAFETY: size-class lookups only produce classes below NUM_CLASSES.
+        // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
         let bin = unsafe { tc.bins.get_unchecked(class) };
         if !tc.steal.load(Ordering::Acquire) {
             let obj = bin.head.load(Ordering::Relaxed);
@@ -168,14 +168,15 @@ pub fn alloc(class: usize) -> *mut u8 {
 /// # Safety
 /// `ptr` was allocated for `class` by this allocator and is not used again.
 #[inline(always)]
-pub unsafe fn dealloc(ptr: *mut u8, class: usize) {
+pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
+    let class = class.index();
     with_cache(|tc| {
         tc.begin();
         if tc.steal.load(Ordering::Acquire) {
             // SAFETY: forwarded from the caller.
             return unsafe { tc.dealloc_slow(ptr, class) };
         }
-        // SAFETY: size-class lookups only produce classes below NUM_CLASSES.
+        // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
         let bin = unsafe { tc.bins.get_unchecked(class) };
         let obj = ptr as *mut FreeObject;
         // SAFETY: the object is free and at least 8 bytes (smallest class).

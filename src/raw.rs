@@ -10,7 +10,7 @@
 use crate::block::{self, Kind};
 use crate::global;
 use crate::os::linux;
-use crate::size_class::{CLASS_RECIP, CLASS_SIZE};
+use crate::size_class::{SizeClass, CLASS_RECIP};
 use core::ptr;
 
 /// Alignment of every block from [`malloc`].
@@ -76,11 +76,10 @@ fn classify(p: *mut u8) -> Option<Kind> {
     }
     // SAFETY: a non-null page-map entry is a live span record.
     let s = unsafe { &*span };
-    let class = s.class as usize;
-    if class == 0 {
+    let Some(class) = SizeClass::from_index(s.class as usize) else {
         return (s.start == p as usize).then_some(Kind::Large);
-    }
-    s.object_index(p as usize, CLASS_SIZE[class] as usize, CLASS_RECIP[class])
+    };
+    s.object_index(p as usize, class.size(), CLASS_RECIP[class.index()])
         .map(|_| Kind::Small(class))
 }
 

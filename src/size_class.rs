@@ -154,13 +154,51 @@ const fn build_lookup() -> [u8; LOOKUP_LEN] {
     t
 }
 
+// Every lookup entry is a real class (1..NUM_CLASSES).
+const _: () = {
+    let t = build_lookup();
+    let mut i = 0;
+    while i < LOOKUP_LEN {
+        assert!(t[i] >= 1 && (t[i] as usize) < NUM_CLASSES);
+        i += 1;
+    }
+};
+
+/// A size class: an index 1..[`NUM_CLASSES`] into the class tables. Only
+/// this module builds one (from the lookup table, or by checking an index),
+/// so code that indexes a per-class array with it needs no bounds check.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SizeClass(u8);
+
+impl SizeClass {
+    /// The class with table index `index`, if there is one (1..NUM_CLASSES).
+    #[inline]
+    pub fn from_index(index: usize) -> Option<SizeClass> {
+        (1..NUM_CLASSES).contains(&index).then_some(SizeClass(index as u8))
+    }
+
+    /// Its index in the class tables: always in 1..NUM_CLASSES.
+    #[inline(always)]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// Bytes per object.
+    #[inline]
+    pub fn size(self) -> usize {
+        CLASS_SIZE[self.index()] as usize
+    }
+}
+
 /// Class for a request of `size` bytes with alignment at most 16 (at most 8
-/// when `size <= 8`). Requires `size <= MAX_SMALL`.
+/// when `size <= 8`). Requires `size <= MAX_SMALL` (larger sizes get the
+/// largest class: callers check [`fast_path_ok`] first).
 #[inline(always)]
-pub fn class_of_small(size: usize) -> usize {
+pub fn class_of_small(size: usize) -> SizeClass {
     debug_assert!(size <= MAX_SMALL);
-    // Bounds-checked indexing; `size <= MAX_SMALL` keeps it in range.
-    LOOKUP[(size + 7) >> 3] as usize
+    // Bounds-checked indexing, clamped so no size can go past the table;
+    // every entry is a real class (checked at compile time above).
+    SizeClass(LOOKUP[(size.min(MAX_SMALL) + 7) >> 3])
 }
 
 /// Whether the fast table [`class_of_small`] gives a correctly aligned class.
@@ -169,26 +207,27 @@ pub fn fast_path_ok(size: usize, align: usize) -> bool {
     size <= MAX_SMALL && (align <= 8 || (align <= 16 && size > 8))
 }
 
-/// Class for any `(size, align)`, or 0 when the request must go to page runs
-/// (too big, or aligned beyond a page, or no class is a multiple of `align`).
+/// Class for any `(size, align)`, or `None` when the request must go to page
+/// runs (too big, or aligned beyond a page, or no class is a multiple of
+/// `align`).
 #[inline]
-pub fn class_for(size: usize, align: usize) -> usize {
+pub fn class_for(size: usize, align: usize) -> Option<SizeClass> {
     if fast_path_ok(size, align) {
-        return class_of_small(size);
+        return Some(class_of_small(size));
     }
     if size > MAX_SMALL || align > PAGE_SIZE {
-        return 0;
+        return None;
     }
     // Objects sit at span_start + i * size with span_start page-aligned, so a
     // class whose size is a multiple of `align` aligns every object.
-    let mut c = class_of_small(size.max(align));
+    let mut c = class_of_small(size.max(align)).index();
     while c < NUM_CLASSES {
         if CLASS_SIZE[c] as usize % align == 0 {
-            return c;
+            return SizeClass::from_index(c);
         }
         c += 1;
     }
-    0
+    None
 }
 
 #[cfg(test)]
@@ -209,7 +248,7 @@ mod tests {
     #[test]
     fn lookup_gives_the_smallest_fitting_class() {
         for size in 0..=MAX_SMALL {
-            let c = class_of_small(size);
+            let c = class_of_small(size).index();
             assert!(CLASS_SIZE[c] as usize >= size, "size {size}");
             assert!(
                 c == 1 || (CLASS_SIZE[c - 1] as usize) < size,
@@ -266,18 +305,21 @@ mod tests {
             for size in [
                 1usize, 7, 8, 9, 16, 17, 100, 1000, 4096, 5000, 20000, MAX_SMALL,
             ] {
-                let c = class_for(size, align);
-                if c == 0 {
+                let Some(c) = class_for(size, align) else {
                     assert!(size.max(align) > MAX_SMALL || align > PAGE_SIZE);
                     continue;
-                }
-                let cs = CLASS_SIZE[c] as usize;
+                };
+                let cs = c.size();
                 assert!(cs >= size);
                 assert_eq!(cs % align, 0, "size {size} align {align}");
             }
         }
-        assert_eq!(class_for(8, 8192), 0);
-        assert_eq!(class_for(MAX_SMALL + 1, 8), 0);
-        assert_eq!(class_for(8, 16), class_of_small(16));
+        assert_eq!(class_for(8, 8192), None);
+        assert_eq!(class_for(MAX_SMALL + 1, 8), None);
+        assert_eq!(class_for(8, 16), Some(class_of_small(16)));
+        // Only real classes can be built from an index.
+        assert_eq!(SizeClass::from_index(0), None);
+        assert_eq!(SizeClass::from_index(NUM_CLASSES), None);
+        assert_eq!(SizeClass::from_index(1).map(SizeClass::index), Some(1));
     }
 }
