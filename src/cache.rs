@@ -40,7 +40,7 @@
 //! The cache lives in a `const`-initialised `thread_local!` without `Drop`, so
 //! access compiles to a plain TLS load and never allocates or registers a
 //! destructor. Thread exit is caught with a pthread key destructor instead
-//! (`global::thread_exit_dtor`): it leaves the registry, returns every cached
+//! (`hooks::thread_exit_dtor`): it leaves the registry, returns every cached
 //! object, then leaves the cache in pass-through mode for any allocation made
 //! later in the thread's teardown.
 
@@ -282,7 +282,7 @@ impl ThreadCache {
     }
 
     fn activate(&self) {
-        if global::arm_thread_exit() {
+        if crate::hooks::arm_thread_exit() {
             for (c, bin) in self.bins.iter().enumerate() {
                 bin.max.store(CLASS_CACHE_MAX[c] as u32, Ordering::Relaxed);
             }

@@ -1,22 +1,22 @@
 //! The process-wide allocator state: the page heap, the central lists, the
-//! thread-exit hook and the fork handlers, and lazy initialisation of all of
-//! them from inside the allocator.
+//! heap's lock-free view, and their lazy initialisation from inside the
+//! allocator; plus the small glue the central lists use to reach the heap.
 //!
 //! Initialisation happens on the first slow-path call: the heap reservation
 //! under the heap lock, then (with no lock held, because glibc may allocate
-//! inside `pthread_atfork`) the pthread key and the fork handlers, each once.
+//! inside `pthread_atfork`) the thread-exit and fork hooks (`hooks.rs`).
 
 use crate::background;
 use crate::central::{init_small_span, Batch, CentralList};
 use crate::config::Mode;
 use crate::huge::PageSpans;
 use crate::lock::SpinLock;
-use crate::os::linux::{self, LinuxOs, ThreadExitKey};
+use crate::os::linux::{self, LinuxOs};
 use crate::page_heap::{HeapView, PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
 use crate::size_class::{CLASS_PAGES, NUM_CLASSES};
 use crate::span::{FreeObject, Span};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// The page heap. Lock order: after any central list lock.
@@ -32,13 +32,6 @@ static VIEW_BASE: AtomicUsize = AtomicUsize::new(0);
 static VIEW_END: AtomicUsize = AtomicUsize::new(0);
 static VIEW_PAGES: AtomicPtr<PageSpans> = AtomicPtr::new(ptr::null_mut());
 static VIEW_LEN: AtomicUsize = AtomicUsize::new(0);
-
-const HOOKS_NONE: u8 = 0;
-const HOOKS_BUSY: u8 = 1;
-const HOOKS_DONE: u8 = 2;
-const HOOKS_FAILED: u8 = 3;
-static HOOKS: AtomicU8 = AtomicU8::new(HOOKS_NONE);
-static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
 
 /// The heap's lock-free view (empty before initialisation).
 #[inline]
@@ -83,83 +76,8 @@ pub fn ensure_heap() -> bool {
             VIEW_PAGES.store(pages as *mut PageSpans, Ordering::Release);
         }
     }
-    install_hooks();
+    crate::hooks::install();
     true
-}
-
-fn install_hooks() {
-    if HOOKS
-        .compare_exchange(HOOKS_NONE, HOOKS_BUSY, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return;
-    }
-    let ok = match ThreadExitKey::create(thread_exit_dtor) {
-        Some(key) => {
-            EXIT_KEY.store(key.raw(), Ordering::Relaxed);
-            linux::register_fork_handlers(fork_prepare, fork_parent, fork_child)
-        }
-        None => false,
-    };
-    HOOKS.store(
-        if ok { HOOKS_DONE } else { HOOKS_FAILED },
-        Ordering::Release,
-    );
-}
-
-/// Arms the calling thread's exit hook; `false` while it cannot be armed
-/// (hooks not installed yet), in which case the thread caches nothing.
-pub fn arm_thread_exit() -> bool {
-    if !ensure_heap() || HOOKS.load(Ordering::Acquire) != HOOKS_DONE {
-        return false;
-    }
-    ThreadExitKey::from_raw(EXIT_KEY.load(Ordering::Relaxed)).arm(1 as *mut u8);
-    true
-}
-
-unsafe extern "C" fn thread_exit_dtor(_: *mut core::ffi::c_void) {
-    crate::cache::on_thread_exit();
-    // Perhaps the program's last thread: the background thread must not
-    // outlive it.
-    background::note_thread_exit();
-}
-
-unsafe extern "C" fn fork_prepare() {
-    crate::cache::lock_for_fork();
-    for c in CENTRAL.iter() {
-        c.lock_raw();
-    }
-    HEAP.lock_raw();
-}
-
-unsafe extern "C" fn fork_parent() {
-    // SAFETY: `fork_prepare` took every lock on this thread.
-    unsafe {
-        unlock_all();
-        crate::cache::unlock_after_fork_parent();
-    }
-}
-
-unsafe extern "C" fn fork_child() {
-    // SAFETY: the child has only this thread, which took every lock in
-    // `fork_prepare`.
-    unsafe {
-        unlock_all();
-        crate::cache::reset_after_fork_child();
-    }
-    background::after_fork_child();
-}
-
-/// # Safety
-/// The calling thread holds every allocator lock through `lock_raw`.
-unsafe fn unlock_all() {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        HEAP.unlock_raw();
-        for c in CENTRAL.iter().rev() {
-            c.unlock_raw();
-        }
-    }
 }
 
 /// Takes up to `want` objects of `class` from its central list.

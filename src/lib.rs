@@ -94,6 +94,7 @@ pub(crate) mod config;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 mod global;
+mod hooks;
 pub(crate) mod huge;
 pub(crate) mod large;
 pub(crate) mod lock;
@@ -168,16 +169,17 @@ unsafe impl GlobalAlloc for HugeGuard {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
-        if fast_path_ok(size, align) {
-            let p = cache::alloc(class_of_small(size));
-            if !p.is_null() {
-                // SAFETY: `p` holds at least `size` bytes.
-                unsafe { ptr::write_bytes(p, 0, size) };
-            }
-            return p;
+        if Kind::of(size, align) == Kind::Large {
+            // Large blocks skip zeroing the pages never written.
+            return large::alloc(size, align, true);
         }
-        // Large blocks skip zeroing the pages never written.
-        alloc_slow(size, align, true)
+        // SAFETY: forwarded from the caller.
+        let p = unsafe { self.alloc(layout) };
+        if !p.is_null() {
+            // SAFETY: `p` holds at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        p
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {

@@ -174,7 +174,9 @@ impl SizeClass {
     /// The class with table index `index`, if there is one (1..NUM_CLASSES).
     #[inline]
     pub fn from_index(index: usize) -> Option<SizeClass> {
-        (1..NUM_CLASSES).contains(&index).then_some(SizeClass(index as u8))
+        (1..NUM_CLASSES)
+            .contains(&index)
+            .then_some(SizeClass(index as u8))
     }
 
     /// Its index in the class tables: always in 1..NUM_CLASSES.

@@ -1,0 +1,99 @@
+//! The hooks the allocator installs in the C library, once, from its first
+//! slow path: a pthread key whose destructor runs when a thread that used
+//! its cache exits (its cache goes back, and the background thread hears of
+//! it), and the `fork` handlers (prepare takes every allocator lock in order,
+//! parent and child release them; the child also resets the cache registry
+//! and the background thread's state).
+//!
+//! Installed with no allocator lock held: glibc may allocate inside
+//! `pthread_key_create` and `pthread_atfork`.
+
+use crate::background;
+use crate::global::{self, CENTRAL, HEAP};
+use crate::os::linux::{self, ThreadExitKey};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+const HOOKS_NONE: u8 = 0;
+const HOOKS_BUSY: u8 = 1;
+const HOOKS_DONE: u8 = 2;
+const HOOKS_FAILED: u8 = 3;
+static HOOKS: AtomicU8 = AtomicU8::new(HOOKS_NONE);
+static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
+
+/// Creates the thread-exit key and registers the fork handlers, once; a
+/// failure leaves threads without caches (they pass through to the central
+/// lists) rather than breaking anything.
+pub(crate) fn install() {
+    if HOOKS
+        .compare_exchange(HOOKS_NONE, HOOKS_BUSY, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let ok = match ThreadExitKey::create(thread_exit_dtor) {
+        Some(key) => {
+            EXIT_KEY.store(key.raw(), Ordering::Relaxed);
+            linux::register_fork_handlers(fork_prepare, fork_parent, fork_child)
+        }
+        None => false,
+    };
+    HOOKS.store(
+        if ok { HOOKS_DONE } else { HOOKS_FAILED },
+        Ordering::Release,
+    );
+}
+
+/// Arms the calling thread's exit hook; `false` while it cannot be armed
+/// (hooks not installed yet), in which case the thread caches nothing.
+pub(crate) fn arm_thread_exit() -> bool {
+    if !global::ensure_heap() || HOOKS.load(Ordering::Acquire) != HOOKS_DONE {
+        return false;
+    }
+    ThreadExitKey::from_raw(EXIT_KEY.load(Ordering::Relaxed)).arm(1 as *mut u8);
+    true
+}
+
+unsafe extern "C" fn thread_exit_dtor(_: *mut core::ffi::c_void) {
+    crate::cache::on_thread_exit();
+    // Perhaps the program's last thread: the background thread must not
+    // outlive it.
+    background::note_thread_exit();
+}
+
+unsafe extern "C" fn fork_prepare() {
+    crate::cache::lock_for_fork();
+    for c in CENTRAL.iter() {
+        c.lock_raw();
+    }
+    HEAP.lock_raw();
+}
+
+unsafe extern "C" fn fork_parent() {
+    // SAFETY: `fork_prepare` took every lock on this thread.
+    unsafe {
+        unlock_all();
+        crate::cache::unlock_after_fork_parent();
+    }
+}
+
+unsafe extern "C" fn fork_child() {
+    // SAFETY: the child has only this thread, which took every lock in
+    // `fork_prepare`.
+    unsafe {
+        unlock_all();
+        crate::cache::reset_after_fork_child();
+    }
+    background::after_fork_child();
+}
+
+/// # Safety
+/// The calling thread holds every allocator lock through `lock_raw`.
+unsafe fn unlock_all() {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        HEAP.unlock_raw();
+        for c in CENTRAL.iter().rev() {
+            c.unlock_raw();
+        }
+    }
+}
