@@ -235,7 +235,8 @@ pub fn release_pass(force: bool) -> PassResult {
     };
     HEAP.lock().release_free_huge_pages(&pass, &mut out);
     for (class, c) in CENTRAL.iter().enumerate().skip(1) {
-        c.lock().release(class, &pass, &mut out);
+        c.lock()
+            .release(&global::ProcessHeap, class, &pass, &mut out);
     }
     {
         let mut heap = HEAP.lock();

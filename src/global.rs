@@ -7,7 +7,7 @@
 //! inside `pthread_atfork`) the thread-exit and fork hooks (`hooks.rs`).
 
 use crate::background;
-use crate::central::{init_small_span, Batch, CentralList};
+use crate::central::{init_small_span, Batch, CentralList, SpanSource};
 use crate::config::Mode;
 use crate::huge::PageSpans;
 use crate::lock::SpinLock;
@@ -88,7 +88,7 @@ pub fn central_take(class: usize, want: usize) -> Batch {
             count: 0,
         };
     }
-    let chain = CENTRAL[class].lock().take(class, want);
+    let chain = CENTRAL[class].lock().take(&ProcessHeap, class, want);
     background::maybe_start();
     chain
 }
@@ -100,34 +100,48 @@ pub fn central_take(class: usize, want: usize) -> Batch {
 pub unsafe fn central_give(class: usize, head: *mut FreeObject, n: usize) {
     let chain = Batch { head, count: n };
     // SAFETY: forwarded from the caller.
-    unsafe { CENTRAL[class].lock().give(class, chain) };
+    unsafe { CENTRAL[class].lock().give(&ProcessHeap, class, chain) };
     background::note_free();
     background::maybe_start();
 }
 
-/// A new span for `class` from the page heap (caller holds the class lock).
-pub fn new_small_span(class: usize) -> *mut Span {
-    let Some(run) = HEAP.lock().alloc_run(CLASS_PAGES[class] as usize, 1, true) else {
-        return ptr::null_mut();
-    };
-    // SAFETY: a fresh span record owned by the caller.
-    init_small_span(unsafe { &mut *run.span }, class);
-    run.span
-}
+/// The process heap as the central lists' span source.
+pub struct ProcessHeap;
 
-/// Returns a span to the page heap.
-///
-/// # Safety
-/// `span` is live, and nothing uses it or its memory afterwards.
-pub unsafe fn free_span(span: *mut Span) {
-    // SAFETY: forwarded from the caller.
-    unsafe { HEAP.lock().free_run(span) };
-    background::note_free();
-}
+impl SpanSource for ProcessHeap {
+    fn new_span(&self, class: usize) -> *mut Span {
+        let Some(run) = HEAP.lock().alloc_run(CLASS_PAGES[class] as usize, 1, true) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: a fresh span record owned by the caller.
+        init_small_span(unsafe { &mut *run.span }, class);
+        run.span
+    }
 
-/// Pages released inside spans became resident again (objects handed out).
-pub fn pages_reused(n: usize) {
-    HEAP.lock().pages_reused(n);
+    unsafe fn free_span(&self, span: *mut Span) {
+        // SAFETY: forwarded from the caller.
+        unsafe { HEAP.lock().free_run(span) };
+        background::note_free();
+    }
+
+    unsafe fn release_span_pages(&self, span: &mut Span, mask: u64) -> usize {
+        // SAFETY: forwarded from the caller.
+        unsafe { HEAP.lock().release_span_pages(span, mask) }
+    }
+
+    fn pages_reused(&self, n: usize) {
+        HEAP.lock().pages_reused(n);
+    }
+
+    #[inline]
+    fn span_of(&self, addr: usize) -> *mut Span {
+        view().span_of(addr)
+    }
+
+    #[inline]
+    fn now(&self) -> u32 {
+        now()
+    }
 }
 
 /// The release clock: milliseconds of a monotonic clock, wrapping at 2^32
@@ -141,6 +155,6 @@ pub fn now() -> u32 {
 /// wholly free span kept for reuse to the page heap.
 pub fn drain_transfer_caches() {
     for (class, c) in CENTRAL.iter().enumerate().skip(1) {
-        c.lock().drain(class);
+        c.lock().drain(&ProcessHeap, class);
     }
 }

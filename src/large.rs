@@ -3,6 +3,7 @@
 //! up). The heap knows which pages have never held data, so `alloc_zeroed`
 //! skips clearing them.
 
+use crate::central::SpanSource;
 use crate::global::{self, HEAP};
 use crate::units::{pages_for, PAGE_SHIFT, PAGE_SIZE};
 use core::ptr;
@@ -51,7 +52,7 @@ pub unsafe fn dealloc(ptr: *mut u8) -> bool {
         return false;
     }
     // SAFETY: the caller gives up the object; the span is live.
-    unsafe { global::free_span(span) };
+    unsafe { global::ProcessHeap.free_span(span) };
     crate::background::maybe_start();
     true
 }

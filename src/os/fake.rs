@@ -1,6 +1,7 @@
 //! A recording fake of the OS layer for unit tests: hands out address ranges
-//! that are never dereferenced, maps metadata from the test's own allocator,
-//! and records every call so tests can check order and granularity.
+//! that are never dereferenced (or, when `backed`, real memory), maps
+//! metadata from the test's own allocator, and records every call so tests
+//! can check order and granularity.
 
 use super::{Advice, Os};
 use core::cell::RefCell;
@@ -37,6 +38,11 @@ pub struct FakeOs {
     pub clock: RefCell<u64>,
     /// What `resident_pages` answers (512 when `None`).
     pub resident: RefCell<Option<usize>>,
+    /// When set (before the first `reserve`), reservations are real, zeroed
+    /// memory from the test's allocator, so code above the page heap (the
+    /// central lists, which link objects through their memory) can run on
+    /// it. `advise` still only records: DONTNEED does not zero anything.
+    pub backed: bool,
     /// Metadata handed out, freed when the fake is dropped.
     mapped: RefCell<Vec<(*mut u8, std::alloc::Layout)>>,
 }
@@ -58,10 +64,23 @@ unsafe impl Sync for FakeOs {}
 unsafe impl Send for FakeOs {}
 
 // SAFETY: `reserve` hands out addresses that are only recorded, never
-// dereferenced, by the heaps of the tests; `map_metadata` returns real,
-// zeroed memory of its own; `commit` and `advise` only record.
+// dereferenced, by the heaps of the tests, or (when `backed`) real zeroed
+// memory of its own; `map_metadata` returns real, zeroed memory of its own;
+// `commit` and `advise` only record.
 unsafe impl Os for FakeOs {
     fn reserve(&self, len: usize, align: usize) -> Option<usize> {
+        if self.backed {
+            let layout = std::alloc::Layout::from_size_align(len, align).ok()?;
+            // SAFETY: non-zero size; freed when the fake is dropped.
+            let p = unsafe { std::alloc::alloc_zeroed(layout) };
+            if p.is_null() {
+                return None;
+            }
+            self.mapped.borrow_mut().push((p, layout));
+            let addr = p as usize;
+            self.calls.borrow_mut().push(Call::Reserve { addr, len });
+            return Some(addr);
+        }
         let mut next = self.next.borrow_mut();
         if *next == 0 {
             *next = 0x1000_0000_0000;

@@ -258,9 +258,12 @@ impl<O: Os> PageHeap<O> {
     }
 
     /// Phase 3 (called with the span's central lock held): release the span
-    /// pages in `mask` (bit per span page; every object on them free).
-    /// Returns the pages released.
-    pub fn release_span_pages(&mut self, span: &mut Span, mask: u64) -> usize {
+    /// pages in `mask` (bit per span page). Returns the pages released.
+    ///
+    /// # Safety
+    /// `span` is a live span of this heap and no object in use lies on a
+    /// page of `mask`.
+    pub unsafe fn release_span_pages(&mut self, span: &mut Span, mask: u64) -> usize {
         let off = span.start - self.base;
         let idx = off >> HUGE_SHIFT;
         let first = (off >> PAGE_SHIFT) % PAGES_PER_HUGE;
@@ -498,7 +501,9 @@ mod tests {
         let _neighbour = h.alloc_run(8, 1, true).unwrap().span;
         // SAFETY: live span.
         let span = unsafe { &mut *s };
-        let got = h.release_span_pages(span, 0b1011_0110);
+        // SAFETY: a live span of this heap whose memory the fake OS never
+        // backs: nothing is in use on any of its pages.
+        let got = unsafe { h.release_span_pages(span, 0b1011_0110) };
         assert_eq!(got, 5);
         assert_eq!(span.released, 0b1011_0110);
         check_rules(&h, base);
