@@ -3,8 +3,8 @@
 example the previous commit against this one), side by side in one run.
 
     git worktree add /tmp/base HEAD~1
-    (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base/target cargo build --release --examples)
-    cargo build --release --examples
+    (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base/target cargo build --release --workspace --examples)
+    cargo build --release --workspace --examples
     python3 scripts/ab_workers.py /tmp/base/target/release/examples/suite_worker_hugeguard \\
         target/release/examples/suite_worker_hugeguard [--runs 7] [WORKLOAD ...]
 
@@ -12,7 +12,7 @@ Each round runs every workload once with A and once with B, alternating which
 goes first (ABBA), each in its own process. Prints, per workload, the median
 time of each build, the ratio B/A of the medians, and the spread of the
 per-round ratios (min..max). Workload names are the suite's
-(`benches/suite/workloads.rs`).
+(`bench/src/workloads.rs`).
 """
 
 import argparse

@@ -1,8 +1,7 @@
 //! Benchmark suite worker with jemalloc as the global allocator, chosen at build
-//! time. Run by `examples/suite.rs`; see `benches/suite/workloads.rs`.
+//! time. Run by `examples/suite.rs`; see `bench/src/workloads.rs`.
 
-#[path = "../benches/suite/workloads.rs"]
-mod workloads;
+use hugeguard_bench::workloads;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

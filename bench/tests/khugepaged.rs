@@ -6,8 +6,7 @@
 //! Each run happens in a child process (this test binary re-executed), so the
 //! RSS measured is the scenario's alone.
 
-#[path = "common/batch.rs"]
-mod batch;
+use hugeguard_bench::batch;
 
 use batch::get;
 use std::process::Command;

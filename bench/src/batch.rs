@@ -1,5 +1,5 @@
-//! The batch-then-idle scenario, shared by the tests and the `khugepaged`
-//! example (included with `#[path]`): a child process allocates mixed small
+//! The batch-then-idle scenario, shared by the scenario tests, the
+//! `khugepaged` example and the suite: a child process allocates mixed small
 //! objects, frees 63 of every 64 at random, then makes no allocator call while
 //! its parent watches its RSS; on request it runs the worst-case khugepaged
 //! simulation on itself.
@@ -7,8 +7,6 @@
 //! Everything the child does after the frees is allocation-free (raw `read`,
 //! `write`, `madvise`, `mincore`), so what the parent sees is the allocator's
 //! doing alone.
-
-#![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::io::{BufRead, BufReader, Write};
@@ -22,20 +20,20 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
     }
 }
 
 /// Size of the next object: 70 % 16-256 B, 25 % 256 B-4 KiB, 5 % 4-64 KiB.
 pub fn mixed_size(rng: &mut Rng) -> usize {
-    match rng.next() % 100 {
+    match rng.next_u64() % 100 {
         0..=69 => rng.range(16, 256),
         70..=94 => rng.range(256, 4096),
         _ => rng.range(4096, 65536),
@@ -98,11 +96,55 @@ const MADV_COLLAPSE: i32 = 25;
 /// aligned chunk of a private anonymous writable mapping with at least one
 /// resident page, `madvise(MADV_COLLAPSE)`. Allocation-free.
 pub fn simulate_khugepaged() -> SimReport {
-    // Read the whole maps file into a large stack buffer first, so that the
-    // collapses (which split and merge VMAs) do not disturb the listing.
-    let mut maps = [0u8; 256 * 1024];
+    // Read the whole maps file first, so that the collapses (which split and
+    // merge VMAs) do not disturb the listing. The buffers live in a mapping
+    // of their own that is unmapped at the end: on the stack, their pages
+    // would stay resident and count in the RSS this measures.
+    const MAPS_BYTES: usize = 256 * 1024;
+    const MAX_RANGES: usize = 4096;
+    let scratch_len = MAPS_BYTES + MAX_RANGES * core::mem::size_of::<(usize, usize)>();
+    // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing.
+    let scratch = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            scratch_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if scratch == libc::MAP_FAILED {
+        return SimReport::default();
+    }
+    let scratch_range = (scratch as usize, scratch as usize + scratch_len);
+    // SAFETY: the mapping holds `MAPS_BYTES` bytes, then room for the ranges
+    // (page-aligned, so aligned for `(usize, usize)`); it is zeroed, and
+    // nothing else uses it until it is unmapped below.
+    let (maps, ranges) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(scratch as *mut u8, MAPS_BYTES),
+            std::slice::from_raw_parts_mut(
+                (scratch as *mut u8).add(MAPS_BYTES) as *mut (usize, usize),
+                MAX_RANGES,
+            ),
+        )
+    };
+    let r = simulate_with(maps, ranges, scratch_range);
+    // SAFETY: the mapping made above; the slices are not used any more.
+    unsafe { libc::munmap(scratch, scratch_len) };
+    r
+}
+
+/// The simulation over buffers `maps` and `ranges`, skipping any chunk that
+/// overlaps `skip` (the buffers' own mapping).
+fn simulate_with(
+    maps: &mut [u8],
+    ranges: &mut [(usize, usize)],
+    skip: (usize, usize),
+) -> SimReport {
     let mut len = 0;
-    // SAFETY: plain file I/O into a stack buffer.
+    // SAFETY: plain file I/O into the buffer.
     unsafe {
         let fd = libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY);
         if fd < 0 {
@@ -121,7 +163,6 @@ pub fn simulate_khugepaged() -> SimReport {
         }
         libc::close(fd);
     }
-    let mut ranges = [(0usize, 0usize); 4096];
     let mut nranges = 0;
     for line in maps[..len].split(|&c| c == b'\n') {
         // "start-end perms offset dev inode [path]"
@@ -159,9 +200,10 @@ pub fn simulate_khugepaged() -> SimReport {
     for &(start, end) in &ranges[..nranges] {
         let mut chunk = (start + HUGE - 1) & !(HUGE - 1);
         while chunk + HUGE <= end {
+            let ours = chunk < skip.1 && skip.0 < chunk + HUGE;
             // SAFETY: mincore on a mapped range, into a 512-byte vector.
             let rc = unsafe { libc::mincore(chunk as *mut libc::c_void, HUGE, vec.as_mut_ptr()) };
-            if rc == 0 && vec.iter().any(|&b| b & 1 == 1) {
+            if !ours && rc == 0 && vec.iter().any(|&b| b & 1 == 1) {
                 r.chunks += 1;
                 // SAFETY: advice on our own mapping; MADV_COLLAPSE keeps data.
                 if unsafe { libc::madvise(chunk as *mut libc::c_void, HUGE, MADV_COLLAPSE) } == 0 {
@@ -252,7 +294,7 @@ fn workload_mixed(alloc: &dyn GlobalAlloc, total: usize) -> (usize, usize, Kept)
     let mut kept = Kept::new(alloc, all.n / 32 + 64);
     for i in 0..all.n {
         let (p, size) = all.get(i);
-        if !(rng.next() % 64 == 0 && kept.push(p, size)) {
+        if !(rng.next_u64() % 64 == 0 && kept.push(p, size)) {
             free_sized(alloc, p, size);
         }
     }
@@ -300,7 +342,7 @@ fn workload_go(alloc: &dyn GlobalAlloc, _total: usize) -> (usize, usize, Kept) {
                 break;
             }
             for i in 0..BLOCK / 8 {
-                p.add(i).write(rng.next());
+                p.add(i).write(rng.next_u64());
             }
             alloc.dealloc(p as *mut u8, layout);
         }
@@ -453,7 +495,7 @@ pub fn run_workers(threads: usize, total: usize, trim: bool) {
                     let keep = unsafe { &mut *kept.0[i].get() };
                     for j in 0..theirs.n {
                         let (p, size) = theirs.get(j);
-                        if !(rng.next() % 64 == 0 && keep.push(p, size)) {
+                        if !(rng.next_u64() % 64 == 0 && keep.push(p, size)) {
                             free_sized(&Global, p, size);
                         }
                     }

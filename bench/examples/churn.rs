@@ -5,7 +5,7 @@
 //! ratio. The machines here are noisy: single runs vary by +-7 %, so the
 //! median of many runs is what to compare.
 //!
-//! `cargo run --release --example churn [-- --runs N --rounds N]`
+//! `cargo run --release -p hugeguard-bench --example churn [-- --runs N --rounds N]`
 
 use std::process::Command;
 use std::time::Instant;

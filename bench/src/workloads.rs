@@ -1,12 +1,10 @@
 //! The benchmark suite's workloads, compiled into one worker binary per
-//! allocator (`examples/suite_worker_*.rs`, each with its own
+//! allocator (`bench/examples/suite_worker_*.rs`, each with its own
 //! `#[global_allocator]`). A worker runs one workload, given as its first
 //! argument, and prints one `RESULT key=value ...` line; the driver
-//! (`examples/suite.rs`) measures its peak RSS from outside.
+//! (`bench/examples/suite.rs`) measures its peak RSS from outside.
 //!
 //! `SUITE_SCALE` (default 1.0) scales every workload's operation count.
-
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -14,8 +12,7 @@ use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-#[path = "../../tests/common/batch.rs"]
-mod batch;
+use crate::batch;
 
 /// A small deterministic random generator.
 struct Rng(u64);

@@ -7,8 +7,8 @@
 //! (MADV_COLLAPSE on every 2 MiB chunk with a resident page) and samples again.
 //!
 //! ```text
-//! cargo run --release --example khugepaged            # simulated khugepaged
-//! cargo run --release --example khugepaged -- --real  # the real daemon (root)
+//! cargo run --release -p hugeguard-bench --example khugepaged            # simulated khugepaged
+//! cargo run --release -p hugeguard-bench --example khugepaged -- --real  # the real daemon (root)
 //! options: --mb N (default 1024)  --idle SECS (default 6)  --svg PATH
 //! ```
 //! With `--real` the parent sets THP `enabled=always` and khugepaged's
@@ -16,10 +16,7 @@
 //! daemon scans, and restores every value it changed, also on failure or
 //! Ctrl-C.
 
-#[path = "../tests/common/batch.rs"]
-mod batch;
-#[path = "../tests/common/svg.rs"]
-mod svg;
+use hugeguard_bench::{batch, svg};
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;

@@ -1,8 +1,8 @@
 //! Allocation speed: HugeGuard against System (glibc), mimalloc and jemalloc,
 //! side by side in one run, all called through the `GlobalAlloc` trait.
 //!
-//! Run: `cargo bench --bench alloc` (the table in docs/BENCHMARKS.md comes
-//! from `cargo bench --bench alloc -- --noplot` and the ratios script there).
+//! Run: `cargo bench -p hugeguard-bench --bench alloc` (the table in docs/BENCHMARKS.md comes
+//! from `cargo bench -p hugeguard-bench --bench alloc -- --noplot` and the ratios script there).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::alloc::{GlobalAlloc, Layout, System};

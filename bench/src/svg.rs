@@ -1,7 +1,5 @@
 //! A line chart of RSS over time as SVG, shared by the `khugepaged` demo and
-//! the benchmark suite (included with `#[path]`).
-
-#![allow(dead_code)]
+//! the benchmark suite.
 
 fn mb(b: usize) -> f64 {
     b as f64 / 1048576.0
