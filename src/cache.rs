@@ -71,6 +71,39 @@ impl Bin {
             max: AtomicU32::new(0),
         }
     }
+
+    /// Takes the first cached object, or null when the list is empty.
+    ///
+    /// # Safety
+    /// The lists are the caller's (the owner inside an operation with
+    /// `steal` clear, or after waiting for `taking`).
+    #[inline(always)]
+    unsafe fn pop(&self) -> *mut FreeObject {
+        let obj = self.head.load(Ordering::Relaxed);
+        if !obj.is_null() {
+            // SAFETY: cached objects are free and link through their first
+            // word.
+            self.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
+            self.count
+                .store(self.count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        }
+        obj
+    }
+
+    /// Caches free object `obj`; returns whether the list is now longer
+    /// than its limit.
+    ///
+    /// # Safety
+    /// As for [`Bin::pop`]; `obj` is a free object of this list's class.
+    #[inline(always)]
+    unsafe fn push(&self, obj: *mut FreeObject) -> bool {
+        // SAFETY: the object is free and at least 8 bytes (smallest class).
+        unsafe { (*obj).next = self.head.load(Ordering::Relaxed) };
+        self.head.store(obj, Ordering::Relaxed);
+        let count = self.count.load(Ordering::Relaxed) + 1;
+        self.count.store(count, Ordering::Relaxed);
+        count > self.max.load(Ordering::Relaxed)
+    }
 }
 
 const NEW: u8 = 0;
@@ -147,13 +180,9 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
         // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
         let bin = unsafe { tc.bins.get_unchecked(class) };
         if !tc.steal.load(Ordering::Acquire) {
-            let obj = bin.head.load(Ordering::Relaxed);
+            // SAFETY: the lists are ours (`steal` was clear after `begin`).
+            let obj = unsafe { bin.pop() };
             if !obj.is_null() {
-                // SAFETY: cached objects are free and link through their first
-                // word; the lists are ours (`steal` was clear after `begin`).
-                bin.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
-                bin.count
-                    .store(bin.count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
                 tc.end();
                 return obj as *mut u8;
             }
@@ -178,13 +207,9 @@ pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
         }
         // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
         let bin = unsafe { tc.bins.get_unchecked(class) };
-        let obj = ptr as *mut FreeObject;
-        // SAFETY: the object is free and at least 8 bytes (smallest class).
-        unsafe { (*obj).next = bin.head.load(Ordering::Relaxed) };
-        bin.head.store(obj, Ordering::Relaxed);
-        let count = bin.count.load(Ordering::Relaxed) + 1;
-        bin.count.store(count, Ordering::Relaxed);
-        if count > bin.max.load(Ordering::Relaxed) {
+        // SAFETY: the lists are ours (`steal` was clear after `begin`); the
+        // caller gives up a free object of this class.
+        if unsafe { bin.push(ptr as *mut FreeObject) } {
             // Ends the operation itself.
             return tc.overflow(class);
         }
@@ -247,13 +272,9 @@ impl ThreadCache {
         if self.steal.load(Ordering::Acquire) {
             self.wait_while_taken();
             // The background thread may have left the lists alone.
-            let bin = &self.bins[class];
-            let obj = bin.head.load(Ordering::Relaxed);
+            // SAFETY: the lists are ours again.
+            let obj = unsafe { self.bins[class].pop() };
             if !obj.is_null() {
-                // SAFETY: as in `alloc`; the lists are ours again.
-                bin.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
-                bin.count
-                    .store(bin.count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
                 return obj as *mut u8;
             }
         }
@@ -269,14 +290,9 @@ impl ThreadCache {
     unsafe fn dealloc_slow(&self, ptr: *mut u8, class: usize) {
         let _end = EndOnDrop(self);
         self.wait_while_taken();
-        let bin = &self.bins[class];
-        let obj = ptr as *mut FreeObject;
-        // SAFETY: as in `dealloc`; the lists are ours again.
-        unsafe { (*obj).next = bin.head.load(Ordering::Relaxed) };
-        bin.head.store(obj, Ordering::Relaxed);
-        let count = bin.count.load(Ordering::Relaxed) + 1;
-        bin.count.store(count, Ordering::Relaxed);
-        if count > bin.max.load(Ordering::Relaxed) {
+        // SAFETY: the lists are ours again; the caller gives up a free object
+        // of this class.
+        if unsafe { self.bins[class].push(ptr as *mut FreeObject) } {
             self.overflow_inner(class);
         }
     }

@@ -11,17 +11,8 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
 
-fn cookie(id: u64, i: usize) -> u8 {
-    (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (i % 57)) as u8
-}
-
-fn make(id: u64, size: usize) -> (u64, Vec<u8>) {
-    (id, (0..size).map(|i| cookie(id, i)).collect())
-}
-
-fn intact((id, v): &(u64, Vec<u8>)) -> bool {
-    v.iter().enumerate().all(|(i, &b)| b == cookie(*id, i))
-}
+mod common;
+use common::{intact, make};
 
 #[test]
 fn blocked_threads_caches_are_taken_and_waking_threads_stay_correct() {

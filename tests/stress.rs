@@ -17,17 +17,8 @@ static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
 
 const CHILD_ENV: &str = "HUGEGUARD_TEST_STRESS_CHILD";
 
-fn cookie(id: u64, i: usize) -> u8 {
-    (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (i % 57)) as u8
-}
-
-fn make(id: u64, size: usize) -> (u64, Vec<u8>) {
-    (id, (0..size).map(|i| cookie(id, i)).collect())
-}
-
-fn check((id, v): &(u64, Vec<u8>)) -> bool {
-    v.iter().enumerate().all(|(i, &b)| b == cookie(*id, i))
-}
+mod common;
+use common::{intact as check, make};
 
 fn stress(secs: u64) -> (u64, u64) {
     let end = Instant::now() + Duration::from_secs(secs);
