@@ -51,7 +51,7 @@ use crate::size_class::{SizeClass, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM
 use crate::span::FreeObject;
 use core::ptr;
 use core::sync::atomic::{
-    compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering,
+    compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
 };
 
 /// One size class's list. Written by the owner, or by the background thread
@@ -483,7 +483,7 @@ const MB_READY: u8 = 1;
 const MB_REFUSED: u8 = 2;
 static MEMBARRIER: AtomicU8 = AtomicU8::new(MB_UNKNOWN);
 /// Bytes taken from other threads' caches since start.
-static RECLAIMED_BYTES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+static RECLAIMED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes [`reclaim`] has taken from threads' caches since the process started.
 pub fn reclaimed_bytes() -> usize {
@@ -505,8 +505,10 @@ fn membarrier_ready() -> bool {
 /// Which caches [`reclaim`] takes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Reclaim {
-    /// Caches whose thread ran no allocator operation since the previous
-    /// `Idle` scan (the background thread's passes).
+    /// Caches whose thread ran no slow path (refill or flush) since the
+    /// previous scan (the background thread's, at most every 500 ms): idle
+    /// threads, and threads that only hit their cache (taking theirs costs
+    /// them one refill per class they use).
     Idle,
     /// Every cache whose thread is not inside an operation now, except the
     /// calling thread's (`release_now`).
