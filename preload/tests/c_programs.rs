@@ -182,15 +182,20 @@ fn batch_then_idle_in_c_stays_low_under_khugepaged() {
     );
 }
 
-/// Starts `prog` under the library with piped output.
-fn spawn(prog: &Path, args: &[&str]) -> std::process::Child {
-    Command::new(prog)
-        .args(args)
-        .env("LD_PRELOAD", library())
+/// Starts `cmd` under the library with piped output.
+fn spawn_preloaded(mut cmd: Command) -> std::process::Child {
+    cmd.env("LD_PRELOAD", library())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
+}
+
+/// Starts `prog args` under the library with piped output.
+fn spawn(prog: &Path, args: &[&str]) -> std::process::Child {
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    spawn_preloaded(cmd)
 }
 
 /// Waits up to `limit` for `child` to end; kills it (SIGKILL) and fails the
@@ -287,14 +292,9 @@ fn python_thread_forks_and_the_child_thread_returns() {
         \x20   t.join()\n\
         w = threading.Thread(target=worker)\n\
         w.start()\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .env("LD_PRELOAD", library())
-        .env("PYTHONMALLOC", "malloc")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script]).env("PYTHONMALLOC", "malloc");
+    let mut child = spawn_preloaded(cmd);
     let st = wait_within(&mut child, std::time::Duration::from_secs(10), "python");
     let out = child.wait_with_output().unwrap();
     let t = text(&out);
