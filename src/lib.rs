@@ -28,7 +28,8 @@
 //!   `malloc_trim(0)`); [`flush_caches`] returns the calling thread's cache
 //!   and the parked batches to their spans; [`set_background`] turns the
 //!   background release thread's work on or off.
-//! * [`usable_size`]: the usable bytes of a block for its `Layout`.
+//! * [`usable_size`]: the usable bytes of a live block for its `Layout`
+//!   (`unsafe`: it may read the block's span record).
 //! * [`raw`]: the size-less C entry points (`malloc`, `free`, `realloc`,
 //!   aligned allocation, usable size, `errno`, misuse reporting) that the
 //!   `LD_PRELOAD` library wraps.
@@ -57,6 +58,12 @@
 //! ```compile_fail,E0603
 //! let _ = hugeguard::central::CentralList::new();
 //! ```
+//! and a pointer the caller does not own cannot reach a span record from
+//! safe code (the lookup could race with another thread changing it):
+//! ```compile_fail,E0133
+//! let p = 0x1000 as *mut u8;
+//! let _ = hugeguard::raw::owns(p) || hugeguard::raw::usable_size(p) > 0;
+//! ```
 //!
 //! ## The shape
 //! ```text
@@ -82,8 +89,9 @@
 #![warn(missing_docs)]
 
 // The internals are crate-private: safe code outside the crate reaches the
-// heap only through the items re-exported below, and through `raw`, whose
-// pointer-taking entry points that could misuse memory are `unsafe fn`.
+// heap only through the items re-exported below, and through `raw`. Every
+// public function that looks at memory through a pointer it is given (`free`,
+// `realloc`, `usable_size`, `owns`, and `usable_size` here) is `unsafe fn`.
 mod background;
 pub(crate) mod bitmap;
 mod block;
@@ -190,9 +198,24 @@ unsafe impl GlobalAlloc for HugeGuard {
     }
 }
 
-/// Usable size of a block allocated with `layout` (at least `layout.size()`;
-/// 0 for a large layout and a pointer that is not one of our blocks).
-pub fn usable_size(ptr: *mut u8, layout: Layout) -> usize {
+/// Usable size of a block allocated with `layout` (at least `layout.size()`).
+///
+/// ```
+/// use std::alloc::{GlobalAlloc, Layout};
+/// let l = Layout::from_size_align(100, 8).unwrap();
+/// // SAFETY: a non-zero layout; the block is freed with it below.
+/// unsafe {
+///     let p = hugeguard::HugeGuard.alloc(l);
+///     assert!(hugeguard::usable_size(p, l) >= 100);
+///     hugeguard::HugeGuard.dealloc(p, l);
+/// }
+/// ```
+///
+/// # Safety
+/// `ptr` is a live block that hugeguard allocated with `layout`. For a large
+/// layout the size is read from the block's span record without a lock,
+/// which is sound only while no other thread can free that block.
+pub unsafe fn usable_size(ptr: *mut u8, layout: Layout) -> usize {
     block::usable_size(ptr, Kind::of(layout.size(), layout.align()))
 }
 

@@ -101,7 +101,14 @@ pub unsafe fn free(p: *mut u8) -> bool {
 }
 
 /// Usable bytes of block `p` (0 for null or a pointer that is not a block).
-pub fn usable_size(p: *mut u8) -> usize {
+///
+/// # Safety
+/// `p` is null, lies outside this allocator's heap, or is a live block of
+/// this allocator. The lookup reads the span record of `p`'s page without a
+/// lock, which is sound only while no other thread can free or reuse that
+/// span (any pointer into the heap that is not a live block may be in one
+/// being changed).
+pub unsafe fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;
     }
@@ -109,7 +116,12 @@ pub fn usable_size(p: *mut u8) -> usize {
 }
 
 /// Whether `p` is a block of this allocator.
-pub fn owns(p: *mut u8) -> bool {
+///
+/// # Safety
+/// As for [`usable_size`]: the answer is `false` for a pointer outside the
+/// heap, and `true` for a live block; a pointer into the heap that is not a
+/// live block may race with another thread changing its span.
+pub unsafe fn owns(p: *mut u8) -> bool {
     classify(p).is_some()
 }
 

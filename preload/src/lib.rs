@@ -100,7 +100,10 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if p.is_null() {
         return checked(raw::malloc(size));
     }
-    if !raw::owns(p as *mut u8) {
+    // SAFETY: the C contract: `p` is a live block of this allocator, or the
+    // program is in error (a foreign pointer outside the heap is told apart
+    // without reading anything; one inside it is undefined in C as well).
+    if !unsafe { raw::owns(p as *mut u8) } {
         misuse(b"realloc", p);
     }
     if size == 0 {
@@ -192,7 +195,9 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
 /// glibc `malloc_usable_size` contract.
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    raw::usable_size(p as *mut u8)
+    // SAFETY: the glibc contract: `p` is null or a live block of this
+    // allocator.
+    unsafe { raw::usable_size(p as *mut u8) }
 }
 
 /// Releases everything releasable now; returns 1 if memory was released.
