@@ -335,11 +335,10 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
     loop {
         let cfg = config::get();
         let work = WORK.lock();
+        FREED.store(false, Ordering::Relaxed);
         let wait = if !BG_ENABLED.load(Ordering::Relaxed) {
-            FREED.store(false, Ordering::Relaxed);
             Wait::Park(PARK_MS)
         } else {
-            FREED.store(false, Ordering::Relaxed);
             let now = linux::now_ms();
             if now.saturating_sub(scanned_at) >= CACHE_SCAN_MS {
                 scanned_at = now;
