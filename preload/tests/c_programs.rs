@@ -219,6 +219,19 @@ fn wait_within(
     }
 }
 
+/// Waits up to `limit` for `child` (as [`wait_within`]), requires a
+/// successful exit, and returns its output.
+fn succeed_within(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> String {
+    let st = wait_within(&mut child, limit, what);
+    let t = text(&child.wait_with_output().unwrap());
+    assert!(st.success(), "{what}: {st}: {t}");
+    t
+}
+
 /// Reads the program's first line ("threads=N"): it prints it just before
 /// its main thread calls `pthread_exit`. Returns N.
 fn first_line_threads(child: &mut std::process::Child) -> i64 {
@@ -263,11 +276,8 @@ fn forked_child_whose_only_thread_returns_exits() {
     // A worker thread forks; in the child it is the only thread, starts and
     // joins another, and returns from its start routine.
     let prog = compile("last_thread");
-    let mut child = spawn(&prog, &["forked"]);
-    let st = wait_within(&mut child, std::time::Duration::from_secs(8), "forked");
-    let out = child.wait_with_output().unwrap();
-    let t = text(&out);
-    assert!(st.success(), "{st}: {t}");
+    let child = spawn(&prog, &["forked"]);
+    let t = succeed_within(child, std::time::Duration::from_secs(8), "forked");
     assert!(t.contains("child threads=2"), "{t}");
     assert!(t.contains("child exited status=0"), "{t}");
 }
@@ -294,11 +304,8 @@ fn python_thread_forks_and_the_child_thread_returns() {
         w.start()\n";
     let mut cmd = Command::new("python3");
     cmd.args(["-c", script]).env("PYTHONMALLOC", "malloc");
-    let mut child = spawn_preloaded(cmd);
-    let st = wait_within(&mut child, std::time::Duration::from_secs(10), "python");
-    let out = child.wait_with_output().unwrap();
-    let t = text(&out);
-    assert!(st.success(), "{st}: {t}");
+    let child = spawn_preloaded(cmd);
+    let t = succeed_within(child, std::time::Duration::from_secs(10), "python");
     assert!(t.contains("end of main"), "{t}");
     assert!(t.contains("child status 0"), "{t}");
 }
