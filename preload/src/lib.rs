@@ -33,7 +33,7 @@ use hugeguard::raw;
 const ENOMEM: c_int = libc::ENOMEM;
 const EINVAL: c_int = libc::EINVAL;
 
-use raw::{errno, set_errno};
+use raw::set_errno;
 
 #[inline]
 fn checked(p: *mut u8) -> *mut c_void {
@@ -72,12 +72,12 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 /// C `free` contract: `p` is null or a live block from this allocator.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    let saved = errno();
+    // `errno` is left alone: the allocator's OS layer puts it back around
+    // every system call, so the fast path needs no save and restore.
     // SAFETY: forwarded from the caller.
     if !unsafe { raw::free(p as *mut u8) } {
         misuse(b"free", p);
     }
-    set_errno(saved);
 }
 
 /// # Safety

@@ -11,6 +11,7 @@ pub struct LinuxOs;
 // the kernel's choosing; `commit` and `advise` act on the range given only.
 unsafe impl Os for LinuxOs {
     fn reserve(&self, len: usize, align: usize) -> Option<usize> {
+        let _errno = KeepErrno::new();
         let padded = len.checked_add(align)?;
         // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's
         // choosing touches no existing memory.
@@ -45,6 +46,7 @@ unsafe impl Os for LinuxOs {
     }
 
     unsafe fn commit(&self, addr: usize, len: usize) -> bool {
+        let _errno = KeepErrno::new();
         // SAFETY: the caller passes a page-aligned range inside a reservation
         // made by `reserve`, which nobody else uses.
         unsafe {
@@ -57,6 +59,7 @@ unsafe impl Os for LinuxOs {
     }
 
     fn map_metadata(&self, len: usize) -> Option<*mut u8> {
+        let _errno = KeepErrno::new();
         // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing.
         let raw = unsafe {
             libc::mmap(
@@ -79,6 +82,7 @@ unsafe impl Os for LinuxOs {
     }
 
     unsafe fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
+        let _errno = KeepErrno::new();
         let flag = match advice {
             Advice::DontNeed => libc::MADV_DONTNEED,
             Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
@@ -119,12 +123,32 @@ pub fn set_errno(value: i32) {
     unsafe { *libc::__errno_location() = value }
 }
 
+/// Puts the calling thread's `errno` back when dropped. Every function here
+/// that makes a system call holds one, so no allocator entry point changes
+/// the program's `errno`: C's `free` must not, and `malloc` and friends set
+/// it only where they fail (in `preload`), not because an `madvise` inside
+/// a slow path failed. The fast paths make no system call and pay nothing.
+struct KeepErrno(i32);
+
+impl KeepErrno {
+    fn new() -> Self {
+        KeepErrno(errno())
+    }
+}
+
+impl Drop for KeepErrno {
+    fn drop(&mut self) {
+        set_errno(self.0);
+    }
+}
+
 /// A pthread key whose destructor runs at thread exit for threads that set it.
 pub struct ThreadExitKey(libc::pthread_key_t);
 
 impl ThreadExitKey {
     /// Creates the key (glibc does not allocate for it).
     pub fn create(dtor: unsafe extern "C" fn(*mut core::ffi::c_void)) -> Option<Self> {
+        let _errno = KeepErrno::new();
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is a valid out-pointer; `dtor` is a valid function.
         let rc = unsafe { libc::pthread_key_create(&mut key, Some(dtor)) };
@@ -143,6 +167,7 @@ impl ThreadExitKey {
 
     /// Arms the destructor for the calling thread with a non-null `value`.
     pub fn arm(&self, value: *mut u8) {
+        let _errno = KeepErrno::new();
         // SAFETY: the key was created by `create`; glibc stores the value in
         // the thread's static block for the first 32 keys (no allocation).
         unsafe {
@@ -158,12 +183,14 @@ pub fn register_fork_handlers(
     parent: unsafe extern "C" fn(),
     child: unsafe extern "C" fn(),
 ) -> bool {
+    let _errno = KeepErrno::new();
     // SAFETY: the handlers are valid `extern "C"` functions that live forever.
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
 }
 
 /// Yields the CPU.
 pub fn yield_now() {
+    let _errno = KeepErrno::new();
     // SAFETY: sched_yield has no preconditions.
     unsafe {
         libc::sched_yield();
@@ -187,6 +214,7 @@ pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
 
 /// Reads up to `buf.len()` bytes of the file at `path` into `buf`.
 pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
+    let _errno = KeepErrno::new();
     // SAFETY: `path` is NUL-terminated.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -235,6 +263,7 @@ pub(crate) fn parse_other_live_threads(stat: &[u8]) -> Option<usize> {
 
 /// Writes `msg` to standard error (one `write`, no buffering, no allocation).
 pub fn write_stderr(msg: &[u8]) {
+    let _errno = KeepErrno::new();
     // SAFETY: `msg` is valid for its length; fd 2 may be closed, then the
     // write just fails.
     unsafe {
@@ -260,6 +289,7 @@ pub fn now_us() -> u64 {
 
 /// Waits until `word` no longer holds `expected`, a wake-up, or `timeout_ms`.
 pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: u64) {
+    let _errno = KeepErrno::new();
     let ts = libc::timespec {
         tv_sec: (timeout_ms / 1000) as libc::time_t,
         tv_nsec: ((timeout_ms % 1000) * 1_000_000) as libc::c_long,
@@ -278,6 +308,7 @@ pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_m
 
 /// Wakes one waiter of `word`.
 pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
+    let _errno = KeepErrno::new();
     // SAFETY: `word` is a valid, aligned u32.
     unsafe {
         libc::syscall(
@@ -293,6 +324,7 @@ pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
 /// signal blocked (signals belong to the program's own threads). glibc may
 /// call the C allocator inside: the caller must hold no allocator lock.
 pub fn spawn_detached(entry: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void) -> bool {
+    let _errno = KeepErrno::new();
     // SAFETY: all structures are initialised before use and destroyed after;
     // the signal mask is restored on the calling thread.
     unsafe {
@@ -321,6 +353,7 @@ const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
 /// Registers the process for [`membarrier`]; `false` where the kernel (or a
 /// seccomp filter) refuses.
 pub fn membarrier_register() -> bool {
+    let _errno = KeepErrno::new();
     // SAFETY: membarrier with integer arguments only.
     unsafe {
         libc::syscall(
@@ -335,6 +368,7 @@ pub fn membarrier_register() -> bool {
 /// before this returns (threads not running pass one when they are next
 /// scheduled). Needs [`membarrier_register`] first.
 pub fn membarrier() -> bool {
+    let _errno = KeepErrno::new();
     // SAFETY: membarrier with integer arguments only.
     unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0 }
 }
@@ -342,12 +376,14 @@ pub fn membarrier() -> bool {
 /// Turns transparent huge pages off for this process and its children
 /// (`PR_SET_THP_DISABLE`).
 pub fn disable_thp_for_process() -> bool {
+    let _errno = KeepErrno::new();
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0 }
 }
 
 /// Resident 4 KiB pages in `[addr, addr + len)`, `len <= 2 MiB` (mincore).
 pub fn resident_pages(addr: usize, len: usize) -> Option<usize> {
+    let _errno = KeepErrno::new();
     let mut vec = [0u8; crate::units::PAGES_PER_HUGE];
     let pages = len / crate::units::PAGE_SIZE;
     if pages > vec.len() {
@@ -360,6 +396,7 @@ pub fn resident_pages(addr: usize, len: usize) -> Option<usize> {
 
 /// Sleeps for `ms` milliseconds.
 pub fn sleep_ms(ms: u64) {
+    let _errno = KeepErrno::new();
     let ts = libc::timespec {
         tv_sec: (ms / 1000) as libc::time_t,
         tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
@@ -385,6 +422,22 @@ mod tests {
              7000 10000000 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn system_calls_leave_errno_alone() {
+        let os = LinuxOs;
+        let map = os.map_metadata(1 << 16).unwrap() as usize;
+        set_errno(77);
+        // SAFETY: an unaligned start makes madvise fail with EINVAL before
+        // it looks at any memory.
+        let r = unsafe { os.advise(map + 1, 4096, Advice::DontNeed) };
+        assert_eq!(r, Err(libc::EINVAL));
+        assert_eq!(errno(), 77, "the failed madvise's EINVAL leaked");
+        assert!(read_file(c"/nonexistent/hugeguard", &mut [0u8; 8]).is_none());
+        assert_eq!(errno(), 77, "the failed open's ENOENT leaked");
+        // SAFETY: unmapping the metadata mapping made above.
+        unsafe { libc::munmap(map as *mut libc::c_void, 1 << 16) };
     }
 
     #[test]
