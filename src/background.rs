@@ -472,7 +472,7 @@ mod tests {
         assert!(h.init(64 * HUGE_SIZE, HUGE_SIZE));
         // Three huge pages filled completely.
         for _ in 0..3 * 512 {
-            h.alloc_run(1, 1, true).unwrap();
+            h.alloc_run(1, 1, 1).unwrap();
         }
         SpinLock::new(h)
     }

@@ -26,6 +26,7 @@ impl Kind {
 
 /// A block of at least `size` bytes aligned to `align` (a power of two),
 /// zeroed if `zero`; null when out of memory.
+#[inline]
 pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     match Kind::of(size, align) {
         Kind::Small(class) => {
@@ -45,6 +46,7 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 ///
 /// # Safety
 /// `p` is a live block of kind `kind` that the caller gives up.
+#[inline]
 pub(crate) unsafe fn free(p: *mut u8, kind: Kind) -> bool {
     match kind {
         Kind::Small(class) => {

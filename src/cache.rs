@@ -64,6 +64,8 @@ struct Bin {
 }
 
 impl Bin {
+    // Unused in code with `initial-exec-tls` (zero bytes stand for it).
+    #[cfg_attr(feature = "initial-exec-tls", allow(dead_code))]
     const fn new() -> Self {
         Bin {
             head: AtomicPtr::new(ptr::null_mut()),
@@ -132,6 +134,8 @@ pub struct ThreadCache {
 }
 
 impl ThreadCache {
+    // Unused in code with `initial-exec-tls` (zero bytes stand for it).
+    #[cfg_attr(feature = "initial-exec-tls", allow(dead_code))]
     const fn new() -> Self {
         ThreadCache {
             bins: [const { Bin::new() }; NUM_CLASSES],
@@ -142,14 +146,76 @@ impl ThreadCache {
             state: AtomicU8::new(NEW),
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
-            seen: AtomicU32::new(u32::MAX),
+            // Activity is at least 1 once registered: the first scan never
+            // counts a thread idle.
+            seen: AtomicU32::new(0),
         }
     }
 }
 
+#[cfg(not(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+)))]
 thread_local! {
     static CACHE: ThreadCache = const { ThreadCache::new() };
 }
+
+/// The thread's cache in the static TLS block, reached with the
+/// initial-exec TLS model: two instructions (`fs:0` plus an offset from the
+/// GOT), where a `thread_local!` in a shared library costs a call to
+/// `__tls_get_addr`. For the `LD_PRELOAD` library, which is loaded with the
+/// program (a library opened later with `dlopen` may find no static TLS
+/// left, so this is a feature and not the default). Rust has no stable
+/// attribute for the TLS model, hence the symbol is defined in assembly: a
+/// zero-filled `.tbss` object, which is `ThreadCache::new()` (checked by the
+/// test `new_cache_is_all_zero`).
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+))]
+mod static_tls {
+    use super::ThreadCache;
+
+    core::arch::global_asm!(
+        ".pushsection .tbss,\"awT\",@nobits",
+        ".balign 64",
+        ".globl __hugeguard_0_1_thread_cache",
+        ".hidden __hugeguard_0_1_thread_cache",
+        ".type __hugeguard_0_1_thread_cache, @tls_object",
+        ".size __hugeguard_0_1_thread_cache, {size}",
+        "__hugeguard_0_1_thread_cache:",
+        ".zero {size}",
+        ".popsection",
+        size = const core::mem::size_of::<ThreadCache>(),
+    );
+
+    /// The calling thread's cache.
+    #[inline(always)]
+    pub(super) fn cache() -> &'static ThreadCache {
+        let p: usize;
+        // SAFETY: reads the thread pointer and the GOT slot the dynamic
+        // linker filled with the object's offset from it; no other memory.
+        unsafe {
+            core::arch::asm!(
+                "mov {p}, qword ptr fs:[0]",
+                "add {p}, qword ptr [rip + __hugeguard_0_1_thread_cache@GOTTPOFF]",
+                p = out(reg) p,
+                options(pure, nomem, nostack),
+            );
+        }
+        // SAFETY: the object is this thread's, aligned (64 >= the type's
+        // alignment) and sized for a `ThreadCache`, zero-filled at thread
+        // start (a valid `ThreadCache::new()`), and lives as long as the
+        // thread; every field is an atomic, so shared references are all
+        // anyone holds. `'static` stands for "the rest of this thread".
+        unsafe { &*(p as *const ThreadCache) }
+    }
+}
+
+const _: () = assert!(core::mem::align_of::<ThreadCache>() <= 64);
 
 /// The registered (active) caches, linked through their `next`/`prev`.
 struct Registry {
@@ -168,6 +234,17 @@ static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry {
 /// Runs `f` on the calling thread's cache.
 #[inline(always)]
 fn with_cache<R>(f: impl FnOnce(&ThreadCache) -> R) -> R {
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    return f(static_tls::cache());
+    #[cfg(not(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    )))]
     CACHE.with(f)
 }
 
@@ -608,4 +685,32 @@ pub unsafe fn reset_after_fork_child() {
         }
     });
     MEMBARRIER.store(MB_UNKNOWN, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The static-TLS cache starts as zero bytes: that must be a fresh cache.
+    #[test]
+    fn new_cache_is_all_zero() {
+        // SAFETY: every field is an atomic integer, flag or pointer, for
+        // which zero is a valid value.
+        let zero: ThreadCache = unsafe { core::mem::zeroed() };
+        let new = ThreadCache::new();
+        let r = Ordering::Relaxed;
+        for (z, n) in zero.bins.iter().zip(&new.bins) {
+            assert_eq!(z.head.load(r), n.head.load(r));
+            assert_eq!(z.count.load(r), n.count.load(r));
+            assert_eq!(z.max.load(r), n.max.load(r));
+        }
+        assert_eq!(zero.busy.load(r), new.busy.load(r));
+        assert_eq!(zero.activity.load(r), new.activity.load(r));
+        assert_eq!(zero.steal.load(r), new.steal.load(r));
+        assert_eq!(zero.taking.load(r), new.taking.load(r));
+        assert_eq!(zero.state.load(r), new.state.load(r));
+        assert_eq!(zero.next.load(r), new.next.load(r));
+        assert_eq!(zero.prev.load(r), new.prev.load(r));
+        assert_eq!(zero.seen.load(r), new.seen.load(r));
+    }
 }

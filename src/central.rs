@@ -449,7 +449,7 @@ mod tests {
             let Some(run) = self
                 .heap
                 .lock()
-                .alloc_run(CLASS_PAGES[class] as usize, 1, true)
+                .alloc_run(CLASS_PAGES[class] as usize, 1, class as u8)
             else {
                 return ptr::null_mut();
             };

@@ -10,7 +10,7 @@
 //! page reads as zero: an object on it would have lost its data).
 
 use crate::global::{self, CENTRAL, HEAP};
-use crate::huge::HugeKind;
+use crate::huge::{page_tag, HugeKind};
 use crate::size_class::{CLASS_SIZE, NUM_CLASSES};
 use crate::span::page_mask;
 use crate::units::{HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT, PAGE_SIZE};
@@ -41,6 +41,9 @@ pub fn check_invariants() -> Result<(), &'static str> {
         for page in 0..PAGES_PER_HUGE {
             let span = pages.span(idx, page);
             if span.is_null() {
+                if pages.tag(idx, page) != 0 {
+                    return Err("a page no span owns has a tag");
+                }
                 continue;
             }
             // SAFETY: a mapped span is a live record.
@@ -56,11 +59,17 @@ pub fn check_invariants() -> Result<(), &'static str> {
             }
             let class = s.class as usize;
             if class == 0 {
+                if pages.tag(idx, page) != 0 {
+                    return Err("a large object's page has a tag");
+                }
                 continue;
             }
             for p in page..page + s.npages as usize {
                 if pages.span(idx, p) != span {
                     return Err("a page of a small span maps elsewhere");
+                }
+                if pages.tag(idx, p) != page_tag(s.class, p - page) {
+                    return Err("a page of a small span has the wrong tag");
                 }
             }
             used_by_span[class] += s.used as usize;

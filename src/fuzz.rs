@@ -267,7 +267,9 @@ pub fn policy(data: &[u8]) {
                     _ => 1 + input.u16() as usize % 1200,
                 };
                 let align = 1 << (input.u8().unwrap_or(0) % 11);
-                if let Some(r) = heap.alloc_run(n, align, true) {
+                // Runs short enough for a small span are tagged as one.
+                let class = u8::from(n <= 255);
+                if let Some(r) = heap.alloc_run(n, align, class) {
                     runs.push(r.span);
                 }
             }

@@ -9,12 +9,13 @@
 use crate::background;
 use crate::central::{init_small_span, Batch, CentralList, SpanSource};
 use crate::config::Mode;
-use crate::huge::PageSpans;
+use crate::huge::{PageSpans, PageTags};
 use crate::lock::SpinLock;
 use crate::os::linux::{self, LinuxOs};
 use crate::page_heap::{HeapView, PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
 use crate::size_class::{CLASS_PAGES, NUM_CLASSES};
 use crate::span::{FreeObject, Span};
+use crate::units::{PAGES_PER_HUGE, PAGE_SHIFT};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
@@ -32,6 +33,10 @@ static VIEW_BASE: AtomicUsize = AtomicUsize::new(0);
 static VIEW_END: AtomicUsize = AtomicUsize::new(0);
 static VIEW_PAGES: AtomicPtr<PageSpans> = AtomicPtr::new(ptr::null_mut());
 static VIEW_LEN: AtomicUsize = AtomicUsize::new(0);
+static VIEW_TAGS: AtomicPtr<PageTags> = AtomicPtr::new(ptr::null_mut());
+/// The heap's length in bytes; published last (release), so a reader that
+/// sees it non-zero sees `VIEW_TAGS` too. 0 before the heap exists.
+static VIEW_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// The heap's lock-free view (empty before initialisation).
 #[inline]
@@ -47,9 +52,29 @@ pub fn view() -> HeapView {
             VIEW_BASE.load(Ordering::Relaxed),
             VIEW_END.load(Ordering::Relaxed),
             pages,
+            VIEW_TAGS.load(Ordering::Relaxed),
             VIEW_LEN.load(Ordering::Relaxed),
         )
     }
+}
+
+/// The tag of the page holding `addr` ([`crate::huge::page_tag`]): the size
+/// class and page-in-span of a small-object span's page, 0 for any other
+/// page and for an address outside the heap. Two loads of process-wide
+/// values and one of the tag: the size-less `free`'s first step.
+#[inline(always)]
+pub fn page_tag(addr: usize) -> u16 {
+    let off = addr.wrapping_sub(VIEW_BASE.load(Ordering::Relaxed));
+    if off >= VIEW_BYTES.load(Ordering::Acquire) {
+        return 0;
+    }
+    let tags = VIEW_TAGS.load(Ordering::Relaxed);
+    let page = off >> PAGE_SHIFT;
+    // SAFETY: `off` is inside the heap (the check above; `VIEW_BYTES` is
+    // published after `VIEW_BASE` and `VIEW_TAGS`), and the tags cover every
+    // page of it in one flat array (huge page `i`'s `PAGES_PER_HUGE` tags
+    // follow huge page `i - 1`'s) that lives for the process.
+    unsafe { (*tags.add(page / PAGES_PER_HUGE))[page % PAGES_PER_HUGE].load(Ordering::Relaxed) }
 }
 
 /// Makes sure the heap exists; `false` if the OS refused the reservation.
@@ -69,11 +94,13 @@ pub fn ensure_heap() -> bool {
             if !heap.init(DEFAULT_RESERVE, MIN_RESERVE) {
                 return false;
             }
-            let (base, end, pages, len) = heap.view().parts();
+            let (base, end, pages, tags, len) = heap.view().parts();
             VIEW_BASE.store(base, Ordering::Relaxed);
             VIEW_END.store(end, Ordering::Relaxed);
             VIEW_LEN.store(len, Ordering::Relaxed);
+            VIEW_TAGS.store(tags as *mut PageTags, Ordering::Relaxed);
             VIEW_PAGES.store(pages as *mut PageSpans, Ordering::Release);
+            VIEW_BYTES.store(end - base, Ordering::Release);
         }
     }
     crate::hooks::install();
@@ -110,7 +137,10 @@ pub struct ProcessHeap;
 
 impl SpanSource for ProcessHeap {
     fn new_span(&self, class: usize) -> *mut Span {
-        let Some(run) = HEAP.lock().alloc_run(CLASS_PAGES[class] as usize, 1, true) else {
+        let Some(run) = HEAP
+            .lock()
+            .alloc_run(CLASS_PAGES[class] as usize, 1, class as u8)
+        else {
             return ptr::null_mut();
         };
         // SAFETY: a fresh span record owned by the caller.

@@ -18,7 +18,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !global::ensure_heap() {
         return ptr::null_mut();
     }
-    let Some(run) = HEAP.lock().alloc_run(npages, align_pages, false) else {
+    let Some(run) = HEAP.lock().alloc_run(npages, align_pages, 0) else {
         return ptr::null_mut();
     };
     crate::background::maybe_start();

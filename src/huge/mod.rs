@@ -14,7 +14,7 @@ pub mod set;
 use crate::bitmap::PageBitmap;
 use crate::span::Span;
 use crate::units::PAGES_PER_HUGE;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU16, Ordering};
 
 /// What a huge page holds. All-zero metadata reads as `Free`.
 #[repr(u8)]
@@ -96,13 +96,27 @@ pub struct HugePageMeta {
 /// small-object span, the first page only of a large-object span.
 pub type PageSpans = [AtomicPtr<Span>; PAGES_PER_HUGE];
 
-/// The page-to-span map: written under the page heap lock, read without it
-/// (`HeapView::span_of`). Every entry is null or a live span record, which
-/// `set`'s contract keeps true. Copied freely: it is a view of memory that
-/// lives for the rest of the process.
+/// The tag of each page of one huge page (see [`page_tag`]).
+pub type PageTags = [AtomicU16; PAGES_PER_HUGE];
+
+/// A page's tag: for a page of a small-object span, its size class (low
+/// byte, never 0) and the page's index inside the span (high byte); 0 for
+/// every other page. One load gives a size-less `free` the class and the
+/// span's start, without reading the span record.
+#[inline]
+pub const fn page_tag(class: u8, page_in_span: usize) -> u16 {
+    class as u16 | (page_in_span as u16) << 8
+}
+
+/// The page-to-span map and the page tags: written under the page heap
+/// lock, read without it (`HeapView::span_of`, `global::page_tag`). Every
+/// span entry is null or a live span record, which `set`'s contract keeps
+/// true. Copied freely: it is a view of memory that lives for the rest of
+/// the process.
 #[derive(Clone, Copy)]
 pub struct PageMap {
     base: *const PageSpans,
+    tags: *const PageTags,
     len: usize,
 }
 
@@ -116,15 +130,16 @@ impl PageMap {
     pub const fn empty() -> Self {
         PageMap {
             base: core::ptr::null(),
+            tags: core::ptr::null(),
             len: 0,
         }
     }
 
     /// # Safety
-    /// `base` points to `len` zeroed (all null) or valid entries that live
-    /// for the rest of the process.
-    pub unsafe fn new(base: *const PageSpans, len: usize) -> Self {
-        PageMap { base, len }
+    /// `base` and `tags` each point to `len` zeroed (all null) or valid
+    /// entries that live for the rest of the process.
+    pub unsafe fn new(base: *const PageSpans, tags: *const PageTags, len: usize) -> Self {
+        PageMap { base, tags, len }
     }
 
     /// Huge pages covered.
@@ -132,9 +147,14 @@ impl PageMap {
         self.len
     }
 
-    /// The entries' memory, for publishing the map to lock-free readers.
+    /// The span entries' memory, for publishing the map to lock-free readers.
     pub fn as_ptr(&self) -> *const PageSpans {
         self.base
+    }
+
+    /// The tags' memory, for publishing them to lock-free readers.
+    pub fn tags_ptr(&self) -> *const PageTags {
+        self.tags
     }
 
     /// The span owning page `page` of huge page `idx` (null when none, or
@@ -148,17 +168,31 @@ impl PageMap {
         unsafe { (*self.base.add(idx))[page].load(Ordering::Acquire) }
     }
 
+    /// The tag of page `page` of huge page `idx` (0 when out of range).
+    #[inline]
+    pub fn tag(&self, idx: usize, page: usize) -> u16 {
+        if idx >= self.len || page >= PAGES_PER_HUGE {
+            return 0;
+        }
+        // SAFETY: `idx < len` entries are valid for the process's life.
+        unsafe { (*self.tags.add(idx))[page].load(Ordering::Relaxed) }
+    }
+
     /// Records `span` (or null) as the owner of page `page` of huge page
-    /// `idx`.
+    /// `idx`, with tag `tag` ([`page_tag`], or 0).
     ///
     /// # Safety
     /// The caller holds the page heap lock; `idx < len`; `span` is null or a
-    /// live span record that owns the page (readers dereference it).
+    /// live span record that owns the page (readers dereference it); a
+    /// non-zero tag describes that span truthfully.
     #[inline]
-    pub unsafe fn set(&self, idx: usize, page: usize, span: *mut Span) {
+    pub unsafe fn set(&self, idx: usize, page: usize, span: *mut Span, tag: u16) {
         debug_assert!(idx < self.len && page < PAGES_PER_HUGE);
         // SAFETY: `idx < len` (the caller's contract).
-        unsafe { (*self.base.add(idx))[page].store(span, Ordering::Release) }
+        unsafe {
+            (*self.tags.add(idx))[page].store(tag, Ordering::Relaxed);
+            (*self.base.add(idx))[page].store(span, Ordering::Release);
+        }
     }
 }
 

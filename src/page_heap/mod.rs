@@ -13,7 +13,7 @@
 
 use crate::huge::filler::Filler;
 use crate::huge::set::HugeSet;
-use crate::huge::{HugeKind, HugePageMeta, MetaTable, PageMap, PageSpans};
+use crate::huge::{page_tag, HugeKind, HugePageMeta, MetaTable, PageMap, PageSpans, PageTags};
 use crate::os::Os;
 use crate::span::{Span, SpanPool, SPAN_CHUNK};
 use crate::units::{HUGE_SHIFT, HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT};
@@ -134,9 +134,15 @@ impl HeapView {
     }
 
     /// The parts to publish to lock-free readers: base, end, the page map's
-    /// memory and length.
-    pub fn parts(&self) -> (usize, usize, *const PageSpans, usize) {
-        (self.base, self.end, self.pages.as_ptr(), self.pages.len())
+    /// span entries and tags, and its length.
+    pub fn parts(&self) -> (usize, usize, *const PageSpans, *const PageTags, usize) {
+        (
+            self.base,
+            self.end,
+            self.pages.as_ptr(),
+            self.pages.tags_ptr(),
+            self.pages.len(),
+        )
     }
 
     /// Rebuilds a view from [`HeapView::parts`].
@@ -144,9 +150,15 @@ impl HeapView {
     /// # Safety
     /// The parts come from `parts` of a view of a heap that still exists
     /// (the process heap lives for the process).
-    pub unsafe fn from_parts(base: usize, end: usize, pages: *const PageSpans, len: usize) -> Self {
+    pub unsafe fn from_parts(
+        base: usize,
+        end: usize,
+        pages: *const PageSpans,
+        tags: *const PageTags,
+        len: usize,
+    ) -> Self {
         // SAFETY: forwarded from the caller.
-        let pages = unsafe { PageMap::new(pages, len) };
+        let pages = unsafe { PageMap::new(pages, tags, len) };
         HeapView { base, end, pages }
     }
 }
@@ -233,11 +245,15 @@ impl<O: Os> PageHeap<O> {
         // starts 8-aligned (all sizes are multiples of 8).
         let meta_bytes = (hps * core::mem::size_of::<HugePageMeta>()).next_multiple_of(8);
         let map_bytes = hps * core::mem::size_of::<PageSpans>();
+        let tag_bytes = hps * core::mem::size_of::<PageTags>();
         let set_bytes = HugeSet::bytes_for(hps);
         let Some(base) = self.os.reserve(len, HUGE_SIZE) else {
             return false;
         };
-        let Some(meta) = self.os.map_metadata(meta_bytes + map_bytes + set_bytes) else {
+        let Some(meta) = self
+            .os
+            .map_metadata(meta_bytes + map_bytes + tag_bytes + set_bytes)
+        else {
             return false;
         };
         self.base = base;
@@ -248,8 +264,10 @@ impl<O: Os> PageHeap<O> {
         // bits are valid.
         unsafe {
             self.metas = MetaTable::new(meta as *mut HugePageMeta, hps);
-            self.pages = PageMap::new(meta.add(meta_bytes) as *const PageSpans, hps);
-            self.free = HugeSet::new(meta.add(meta_bytes + map_bytes) as *mut u64, hps);
+            let tags = meta.add(meta_bytes + map_bytes) as *const PageTags;
+            self.pages = PageMap::new(meta.add(meta_bytes) as *const PageSpans, tags, hps);
+            let set = meta.add(meta_bytes + map_bytes + tag_bytes);
+            self.free = HugeSet::new(set as *mut u64, hps);
         }
         true
     }
@@ -351,15 +369,18 @@ impl<O: Os> PageHeap<O> {
     }
 
     /// Hands out `npages` pages aligned to `align_pages` (a power of two) as
-    /// a span. With `map_all`, every page maps to the span (small-object
-    /// spans); otherwise only the first. `None` when memory runs out.
-    pub fn alloc_run(&mut self, npages: usize, align_pages: usize, map_all: bool) -> Option<Run> {
+    /// a span. For a small-object span, `class` is its size class (not 0):
+    /// every page maps to the span and is tagged with the class and its
+    /// index in the span, so `npages` is at most 255. For a large object,
+    /// `class` is 0 and only the first page maps. `None` when memory runs out.
+    pub fn alloc_run(&mut self, npages: usize, align_pages: usize, class: u8) -> Option<Run> {
+        debug_assert!(class == 0 || npages <= 255);
         if !self.is_ready() || npages == 0 {
             return None;
         }
         let need = npages.checked_add(align_pages - 1)?;
         let run = if need < PAGES_PER_HUGE {
-            self.alloc_from_filler(npages, align_pages, need, map_all)?
+            self.alloc_from_filler(npages, align_pages, need, class)?
         } else {
             self.alloc_huge_pages(npages, align_pages)?
         };
@@ -367,13 +388,7 @@ impl<O: Os> PageHeap<O> {
         Some(run)
     }
 
-    fn alloc_from_filler(
-        &mut self,
-        n: usize,
-        align: usize,
-        need: usize,
-        map_all: bool,
-    ) -> Option<Run> {
+    fn alloc_from_filler(&mut self, n: usize, align: usize, need: usize, class: u8) -> Option<Run> {
         let idx = self.filler_huge_page(need)?;
         let page = self.filler.take_pages(&mut self.metas, idx, n, align)?;
         let start = self.base + ((idx as usize) << HUGE_SHIFT) + (page << PAGE_SHIFT);
@@ -391,11 +406,17 @@ impl<O: Os> PageHeap<O> {
         m.touched_at = now;
         self.stats.dirty_pages += n - dirty_before;
         self.on_reuse(idx as usize);
-        let mapped = if map_all { n } else { 1 };
+        let mapped = if class != 0 { n } else { 1 };
         for p in page..page + mapped {
+            let tag = if class != 0 {
+                page_tag(class, p - page)
+            } else {
+                0
+            };
             // SAFETY: heap lock held (`&mut self`); `idx < top`; `span` is
-            // the live record that now owns the page.
-            unsafe { self.pages.set(idx as usize, p, span) };
+            // the live record that now owns the page, a small span of
+            // `class` when the tag says so.
+            unsafe { self.pages.set(idx as usize, p, span, tag) };
         }
         Some(Run { span, clean })
     }
@@ -451,7 +472,7 @@ impl<O: Os> PageHeap<O> {
         }
         // SAFETY: heap lock held (`&mut self`); `idx < top`; `span` is the
         // live record of the large object starting there.
-        unsafe { self.pages.set(idx, 0, span) };
+        unsafe { self.pages.set(idx, 0, span, 0) };
         self.stats.large_huge_pages += k;
         Some(Run { span, clean })
     }
@@ -481,7 +502,7 @@ impl<O: Os> PageHeap<O> {
     /// `span` came from `alloc_run` of this heap and is not used afterwards.
     pub unsafe fn free_run(&mut self, span: *mut Span) {
         // SAFETY: the caller passes a live span of this heap.
-        let (start, n, class) = unsafe { ((*span).start, (*span).npages as usize, (*span).class) };
+        let (start, n) = unsafe { ((*span).start, (*span).npages as usize) };
         let (idx, page) = self.locate(start);
         // SAFETY: the caller passes a live span of this heap.
         let released = unsafe { (*span).released };
@@ -504,10 +525,11 @@ impl<O: Os> PageHeap<O> {
         }
         match m.kind {
             HugeKind::Filler => {
-                let mapped = if class != 0 { n } else { 1 };
+                // `alloc_run` mapped every page of a run it tagged.
+                let mapped = if self.pages.tag(idx, page) != 0 { n } else { 1 };
                 for p in page..page + mapped {
                     // SAFETY: heap lock held; `idx < top`; null owns nothing.
-                    unsafe { self.pages.set(idx, p, ptr::null_mut()) };
+                    unsafe { self.pages.set(idx, p, ptr::null_mut(), 0) };
                 }
                 if self.filler.put_pages(&mut self.metas, idx as u32, page, n) {
                     self.free.insert(idx);
@@ -515,7 +537,7 @@ impl<O: Os> PageHeap<O> {
             }
             _ => {
                 // SAFETY: heap lock held; `idx < top`; null owns nothing.
-                unsafe { self.pages.set(idx, 0, ptr::null_mut()) };
+                unsafe { self.pages.set(idx, 0, ptr::null_mut(), 0) };
                 let k = n.div_ceil(PAGES_PER_HUGE);
                 self.release_huge_pages(idx, k);
             }
@@ -674,7 +696,7 @@ mod tests {
     }
 
     fn run(h: &mut PageHeap<FakeOs>, n: usize, align: usize) -> *mut Span {
-        let r = h.alloc_run(n, align, true).expect("memory");
+        let r = h.alloc_run(n, align, 1).expect("memory");
         h.check().unwrap();
         r.span
     }
@@ -716,9 +738,9 @@ mod tests {
         assert_eq!(h.filler_huge_pages(), 1);
         assert_eq!(h.free_huge_pages(), GROW_HUGE_PAGES - 1);
         // Pages that held data are not reported clean.
-        let r = h.alloc_run(4, 1, true).unwrap();
+        let r = h.alloc_run(4, 1, 1).unwrap();
         assert!(!r.clean, "reused pages may hold old data");
-        let fresh = h.alloc_run(600, 1, false).unwrap();
+        let fresh = h.alloc_run(600, 1, 0).unwrap();
         assert!(fresh.clean, "never-used huge pages are zero");
     }
 
@@ -744,13 +766,13 @@ mod tests {
         let mut h = heap(64);
         let base = h.view().base;
         let small = run(&mut h, 1, 1);
-        let big = h.alloc_run(3 * PAGES_PER_HUGE + 1, 1, false).unwrap().span;
+        let big = h.alloc_run(3 * PAGES_PER_HUGE + 1, 1, 0).unwrap().span;
         h.check().unwrap();
         assert_eq!(start(big) % HUGE_SIZE, 0);
         assert_eq!(h.stats.large_huge_pages, 4);
-        let aligned = h.alloc_run(1, 4 * PAGES_PER_HUGE, false).unwrap().span;
+        let aligned = h.alloc_run(1, 4 * PAGES_PER_HUGE, 0).unwrap().span;
         assert_eq!((start(aligned) - base) % (4 * HUGE_SIZE), 0);
-        let page_aligned = h.alloc_run(3, 64, false).unwrap().span;
+        let page_aligned = h.alloc_run(3, 64, 0).unwrap().span;
         assert_eq!(start(page_aligned) % (64 * PAGE_SIZE), 0);
         // SAFETY: live spans.
         unsafe {
@@ -767,7 +789,7 @@ mod tests {
     #[test]
     fn resize_in_place_grows_and_shrinks() {
         let mut h = heap(64);
-        let s = h.alloc_run(10, 1, false).unwrap().span;
+        let s = h.alloc_run(10, 1, 0).unwrap().span;
         // SAFETY: live span.
         unsafe {
             assert!(h.resize_in_place(s, 20));
@@ -777,7 +799,7 @@ mod tests {
             let blocker = run(&mut h, 1, 1);
             assert_eq!(start(blocker), start(s) + 5 * PAGE_SIZE);
             assert!(!h.resize_in_place(s, 6));
-            let big = h.alloc_run(600, 1, false).unwrap().span;
+            let big = h.alloc_run(600, 1, 0).unwrap().span;
             assert!(h.resize_in_place(big, 1100));
             assert_eq!(h.stats.large_huge_pages, 3);
             assert!(h.resize_in_place(big, 513));
@@ -790,13 +812,13 @@ mod tests {
     fn refusal_returns_none_and_heap_stays_usable() {
         let mut h = heap(64);
         *h.os.refuse_commit.borrow_mut() = true;
-        assert!(h.alloc_run(1, 1, true).is_none());
+        assert!(h.alloc_run(1, 1, 1).is_none());
         assert!(h.stats.os_refusals > 0);
         *h.os.refuse_commit.borrow_mut() = false;
-        assert!(h.alloc_run(1, 1, true).is_some());
+        assert!(h.alloc_run(1, 1, 1).is_some());
         // More than reserved: None, not a panic.
-        assert!(h.alloc_run(65 * PAGES_PER_HUGE, 1, false).is_none());
-        assert!(h.alloc_run(usize::MAX, 2, false).is_none());
+        assert!(h.alloc_run(65 * PAGES_PER_HUGE, 1, 0).is_none());
+        assert!(h.alloc_run(usize::MAX, 2, 0).is_none());
         h.check().unwrap();
     }
 }

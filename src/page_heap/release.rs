@@ -419,7 +419,7 @@ mod tests {
 
     fn spans(h: &mut PageHeap<FakeOs>, n: usize, pages: usize) -> Vec<*mut Span> {
         (0..n)
-            .map(|_| h.alloc_run(pages, 1, true).unwrap().span)
+            .map(|_| h.alloc_run(pages, 1, 1).unwrap().span)
             .collect()
     }
 
@@ -497,8 +497,8 @@ mod tests {
     fn span_pages_are_released_inside_a_marked_huge_page() {
         let mut h = heap();
         let base = h.view().base;
-        let s = h.alloc_run(8, 1, true).unwrap().span;
-        let _neighbour = h.alloc_run(8, 1, true).unwrap().span;
+        let s = h.alloc_run(8, 1, 1).unwrap().span;
+        let _neighbour = h.alloc_run(8, 1, 1).unwrap().span;
         // SAFETY: live span.
         let span = unsafe { &mut *s };
         // SAFETY: a live span of this heap whose memory the fake OS never
