@@ -58,7 +58,10 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
-    block::alloc(size.max(1), align.max(MIN_ALIGN), zero)
+    // Sizes below the alignment take the smallest class that keeps it (the
+    // class table's fast lookup then applies: no search for an aligned
+    // class, which tiny C requests hit on every call).
+    block::alloc(size.max(MIN_ALIGN), align.max(MIN_ALIGN), zero)
 }
 
 /// `malloc(size)`.
