@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const ALLOCATORS: [&str; 4] = ["hugeguard", "system", "mimalloc", "jemalloc"];
-const SPEED: [(&str, &str); 8] = [
+const SPEED: [(&str, &str); 11] = [
     ("larson", "larson-like server: 2 threads replace random slots of a shared array (8-1000 B); frees cross threads"),
     ("xmalloc", "xmalloc-like: one thread allocates batches of 100 x 64 B, another frees them"),
     ("cache-scratch", "cache-scratch: objects allocated by one thread, freed by workers that then write their own hard"),
@@ -29,6 +29,9 @@ const SPEED: [(&str, &str); 8] = [
     ("sweep-2t", "size-class sweep, 2 threads"),
     ("realloc", "realloc-heavy: Vec and String growth by push, truncate, shrink_to_fit"),
     ("index", "real workload: build and query a 300k-word BTreeMap + HashMap index"),
+    ("alloc-test", "alloc-test-like: 1 thread replaces random slots of 8192 with blocks of 8 B-8 KiB (inverse square), writing them"),
+    ("sh6", "sh6bench-like: 2 threads allocate runs of 1-1000 B, free them FIFO and LIFO, hand every 4th block to the other thread"),
+    ("sh8", "sh8bench-like: as sh6 with 1-2000 B and every other block freed by the other thread"),
 ];
 
 fn worker(alloc: &str) -> Command {
@@ -289,7 +292,7 @@ fn c_section(reps: usize, batch_mb: usize) -> String {
     let (Some(stress), Some(batch_prog)) = (compile_c("stress"), compile_c("batch")) else {
         return "## C programs under LD_PRELOAD\n\nNot run: no C compiler.\n".into();
     };
-    let _ = writeln!(md, "## C programs under LD_PRELOAD\n\nThe same C programs with glibc and with each allocator preloaded (Debian's `libjemalloc2` 5.3.0, `libmimalloc2.0`, `libtcmalloc-minimal4`; install them with `apt-get install libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4`) and with `libhugeguard_preload.so` (`cargo build --release --workspace`).\n");
+    let _ = writeln!(md, "## C programs under LD_PRELOAD\n\nThe same C programs with glibc and with each allocator preloaded (Debian's `libjemalloc2` 5.3.0, `libmimalloc2.0`, `libtcmalloc-minimal4`; install them with `apt-get install libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4`) and with `libhugeguard_preload.so` (`cargo build --release --workspace`). The classic benchmark programs (mimalloc-bench) under the same libraries: [MIMALLOC-BENCH.md](MIMALLOC-BENCH.md).\n");
     let _ = writeln!(md, "### Threaded stress (`preload/tests/c/stress.c`: 4 threads x 60k cookie-checked blocks through a shared ring, 3 rounds)\n\n| allocator | median time | spread | peak RSS |\n|---|---:|---:|---:|");
     for (name, lib) in C_LIBS.iter().filter(|(n, _)| !n.contains("trim")) {
         let Some(path) = preload_path(lib) else {

@@ -249,6 +249,86 @@ fn realloc_heavy() -> usize {
     total
 }
 
+/// alloc-test-like (mimalloc-bench's alloc-test): one thread keeps 8192
+/// slots and replaces a random one with a block of random size, mostly
+/// small (inverse-square from 8 B to 8 KiB), writing every byte of it.
+fn alloc_test() -> usize {
+    const SLOTS: usize = 8192;
+    let ops = scaled(2_000_000);
+    let mut rng = Rng::new(7);
+    let mut slots: Vec<Vec<u8>> = (0..SLOTS).map(|_| Vec::new()).collect();
+    for i in 0..ops {
+        // Inverse square: P(size > x) ~ 8 / x.
+        let r = 1 + rng.below(1 << 20);
+        let size = ((8usize << 20) / r).clamp(8, 8192);
+        let mut b = Vec::with_capacity(size);
+        b.resize(size, i as u8);
+        slots[rng.below(SLOTS)] = b;
+    }
+    std::hint::black_box(&slots);
+    ops
+}
+
+/// sh6bench-like (SmartHeap's test; its source is not reachable here, so
+/// this follows its published description): each thread allocates runs of
+/// blocks of 1-1000 B, frees half of each run in FIFO and half in LIFO
+/// order, and hands every fourth block to the other thread to free.
+fn sh6() -> usize {
+    sh_like(1000, 4)
+}
+
+/// sh8bench-like: as sh6, with blocks up to 2000 B and every other block
+/// freed by the other thread (heavier cross-thread traffic).
+fn sh8() -> usize {
+    sh_like(2000, 2)
+}
+
+fn sh_like(max: usize, share: usize) -> usize {
+    let rounds = scaled(2_000);
+    let run = 256;
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..THREADS)
+        .map(|_| mpsc::sync_channel::<Vec<Vec<u8>>>(16))
+        .unzip();
+    let hs: Vec<_> = rxs
+        .into_iter()
+        .enumerate()
+        .map(|(t, rx)| {
+            let tx = txs[(t + 1) % THREADS].clone();
+            thread::spawn(move || {
+                let mut rng = Rng::new(t as u64 + 9);
+                for _ in 0..rounds {
+                    let mut blocks: Vec<Vec<u8>> = (0..run)
+                        .map(|i| vec![i as u8; 1 + rng.below(max)])
+                        .collect();
+                    let given: Vec<Vec<u8>> = (0..run / share)
+                        .map(|i| std::mem::take(&mut blocks[i * share]))
+                        .collect();
+                    let _ = tx.try_send(given);
+                    let half = run / 2;
+                    for b in blocks.iter_mut().take(half) {
+                        drop(std::mem::take(b));
+                    }
+                    while let Some(b) = blocks.pop() {
+                        drop(b);
+                    }
+                    while let Ok(v) = rx.try_recv() {
+                        drop(v);
+                    }
+                }
+                drop(tx);
+                rx
+            })
+        })
+        .collect();
+    drop(txs);
+    for h in hs {
+        for v in h.join().unwrap().try_iter() {
+            drop(v);
+        }
+    }
+    rounds * run * THREADS
+}
+
 /// A real Rust workload: build and query a word index in a BTreeMap and a
 /// HashMap (the shape of a search or metrics service's in-memory index).
 fn index() -> usize {
@@ -375,6 +455,9 @@ pub fn main(global: &'static dyn std::alloc::GlobalAlloc) {
         "sweep-2t" => sweep_threads(),
         "realloc" => realloc_heavy(),
         "index" => index(),
+        "alloc-test" => alloc_test(),
+        "sh6" => sh6(),
+        "sh8" => sh8(),
         "latency" => {
             println!("RESULT {}", latency());
             return;
