@@ -6,7 +6,9 @@
 //! no system call. An empty list refills with a batch from the central list; a
 //! list longer than [`CLASS_CACHE_MAX`] flushes a batch back, so a thread holds
 //! at most the bytes checked in `size_class` tests (1.4 MiB). An object freed
-//! by a thread that did not allocate it joins that thread's cache.
+//! by a thread that did not allocate it joins that thread's cache, once that
+//! thread allocates the class too; until then (a cold bin) it waits on a
+//! remote list that allocation never reads (see [`Remote`]).
 //!
 //! **Taking an idle thread's cache.** A worker pool that handles a burst and
 //! then blocks would otherwise keep every cached object, and every span and
@@ -108,13 +110,38 @@ impl Bin {
     }
 }
 
+/// Objects of one class freed by a thread that does not allocate that
+/// class (its bin is still cold: never refilled). They wait here, where
+/// allocation never looks, and go to the central list a batch at a time. An
+/// object freed by a thread that only frees its class is usually another
+/// thread's, and its neighbours on the same cache line are in use there:
+/// handing it to this thread's next allocation would make the two threads
+/// write one line (false sharing, the suite's cache-scratch).
+struct Remote {
+    head: AtomicPtr<FreeObject>,
+    count: AtomicU32,
+}
+
+impl Remote {
+    #[cfg_attr(feature = "initial-exec-tls", allow(dead_code))]
+    const fn new() -> Self {
+        Remote {
+            head: AtomicPtr::new(ptr::null_mut()),
+            count: AtomicU32::new(0),
+        }
+    }
+}
+
 const NEW: u8 = 0;
 const ACTIVE: u8 = 1;
 const EXITED: u8 = 2;
 
 /// One thread's cache.
 pub struct ThreadCache {
+    /// A bin is cold (`max` 0) until its first refill: every push then
+    /// overflows, and the object goes to `remote` instead.
     bins: [Bin; NUM_CLASSES],
+    remote: [Remote; NUM_CLASSES],
     /// Set by the owner while it runs an operation on its lists.
     busy: AtomicBool,
     /// Slow paths (refills and flushes) of the owner: a thread whose count
@@ -139,6 +166,7 @@ impl ThreadCache {
     const fn new() -> Self {
         ThreadCache {
             bins: [const { Bin::new() }; NUM_CLASSES],
+            remote: [const { Remote::new() }; NUM_CLASSES],
             busy: AtomicBool::new(false),
             activity: AtomicU32::new(0),
             steal: AtomicBool::new(false),
@@ -374,11 +402,9 @@ impl ThreadCache {
         }
     }
 
+    /// Registers the cache; its bins stay cold until each first refills.
     fn activate(&self) {
         if crate::hooks::arm_thread_exit() {
-            for (c, bin) in self.bins.iter().enumerate() {
-                bin.max.store(CLASS_CACHE_MAX[c] as u32, Ordering::Relaxed);
-            }
             self.state.store(ACTIVE, Ordering::Relaxed);
             register(self);
         }
@@ -401,6 +427,13 @@ impl ThreadCache {
         }
         let obj = chain.head;
         let bin = &self.bins[class];
+        if self.state.load(Ordering::Relaxed) == ACTIVE && bin.max.load(Ordering::Relaxed) == 0 {
+            // The thread allocates this class now: its frees of it are
+            // cached from here on, and what waited as remote goes home.
+            bin.max
+                .store(CLASS_CACHE_MAX[class] as u32, Ordering::Relaxed);
+            self.flush_remote(class);
+        }
         // SAFETY: the chain links `count` free objects of this class.
         bin.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
         bin.count.store(chain.count as u32 - 1, Ordering::Relaxed);
@@ -420,9 +453,10 @@ impl ThreadCache {
         let bin = &self.bins[class];
         if self.state.load(Ordering::Relaxed) == NEW {
             self.activate();
-            if bin.count.load(Ordering::Relaxed) <= bin.max.load(Ordering::Relaxed) {
-                return;
-            }
+        }
+        if self.state.load(Ordering::Relaxed) == ACTIVE && bin.max.load(Ordering::Relaxed) == 0 {
+            self.to_remote(class);
+            return;
         }
         let n = if self.state.load(Ordering::Relaxed) == ACTIVE {
             CLASS_BATCH[class] as usize
@@ -458,13 +492,55 @@ impl ThreadCache {
         unsafe { global::central_give(class, head, n) };
     }
 
-    /// Returns every cached object (the lists must be the caller's).
+    /// Moves what a cold bin holds (the object just pushed) to the remote
+    /// list; a full batch there goes to the central list.
+    fn to_remote(&self, class: usize) {
+        let bin = &self.bins[class];
+        let remote = &self.remote[class];
+        let mut obj = bin.head.load(Ordering::Relaxed);
+        let mut n = remote.count.load(Ordering::Relaxed);
+        while !obj.is_null() {
+            // SAFETY: cached objects are free and link through their first
+            // word; the lists are the caller's.
+            let next = unsafe { (*obj).next };
+            // SAFETY: as above.
+            unsafe { (*obj).next = remote.head.load(Ordering::Relaxed) };
+            remote.head.store(obj, Ordering::Relaxed);
+            n += 1;
+            obj = next;
+        }
+        bin.head.store(ptr::null_mut(), Ordering::Relaxed);
+        bin.count.store(0, Ordering::Relaxed);
+        remote.count.store(n, Ordering::Relaxed);
+        if n >= CLASS_BATCH[class] as u32 {
+            self.flush_remote(class);
+        }
+    }
+
+    /// Gives the remote list of `class` to the central list.
+    fn flush_remote(&self, class: usize) {
+        let remote = &self.remote[class];
+        let n = remote.count.load(Ordering::Relaxed) as usize;
+        if n == 0 {
+            return;
+        }
+        let head = remote.head.load(Ordering::Relaxed);
+        remote.head.store(ptr::null_mut(), Ordering::Relaxed);
+        remote.count.store(0, Ordering::Relaxed);
+        // SAFETY: the remote list links `n` free objects of `class`.
+        unsafe { global::central_give(class, head, n) };
+    }
+
+    /// Returns every cached object, remote ones included (the lists must be
+    /// the caller's).
     fn flush_all(&self) -> usize {
         let mut bytes = 0;
         for (class, size) in CLASS_SIZE.iter().enumerate().skip(1) {
             let count = self.bins[class].count.load(Ordering::Relaxed) as usize;
-            bytes += count * *size as usize;
+            let remote = self.remote[class].count.load(Ordering::Relaxed) as usize;
+            bytes += (count + remote) * *size as usize;
             self.flush(class, count);
+            self.flush_remote(class);
         }
         bytes
     }
@@ -481,7 +557,11 @@ impl ThreadCache {
     /// Bytes held by this cache (any thread may ask; a moment's view).
     fn cached_bytes(&self) -> usize {
         (1..NUM_CLASSES)
-            .map(|c| self.bins[c].count.load(Ordering::Relaxed) as usize * CLASS_SIZE[c] as usize)
+            .map(|c| {
+                let n = self.bins[c].count.load(Ordering::Relaxed)
+                    + self.remote[c].count.load(Ordering::Relaxed);
+                n as usize * CLASS_SIZE[c] as usize
+            })
             .sum()
     }
 }
@@ -703,6 +783,10 @@ mod tests {
             assert_eq!(z.head.load(r), n.head.load(r));
             assert_eq!(z.count.load(r), n.count.load(r));
             assert_eq!(z.max.load(r), n.max.load(r));
+        }
+        for (z, n) in zero.remote.iter().zip(&new.remote) {
+            assert_eq!(z.head.load(r), n.head.load(r));
+            assert_eq!(z.count.load(r), n.count.load(r));
         }
         assert_eq!(zero.busy.load(r), new.busy.load(r));
         assert_eq!(zero.activity.load(r), new.activity.load(r));
