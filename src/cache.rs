@@ -61,7 +61,9 @@ use core::sync::atomic::{
 struct Bin {
     head: AtomicPtr<FreeObject>,
     count: AtomicU32,
-    /// Flush threshold; 0 until the thread registers, and after it exits.
+    /// Flush threshold; 0 while the bin is cold (before the thread's first
+    /// refill of this class: every push then overflows to `remote`) and
+    /// after the thread exits (pass-through).
     max: AtomicU32,
 }
 
@@ -225,13 +227,14 @@ mod static_tls {
     pub(super) fn cache() -> &'static ThreadCache {
         let p: usize;
         // SAFETY: reads the thread pointer and the GOT slot the dynamic
-        // linker filled with the object's offset from it; no other memory.
+        // linker filled with the object's offset from it (`readonly`: both
+        // are memory, constant for the thread); nothing else.
         unsafe {
             core::arch::asm!(
                 "mov {p}, qword ptr fs:[0]",
                 "add {p}, qword ptr [rip + __hugeguard_0_1_thread_cache@GOTTPOFF]",
                 p = out(reg) p,
-                options(pure, nomem, nostack),
+                options(pure, readonly, nostack),
             );
         }
         // SAFETY: the object is this thread's, aligned (64 >= the type's

@@ -384,6 +384,20 @@ impl CentralList {
     }
 }
 
+/// A new span of `class` from `heap`, every object free; null when memory
+/// is exhausted (the body of every [`SpanSource::new_span`]).
+pub fn new_small_span<O: crate::os::Os>(
+    heap: &mut crate::page_heap::PageHeap<O>,
+    class: usize,
+) -> *mut Span {
+    let Some(run) = heap.alloc_run(CLASS_PAGES[class] as usize, 1, class as u8) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: a fresh span record owned by the caller.
+    init_small_span(unsafe { &mut *run.span }, class);
+    run.span
+}
+
 /// Initialises a fresh span for `class`: every object free.
 pub fn init_small_span(span: &mut Span, class: usize) {
     let size = CLASS_SIZE[class] as usize;
@@ -446,16 +460,7 @@ mod tests {
 
     impl SpanSource for TestHeap {
         fn new_span(&self, class: usize) -> *mut Span {
-            let Some(run) = self
-                .heap
-                .lock()
-                .alloc_run(CLASS_PAGES[class] as usize, 1, class as u8)
-            else {
-                return ptr::null_mut();
-            };
-            // SAFETY: a fresh span record owned by the caller.
-            init_small_span(unsafe { &mut *run.span }, class);
-            run.span
+            new_small_span(&mut self.heap.lock(), class)
         }
 
         unsafe fn free_span(&self, span: *mut Span) {

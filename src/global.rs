@@ -7,13 +7,13 @@
 //! inside `pthread_atfork`) the thread-exit and fork hooks (`hooks.rs`).
 
 use crate::background;
-use crate::central::{init_small_span, Batch, CentralList, SpanSource};
+use crate::central::{new_small_span, Batch, CentralList, SpanSource};
 use crate::config::Mode;
 use crate::huge::{PageSpans, PageTags};
 use crate::lock::SpinLock;
 use crate::os::linux::{self, LinuxOs};
 use crate::page_heap::{HeapView, PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
-use crate::size_class::{CLASS_PAGES, NUM_CLASSES};
+use crate::size_class::NUM_CLASSES;
 use crate::span::{FreeObject, Span};
 use crate::units::{PAGES_PER_HUGE, PAGE_SHIFT};
 use core::ptr;
@@ -137,15 +137,7 @@ pub struct ProcessHeap;
 
 impl SpanSource for ProcessHeap {
     fn new_span(&self, class: usize) -> *mut Span {
-        let Some(run) = HEAP
-            .lock()
-            .alloc_run(CLASS_PAGES[class] as usize, 1, class as u8)
-        else {
-            return ptr::null_mut();
-        };
-        // SAFETY: a fresh span record owned by the caller.
-        init_small_span(unsafe { &mut *run.span }, class);
-        run.span
+        new_small_span(&mut HEAP.lock(), class)
     }
 
     unsafe fn free_span(&self, span: *mut Span) {
