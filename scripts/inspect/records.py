@@ -1,0 +1,17 @@
+# Build 1.5 M dict records, keep 1 in 64, drop the rest; optionally
+# malloc_trim(0); wait SECONDS; tell the inspector we are idle; sleep.
+import ctypes, os, signal, sys, time
+trim = "trim" in sys.argv[1:]
+wait = float(sys.argv[-1]) if sys.argv[-1].replace('.', '').isdigit() else 0
+recs = {i: {"id": i, "name": "user%d" % i, "tags": ["a%d" % (i % 97), "b"], "score": i * 0.5}
+        for i in range(1_500_000)}
+kept = {k: v for k, v in recs.items() if k % 64 == 0}
+del recs
+if trim:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+time.sleep(wait)
+if "HUGEGUARD_INSPECT_PID" in os.environ:
+    os.kill(int(os.environ["HUGEGUARD_INSPECT_PID"]), signal.SIGUSR1)
+print("READY", flush=True)
+while True:
+    time.sleep(60)
