@@ -14,6 +14,8 @@
 //! `cargo run -p hugeguard-bench --example suite` does).
 
 use hugeguard_bench::{batch, svg};
+use hugeguard_inspect::run::{run as inspect_run, Allocator, RunOptions};
+use hugeguard_inspect::Assume;
 
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
@@ -192,18 +194,20 @@ const C_LIBS: [(&str, &str); 6] = [
     ("hugeguard", "libhugeguard_preload.so"),
 ];
 
-fn compile_c(name: &str) -> Option<std::path::PathBuf> {
+/// Compiles the C file `src` (relative to the workspace root) next to this
+/// binary.
+fn compile_c(src: &str) -> Option<std::path::PathBuf> {
     let dir = std::env::current_exe()
         .unwrap()
         .parent()
         .unwrap()
         .to_path_buf();
-    let out = dir.join(format!("c-suite-{name}"));
-    let src = format!("preload/tests/c/{name}.c");
+    let stem = std::path::Path::new(src).file_stem()?.to_string_lossy();
+    let out = dir.join(format!("c-suite-{stem}"));
     let ok = Command::new("cc")
         .args(["-O2", "-pthread", "-o"])
         .arg(&out)
-        .arg(&src)
+        .arg(src)
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
@@ -289,7 +293,10 @@ fn idle_workers_section(batch_mb: usize) -> String {
 
 fn c_section(reps: usize, batch_mb: usize) -> String {
     let mut md = String::new();
-    let (Some(stress), Some(batch_prog)) = (compile_c("stress"), compile_c("batch")) else {
+    let (Some(stress), Some(sparse)) = (
+        compile_c("preload/tests/c/stress.c"),
+        compile_c("inspect/tests/c/sparse.c"),
+    ) else {
         return "## C programs under LD_PRELOAD\n\nNot run: no C compiler.\n".into();
     };
     let _ = writeln!(md, "## C programs under LD_PRELOAD\n\nThe same C programs with glibc and with each allocator preloaded (Debian's `libjemalloc2` 5.3.0, `libmimalloc2.0`, `libtcmalloc-minimal4`; install them with `apt-get install libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4`) and with `libhugeguard_preload.so` (`cargo build --release --workspace`). The classic benchmark programs (mimalloc-bench) under the same libraries: [MIMALLOC-BENCH.md](MIMALLOC-BENCH.md).\n");
@@ -319,34 +326,61 @@ fn c_section(reps: usize, batch_mb: usize) -> String {
             mb(rss[rss.len() / 2])
         );
     }
-    let _ = writeln!(md, "\n### Batch then idle in C (`preload/tests/c/batch.c`, {batch_mb} MB, 63 of 64 freed, 3 s idle, then the simulated khugepaged)\n\n| allocator | live | RSS after idle | after simulated khugepaged | collapsed / refused |\n|---|---:|---:|---:|---:|");
+    let _ = writeln!(md, "\n### Batch then idle in C, measured from outside (`inspect/tests/c/sparse.c`, {batch_mb} MB of mixed objects, 63 of 64 freed, 3 s idle)\n\nEach program runs under `hugeguard_inspect::run` (what `hugeguard-inspect run --always` does): when the program says it is idle, the inspector reads its RSS and exposure (the bytes khugepaged could add; rules as if THP were `enabled=always`, which is what `MADV_COLLAPSE` accepts), then collapses every counted range with `process_madvise(MADV_COLLAPSE)` and reads RSS again. Needs root for the collapse.\n\n| allocator | RSS after idle | exposure | predicted RSS | after simulated khugepaged | collapsed / refused |\n|---|---:|---:|---:|---:|---:|");
     for (name, lib) in C_LIBS {
         let Some(path) = preload_path(lib) else {
-            let _ = writeln!(md, "| {name} | not installed | | | |");
+            let _ = writeln!(md, "| {name} | not installed | | | | |");
             continue;
         };
-        let mb_arg = batch_mb.to_string();
-        let args: Vec<&str> = if name.contains("trim") {
-            vec![&mb_arg, "trim"]
+        let allocator = if path.as_os_str().is_empty() {
+            Allocator::System
         } else {
-            vec![&mb_arg]
+            Allocator::Library(path)
         };
-        let (out, _, _) = run_c(&batch_prog, &args, &path);
-        let f = |k: &str| -> f64 {
-            out.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0)
+        let opts = RunOptions {
+            allocator,
+            // Only the program's signal (after its 3 s of sleep) counts.
+            quiet: Duration::from_secs(600),
+            timeout: Duration::from_secs(300),
+            assume: Assume::Always,
+            simulate: true,
+            env: vec![("HUGEGUARD_HOLDBACK_MS".into(), "1000".into())],
+            ..RunOptions::default()
         };
-        let _ = writeln!(
-            md,
-            "| {name} | {:.1} MB | {:.1} MB | {:.1} MB | {:.0} / {:.0} |",
-            f("live_kb") / 1024.0,
-            f("idle_kb") / 1024.0,
-            f("after_kb") / 1024.0,
-            f("collapsed"),
-            f("refused")
-        );
+        let cmd = [
+            sparse.display().to_string(),
+            batch_mb.to_string(),
+            if name.contains("trim") {
+                "trim"
+            } else {
+                "keep"
+            }
+            .to_string(),
+            "3".to_string(),
+        ];
+        match inspect_run(&cmd, &opts) {
+            Ok(o) => {
+                let r = &o.report;
+                let (after, counts) = match &o.simulation {
+                    Some(Ok(sim)) => (
+                        format!("{:.1} MB", mb(o.rss_after.unwrap_or(0) as usize)),
+                        format!("{} / {}", sim.collapsed, sim.refused),
+                    ),
+                    Some(Err(e)) => (format!("not simulated: {e}"), String::new()),
+                    None => (String::new(), String::new()),
+                };
+                let _ = writeln!(
+                    md,
+                    "| {name} | {:.1} MB | {:.1} MB | {:.1} MB | {after} | {counts} |",
+                    mb(r.rss_bytes as usize),
+                    mb(r.exposure_bytes as usize),
+                    mb(r.predicted_rss_bytes as usize),
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(md, "| {name} | failed: {e} | | | | |");
+            }
+        }
     }
     md
 }
@@ -374,6 +408,12 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(batch_mb);
         println!("{}", idle_workers_section(mb_arg));
+        return;
+    }
+
+    if args.iter().any(|a| a == "c-programs") {
+        // `--only c-programs`: just the C section, on stdout.
+        println!("{}", c_section(reps, batch_mb));
         return;
     }
 
