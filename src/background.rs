@@ -242,6 +242,7 @@ pub fn release_pass(force: bool) -> PassResult {
         let mut heap = HEAP.lock();
         heap.release_filler_pages(&pass, &mut out);
         heap.release_free_huge_pages(&pass, &mut out);
+        heap.discard_span_records();
     }
     out
 }

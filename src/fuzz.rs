@@ -298,6 +298,7 @@ pub fn policy(data: &[u8]) {
                 let mut out = PassResult::default();
                 heap.release_free_huge_pages(&pass, &mut out);
                 heap.release_filler_pages(&pass, &mut out);
+                heap.discard_span_records();
                 if let Some((idx, _)) = heap.pick_dense(&pass, 0) {
                     heap.collapse_done(idx, input.u8().unwrap_or(0) % 3 != 0);
                 }

@@ -112,6 +112,7 @@ pub(crate) mod page_heap;
 pub mod raw;
 pub(crate) mod size_class;
 pub(crate) mod span;
+pub(crate) mod span_pool;
 mod stats;
 pub(crate) mod units;
 

@@ -243,73 +243,6 @@ impl SpanList {
     }
 }
 
-/// Records for spans, carved from metadata chunks and recycled on a free list.
-pub struct SpanPool {
-    free: *mut Span,
-    chunk_next: usize,
-    chunk_end: usize,
-    /// Records handed out and not returned.
-    pub live: usize,
-}
-
-// SAFETY: the pool is only reached through the page heap lock.
-unsafe impl Send for SpanPool {}
-
-/// Bytes of metadata fetched at once for span records.
-pub const SPAN_CHUNK: usize = 1 << 20;
-
-impl Default for SpanPool {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl SpanPool {
-    pub const fn new() -> Self {
-        SpanPool {
-            free: ptr::null_mut(),
-            chunk_next: 0,
-            chunk_end: 0,
-            live: 0,
-        }
-    }
-
-    /// A record, or null when it needs a new chunk ([`SpanPool::add_chunk`]).
-    pub fn take(&mut self) -> *mut Span {
-        let s = self.free;
-        if !s.is_null() {
-            // SAFETY: records on the free list are valid, unused records.
-            self.free = unsafe { (*s).next };
-            self.live += 1;
-            return s;
-        }
-        let size = core::mem::size_of::<Span>();
-        if self.chunk_next + size <= self.chunk_end {
-            let s = self.chunk_next as *mut Span;
-            self.chunk_next += size;
-            self.live += 1;
-            return s;
-        }
-        ptr::null_mut()
-    }
-
-    /// Gives the pool `len` bytes of zeroed metadata at `base`.
-    pub fn add_chunk(&mut self, base: *mut u8, len: usize) {
-        let align = core::mem::align_of::<Span>();
-        self.chunk_next = (base as usize + align - 1) & !(align - 1);
-        self.chunk_end = base as usize + len;
-    }
-
-    /// # Safety
-    /// `span` came from `take` and is no longer referenced.
-    pub unsafe fn give_back(&mut self, span: *mut Span) {
-        // SAFETY: the record is valid and unused.
-        unsafe { (*span).next = self.free };
-        self.free = span;
-        self.live -= 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,25 +331,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn pool_recycles_records() {
-        let mut backing = vec![0u8; 4096];
-        let mut pool = SpanPool::new();
-        assert!(pool.take().is_null());
-        pool.add_chunk(backing.as_mut_ptr(), backing.len());
-        let a = pool.take();
-        let b = pool.take();
-        assert!(!a.is_null() && !b.is_null() && a != b);
-        // SAFETY: `a` came from this pool.
-        unsafe { pool.give_back(a) };
-        assert_eq!(pool.take(), a);
-        assert_eq!(pool.live, 2);
-        let mut n = 2;
-        while !pool.take().is_null() {
-            n += 1;
-        }
-        assert_eq!(n, 4096 / core::mem::size_of::<Span>());
     }
 }

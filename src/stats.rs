@@ -48,6 +48,12 @@ pub struct Stats {
     /// threads, by the background thread; all threads, by `release_now`),
     /// since start.
     pub thread_cache_reclaimed_bytes: usize,
+    /// Span records in use (one per span; 120 bytes each).
+    pub span_records: usize,
+    /// Metadata bytes given back to the OS since start by the release pass:
+    /// pages of span records left empty after a batch, and the span entries
+    /// of huge pages released whole.
+    pub metadata_released_bytes: usize,
     /// Times the OS refused memory.
     pub os_refusals: usize,
     /// Whether the background release thread is running.
@@ -75,6 +81,7 @@ pub fn stats() -> Stats {
     let h = *heap.stats();
     let [backed, partial, released, nohuge, collapsed] = heap.count_states();
     let (filler, free) = (heap.filler_huge_pages(), heap.free_huge_pages());
+    let (span_records, discarded_pages) = heap.span_records();
     drop(heap);
     let small_span_bytes: usize = (1..NUM_CLASSES)
         .map(|c| CENTRAL[c].lock().spans * CLASS_PAGES[c] as usize * PAGE_SIZE)
@@ -97,6 +104,8 @@ pub fn stats() -> Stats {
         parked_objects: parked,
         thread_cache_bytes,
         thread_cache_reclaimed_bytes: crate::cache::reclaimed_bytes(),
+        span_records,
+        metadata_released_bytes: discarded_pages * PAGE_SIZE + h.metadata_released_bytes,
         os_refusals: h.os_refusals,
         background_running: crate::background::background_running(),
     }
@@ -146,6 +155,12 @@ impl fmt::Display for Stats {
             } else {
                 "normal"
             }
+        )?;
+        writeln!(
+            f,
+            "metadata       {} span records; {:.1} MiB given back",
+            self.span_records,
+            mib(self.metadata_released_bytes)
         )?;
         write!(
             f,

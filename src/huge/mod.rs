@@ -96,6 +96,8 @@ pub struct HugePageMeta {
 /// small-object span, the first page only of a large-object span.
 pub type PageSpans = [AtomicPtr<Span>; PAGES_PER_HUGE];
 
+const _: () = assert!(core::mem::size_of::<PageSpans>() == crate::units::PAGE_SIZE);
+
 /// The tag of each page of one huge page (see [`page_tag`]).
 pub type PageTags = [AtomicU16; PAGES_PER_HUGE];
 
@@ -176,6 +178,18 @@ impl PageMap {
         }
         // SAFETY: `idx < len` entries are valid for the process's life.
         unsafe { (*self.tags.add(idx))[page].load(Ordering::Relaxed) }
+    }
+
+    /// Whether no page of huge page `idx` has an owner (`idx < len`).
+    pub fn all_unowned(&self, idx: usize) -> bool {
+        (0..PAGES_PER_HUGE).all(|p| self.span(idx, p).is_null())
+    }
+
+    /// Where huge page `idx`'s span entries live: one page of metadata of
+    /// their own (`idx < len`; the heap lays the map out page-aligned).
+    pub fn entries_page(&self, idx: usize) -> usize {
+        debug_assert!(idx < self.len);
+        self.base as usize + idx * core::mem::size_of::<PageSpans>()
     }
 
     /// Records `span` (or null) as the owner of page `page` of huge page

@@ -43,6 +43,8 @@ pub struct FakeOs {
     /// central lists, which link objects through their memory) can run on
     /// it. `advise` still only records: DONTNEED does not zero anything.
     pub backed: bool,
+    /// Bytes of metadata given back with `discard_metadata` (zeroed here).
+    pub discarded_metadata: RefCell<usize>,
     /// Metadata handed out, freed when the fake is dropped.
     mapped: RefCell<Vec<(*mut u8, std::alloc::Layout)>>,
 }
@@ -108,6 +110,13 @@ unsafe impl Os for FakeOs {
         }
         self.mapped.borrow_mut().push((p, layout));
         Some(p)
+    }
+
+    unsafe fn discard_metadata(&self, addr: usize, len: usize) {
+        // SAFETY: the caller gives a range of metadata this fake allocated;
+        // the kernel would make it read as zero.
+        unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len) };
+        *self.discarded_metadata.borrow_mut() += len;
     }
 
     unsafe fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {

@@ -81,6 +81,13 @@ unsafe impl Os for LinuxOs {
         Some(raw as *mut u8)
     }
 
+    unsafe fn discard_metadata(&self, addr: usize, len: usize) {
+        let _errno = KeepErrno::new();
+        // SAFETY: the caller gives whole pages of our metadata mapping that
+        // hold nothing needed; DONTNEED makes them read as zero.
+        unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    }
+
     unsafe fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
         let _errno = KeepErrno::new();
         let flag = match advice {

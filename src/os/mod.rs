@@ -53,6 +53,15 @@ pub unsafe trait Os {
     /// backed lazily on first touch and never by huge pages (it is touched
     /// sparsely). `None` when the OS refuses.
     fn map_metadata(&self, len: usize) -> Option<*mut u8>;
+    /// Gives the pages of `[addr, addr + len)` of metadata back to the OS
+    /// (`MADV_DONTNEED`): they read as zero afterwards and are backed again
+    /// when next written.
+    ///
+    /// # Safety
+    /// The range is page aligned, lies inside memory that
+    /// [`Os::map_metadata`] of this implementation returned, and holds
+    /// nothing anyone still needs.
+    unsafe fn discard_metadata(&self, addr: usize, len: usize);
     /// Applies `advice` to `[addr, addr + len)`; `Err(errno)` on failure.
     ///
     /// # Safety

@@ -15,8 +15,9 @@ use crate::huge::filler::Filler;
 use crate::huge::set::HugeSet;
 use crate::huge::{page_tag, HugeKind, HugePageMeta, MetaTable, PageMap, PageSpans, PageTags};
 use crate::os::Os;
-use crate::span::{Span, SpanPool, SPAN_CHUNK};
-use crate::units::{HUGE_SHIFT, HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT};
+use crate::span::Span;
+use crate::span_pool::{SpanPool, SPAN_CHUNK};
+use crate::units::{HUGE_SHIFT, HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT, PAGE_SIZE};
 use core::ptr;
 
 /// Huge pages committed at once when the heap grows (32 MiB).
@@ -67,6 +68,9 @@ pub struct HeapStats {
     /// Pages released inside spans that still hold objects, and not handed
     /// out since (they count in `dirty_pages` but are not resident).
     pub span_released_pages: usize,
+    /// Metadata bytes given back to the OS: the span entries of huge pages
+    /// released whole (cumulative).
+    pub metadata_released_bytes: usize,
     /// `madvise` calls by kind.
     pub advice: AdviceCounts,
 }
@@ -80,6 +84,7 @@ impl HeapStats {
         dirty_pages: 0,
         released_bytes: 0,
         span_released_pages: 0,
+        metadata_released_bytes: 0,
         advice: AdviceCounts {
             dontneed_calls: 0,
             nohugepage_calls: 0,
@@ -210,6 +215,19 @@ impl<O: Os> PageHeap<O> {
         &self.stats
     }
 
+    /// Span records: (live records, pages given back to the OS since
+    /// start).
+    pub fn span_records(&self) -> (usize, usize) {
+        (self.pool.live, self.pool.discarded_pages)
+    }
+
+    /// Gives back to the OS the pages of span records that hold no live
+    /// record (after a batch, most of them); returns how many. Part of the
+    /// release pass.
+    pub fn discard_span_records(&mut self) -> usize {
+        self.pool.discard_free_pages(&self.os)
+    }
+
     /// Sets how releases and reuse advise the kernel (before the heap is
     /// used; the process heap takes it from the configuration at start-up).
     pub fn set_policy(&mut self, policy: Policy) {
@@ -242,8 +260,11 @@ impl<O: Os> PageHeap<O> {
     fn try_init(&mut self, len: usize) -> bool {
         let hps = len / HUGE_SIZE;
         // Records, then the page map, then the free set's bits; each part
-        // starts 8-aligned (all sizes are multiples of 8).
-        let meta_bytes = (hps * core::mem::size_of::<HugePageMeta>()).next_multiple_of(8);
+        // starts 8-aligned (all sizes are multiples of 8). The records are
+        // rounded up to whole pages, so that each huge page's span entries
+        // fill one page of their own, which goes back to the OS when the
+        // huge page is released whole (`release_free_huge_pages`).
+        let meta_bytes = (hps * core::mem::size_of::<HugePageMeta>()).next_multiple_of(PAGE_SIZE);
         let map_bytes = hps * core::mem::size_of::<PageSpans>();
         let tag_bytes = hps * core::mem::size_of::<PageTags>();
         let set_bytes = HugeSet::bytes_for(hps);
@@ -336,11 +357,16 @@ impl<O: Os> PageHeap<O> {
     fn new_span(&mut self, start: usize, npages: usize) -> *mut Span {
         let mut s = self.pool.take();
         if s.is_null() {
-            let Some(chunk) = self.os.map_metadata(SPAN_CHUNK) else {
+            // Room for an aligned chunk (the pool finds a record's chunk by
+            // masking its address); the rest is never touched.
+            let Some(raw) = self.os.map_metadata(2 * SPAN_CHUNK) else {
                 self.stats.os_refusals += 1;
                 return ptr::null_mut();
             };
-            self.pool.add_chunk(chunk, SPAN_CHUNK);
+            let chunk = (raw as usize).next_multiple_of(SPAN_CHUNK) as *mut u8;
+            // SAFETY: fresh zeroed metadata of our own, aligned, of at least
+            // `SPAN_CHUNK` bytes, kept for the heap's life.
+            unsafe { self.pool.add_chunk(chunk) };
             s = self.pool.take();
         }
         // SAFETY: the pool hands out valid, unused records.
@@ -632,6 +658,7 @@ impl<O: Os> PageHeap<O> {
     /// Checks the heap's structural invariants; returns a description of the
     /// first violation. For tests and fuzzing.
     pub fn check(&self) -> Result<(), &'static str> {
+        self.pool.check()?;
         let mut filler = 0;
         let mut free = 0;
         let mut used_pages = 0;

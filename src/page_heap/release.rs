@@ -208,6 +208,20 @@ impl<O: Os> PageHeap<O> {
             self.stats.dirty_pages -= dirty;
             self.stats.released_bytes += dirty * PAGE_SIZE;
             out.released_pages += dirty;
+            // Its span entries (all null: no page has an owner) go back too;
+            // a lock-free reader then reads zeroes, which are nulls.
+            if self.pages.all_unowned(idx) {
+                // SAFETY: the entries' own page of the heap's metadata, all
+                // null, which the zero page reads as.
+                unsafe {
+                    self.os.discard_metadata(
+                        self.pages.entries_page(idx),
+                        core::mem::size_of::<crate::huge::PageSpans>(),
+                    )
+                };
+                self.stats.metadata_released_bytes +=
+                    core::mem::size_of::<crate::huge::PageSpans>();
+            }
         }
     }
 
@@ -451,6 +465,26 @@ mod tests {
         h.release_free_huge_pages(&p, &mut r);
         h.release_filler_pages(&p, &mut r);
         assert_eq!(r.released_pages, 512 + 256);
+        // The wholly released huge page's span entries went back too, and
+        // read as null; the half-used one keeps its entries.
+        assert_eq!(h.stats().metadata_released_bytes, PAGE_SIZE);
+        assert_eq!(*h.os.discarded_metadata.borrow(), PAGE_SIZE);
+        assert!(h.pages.all_unowned(0));
+        assert!(!h.pages.all_unowned(1));
+        // The 1024 span records filled the first pages of the record chunk
+        // (255 pages of records after its header); the first 768 came back,
+        // so the pages they wholly filled, and the pages never used, go
+        // back to the OS.
+        let per_page = PAGE_SIZE / core::mem::size_of::<Span>();
+        let expect = 768 / per_page + (255 - 1024usize.div_ceil(per_page));
+        let before = *h.os.discarded_metadata.borrow();
+        assert_eq!(h.discard_span_records(), expect);
+        assert_eq!(
+            *h.os.discarded_metadata.borrow() - before,
+            expect * PAGE_SIZE
+        );
+        assert_eq!(h.discard_span_records(), 0);
+        h.check().unwrap();
         let calls = advices(&h);
         assert_eq!(
             calls[0],
