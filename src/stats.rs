@@ -8,6 +8,7 @@ use core::fmt;
 
 /// Counters read at one moment (each under its own lock).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Stats {
     /// Bytes handed out: small objects (including those waiting in thread
     /// caches) at their class size, and large objects at their page size.
@@ -20,6 +21,10 @@ pub struct Stats {
     pub resident_bytes: usize,
     /// Bytes returned to the OS so far (cumulative).
     pub released_bytes: usize,
+    /// Free heap bytes that may still be resident: pages in no span,
+    /// written since they were last released, waiting for the hold-back
+    /// and the next release pass (what an idle process gives back soon).
+    pub held_back_bytes: usize,
     /// Huge pages holding small-object spans or sub-2 MiB runs.
     pub filler_huge_pages: usize,
     /// Huge pages holding large objects.
@@ -81,6 +86,7 @@ pub fn stats() -> Stats {
     let h = *heap.stats();
     let [backed, partial, released, nohuge, collapsed] = heap.count_states();
     let (filler, free) = (heap.filler_huge_pages(), heap.free_huge_pages());
+    let held_back_pages = heap.held_back_pages();
     let (span_records, discarded_pages) = heap.span_records();
     drop(heap);
     let small_span_bytes: usize = (1..NUM_CLASSES)
@@ -92,6 +98,7 @@ pub fn stats() -> Stats {
         span_bytes: h.pages_in_use * PAGE_SIZE,
         resident_bytes: h.dirty_pages.saturating_sub(h.span_released_pages) * PAGE_SIZE,
         released_bytes: h.released_bytes,
+        held_back_bytes: held_back_pages * PAGE_SIZE,
         filler_huge_pages: filler,
         large_huge_pages: h.large_huge_pages,
         free_huge_pages: free,
@@ -120,6 +127,7 @@ impl fmt::Display for Stats {
         writeln!(f, "  resident (est) {:10.1} MiB", mib(self.resident_bytes))?;
         writeln!(f, "  mapped         {:10.1} MiB", mib(self.mapped_bytes))?;
         writeln!(f, "  released total {:10.1} MiB", mib(self.released_bytes))?;
+        writeln!(f, "  held back      {:10.1} MiB", mib(self.held_back_bytes))?;
         writeln!(f, "huge pages ({} MiB each)", HUGE_SIZE >> 20)?;
         writeln!(
             f,

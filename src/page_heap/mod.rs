@@ -33,6 +33,7 @@ pub use release::{Pass, PassResult, Policy};
 /// Counts of the `madvise` calls the release policy made, and whether it
 /// had to stop marking. Kept by the page heap; reported as is by `stats()`.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AdviceCounts {
     /// `MADV_DONTNEED` calls (memory returned to the OS).
     pub dontneed_calls: usize,

@@ -377,6 +377,18 @@ impl<O: Os> PageHeap<O> {
 
     /// Huge pages by state: (backed, partial, released or never touched,
     /// marked NOHUGEPAGE, collapsed), over huge pages below the top.
+    /// Pages in no span that may be resident (written since last
+    /// released): free memory the release has not given back yet.
+    pub fn held_back_pages(&self) -> usize {
+        (0..self.top)
+            .map(|idx| {
+                // SAFETY: `idx < top`.
+                let m = unsafe { self.metas.get(idx) };
+                m.dirty.and_not(&m.used).count_ones()
+            })
+            .sum()
+    }
+
     pub fn count_states(&self) -> [usize; 5] {
         let mut c = [0; 5];
         for idx in 0..self.top {
@@ -454,17 +466,21 @@ mod tests {
         h.os.calls.borrow_mut().clear();
         let mut r = PassResult::default();
         let p = pass(0, false);
+        let written = h.held_back_pages();
+        assert_eq!(written, 512 + 256, "the freed pages were written");
         h.release_free_huge_pages(&p, &mut r);
         assert!(
             r.pending && r.released_pages == 0,
             "hold-back keeps fresh frees"
         );
+        assert_eq!(h.held_back_pages(), written, "held back, not released");
         *h.os.clock.borrow_mut() = 5000;
         let p = pass(5000, false);
         let mut r = PassResult::default();
         h.release_free_huge_pages(&p, &mut r);
         h.release_filler_pages(&p, &mut r);
         assert_eq!(r.released_pages, 512 + 256);
+        assert_eq!(h.held_back_pages(), 0);
         // The wholly released huge page's span entries went back too, and
         // read as null; the half-used one keeps its entries.
         assert_eq!(h.stats().metadata_released_bytes, PAGE_SIZE);
