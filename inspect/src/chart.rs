@@ -3,6 +3,7 @@
 //! simulated khugepaged), the legend outside the lines' usual path.
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// A line: its legend and its points (seconds, MB).
 pub struct Series {
@@ -23,11 +24,16 @@ pub fn write_svg(
         .flat_map(|s| s.points.iter().map(|p| p.0))
         .chain(markers.iter().map(|m| m.0))
         .fold(1.0f64, f64::max);
+    let x_min = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(markers.iter().map(|m| m.0))
+        .fold(0.0f64, f64::min);
     let y_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(1.0f64, f64::max)
-        * 1.25;
+        * 1.4;
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -35,7 +41,7 @@ pub fn write_svg(
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d(0f64..x_max * 1.02, 0f64..y_max)
+        .build_cartesian_2d(x_min..x_max + (x_max - x_min) * 0.02, 0f64..y_max)
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
@@ -58,22 +64,32 @@ pub fn write_svg(
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
             });
     }
+    let x_span = x_max - x_min;
     for (t, label) in markers {
         chart
             .draw_series(LineSeries::new(
-                [(*t, 0.0), (*t, y_max * 0.9)],
+                [(*t, 0.0), (*t, y_max * 0.76)],
                 BLACK.mix(0.5).stroke_width(1),
             ))
             .map_err(|e| err(&e))?;
+        // Labels sit between the lines' top (y_max / 1.4) and the legend;
+        // near the right edge they end at their marker instead of starting
+        // there.
+        let anchor = if *t > x_min + 0.7 * x_span {
+            Pos::new(HPos::Right, VPos::Bottom)
+        } else {
+            Pos::new(HPos::Left, VPos::Bottom)
+        };
+        let style = ("sans-serif", 13).into_text_style(&root).pos(anchor);
         chart
             .draw_series(std::iter::once(Text::new(
-                label.clone(),
-                (*t, y_max * 0.93),
-                ("sans-serif", 13),
+                format!(" {label} "),
+                (*t, y_max * 0.76),
+                style,
             )))
             .map_err(|e| err(&e))?;
     }
-    // The lines live in the lower part of the plot (y_max has 25 % head
+    // The lines live in the lower part of the plot (y_max has 40 % head
     // room); the legend goes in the top right corner above them.
     chart
         .configure_series_labels()
