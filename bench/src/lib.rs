@@ -8,11 +8,16 @@
 //! * [`workloads`]: the suite's workloads, run by one worker binary per
 //!   allocator (`examples/suite_worker_*.rs`).
 //! * [`svg`]: a line chart of RSS over time.
+//! * [`service`]: a real HTTP service (tokio, axum) and its load generator,
+//!   for `examples/service/` (which also holds the global allocator chosen
+//!   at start-up: it is not in this library, because linking mimalloc runs
+//!   its constructor, which maps memory, in every program that links it).
 //!
 //! Run from the workspace root: `cargo run --release -p hugeguard-bench
 //! --example khugepaged` (the demonstration), `--example suite` (the suite),
 //! `--example churn`; `cargo bench -p hugeguard-bench --bench alloc`.
 
 pub mod batch;
+pub mod service;
 pub mod svg;
 pub mod workloads;

@@ -1,0 +1,332 @@
+//! A real service, end to end: an HTTP server (tokio + axum) under load, then
+//! idle, then khugepaged; once per allocator, each in its own process.
+//!
+//! ```sh
+//! cargo run --release -p hugeguard-bench --example service            # about 2 minutes
+//! cargo run --release -p hugeguard-bench --example service -- --mb 512 --only hugeguard,system
+//! ```
+//!
+//! For each allocator it starts that allocator's server binary
+//! (`examples/service_server_*.rs`, built on demand) on an ephemeral
+//! loopback port, and drives it over HTTP from this process: a warm-up batch, then a burst of 4 connections ingesting JSON
+//! records (and querying) until the server's RSS reaches the target, the end
+//! of the batch (1 record in 64 kept), a quiet period, and the simulated
+//! khugepaged (`POST /simulate-khugepaged`: MADV_COLLAPSE on every 2 MiB
+//! range with a resident page). Prints a table and writes
+//! `target/service.svg`; the figures in docs/SERVICE.md come from here.
+
+use hugeguard_bench::batch::{anon_huge_of, rss_of, Rng};
+use hugeguard_bench::service::{percentile_ms, records_json, Conn};
+use hugeguard_inspect::chart::{write_svg, Series};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CONNECTIONS: usize = 4;
+const RECORDS_PER_REQUEST: usize = 500;
+
+struct Options {
+    target_mb: usize,
+    quiet: Duration,
+    allocators: Vec<&'static str>,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let allocators = match value("--only") {
+        Some(list) => ALLOCATORS
+            .into_iter()
+            .filter(|c| list.split(',').any(|n| n == *c))
+            .collect(),
+        None => ALLOCATORS.to_vec(),
+    };
+    Options {
+        target_mb: value("--mb").and_then(|v| v.parse().ok()).unwrap_or(1024),
+        quiet: Duration::from_secs(value("--quiet").and_then(|v| v.parse().ok()).unwrap_or(10)),
+        allocators,
+    }
+}
+
+const ALLOCATORS: [&str; 4] = ["system", "hugeguard", "mimalloc", "jemalloc"];
+
+/// The server binary for `name`: next to this one, or built now with the
+/// cargo that runs us (`cargo run` sets `CARGO`); `None` when neither works.
+fn server_binary(name: &str) -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.join(format!("service_server_{name}"));
+    if !path.exists() {
+        let cargo = std::env::var_os("CARGO")?;
+        eprintln!("{name}: building service_server_{name} ...");
+        let ok = Command::new(cargo)
+            .args(["build", "--release", "-p", "hugeguard-bench", "--example"])
+            .arg(format!("service_server_{name}"))
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            return None;
+        }
+    }
+    path.exists().then_some(path)
+}
+
+struct Outcome {
+    name: &'static str,
+    before: usize,
+    peak: usize,
+    /// AnonHugePages at the end of the burst.
+    huge: usize,
+    kept: usize,
+    /// RSS over the quiet period: lowest and highest sample.
+    quiet_range: (usize, usize),
+    quiet: usize,
+    after: usize,
+    collapsed: u64,
+    p50: f64,
+    p99: f64,
+    requests: usize,
+    burst_secs: f64,
+    /// (seconds from the end of the batch, RSS bytes)
+    samples: Vec<(f64, usize)>,
+    metrics_ok: bool,
+}
+
+async fn drive(
+    name: &'static str,
+    server: &std::path::Path,
+    opts: &Options,
+) -> std::io::Result<Outcome> {
+    let mut child = Command::new(server)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+    let port: u16 = line
+        .strip_prefix("LISTEN ")
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("server said {line:?}")))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut ctl = Conn::connect(addr).await?;
+    let next_id = Arc::new(AtomicU64::new(0));
+
+    // Warm-up: a small batch, queried and ended.
+    let mut rng = Rng::new(1);
+    for _ in 0..20 {
+        let first = next_id.fetch_add(RECORDS_PER_REQUEST as u64, Ordering::Relaxed);
+        ctl.json(
+            "POST",
+            "/ingest",
+            &records_json(&mut rng, first, RECORDS_PER_REQUEST),
+        )
+        .await?;
+        ctl.json("GET", "/query?tag=t7", b"").await?;
+    }
+    ctl.json("POST", "/end-batch", b"").await?;
+    // RSS before the burst: once it has not moved for 2 s (an allocator
+    // that releases by itself has then done so), at most 8 s.
+    let mut before = rss_of(pid);
+    let (mut still, settle) = (0, Instant::now());
+    while still < 8 && settle.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = rss_of(pid);
+        still = if now.abs_diff(before) < 64 << 10 {
+            still + 1
+        } else {
+            0
+        };
+        before = now;
+    }
+
+    // The burst: CONNECTIONS clients until the server's RSS reaches the target.
+    let target = opts.target_mb << 20;
+    let stop = Arc::new(AtomicBool::new(false));
+    let burst_start = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..CONNECTIONS {
+        let (stop, next_id) = (stop.clone(), next_id.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(addr).await?;
+            let mut rng = Rng::new(100 + k as u64);
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let first = next_id.fetch_add(RECORDS_PER_REQUEST as u64, Ordering::Relaxed);
+                let body = records_json(&mut rng, first, RECORDS_PER_REQUEST);
+                let t = Instant::now();
+                conn.json("POST", "/ingest", &body).await?;
+                lat.push(t.elapsed());
+                let tag = format!("/query?tag=t{}", rng.range(0, 200));
+                let t = Instant::now();
+                conn.json("GET", &tag, b"").await?;
+                lat.push(t.elapsed());
+                let id = rng.range(0, first as usize + 1);
+                let t = Instant::now();
+                conn.request("GET", &format!("/record/{id}"), b"").await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, std::io::Error>(lat)
+        }));
+    }
+    let mut peak = before;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let rss = rss_of(pid);
+        peak = peak.max(rss);
+        samples.push((start.elapsed().as_secs_f64(), rss));
+        if rss >= target || burst_start.elapsed() > Duration::from_secs(60) {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.map_err(std::io::Error::other)??);
+    }
+    let burst_secs = burst_start.elapsed().as_secs_f64();
+    peak = peak.max(rss_of(pid));
+    let huge = anon_huge_of(pid);
+
+    // The batch ends: 1 in 64 records kept (copied into the snapshot).
+    let end = ctl.json("POST", "/end-batch", b"").await?;
+    let kept = end["kept_bytes"].as_u64().unwrap_or(0) as usize;
+    let t_end = start.elapsed().as_secs_f64();
+
+    // Quiet: no request at all.
+    let quiet_start = Instant::now();
+    let mut quiet_range = (usize::MAX, 0);
+    while quiet_start.elapsed() < opts.quiet {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let rss = rss_of(pid);
+        quiet_range = (quiet_range.0.min(rss), quiet_range.1.max(rss));
+        samples.push((start.elapsed().as_secs_f64(), rss));
+    }
+    let quiet = rss_of(pid);
+
+    // khugepaged, simulated: the worst it could do, now.
+    let sim = ctl.json("POST", "/simulate-khugepaged", b"").await?;
+    let after = rss_of(pid);
+    samples.push((start.elapsed().as_secs_f64(), after));
+    let (status, m) = ctl.request("GET", "/metrics", b"").await?;
+    let m = String::from_utf8_lossy(&m);
+    if std::env::var_os("SERVICE_SHOW_METRICS").is_some() {
+        eprintln!("{m}");
+    }
+    let metrics_ok = status == 200
+        && m.contains("hugeguard_active")
+        && m.contains("process_resident_memory_bytes")
+        && m.contains("service_kept_bytes");
+    drop(child.stdin.take());
+    let _ = child.wait();
+
+    lat.sort();
+    Ok(Outcome {
+        name,
+        before,
+        peak,
+        huge,
+        kept,
+        quiet_range,
+        quiet,
+        after,
+        collapsed: sim["collapsed"].as_u64().unwrap_or(0),
+        p50: percentile_ms(&lat, 50.0),
+        p99: percentile_ms(&lat, 99.0),
+        requests: lat.len(),
+        burst_secs,
+        samples: samples.into_iter().map(|(t, r)| (t - t_end, r)).collect(),
+        metrics_ok,
+    })
+}
+
+fn mb(b: usize) -> f64 {
+    b as f64 / 1e6
+}
+
+fn main() {
+    let opts = options();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
+    for &name in &opts.allocators {
+        let Some(server) = server_binary(name) else {
+            missing.push(name);
+            continue;
+        };
+        eprintln!("{name}: serving, burst to {} MB ...", opts.target_mb);
+        match rt.block_on(drive(name, &server, &opts)) {
+            Ok(o) => results.push(o),
+            Err(e) => eprintln!("{name}: failed: {e}"),
+        }
+    }
+    println!(
+        "\nA service under load, then quiet for {} s, then the simulated khugepaged (burst to {} MB RSS; {CONNECTIONS} connections, {RECORDS_PER_REQUEST} records per ingest; 1 in 64 records kept)\n",
+        opts.quiet.as_secs(),
+        opts.target_mb
+    );
+    println!("| allocator | RSS before burst | peak RSS | AnonHugePages at peak | kept (service's count) | RSS during quiet | RSS after quiet | after simulated khugepaged | bound 1.25 x (before + kept) | within | requests | p50 | p99 | /metrics |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|");
+    for o in &results {
+        let bound = 1.25 * (o.before + o.kept) as f64;
+        let within = (o.quiet as f64) <= bound && (o.after as f64) <= bound;
+        println!(
+            "| {} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.1}-{:.1} MB | {:.1} MB | {:.1} MB ({} collapsed) | {:.1} MB | {} | {} in {:.1} s | {:.2} ms | {:.2} ms | {} |",
+            o.name,
+            mb(o.before),
+            mb(o.peak),
+            mb(o.huge),
+            mb(o.kept),
+            mb(o.quiet_range.0),
+            mb(o.quiet_range.1),
+            mb(o.quiet),
+            mb(o.after),
+            o.collapsed,
+            bound / 1e6,
+            if within { "yes" } else { "no" },
+            o.requests,
+            o.burst_secs,
+            o.p50,
+            o.p99,
+            if o.metrics_ok { "ok" } else { "missing" }
+        );
+    }
+    for name in missing {
+        println!("| {name} | not built | | | | | | | | | | | | |");
+    }
+    let series: Vec<Series> = results
+        .iter()
+        .map(|o| Series {
+            label: o.name.to_string(),
+            points: o.samples.iter().map(|&(t, r)| (t, mb(r))).collect(),
+        })
+        .collect();
+    let quiet = opts.quiet.as_secs_f64();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/service.svg");
+    let markers = [
+        (0.0, "batch ends".to_string()),
+        (quiet, "khugepaged (simulated)".to_string()),
+    ];
+    match write_svg(
+        &path,
+        "HTTP service: RSS (MB) around the end of a batch",
+        &series,
+        &markers,
+    ) {
+        Ok(()) => println!("\nchart: {}", path.display()),
+        Err(e) => eprintln!("chart: {e}"),
+    }
+}

@@ -1,0 +1,11 @@
+//! The service demonstration's server with hugeguard as the global allocator
+//! (one binary per allocator: linking jemalloc or mimalloc runs its
+//! constructor, which maps memory, so they are not linked where unused).
+//! Started by `examples/service.rs`; see `bench/src/service.rs`.
+
+#[global_allocator]
+static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
+
+fn main() {
+    hugeguard_bench::service::server_main("hugeguard", true);
+}
