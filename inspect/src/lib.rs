@@ -17,7 +17,7 @@ pub mod exposure;
 pub mod proc_files;
 pub mod report;
 pub mod run;
-pub mod sys;
+mod sys;
 
 pub use exposure::Assume;
 pub use proc_files::Error;

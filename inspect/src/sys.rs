@@ -7,14 +7,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `MADV_COLLAPSE` (Linux 6.1), spelled out in case the libc crate lacks it.
-pub const MADV_COLLAPSE: libc::c_int = 25;
+pub(crate) const MADV_COLLAPSE: libc::c_int = 25;
 
 /// A process, held by a pidfd so that a recycled pid cannot be mistaken for
 /// it.
-pub struct ProcessHandle(OwnedFd);
+pub(crate) struct ProcessHandle(OwnedFd);
 
 impl ProcessHandle {
-    pub fn open(pid: u32) -> io::Result<ProcessHandle> {
+    pub(crate) fn open(pid: u32) -> io::Result<ProcessHandle> {
         let pid =
             libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
@@ -30,7 +30,7 @@ impl ProcessHandle {
     /// process: the kernel collapses the range into a huge page now, as
     /// khugepaged would. The target's memory is read and copied by the
     /// kernel; this process touches nothing of it.
-    pub fn collapse(&self, addr: u64, len: u64) -> io::Result<()> {
+    pub(crate) fn collapse(&self, addr: u64, len: u64) -> io::Result<()> {
         let iov = libc::iovec {
             iov_base: addr as *mut libc::c_void,
             iov_len: len as usize,
@@ -56,23 +56,10 @@ impl ProcessHandle {
 }
 
 /// The kernel's release as (major, minor).
-pub fn kernel_version() -> Option<(u32, u32)> {
+pub(crate) fn kernel_version() -> Option<(u32, u32)> {
     let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
     let mut it = text.trim().split(['.', '-']);
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-}
-
-/// Whether this process runs as root (`CAP_SYS_NICE` and ptrace access to
-/// any process, which `process_madvise` needs).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Sends `signal` to `pid`; errors are ignored (the process may be gone).
-pub fn kill(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill has no memory preconditions.
-    unsafe { libc::kill(pid as libc::pid_t, signal) };
 }
 
 static USR1: AtomicBool = AtomicBool::new(false);
@@ -83,7 +70,7 @@ extern "C" fn on_usr1(_: libc::c_int) {
 
 /// From now on, SIGUSR1 sets a flag that [`take_usr1`] reads (how a program
 /// started by `run` says "I am idle now").
-pub fn catch_usr1() {
+pub(crate) fn catch_usr1() {
     // SAFETY: installs an async-signal-safe handler (one atomic store) with
     // a zeroed, then filled, sigaction.
     unsafe {
@@ -96,6 +83,6 @@ pub fn catch_usr1() {
 }
 
 /// Whether SIGUSR1 arrived since the last call.
-pub fn take_usr1() -> bool {
+pub(crate) fn take_usr1() -> bool {
     USR1.swap(false, Ordering::SeqCst)
 }
