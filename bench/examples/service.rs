@@ -12,11 +12,13 @@
 //! records (and querying) until the server's RSS reaches the target, the end
 //! of the batch (1 record in 64 kept), a quiet period, and the simulated
 //! khugepaged (`POST /simulate-khugepaged`: MADV_COLLAPSE on every 2 MiB
-//! range with a resident page). Prints a table and writes
+//! range with a resident page; with `--real`, the real daemon sped up for
+//! the whole run, sysfs restored afterwards). Prints a table and writes
 //! `target/service.svg`; the figures in docs/SERVICE.md come from here.
 
 use hugeguard_bench::batch::{anon_huge_of, rss_of, Rng};
 use hugeguard_bench::service::{percentile_ms, records_json, Conn};
+use hugeguard_bench::sysfs;
 use hugeguard_inspect::chart::{write_svg, Series};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -31,6 +33,9 @@ const RECORDS_PER_REQUEST: usize = 500;
 struct Options {
     target_mb: usize,
     quiet: Duration,
+    /// The real khugepaged, sped up (root; sysfs restored afterwards),
+    /// instead of the simulation.
+    real: bool,
     allocators: Vec<&'static str>,
 }
 
@@ -42,6 +47,7 @@ fn options() -> Options {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    let real = args.iter().any(|a| a == "--real");
     let allocators = match value("--only") {
         Some(list) => ALLOCATORS
             .into_iter()
@@ -51,7 +57,12 @@ fn options() -> Options {
     };
     Options {
         target_mb: value("--mb").and_then(|v| v.parse().ok()).unwrap_or(1024),
-        quiet: Duration::from_secs(value("--quiet").and_then(|v| v.parse().ok()).unwrap_or(10)),
+        quiet: Duration::from_secs(
+            value("--quiet")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(if real { 40 } else { 10 }),
+        ),
+        real,
         allocators,
     }
 }
@@ -213,8 +224,14 @@ async fn drive(
     }
     let quiet = rss_of(pid);
 
-    // khugepaged, simulated: the worst it could do, now.
-    let sim = ctl.json("POST", "/simulate-khugepaged", b"").await?;
+    // khugepaged, simulated: the worst it could do, now. With --real the
+    // sped-up daemon has been scanning through the whole quiet period, and
+    // its result is the RSS at the end of it.
+    let sim = if opts.real {
+        serde_json::json!({"collapsed": 0})
+    } else {
+        ctl.json("POST", "/simulate-khugepaged", b"").await?
+    };
     let after = rss_of(pid);
     samples.push((start.elapsed().as_secs_f64(), after));
     let (status, m) = ctl.request("GET", "/metrics", b"").await?;
@@ -260,6 +277,25 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // --real: THP always and a fast khugepaged for the whole run, restored
+    // when the guard drops (also on failure or Ctrl-C).
+    let _guard = if opts.real {
+        match sysfs::speed_up() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                sysfs::restore();
+                eprintln!("--real: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        None
+    };
+    let event = if opts.real {
+        "the real khugepaged, sped up (THP enabled=always)"
+    } else {
+        "the simulated khugepaged"
+    };
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for &name in &opts.allocators {
@@ -274,17 +310,22 @@ fn main() {
         }
     }
     println!(
-        "\nA service under load, then quiet for {} s, then the simulated khugepaged (burst to {} MB RSS; {CONNECTIONS} connections, {RECORDS_PER_REQUEST} records per ingest; 1 in 64 records kept)\n",
+        "\nA service under load, then quiet for {} s, then {event} (burst to {} MB RSS; {CONNECTIONS} connections, {RECORDS_PER_REQUEST} records per ingest; 1 in 64 records kept)\n",
         opts.quiet.as_secs(),
         opts.target_mb
     );
-    println!("| allocator | RSS before burst | peak RSS | AnonHugePages at peak | kept (service's count) | RSS during quiet | RSS after quiet | after simulated khugepaged | bound 1.25 x (before + kept) | within | requests | p50 | p99 | /metrics |");
+    let after_col = if opts.real {
+        "RSS at the end (real khugepaged)"
+    } else {
+        "after simulated khugepaged"
+    };
+    println!("| allocator | RSS before burst | peak RSS | AnonHugePages at peak | kept (service's count) | RSS during quiet | RSS after quiet | {after_col} | bound 1.25 x (before + kept) | within | requests | p50 | p99 | /metrics |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|");
     for o in &results {
         let bound = 1.25 * (o.before + o.kept) as f64;
         let within = (o.quiet as f64) <= bound && (o.after as f64) <= bound;
         println!(
-            "| {} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.1}-{:.1} MB | {:.1} MB | {:.1} MB ({} collapsed) | {:.1} MB | {} | {} in {:.1} s | {:.2} ms | {:.2} ms | {} |",
+            "| {} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.1}-{:.1} MB | {:.1} MB | {:.1} MB{} | {:.1} MB | {} | {} in {:.1} s | {:.2} ms | {:.2} ms | {} |",
             o.name,
             mb(o.before),
             mb(o.peak),
@@ -294,7 +335,11 @@ fn main() {
             mb(o.quiet_range.1),
             mb(o.quiet),
             mb(o.after),
-            o.collapsed,
+            if opts.real {
+                String::new()
+            } else {
+                format!(" ({} collapsed)", o.collapsed)
+            },
             bound / 1e6,
             if within { "yes" } else { "no" },
             o.requests,
@@ -316,10 +361,14 @@ fn main() {
         .collect();
     let quiet = opts.quiet.as_secs_f64();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/service.svg");
-    let markers = [
-        (0.0, "batch ends".to_string()),
-        (quiet, "khugepaged (simulated)".to_string()),
-    ];
+    let markers = if opts.real {
+        vec![(0.0, "batch ends; khugepaged sped up throughout".to_string())]
+    } else {
+        vec![
+            (0.0, "batch ends".to_string()),
+            (quiet, "khugepaged (simulated)".to_string()),
+        ]
+    };
     match write_svg(
         &path,
         "HTTP service: RSS (MB) around the end of a batch",

@@ -20,4 +20,5 @@
 pub mod batch;
 pub mod service;
 pub mod svg;
+pub mod sysfs;
 pub mod workloads;
