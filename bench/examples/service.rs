@@ -111,11 +111,10 @@ struct Outcome {
     metrics_ok: bool,
 }
 
-async fn drive(
-    name: &'static str,
+/// Starts a server binary; returns it, its pid and its address.
+fn start_server(
     server: &std::path::Path,
-    opts: &Options,
-) -> std::io::Result<Outcome> {
+) -> std::io::Result<(std::process::Child, u32, SocketAddr)> {
     let mut child = Command::new(server)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -127,13 +126,11 @@ async fn drive(
         .strip_prefix("LISTEN ")
         .and_then(|p| p.trim().parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("server said {line:?}")))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let start = Instant::now();
-    let mut samples = Vec::new();
-    let mut ctl = Conn::connect(addr).await?;
-    let next_id = Arc::new(AtomicU64::new(0));
+    Ok((child, pid, SocketAddr::from(([127, 0, 0, 1], port))))
+}
 
-    // Warm-up: a small batch, queried and ended.
+/// A small batch, queried and ended.
+async fn warm_up(ctl: &mut Conn, next_id: &Arc<AtomicU64>) -> std::io::Result<()> {
     let mut rng = Rng::new(1);
     for _ in 0..20 {
         let first = next_id.fetch_add(RECORDS_PER_REQUEST as u64, Ordering::Relaxed);
@@ -146,23 +143,30 @@ async fn drive(
         ctl.json("GET", "/query?tag=t7", b"").await?;
     }
     ctl.json("POST", "/end-batch", b"").await?;
-    // RSS before the burst: once it has not moved for 2 s (an allocator
-    // that releases by itself has then done so), at most 8 s.
-    let mut before = rss_of(pid);
-    let (mut still, settle) = (0, Instant::now());
-    while still < 8 && settle.elapsed() < Duration::from_secs(8) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = rss_of(pid);
-        still = if now.abs_diff(before) < 64 << 10 {
-            still + 1
-        } else {
-            0
-        };
-        before = now;
-    }
+    Ok(())
+}
 
-    // The burst: CONNECTIONS clients until the server's RSS reaches the target.
-    let target = opts.target_mb << 20;
+/// When a burst stops.
+#[derive(Clone, Copy)]
+enum Until {
+    /// The server's RSS reaches this many bytes.
+    Rss(usize),
+    /// Records up to this id have been sent.
+    Id(u64),
+}
+
+/// CONNECTIONS clients ingest, query and look up until `until` (at most
+/// 60 s); RSS samples go to `samples` (seconds
+/// since `start`). Returns the latencies, the peak RSS and the seconds.
+async fn burst(
+    addr: SocketAddr,
+    pid: u32,
+    until: Until,
+    next_id: &Arc<AtomicU64>,
+    start: Instant,
+    samples: &mut Vec<(f64, usize)>,
+    seed: u64,
+) -> std::io::Result<(Vec<Duration>, usize, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let burst_start = Instant::now();
     let mut tasks = Vec::new();
@@ -170,7 +174,7 @@ async fn drive(
         let (stop, next_id) = (stop.clone(), next_id.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::connect(addr).await?;
-            let mut rng = Rng::new(100 + k as u64);
+            let mut rng = Rng::new(seed + k as u64);
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let first = next_id.fetch_add(RECORDS_PER_REQUEST as u64, Ordering::Relaxed);
@@ -190,13 +194,17 @@ async fn drive(
             Ok::<_, std::io::Error>(lat)
         }));
     }
-    let mut peak = before;
+    let mut peak = 0;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let rss = rss_of(pid);
         peak = peak.max(rss);
         samples.push((start.elapsed().as_secs_f64(), rss));
-        if rss >= target || burst_start.elapsed() > Duration::from_secs(60) {
+        let done = match until {
+            Until::Rss(target) => rss >= target,
+            Until::Id(limit) => next_id.load(Ordering::Relaxed) >= limit,
+        };
+        if done || burst_start.elapsed() > Duration::from_secs(60) {
             stop.store(true, Ordering::Relaxed);
         }
     }
@@ -206,6 +214,194 @@ async fn drive(
     }
     let burst_secs = burst_start.elapsed().as_secs_f64();
     peak = peak.max(rss_of(pid));
+    Ok((lat, peak, burst_secs))
+}
+
+/// A soak of one allocator: repeated bursts and quiet windows.
+struct Soak {
+    name: &'static str,
+    /// Per cycle, at the end of its quiet window: (seconds, RSS, kept).
+    cycles: Vec<(f64, usize, usize)>,
+    samples: Vec<(f64, usize)>,
+}
+
+/// Bursts and quiet windows until `minutes` pass. The first burst grows
+/// the server to `target_mb`; later ones ingest as many records as it did
+/// (an allocator that keeps its peak would otherwise stop at once). The
+/// snapshot keeps 1 record in 64 of every batch, so what the service keeps
+/// grows by design; the slope that matters is RSS minus kept.
+async fn soak(
+    name: &'static str,
+    server: std::path::PathBuf,
+    target_mb: usize,
+    minutes: f64,
+    window: Duration,
+) -> std::io::Result<Soak> {
+    let (mut child, pid, addr) = start_server(&server)?;
+    let start = Instant::now();
+    let mut ctl = Conn::connect(addr).await?;
+    let next_id = Arc::new(AtomicU64::new(0));
+    warm_up(&mut ctl, &next_id).await?;
+    let (mut samples, mut cycles) = (Vec::new(), Vec::new());
+    let mut per_batch = None;
+    let mut seed = 100;
+    while start.elapsed().as_secs_f64() < minutes * 60.0 {
+        let first = next_id.load(Ordering::Relaxed);
+        let until = per_batch.map_or(Until::Rss(target_mb << 20), |n| Until::Id(first + n));
+        burst(addr, pid, until, &next_id, start, &mut samples, seed).await?;
+        per_batch.get_or_insert(next_id.load(Ordering::Relaxed) - first);
+        seed += 10;
+        let end = ctl.json("POST", "/end-batch", b"").await?;
+        let kept = end["kept_bytes"].as_u64().unwrap_or(0) as usize;
+        let quiet = Instant::now();
+        while quiet.elapsed() < window {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            samples.push((start.elapsed().as_secs_f64(), rss_of(pid)));
+        }
+        cycles.push((start.elapsed().as_secs_f64(), rss_of(pid), kept));
+        eprintln!(
+            "{name}: cycle {} at {:.0} s: RSS {:.1} MB, kept {:.1} MB",
+            cycles.len(),
+            start.elapsed().as_secs_f64(),
+            mb(rss_of(pid)),
+            mb(kept)
+        );
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+    Ok(Soak {
+        name,
+        cycles,
+        samples,
+    })
+}
+
+/// Least-squares slope of (seconds, bytes) points, in MB per hour.
+fn slope_mb_per_hour(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        0.0
+    } else {
+        sxy / sxx * 3600.0 / 1e6
+    }
+}
+
+/// `--soak MINUTES`: every allocator at once, each with its own server.
+fn run_soak(opts: &Options, minutes: f64, window: Duration) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut tasks = Vec::new();
+    for &name in &opts.allocators {
+        let Some(server) = server_binary(name) else {
+            eprintln!("{name}: not built");
+            continue;
+        };
+        tasks.push(rt.spawn(soak(name, server, opts.target_mb, minutes, window)));
+    }
+    let soaks: Vec<Soak> = tasks
+        .into_iter()
+        .filter_map(|t| match rt.block_on(t) {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                eprintln!("soak failed: {e}");
+                None
+            }
+            Err(e) => {
+                eprintln!("soak failed: {e}");
+                None
+            }
+        })
+        .collect();
+    println!(
+        "\nSoak: {minutes} min, bursts to {} MB then {} s quiet windows, all allocators at once, {}\n",
+        opts.target_mb,
+        window.as_secs(),
+        if opts.real { "the real khugepaged sped up throughout" } else { "no khugepaged simulation" }
+    );
+    println!("| allocator | cycles | RSS after the first quiet window | after the last | kept at the end | RSS slope | (RSS - kept) slope |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for s in &soaks {
+        let rss: Vec<(f64, f64)> = s.cycles.iter().map(|c| (c.0, c.1 as f64)).collect();
+        let over: Vec<(f64, f64)> = s
+            .cycles
+            .iter()
+            .map(|c| (c.0, c.1 as f64 - c.2 as f64))
+            .collect();
+        let (first, last) = (s.cycles.first(), s.cycles.last());
+        println!(
+            "| {} | {} | {:.1} MB | {:.1} MB | {:.1} MB | {:+.1} MB/hour | {:+.1} MB/hour |",
+            s.name,
+            s.cycles.len(),
+            first.map_or(0.0, |c| mb(c.1)),
+            last.map_or(0.0, |c| mb(c.1)),
+            last.map_or(0.0, |c| mb(c.2)),
+            slope_mb_per_hour(&rss),
+            slope_mb_per_hour(&over)
+        );
+    }
+    let series: Vec<Series> = soaks
+        .iter()
+        .map(|s| Series {
+            label: s.name.to_string(),
+            points: s.samples.iter().map(|&(t, r)| (t / 60.0, mb(r))).collect(),
+        })
+        .collect();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/service-soak.svg");
+    match write_svg(
+        &path,
+        "HTTP service soak: RSS (MB) over minutes",
+        &series,
+        &[],
+    ) {
+        Ok(()) => println!("\nchart (x in minutes): {}", path.display()),
+        Err(e) => eprintln!("chart: {e}"),
+    }
+}
+
+async fn drive(
+    name: &'static str,
+    server: &std::path::Path,
+    opts: &Options,
+) -> std::io::Result<Outcome> {
+    let (mut child, pid, addr) = start_server(server)?;
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut ctl = Conn::connect(addr).await?;
+    let next_id = Arc::new(AtomicU64::new(0));
+
+    warm_up(&mut ctl, &next_id).await?;
+    // RSS before the burst: once it has not moved for 2 s (an allocator
+    // that releases by itself has then done so), at most 8 s.
+    let mut before = rss_of(pid);
+    let (mut still, settle) = (0, Instant::now());
+    while still < 8 && settle.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = rss_of(pid);
+        still = if now.abs_diff(before) < 64 << 10 {
+            still + 1
+        } else {
+            0
+        };
+        before = now;
+    }
+
+    // The burst: CONNECTIONS clients until the server's RSS reaches the target.
+    let until = Until::Rss(opts.target_mb << 20);
+    let (mut lat, burst_peak, burst_secs) =
+        burst(addr, pid, until, &next_id, start, &mut samples, 100).await?;
+    let peak = burst_peak.max(before);
     let huge = anon_huge_of(pid);
 
     // The batch ends: 1 in 64 records kept (copied into the snapshot).
@@ -272,6 +468,12 @@ fn mb(b: usize) -> f64 {
 
 fn main() {
     let opts = options();
+    let args: Vec<String> = std::env::args().collect();
+    let soak_minutes = args
+        .iter()
+        .position(|a| a == "--soak")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<f64>().ok());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -291,6 +493,10 @@ fn main() {
     } else {
         None
     };
+    if let Some(minutes) = soak_minutes {
+        run_soak(&opts, minutes, Duration::from_secs(60));
+        return;
+    }
     let event = if opts.real {
         "the real khugepaged, sped up (THP enabled=always)"
     } else {
