@@ -19,7 +19,7 @@
 use hugeguard_bench::batch::{anon_huge_of, rss_of, Rng};
 use hugeguard_bench::service::{percentile_ms, records_json, Conn};
 use hugeguard_bench::sysfs;
-use hugeguard_inspect::chart::{write_svg, Series};
+use hugeguard_inspect::chart::{write_svg, write_svg_with_x, Series};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -359,9 +359,10 @@ fn run_soak(opts: &Options, minutes: f64, window: Duration) {
         })
         .collect();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/service-soak.svg");
-    match write_svg(
+    match write_svg_with_x(
         &path,
         "HTTP service soak: RSS (MB) over minutes",
+        "time (min)",
         &series,
         &[],
     ) {

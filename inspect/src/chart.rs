@@ -11,10 +11,21 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Writes the chart to `path`.
+/// Writes the chart to `path`, time in seconds on the x axis.
 pub fn write_svg(
     path: &std::path::Path,
     title: &str,
+    series: &[Series],
+    markers: &[(f64, String)],
+) -> Result<(), String> {
+    write_svg_with_x(path, title, "time (s)", series, markers)
+}
+
+/// As [`write_svg`], with `x_desc` naming the x axis and its unit.
+pub fn write_svg_with_x(
+    path: &std::path::Path,
+    title: &str,
+    x_desc: &str,
     series: &[Series],
     markers: &[(f64, String)],
 ) -> Result<(), String> {
@@ -45,7 +56,7 @@ pub fn write_svg(
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
-        .x_desc("time (s)")
+        .x_desc(x_desc)
         .y_desc("MB")
         .light_line_style(WHITE.mix(0.0))
         .draw()
