@@ -375,8 +375,6 @@ impl<O: Os> PageHeap<O> {
         unsafe { self.metas.get_mut(idx) }.dense_since = now;
     }
 
-    /// Huge pages by state: (backed, partial, released or never touched,
-    /// marked NOHUGEPAGE, collapsed), over huge pages below the top.
     /// Pages in no span that may be resident (written since last
     /// released): free memory the release has not given back yet.
     pub fn held_back_pages(&self) -> usize {
@@ -389,6 +387,8 @@ impl<O: Os> PageHeap<O> {
             .sum()
     }
 
+    /// Huge pages by state: (backed, partial, released or never touched,
+    /// marked NOHUGEPAGE, collapsed), over huge pages below the top.
     pub fn count_states(&self) -> [usize; 5] {
         let mut c = [0; 5];
         for idx in 0..self.top {
