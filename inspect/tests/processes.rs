@@ -162,15 +162,21 @@ fn the_preload_library_leaves_nothing_exposed() {
     let mut cmd = Command::new(compile("sparse"));
     cmd.args([&BATCH_MB.to_string(), "keep", "1"])
         .env("LD_PRELOAD", preload_library());
+    assert_left_unexposed("hugeguard (LD_PRELOAD)", cmd);
+}
+
+/// Starts a hugeguard child, waits for its release to settle, and checks
+/// that under 5 % of the batch is exposed and the prediction holds.
+fn assert_left_unexposed(name: &str, cmd: Command) {
     let p = start(cmd);
     let pid = p.0.id();
     let r = settled_report(pid, Duration::from_secs(5));
     assert!(
         r.exposure_bytes < BATCH_BYTES / 20,
-        "hugeguard (C): exposure {} B",
+        "{name}: exposure {} B",
         r.exposure_bytes
     );
-    check_prediction("hugeguard (LD_PRELOAD)", pid, &r);
+    check_prediction(name, pid, &r);
 }
 
 /// Not a test of its own: the Rust child, run by the test below.
@@ -218,15 +224,7 @@ fn a_rust_program_using_hugeguard_leaves_nothing_exposed() {
         "--test-threads=1",
     ])
     .env(CHILD_ENV, "1");
-    let p = start(cmd);
-    let pid = p.0.id();
-    let r = settled_report(pid, Duration::from_secs(5));
-    assert!(
-        r.exposure_bytes < BATCH_BYTES / 20,
-        "hugeguard (Rust): exposure {} B",
-        r.exposure_bytes
-    );
-    check_prediction("hugeguard (Rust)", pid, &r);
+    assert_left_unexposed("hugeguard (Rust)", cmd);
 }
 
 #[test]
