@@ -222,6 +222,9 @@ struct Soak {
     name: &'static str,
     /// Per cycle, at the end of its quiet window: (seconds, RSS, kept).
     cycles: Vec<(f64, usize, usize)>,
+    /// Per cycle, hugeguard's own view at the same moment (zero under
+    /// another allocator): (allocated bytes, resident bytes).
+    heap: Vec<(usize, usize)>,
     samples: Vec<(f64, usize)>,
 }
 
@@ -242,7 +245,7 @@ async fn soak(
     let mut ctl = Conn::connect(addr).await?;
     let next_id = Arc::new(AtomicU64::new(0));
     warm_up(&mut ctl, &next_id).await?;
-    let (mut samples, mut cycles) = (Vec::new(), Vec::new());
+    let (mut samples, mut cycles, mut heap) = (Vec::new(), Vec::new(), Vec::new());
     let mut per_batch = None;
     let mut seed = 100;
     while start.elapsed().as_secs_f64() < minutes * 60.0 {
@@ -258,13 +261,18 @@ async fn soak(
             tokio::time::sleep(Duration::from_secs(1)).await;
             samples.push((start.elapsed().as_secs_f64(), rss_of(pid)));
         }
-        cycles.push((start.elapsed().as_secs_f64(), rss_of(pid), kept));
+        let rss = rss_of(pid);
+        cycles.push((start.elapsed().as_secs_f64(), rss, kept));
+        let st = ctl.json("GET", "/stats", b"").await?;
+        let field = |k: &str| st["hugeguard"][k].as_u64().unwrap_or(0) as usize;
+        heap.push((field("allocated_bytes"), field("resident_bytes")));
         eprintln!(
-            "{name}: cycle {} at {:.0} s: RSS {:.1} MB, kept {:.1} MB",
+            "{name}: cycle {} at {:.0} s: RSS {:.1} MB, kept {:.1} MB, allocated {:.1} MB",
             cycles.len(),
             start.elapsed().as_secs_f64(),
-            mb(rss_of(pid)),
-            mb(kept)
+            mb(rss),
+            mb(kept),
+            mb(field("allocated_bytes"))
         );
     }
     drop(child.stdin.take());
@@ -272,6 +280,7 @@ async fn soak(
     Ok(Soak {
         name,
         cycles,
+        heap,
         samples,
     })
 }
@@ -350,6 +359,46 @@ fn run_soak(opts: &Options, minutes: f64, window: Duration) {
             slope_mb_per_hour(&rss),
             slope_mb_per_hour(&over)
         );
+    }
+    // hugeguard's own view separates what the program holds (allocated,
+    // which includes the service's indexes however it counts them) from
+    // what the allocator keeps resident beyond it.
+    for s in soaks.iter().filter(|s| s.heap.iter().any(|h| h.0 > 0)) {
+        type Cycle = (f64, usize, usize);
+        let points = |f: fn(&Cycle, &(usize, usize)) -> f64| -> Vec<(f64, f64)> {
+            s.cycles
+                .iter()
+                .zip(&s.heap)
+                .map(|(c, h)| (c.0, f(c, h)))
+                .collect()
+        };
+        let alloc = points(|_, h| h.0 as f64);
+        let over_alloc = points(|c, h| c.1 as f64 - h.0 as f64);
+        let over_kept = points(|c, h| h.0 as f64 - c.2 as f64);
+        let (first, last) = (s.heap.first(), s.heap.last());
+        println!(
+            "\n{}: allocated {:.1} MB after the first window, {:.1} MB after the last; \
+             slopes: allocated {:+.1} MB/hour, allocated - kept {:+.1} MB/hour, \
+             RSS - allocated {:+.1} MB/hour",
+            s.name,
+            first.map_or(0.0, |h| mb(h.0)),
+            last.map_or(0.0, |h| mb(h.0)),
+            slope_mb_per_hour(&alloc),
+            slope_mb_per_hour(&over_kept),
+            slope_mb_per_hour(&over_alloc)
+        );
+        println!("| cycle | minutes | RSS | allocated | kept |");
+        println!("|---:|---:|---:|---:|---:|");
+        for (i, (c, h)) in s.cycles.iter().zip(&s.heap).enumerate() {
+            println!(
+                "| {} | {:.1} | {:.1} MB | {:.1} MB | {:.1} MB |",
+                i + 1,
+                c.0 / 60.0,
+                mb(c.1),
+                mb(h.0),
+                mb(c.2)
+            );
+        }
     }
     let series: Vec<Series> = soaks
         .iter()
