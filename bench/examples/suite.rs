@@ -115,59 +115,25 @@ fn mb(b: usize) -> f64 {
     b as f64 / 1048576.0
 }
 
-fn bar_chart(speeds: &[Speed], path: &str) {
-    let (w, row) = (760.0, 26.0);
-    let h = 60.0 + row * speeds.len() as f64;
-    let mut s = format!("<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n<text x='10' y='18'>hugeguard time / best peer's time (mimalloc, jemalloc, System): below 1 is faster</text>\n");
-    let x0 = 130.0;
-    let scale = (w - x0 - 60.0) / 2.0;
-    s += &format!(
-        "<line x1='{}' y1='28' x2='{}' y2='{}' stroke='#888' stroke-dasharray='4'/>\n",
-        x0 + scale,
-        x0 + scale,
-        h - 20.0
-    );
-    s += &format!(
-        "<text x='{}' y='{}'>1.0</text>\n",
-        x0 + scale - 8.0,
-        h - 6.0
-    );
-    for (i, sp) in speeds.iter().enumerate() {
-        let hg = sp
-            .results
-            .iter()
-            .find(|r| r.0 == "hugeguard")
-            .map(|r| r.1)
-            .unwrap_or(0.0);
-        let best = sp
-            .results
-            .iter()
-            .filter(|r| r.0 != "hugeguard")
-            .map(|r| r.1)
-            .fold(f64::MAX, f64::min);
-        let ratio = hg / best;
-        let y = 34.0 + row * i as f64;
-        let color = if ratio <= 1.0 {
-            "#27ae60"
-        } else if ratio <= 1.25 {
-            "#e67e22"
-        } else {
-            "#c0392b"
-        };
-        s += &format!("<text x='10' y='{}'>{}</text>\n", y + 14.0, sp.workload);
-        s += &format!(
-            "<rect x='{x0}' y='{y}' width='{:.1}' height='{}' fill='{color}'/>\n",
-            (ratio.min(2.0)) * scale,
-            row - 8.0
-        );
-        s += &format!(
-            "<text x='{:.1}' y='{}'>{ratio:.2}</text>\n",
-            x0 + ratio.min(2.0) * scale + 4.0,
-            y + 14.0
-        );
-    }
-    s += "</svg>\n";
-    std::fs::write(path, s).unwrap();
+/// hugeguard's median time over the best peer's, per workload.
+fn ratios(speeds: &[Speed]) -> Vec<(String, f64)> {
+    speeds
+        .iter()
+        .map(|sp| {
+            let hg = sp
+                .results
+                .iter()
+                .find(|r| r.0 == "hugeguard")
+                .map_or(0.0, |r| r.1);
+            let best = sp
+                .results
+                .iter()
+                .filter(|r| r.0 != "hugeguard")
+                .map(|r| r.1)
+                .fold(f64::MAX, f64::min);
+            (sp.workload.to_string(), hg / best)
+        })
+        .collect()
 }
 
 fn sh(cmd: &str) -> String {
@@ -591,7 +557,13 @@ fn main() {
     let _ = writeln!(md, "\n{c_md}");
     let _ = writeln!(md, "\n## Micro-benchmarks\n\n`cargo bench -p hugeguard-bench --bench alloc` (criterion, the four allocators through `GlobalAlloc` in one process): see [CRITERION.md](CRITERION.md).\n\n## Notes on the losses\n\nSee [SUITE-NOTES.md](SUITE-NOTES.md) for the causes of the workloads where hugeguard is slower.");
     std::fs::write(&out_path, md).unwrap();
-    bar_chart(&speeds, dir.join("bench-ratios.svg").to_str().unwrap());
+    svg::ratio_bars(
+        dir.join("bench-ratios.svg").to_str().unwrap(),
+        "hugeguard time / best peer's time (mimalloc, jemalloc, System)",
+        "ratio (below 1: hugeguard is faster)",
+        &ratios(&speeds),
+    )
+    .unwrap();
     svg::line_chart(
         &series,
         dir.join("bench-idle-rss.svg").to_str().unwrap(),
