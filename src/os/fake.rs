@@ -1,7 +1,8 @@
 //! A recording fake of the OS layer for unit tests: hands out address ranges
 //! that are never dereferenced (or, when `backed`, real memory), maps
-//! metadata from the test's own allocator, and records every call so tests
-//! can check order and granularity.
+//! metadata as fresh anonymous memory (zero pages that cost nothing until
+//! touched: the policy fuzz target builds a heap per input), and records
+//! every call so tests can check order and granularity.
 
 use super::{Advice, Os};
 use core::cell::RefCell;
@@ -39,22 +40,48 @@ pub struct FakeOs {
     /// What `resident_pages` answers (512 when `None`).
     pub resident: RefCell<Option<usize>>,
     /// When set (before the first `reserve`), reservations are real, zeroed
-    /// memory from the test's allocator, so code above the page heap (the
+    /// memory, so code above the page heap (the
     /// central lists, which link objects through their memory) can run on
     /// it. `advise` still only records: DONTNEED does not zero anything.
     pub backed: bool,
-    /// Bytes of metadata given back with `discard_metadata` (zeroed here).
+    /// Bytes of metadata given back with `discard_metadata` (dropped or
+    /// zeroed here, as the kernel would).
     pub discarded_metadata: RefCell<usize>,
-    /// Metadata handed out, freed when the fake is dropped.
-    mapped: RefCell<Vec<(*mut u8, std::alloc::Layout)>>,
+    /// Memory handed out (address, length), unmapped when the fake is dropped.
+    mapped: RefCell<Vec<(*mut u8, usize)>>,
+}
+
+impl FakeOs {
+    /// `len` bytes of fresh zeroed memory aligned to `align`, kept until the
+    /// fake is dropped.
+    fn map_zeroed(&self, len: usize, align: usize) -> Option<*mut u8> {
+        let total = len.checked_add(align.max(4096))?;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is
+        // affected.
+        let raw = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        self.mapped.borrow_mut().push((raw.cast(), total));
+        Some((raw as usize).next_multiple_of(align.max(1)) as *mut u8)
+    }
 }
 
 impl Drop for FakeOs {
     fn drop(&mut self) {
-        for (p, layout) in self.mapped.borrow_mut().drain(..) {
-            // SAFETY: allocated in `map_metadata` with this layout; the heap
-            // that used it is being dropped with this fake.
-            unsafe { std::alloc::dealloc(p, layout) };
+        for (p, len) in self.mapped.borrow_mut().drain(..) {
+            // SAFETY: mapped in `map_zeroed` with this length; the heap that
+            // used it is being dropped with this fake.
+            unsafe { libc::munmap(p.cast(), len) };
         }
     }
 }
@@ -67,18 +94,13 @@ unsafe impl Send for FakeOs {}
 
 // SAFETY: `reserve` hands out addresses that are only recorded, never
 // dereferenced, by the heaps of the tests, or (when `backed`) real zeroed
-// memory of its own; `map_metadata` returns real, zeroed memory of its own;
+// memory of its own; `map_metadata` returns real, zeroed memory of its own
+// (fresh anonymous mappings);
 // `commit` and `advise` only record.
 unsafe impl Os for FakeOs {
     fn reserve(&self, len: usize, align: usize) -> Option<usize> {
         if self.backed {
-            let layout = std::alloc::Layout::from_size_align(len, align).ok()?;
-            // SAFETY: non-zero size; freed when the fake is dropped.
-            let p = unsafe { std::alloc::alloc_zeroed(layout) };
-            if p.is_null() {
-                return None;
-            }
-            self.mapped.borrow_mut().push((p, layout));
+            let p = self.map_zeroed(len, align)?;
             let addr = p as usize;
             self.calls.borrow_mut().push(Call::Reserve { addr, len });
             return Some(addr);
@@ -102,20 +124,20 @@ unsafe impl Os for FakeOs {
     }
 
     fn map_metadata(&self, len: usize) -> Option<*mut u8> {
-        let layout = std::alloc::Layout::from_size_align(len, 4096).ok()?;
-        // SAFETY: non-zero size; freed when the fake is dropped.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        if p.is_null() {
-            return None;
-        }
-        self.mapped.borrow_mut().push((p, layout));
-        Some(p)
+        self.map_zeroed(len, 4096)
     }
 
     unsafe fn discard_metadata(&self, addr: usize, len: usize) {
-        // SAFETY: the caller gives a range of metadata this fake allocated;
-        // the kernel would make it read as zero.
-        unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len) };
+        // Whole pages are dropped as the kernel would (they read as zero and
+        // cost nothing until touched again); a partial page is zeroed.
+        if addr % 4096 == 0 && len % 4096 == 0 {
+            // SAFETY: the caller gives a range of metadata this fake mapped;
+            // dropping its pages of a private anonymous mapping zeroes them.
+            unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        } else {
+            // SAFETY: the caller gives a range of metadata this fake mapped.
+            unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len) };
+        }
         *self.discarded_metadata.borrow_mut() += len;
     }
 

@@ -656,6 +656,44 @@ impl<O: Os> PageHeap<O> {
         true
     }
 
+    /// Checks huge page `idx`'s own record: its used and dirty bitmaps
+    /// against its counters and kind, and its membership in the free set.
+    /// The part of [`Self::check`] that needs no walk over the others.
+    pub fn check_huge_page_meta(&self, idx: usize) -> Result<(), &'static str> {
+        if idx >= self.top {
+            return Err("huge page above the top");
+        }
+        // SAFETY: `idx < top` (checked).
+        let m = unsafe { self.metas.get(idx) };
+        if m.used.and_not(&m.dirty).count_ones() != 0 && m.kind == HugeKind::Filler {
+            return Err("a used filler page is not marked dirty");
+        }
+        if m.used.count_ones() != m.nused as usize {
+            return Err("nused disagrees with the used bitmap");
+        }
+        match m.kind {
+            HugeKind::Free => {
+                if !self.free.contains(idx) || m.nused != 0 {
+                    return Err("free huge page not in the free set, or with used pages");
+                }
+            }
+            HugeKind::Filler => {
+                if m.nused == 0 || m.longest_free as usize != m.used.longest_clear_run() {
+                    return Err("filler huge page empty or with a stale longest run");
+                }
+            }
+            HugeKind::Large | HugeKind::LargeTail => {
+                if m.nused == 0 {
+                    return Err("large huge page with no used page");
+                }
+            }
+        }
+        if self.free.contains(idx) && m.kind != HugeKind::Free {
+            return Err("huge page in the free set is in use");
+        }
+        Ok(())
+    }
+
     /// Checks the heap's structural invariants; returns a description of the
     /// first violation. For tests and fuzzing.
     pub fn check(&self) -> Result<(), &'static str> {
@@ -665,37 +703,15 @@ impl<O: Os> PageHeap<O> {
         let mut used_pages = 0;
         let mut dirty = 0;
         for i in 0..self.top {
+            self.check_huge_page_meta(i)?;
             // SAFETY: `i < top`.
             let m = unsafe { self.metas.get(i) };
             dirty += m.dirty.count_ones();
-            if m.used.and_not(&m.dirty).count_ones() != 0 && m.kind == HugeKind::Filler {
-                return Err("a used filler page is not marked dirty");
-            }
-            if m.used.count_ones() != m.nused as usize {
-                return Err("nused disagrees with the used bitmap");
-            }
             used_pages += m.nused as usize;
             match m.kind {
-                HugeKind::Free => {
-                    free += 1;
-                    if !self.free.contains(i) || m.nused != 0 {
-                        return Err("free huge page not in the free set, or with used pages");
-                    }
-                }
-                HugeKind::Filler => {
-                    filler += 1;
-                    if m.nused == 0 || m.longest_free as usize != m.used.longest_clear_run() {
-                        return Err("filler huge page empty or with a stale longest run");
-                    }
-                }
-                HugeKind::Large | HugeKind::LargeTail => {
-                    if m.nused == 0 {
-                        return Err("large huge page with no used page");
-                    }
-                }
-            }
-            if self.free.contains(i) && m.kind != HugeKind::Free {
-                return Err("huge page in the free set is in use");
+                HugeKind::Free => free += 1,
+                HugeKind::Filler => filler += 1,
+                HugeKind::Large | HugeKind::LargeTail => {}
             }
         }
         if filler != self.filler.count || free != self.free.count {
