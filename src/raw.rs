@@ -6,6 +6,11 @@
 //! `malloc` on x86-64. A pointer is looked up in the page map: one outside
 //! the heap, not at an object start, or (once it reaches its span) already
 //! free is reported as misuse.
+//!
+//! The `c_*` functions carry the whole C contract of their namesakes
+//! (`errno`, overflow, `realloc(NULL, n)` and `realloc(p, 0)`, alignment
+//! rules), so the exported symbols in `preload/` only forward, and the `raw`
+//! fuzz target drives exactly what C programs reach.
 
 use crate::block::{self, Kind};
 use crate::global;
@@ -166,4 +171,119 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     // the page map agree), allocated with `MIN_ALIGN`; all `old` usable
     // bytes may be the caller's data.
     unsafe { block::resize(p, kind, old, size.max(1), MIN_ALIGN) }
+}
+
+use crate::os::{EINVAL, ENOMEM};
+
+/// Null with `errno = ENOMEM` when `p` is null, as the C functions report
+/// exhaustion.
+#[inline]
+fn or_enomem(p: *mut u8) -> *mut u8 {
+    if p.is_null() {
+        set_errno(ENOMEM);
+    }
+    p
+}
+
+/// C `malloc`: null with `errno = ENOMEM` when out of memory.
+#[inline]
+pub fn c_malloc(size: usize) -> *mut u8 {
+    or_enomem(malloc(size))
+}
+
+/// C `calloc`: zeroed; null with `ENOMEM` when `n * size` overflows or
+/// memory runs out.
+pub fn c_calloc(n: usize, size: usize) -> *mut u8 {
+    match n.checked_mul(size) {
+        Some(total) => or_enomem(alloc_aligned(total, MIN_ALIGN, true)),
+        None => or_enomem(ptr::null_mut()),
+    }
+}
+
+/// C `realloc` (glibc's choices): `realloc(NULL, n)` is `malloc(n)`;
+/// `realloc(p, 0)` frees `p` and returns null; null with `ENOMEM` (and `p`
+/// untouched) when out of memory. `None` when `p` is not a block of this
+/// allocator (misuse: nothing was done).
+///
+/// # Safety
+/// `p` is null or a live block of this allocator (one outside the heap is
+/// told apart without reading anything; see [`owns`]).
+pub unsafe fn c_realloc(p: *mut u8, size: usize) -> Option<*mut u8> {
+    if p.is_null() {
+        return Some(c_malloc(size));
+    }
+    // SAFETY: forwarded from the caller.
+    if !unsafe { owns(p) } {
+        return None;
+    }
+    if size == 0 {
+        // SAFETY: `p` is a live block (checked above) the caller gives up.
+        unsafe { free(p) };
+        return Some(ptr::null_mut());
+    }
+    // SAFETY: `p` is a live block of this allocator.
+    Some(or_enomem(unsafe { realloc(p, size) }))
+}
+
+/// glibc `reallocarray`: [`c_realloc`] of `n * size` bytes, null with
+/// `ENOMEM` (and `p` untouched) when the product overflows.
+///
+/// # Safety
+/// As for [`c_realloc`].
+pub unsafe fn c_reallocarray(p: *mut u8, n: usize, size: usize) -> Option<*mut u8> {
+    match n.checked_mul(size) {
+        // SAFETY: forwarded from the caller.
+        Some(total) => unsafe { c_realloc(p, total) },
+        None => Some(or_enomem(ptr::null_mut())),
+    }
+}
+
+/// C11 `aligned_alloc`: null with `EINVAL` when `align` is not a power of
+/// two, with `ENOMEM` when out of memory.
+pub fn c_aligned_alloc(align: usize, size: usize) -> *mut u8 {
+    if !align.is_power_of_two() {
+        set_errno(EINVAL);
+        return ptr::null_mut();
+    }
+    or_enomem(alloc_aligned(size, align, false))
+}
+
+/// POSIX `posix_memalign`: the block, or the error number (`EINVAL` for an
+/// alignment that is not a power of two multiple of `sizeof(void *)`,
+/// `ENOMEM`); `errno` is not changed.
+pub fn c_posix_memalign(align: usize, size: usize) -> Result<*mut u8, i32> {
+    if !align.is_power_of_two() || align % core::mem::size_of::<*mut u8>() != 0 {
+        return Err(EINVAL);
+    }
+    let p = alloc_aligned(size, align, false);
+    if p.is_null() {
+        Err(ENOMEM)
+    } else {
+        Ok(p)
+    }
+}
+
+/// glibc `memalign`: an alignment that is not a power of two is rounded up
+/// to the next one; null with `EINVAL` when there is none, `ENOMEM` when
+/// out of memory.
+pub fn c_memalign(align: usize, size: usize) -> *mut u8 {
+    let Some(align) = align.max(1).checked_next_power_of_two() else {
+        set_errno(EINVAL);
+        return ptr::null_mut();
+    };
+    or_enomem(alloc_aligned(size, align, false))
+}
+
+/// glibc `valloc`: page-aligned.
+pub fn c_valloc(size: usize) -> *mut u8 {
+    or_enomem(alloc_aligned(size, PAGE_SIZE, false))
+}
+
+/// glibc `pvalloc`: page-aligned, the size rounded up to whole pages (one
+/// page for 0); null with `ENOMEM` when the rounding overflows.
+pub fn c_pvalloc(size: usize) -> *mut u8 {
+    match size.max(1).checked_add(PAGE_SIZE - 1) {
+        Some(s) => or_enomem(alloc_aligned(s & !(PAGE_SIZE - 1), PAGE_SIZE, false)),
+        None => or_enomem(ptr::null_mut()),
+    }
 }

@@ -30,19 +30,6 @@
 use core::ffi::{c_int, c_void};
 use hugeguard::raw;
 
-const ENOMEM: c_int = libc::ENOMEM;
-const EINVAL: c_int = libc::EINVAL;
-
-use raw::set_errno;
-
-#[inline]
-fn checked(p: *mut u8) -> *mut c_void {
-    if p.is_null() {
-        set_errno(ENOMEM);
-    }
-    p as *mut c_void
-}
-
 #[cold]
 fn misuse(what: &[u8], p: *mut c_void) -> ! {
     raw::abort_misuse(what, p as *mut u8)
@@ -52,6 +39,7 @@ fn init_c_mode() {
     raw::set_abort_on_misuse(true);
 }
 
+// Detected misuse aborts from the first allocation on, also before `main`.
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = {
@@ -61,11 +49,15 @@ static INIT: extern "C" fn() = {
     init
 };
 
+// Every export forwards to `hugeguard::raw`'s `c_*` function of the same
+// name, which carries the C contract (and is what the `raw` fuzz target
+// drives); only the misuse abort and the C types live here.
+
 /// # Safety
 /// C `malloc` contract.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    checked(raw::malloc(size))
+    raw::c_malloc(size).cast()
 }
 
 /// # Safety
@@ -84,49 +76,30 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 /// C `calloc` contract.
 #[no_mangle]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    match n.checked_mul(size) {
-        Some(total) => checked(raw::alloc_aligned(total, raw::MIN_ALIGN, true)),
-        None => {
-            set_errno(ENOMEM);
-            core::ptr::null_mut()
-        }
-    }
+    raw::c_calloc(n, size).cast()
 }
 
 /// # Safety
 /// C `realloc` contract.
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    if p.is_null() {
-        return checked(raw::malloc(size));
+    // SAFETY: the C contract: `p` is null or a live block of this allocator,
+    // or the program is in error (a foreign pointer outside the heap is told
+    // apart without reading anything; one inside it is undefined in C too).
+    match unsafe { raw::c_realloc(p.cast(), size) } {
+        Some(q) => q.cast(),
+        None => misuse(b"realloc", p),
     }
-    // SAFETY: the C contract: `p` is a live block of this allocator, or the
-    // program is in error (a foreign pointer outside the heap is told apart
-    // without reading anything; one inside it is undefined in C as well).
-    if !unsafe { raw::owns(p as *mut u8) } {
-        misuse(b"realloc", p);
-    }
-    if size == 0 {
-        // glibc: realloc(p, 0) frees p and returns NULL.
-        // SAFETY: `p` is a live block (checked above).
-        unsafe { free(p) };
-        return core::ptr::null_mut();
-    }
-    // SAFETY: `p` is a live block of this allocator.
-    checked(unsafe { raw::realloc(p as *mut u8, size) })
 }
 
 /// # Safety
 /// glibc `reallocarray` contract.
 #[no_mangle]
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
-    match n.checked_mul(size) {
-        // SAFETY: forwarded from the caller.
-        Some(total) => unsafe { realloc(p, total) },
-        None => {
-            set_errno(ENOMEM);
-            core::ptr::null_mut()
-        }
+    // SAFETY: as for `realloc`.
+    match unsafe { raw::c_reallocarray(p.cast(), n, size) } {
+        Some(q) => q.cast(),
+        None => misuse(b"reallocarray", p),
     }
 }
 
@@ -134,61 +107,42 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 /// C11 `aligned_alloc` contract.
 #[no_mangle]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        set_errno(EINVAL);
-        return core::ptr::null_mut();
-    }
-    checked(raw::alloc_aligned(size, align, false))
+    raw::c_aligned_alloc(align, size).cast()
 }
 
 /// # Safety
 /// POSIX `posix_memalign` contract: `out` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
-    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
-        return EINVAL;
+    match raw::c_posix_memalign(align, size) {
+        Ok(p) => {
+            // SAFETY: the caller passes a valid out-pointer.
+            unsafe { *out = p.cast() };
+            0
+        }
+        Err(e) => e,
     }
-    let p = raw::alloc_aligned(size, align, false);
-    if p.is_null() {
-        return ENOMEM;
-    }
-    // SAFETY: the caller passes a valid out-pointer.
-    unsafe { *out = p as *mut c_void };
-    0
 }
 
 /// # Safety
 /// glibc `memalign` contract.
 #[no_mangle]
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    // glibc rounds a non-power-of-two alignment up.
-    let Some(align) = align.max(1).checked_next_power_of_two() else {
-        set_errno(EINVAL);
-        return core::ptr::null_mut();
-    };
-    checked(raw::alloc_aligned(size, align, false))
+    raw::c_memalign(align, size).cast()
 }
-
-const PAGE: usize = 4096;
 
 /// # Safety
 /// glibc `valloc` contract.
 #[no_mangle]
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    checked(raw::alloc_aligned(size, PAGE, false))
+    raw::c_valloc(size).cast()
 }
 
 /// # Safety
 /// glibc `pvalloc` contract: size rounded up to whole pages.
 #[no_mangle]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    match size.max(1).checked_add(PAGE - 1) {
-        Some(s) => checked(raw::alloc_aligned(s & !(PAGE - 1), PAGE, false)),
-        None => {
-            set_errno(ENOMEM);
-            core::ptr::null_mut()
-        }
-    }
+    raw::c_pvalloc(size).cast()
 }
 
 /// # Safety

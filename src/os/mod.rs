@@ -79,3 +79,6 @@ pub unsafe trait Os {
 
 /// `ENOMEM`: out of memory, or (from `madvise` flag changes) out of VMAs.
 pub const ENOMEM: i32 = 12;
+
+/// `EINVAL`: an invalid argument (the C functions' bad alignments).
+pub const EINVAL: i32 = 22;

@@ -10,11 +10,16 @@
 //!   non-overlap), checking what each operation touched
 //!   (`check::check_touched`) and everything at the end of the input.
 //! * [`threads`]: the same, with frees and reallocs handed to another thread.
+//! * [`raw`]: the C entry points with C programs' sizes, alignments and
+//!   error cases (`c_abi.rs`).
 //! * [`policy`]: the page heap and its release rules driven by random time
 //!   steps, runs, frees and release passes against the recording fake OS,
 //!   with injected failures (commit refused, NOHUGEPAGE ENOMEM, DONTNEED
 //!   errors): heap invariants, the advice rules, and never a DONTNEED over a
 //!   page in use.
+
+mod c_abi;
+pub use c_abi::raw;
 
 use crate::os::fake::{check_advice_rules, Call, FakeOs};
 use crate::os::Advice;
@@ -107,12 +112,21 @@ fn fill(b: &Block) {
 /// compared with itself shifted by one byte (`bcmp`): a byte loop would run
 /// the fuzzer's comparison hook once per byte.
 fn intact(b: &Block, len: usize, whole: bool) -> bool {
+    // SAFETY: the block is live and at least `len` long.
+    unsafe { intact_bytes(b.ptr, len, b.tag, whole) }
+}
+
+/// [`intact`] for the `len` bytes at `ptr` holding `tag`.
+///
+/// # Safety
+/// `ptr` is valid for reads of `len` bytes.
+unsafe fn intact_bytes(ptr: *const u8, len: usize, tag: u8, whole: bool) -> bool {
     windows(len)
         .chain(last_page_window(len).filter(|_| whole))
         .all(|(s, e)| {
-            // SAFETY: the block is live and at least `len >= e` long.
-            let bytes = unsafe { core::slice::from_raw_parts(b.ptr.add(s), e - s) };
-            bytes.first().is_none_or(|&x| x == b.tag) && bytes[1..] == bytes[..bytes.len() - 1]
+            // SAFETY: `e <= len`, readable (the caller's contract).
+            let bytes = unsafe { core::slice::from_raw_parts(ptr.add(s), e - s) };
+            bytes.is_empty() || (bytes[0] == tag && bytes[1..] == bytes[..bytes.len() - 1])
         })
 }
 
@@ -463,6 +477,15 @@ mod tests {
         assert!(!inputs.is_empty(), "fuzz/corpus/policy is empty");
         for i in inputs.iter().chain(random_inputs(3, 200, 400).iter()) {
             policy(i);
+        }
+    }
+
+    #[test]
+    fn replay_raw_corpus_and_random_inputs() {
+        let inputs = corpus("raw");
+        assert!(!inputs.is_empty(), "fuzz/corpus/raw is empty");
+        for i in inputs.iter().chain(random_inputs(4, 200, 300).iter()) {
+            raw(i);
         }
     }
 }
