@@ -15,29 +15,35 @@
 //! page those objects pin, for as long as it sleeps. So every operation of the
 //! owner is bracketed by a `busy` flag (two plain relaxed stores and a
 //! compiler fence, no fence instruction), and after setting it the owner reads
-//! `steal`. The background thread, holding the registry lock, picks caches
-//! that hold objects, whose owner is not busy and ran no slow path since the
-//! previous scan (`activity` unchanged), sets their `taking` and `steal`
-//! flags, and calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which
+//! `fast`, the flag that lets it use the fast path. The background thread,
+//! holding the registry lock, picks caches that hold objects, whose owner is
+//! not busy and ran no slow path since the previous scan (`activity`
+//! unchanged), sets their `taking` flag, clears `fast`, and calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which
 //! makes every running thread of the process execute a full barrier. Then it
 //! reads `busy` again:
 //! * clear: the owner is outside an operation, and any operation it starts
-//!   now reads `steal` after the barrier, so sees it set and waits for
+//!   now reads `fast` after the barrier, so sees it clear and waits for
 //!   `taking` to clear. The background thread owns the lists: it gives every
 //!   cached object back to its central list.
-//! * set: the owner is inside an operation that may not have seen `steal`;
+//! * set: the owner is inside an operation that may not have seen `fast`;
 //!   the lists are left alone.
 //!
-//! Either way it clears `steal`, then `taking` (release), and an owner that
+//! Either way it sets `fast` again (unless the cache is hardened), then
+//! clears `taking` (release), and an owner that
 //! waited continues with its (perhaps emptied) lists. Every field is an
 //! atomic accessed with relaxed loads and stores by its owner (the same
 //! instructions as plain ones on x86-64), so no access is a data race in
 //! Rust's model; the ordering between the owner's `busy` store and its
-//! `steal` load is what the barrier adds, as in TCMalloc's and liburcu's
+//! `fast` load is what the barrier adds, as in TCMalloc's and liburcu's
 //! asymmetric fences. Where `membarrier` is refused (an old kernel, a seccomp
 //! filter), nothing is taken and caches behave as before. The price: the two
 //! stores and the check add about 2.3 ns to an alloc/free pair on this
 //! machine (`docs/design.md`).
+//!
+//! `fast` is clear in a new cache (a zeroed TLS block), so a thread's first
+//! operations take the slow path, which activates the cache; in hardened
+//! mode (`harden`) it stays clear, and every operation takes the slow path,
+//! where frees are checked and links encoded.
 //!
 //! The cache lives in a `const`-initialised `thread_local!` without `Drop`, so
 //! access compiles to a plain TLS load and never allocates or registers a
@@ -47,6 +53,7 @@
 //! later in the thread's teardown.
 
 use crate::global;
+use crate::harden;
 use crate::lock::SpinLock;
 use crate::os::linux;
 use crate::size_class::{SizeClass, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
@@ -78,13 +85,15 @@ impl Bin {
         }
     }
 
-    /// Takes the first cached object, or null when the list is empty.
+    /// Takes the first cached object, or null when the list is empty. The
+    /// fast path: links read raw, which is their encoding outside hardened
+    /// mode (the only mode in which this runs; see `harden`).
     ///
     /// # Safety
     /// The lists are the caller's (the owner inside an operation with
-    /// `steal` clear, or after waiting for `taking`).
+    /// `fast` set).
     #[inline(always)]
-    unsafe fn pop(&self) -> *mut FreeObject {
+    unsafe fn pop_fast(&self) -> *mut FreeObject {
         let obj = self.head.load(Ordering::Relaxed);
         if !obj.is_null() {
             // SAFETY: cached objects are free and link through their first
@@ -97,12 +106,12 @@ impl Bin {
     }
 
     /// Caches free object `obj`; returns whether the list is now longer
-    /// than its limit.
+    /// than its limit. The fast path, as for [`Bin::pop_fast`].
     ///
     /// # Safety
-    /// As for [`Bin::pop`]; `obj` is a free object of this list's class.
+    /// As for [`Bin::pop_fast`]; `obj` is a free object of this list's class.
     #[inline(always)]
-    unsafe fn push(&self, obj: *mut FreeObject) -> bool {
+    unsafe fn push_fast(&self, obj: *mut FreeObject) -> bool {
         // SAFETY: the object is free and at least 8 bytes (smallest class).
         unsafe { (*obj).next = self.head.load(Ordering::Relaxed) };
         self.head.store(obj, Ordering::Relaxed);
@@ -110,6 +119,60 @@ impl Bin {
         self.count.store(count, Ordering::Relaxed);
         count > self.max.load(Ordering::Relaxed)
     }
+
+    /// [`Bin::pop_fast`] for the slow paths: links decoded, and in hardened
+    /// mode checked: a link that is not an object of `class` (a write after
+    /// free) is reported and the rest of the list dropped (leaked) rather
+    /// than followed.
+    ///
+    /// # Safety
+    /// The lists are the caller's (the owner inside an operation, the
+    /// background thread while it holds the cache).
+    unsafe fn pop(&self, class: usize) -> *mut FreeObject {
+        let obj = self.head.load(Ordering::Relaxed);
+        if obj.is_null() {
+            return obj;
+        }
+        // SAFETY: cached objects are free and link through their first word.
+        let next = unsafe { FreeObject::next_of(obj) };
+        let count = self.count.load(Ordering::Relaxed) - 1;
+        if harden::enabled() && !link_ok(next, class, count) {
+            crate::misuse::corrupt_list(obj as usize);
+            self.head.store(ptr::null_mut(), Ordering::Relaxed);
+            self.count.store(0, Ordering::Relaxed);
+        } else {
+            self.head.store(next, Ordering::Relaxed);
+            self.count.store(count, Ordering::Relaxed);
+        }
+        if harden::enabled() {
+            // SAFETY: just taken from the list, at least 8 bytes.
+            unsafe { harden::clear_link(obj.cast()) };
+        }
+        obj
+    }
+
+    /// [`Bin::push_fast`] for the slow paths: the link encoded.
+    ///
+    /// # Safety
+    /// As for [`Bin::pop`]; `obj` is a free object of this list's class.
+    unsafe fn push(&self, obj: *mut FreeObject) -> bool {
+        // SAFETY: the object is free and at least 8 bytes (smallest class).
+        unsafe { FreeObject::set_next(obj, self.head.load(Ordering::Relaxed)) };
+        self.head.store(obj, Ordering::Relaxed);
+        let count = self.count.load(Ordering::Relaxed) + 1;
+        self.count.store(count, Ordering::Relaxed);
+        count > self.max.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether `next`, read from a free object of `class` with `after` objects
+/// left behind it on its list, can be that list's next object: null exactly
+/// at the end, else an object of the class.
+fn link_ok(next: *mut FreeObject, class: usize, after: u32) -> bool {
+    let Some(c) = SizeClass::from_index(class) else {
+        return false;
+    };
+    (after == 0) == next.is_null() && harden::plausible_link(next, c)
 }
 
 /// Objects of one class freed by a thread that does not allocate that
@@ -149,10 +212,13 @@ pub struct ThreadCache {
     /// Slow paths (refills and flushes) of the owner: a thread whose count
     /// did not move between two scans counts as idle. Owner only.
     activity: AtomicU32,
-    /// Set by the background thread to ask for the cache.
-    steal: AtomicBool,
-    /// Held by the background thread from before it sets `steal` until after
-    /// it clears it; an owner that saw `steal` waits for it to clear.
+    /// Set while the owner may take the fast path: the cache is active, not
+    /// hardened, and the background thread is not asking for it (it clears
+    /// this to ask, and sets it again when done). Clear in a new cache
+    /// (zero bytes), so its first operations take the slow path.
+    fast: AtomicBool,
+    /// Held by the background thread from before it clears `fast` until
+    /// after it sets it again; an owner that saw `fast` clear waits for it.
     taking: AtomicBool,
     /// `NEW`, `ACTIVE` (registered, caching) or `EXITED`; owner only.
     state: AtomicU8,
@@ -171,7 +237,7 @@ impl ThreadCache {
             remote: [const { Remote::new() }; NUM_CLASSES],
             busy: AtomicBool::new(false),
             activity: AtomicU32::new(0),
-            steal: AtomicBool::new(false),
+            fast: AtomicBool::new(false),
             taking: AtomicBool::new(false),
             state: AtomicU8::new(NEW),
             next: AtomicPtr::new(ptr::null_mut()),
@@ -287,9 +353,9 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
         tc.begin();
         // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
         let bin = unsafe { tc.bins.get_unchecked(class) };
-        if !tc.steal.load(Ordering::Acquire) {
-            // SAFETY: the lists are ours (`steal` was clear after `begin`).
-            let obj = unsafe { bin.pop() };
+        if tc.fast.load(Ordering::Acquire) {
+            // SAFETY: the lists are ours (`fast` was set after `begin`).
+            let obj = unsafe { bin.pop_fast() };
             if !obj.is_null() {
                 tc.end();
                 return obj as *mut u8;
@@ -309,15 +375,15 @@ pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
     let class = class.index();
     with_cache(|tc| {
         tc.begin();
-        if tc.steal.load(Ordering::Acquire) {
+        if !tc.fast.load(Ordering::Acquire) {
             // SAFETY: forwarded from the caller.
             return unsafe { tc.dealloc_slow(ptr, class) };
         }
         // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
         let bin = unsafe { tc.bins.get_unchecked(class) };
-        // SAFETY: the lists are ours (`steal` was clear after `begin`); the
+        // SAFETY: the lists are ours (`fast` was set after `begin`); the
         // caller gives up a free object of this class.
-        if unsafe { bin.push(ptr as *mut FreeObject) } {
+        if unsafe { bin.push_fast(ptr as *mut FreeObject) } {
             // Ends the operation itself.
             return tc.overflow(class);
         }
@@ -336,7 +402,7 @@ impl Drop for EndOnDrop<'_> {
 
 impl ThreadCache {
     /// Marks the start of an operation. The compiler fence keeps the store
-    /// before the owner's read of `steal`; the background thread's
+    /// before the owner's read of `fast`; the background thread's
     /// `membarrier` does the same for the processor.
     #[inline(always)]
     fn begin(&self) {
@@ -372,34 +438,45 @@ impl ThreadCache {
         self.activity.store(a.wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// `alloc` when the list is empty or `steal` is set; ends the operation.
+    /// `alloc` when the list is empty or `fast` is clear (a new or hardened
+    /// cache, or the background thread asking for it); ends the operation.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, class: usize) -> *mut u8 {
         let _end = EndOnDrop(self);
-        if self.steal.load(Ordering::Acquire) {
-            self.wait_while_taken();
-            // The background thread may have left the lists alone.
-            // SAFETY: the lists are ours again.
-            let obj = unsafe { self.bins[class].pop() };
-            if !obj.is_null() {
-                return obj as *mut u8;
-            }
+        self.wait_while_taken();
+        // The background thread may have left the lists alone, and a
+        // hardened cache holds objects the fast path never took.
+        // SAFETY: the lists are ours (no one is taking them).
+        let obj = unsafe { self.bins[class].pop(class) };
+        if !obj.is_null() {
+            return obj as *mut u8;
         }
         self.refill(class)
     }
 
-    /// `dealloc` when `steal` is set; ends the operation.
+    /// `dealloc` when `fast` is clear; ends the operation. In hardened mode
+    /// the free is checked first (see `harden`) and refused if wrong.
     ///
     /// # Safety
-    /// As for [`dealloc`].
+    /// As for [`dealloc`], except that hardened mode tolerates (reports and
+    /// ignores) a pointer that is not a live object of `class`.
     #[cold]
     #[inline(never)]
     unsafe fn dealloc_slow(&self, ptr: *mut u8, class: usize) {
         let _end = EndOnDrop(self);
         self.wait_while_taken();
-        // SAFETY: the lists are ours again; the caller gives up a free object
-        // of this class.
+        if harden::enabled() {
+            let c = SizeClass::from_index(class).expect("a SizeClass index");
+            // SAFETY: `check_free` reads `ptr` only once the page map says it
+            // is an object start of `class`.
+            if let Err(e) = unsafe { harden::check_free(ptr, c) } {
+                crate::misuse::hardened_bad_free(ptr as usize, e);
+                return;
+            }
+        }
+        // SAFETY: the lists are ours; the caller gives up a free object of
+        // this class (checked in hardened mode).
         if unsafe { self.bins[class].push(ptr as *mut FreeObject) } {
             self.overflow_inner(class);
         }
@@ -410,6 +487,8 @@ impl ThreadCache {
         if crate::hooks::arm_thread_exit() {
             self.state.store(ACTIVE, Ordering::Relaxed);
             register(self);
+            // A hardened cache keeps every operation on the slow path.
+            self.fast.store(!harden::active(), Ordering::Relaxed);
         }
     }
 
@@ -438,8 +517,13 @@ impl ThreadCache {
             self.flush_remote(class);
         }
         // SAFETY: the chain links `count` free objects of this class.
-        bin.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
+        bin.head
+            .store(unsafe { FreeObject::next_of(obj) }, Ordering::Relaxed);
         bin.count.store(chain.count as u32 - 1, Ordering::Relaxed);
+        if harden::enabled() {
+            // SAFETY: just taken from the chain, at least 8 bytes.
+            unsafe { harden::clear_link(obj.cast()) };
+        }
         obj as *mut u8
     }
 
@@ -481,14 +565,27 @@ impl ThreadCache {
         }
         let head = bin.head.load(Ordering::Relaxed);
         let mut last = head;
-        for _ in 1..n {
+        for i in 1..n {
             // SAFETY: the bin links `count >= n` free objects.
-            last = unsafe { (*last).next };
+            let next = unsafe { FreeObject::next_of(last) };
+            if harden::enabled() && !link_ok(next, class, (count - i) as u32) {
+                // A write after free broke the list: give back what is
+                // sound, drop (leak) the rest.
+                crate::misuse::corrupt_list(last as usize);
+                // SAFETY: `last` is the i-th cached object.
+                unsafe { FreeObject::set_next(last, ptr::null_mut()) };
+                bin.head.store(ptr::null_mut(), Ordering::Relaxed);
+                bin.count.store(0, Ordering::Relaxed);
+                // SAFETY: the chain holds `i` free objects of `class`.
+                unsafe { global::central_give(class, head, i) };
+                return;
+            }
+            last = next;
         }
         // SAFETY: `last` is the n-th cached object.
         unsafe {
-            bin.head.store((*last).next, Ordering::Relaxed);
-            (*last).next = ptr::null_mut();
+            bin.head.store(FreeObject::next_of(last), Ordering::Relaxed);
+            FreeObject::set_next(last, ptr::null_mut());
         }
         bin.count.store((count - n) as u32, Ordering::Relaxed);
         // SAFETY: the chain holds `n` free objects of `class`.
@@ -505,9 +602,9 @@ impl ThreadCache {
         while !obj.is_null() {
             // SAFETY: cached objects are free and link through their first
             // word; the lists are the caller's.
-            let next = unsafe { (*obj).next };
+            let next = unsafe { FreeObject::next_of(obj) };
             // SAFETY: as above.
-            unsafe { (*obj).next = remote.head.load(Ordering::Relaxed) };
+            unsafe { FreeObject::set_next(obj, remote.head.load(Ordering::Relaxed)) };
             remote.head.store(obj, Ordering::Relaxed);
             n += 1;
             obj = next;
@@ -616,9 +713,7 @@ pub fn on_thread_exit() {
 pub fn flush_current_thread() {
     with_cache(|tc| {
         tc.begin();
-        if tc.steal.load(Ordering::Acquire) {
-            tc.wait_while_taken();
-        }
+        tc.wait_while_taken();
         tc.flush_all();
         tc.end();
     });
@@ -700,7 +795,7 @@ pub fn reclaim(which: Reclaim) -> usize {
         };
         if eligible && !tc.busy.load(Ordering::Relaxed) && tc.cached_bytes() > 0 {
             tc.taking.store(true, Ordering::Relaxed);
-            tc.steal.store(true, Ordering::Relaxed);
+            tc.fast.store(false, Ordering::Relaxed);
             picked += 1;
         }
         p = tc.next.load(Ordering::Relaxed);
@@ -709,7 +804,7 @@ pub fn reclaim(which: Reclaim) -> usize {
         return 0;
     }
     // 2. Every thread of the process passes a full barrier: an owner that
-    //    starts an operation from now on sees `steal`.
+    //    starts an operation from now on sees `fast` clear.
     fence(Ordering::SeqCst);
     let barrier = linux::membarrier();
     fence(Ordering::SeqCst);
@@ -724,7 +819,7 @@ pub fn reclaim(which: Reclaim) -> usize {
             if barrier && !tc.busy.load(Ordering::Acquire) {
                 bytes += tc.flush_all();
             }
-            tc.steal.store(false, Ordering::Release);
+            tc.fast.store(!harden::active(), Ordering::Release);
             tc.taking.store(false, Ordering::Release);
         }
         p = tc.next.load(Ordering::Relaxed);
@@ -759,9 +854,9 @@ pub unsafe fn reset_after_fork_child() {
     let mut reg = REGISTRY.lock();
     reg.head = ptr::null_mut();
     with_cache(|tc| {
-        tc.steal.store(false, Ordering::Relaxed);
         tc.taking.store(false, Ordering::Relaxed);
         if tc.state.load(Ordering::Relaxed) == ACTIVE {
+            tc.fast.store(!harden::active(), Ordering::Relaxed);
             tc.prev.store(ptr::null_mut(), Ordering::Relaxed);
             tc.next.store(ptr::null_mut(), Ordering::Relaxed);
             reg.head = tc as *const ThreadCache as *mut ThreadCache;
@@ -793,7 +888,7 @@ mod tests {
         }
         assert_eq!(zero.busy.load(r), new.busy.load(r));
         assert_eq!(zero.activity.load(r), new.activity.load(r));
-        assert_eq!(zero.steal.load(r), new.steal.load(r));
+        assert_eq!(zero.fast.load(r), new.fast.load(r));
         assert_eq!(zero.taking.load(r), new.taking.load(r));
         assert_eq!(zero.state.load(r), new.state.load(r));
         assert_eq!(zero.next.load(r), new.next.load(r));

@@ -158,7 +158,7 @@ impl CentralList {
                     if obj.is_null() {
                         break;
                     }
-                    (*obj).next = head;
+                    FreeObject::set_next(obj, head);
                     head = obj;
                     count += 1;
                 }
@@ -292,7 +292,7 @@ impl CentralList {
         for _ in 0..chain.count {
             // SAFETY: the chain holds `count` free objects linked by their
             // first word.
-            let next = unsafe { (*obj).next };
+            let next = unsafe { FreeObject::next_of(obj) };
             // SAFETY: the object belongs to a live span of this class.
             if !unsafe { self.return_object(src, obj, now) } {
                 rejected += 1;
@@ -493,7 +493,7 @@ mod tests {
         for _ in 0..b.count {
             v.push(o);
             // SAFETY: the batch links `count` free objects.
-            o = unsafe { (*o).next };
+            o = unsafe { FreeObject::next_of(o) };
         }
         v
     }
@@ -503,7 +503,7 @@ mod tests {
         let mut head = ptr::null_mut();
         for &o in objs.iter().rev() {
             // SAFETY: free objects of the test heap, at least 8 bytes.
-            unsafe { (*o).next = head };
+            unsafe { FreeObject::set_next(o, head) };
             head = o;
         }
         Batch {

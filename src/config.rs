@@ -8,6 +8,7 @@
 //! | `HUGEGUARD_BACKGROUND` | `on`, `off`: the background release thread | `on` |
 //! | `HUGEGUARD_MEMORY_LIMIT` | soft limit in bytes, suffix `k`, `m`, `g` allowed; `0` none | none |
 //! | `HUGEGUARD_COLLAPSE` | `on`, `off`: background `MADV_COLLAPSE` of dense huge pages | `on` |
+//! | `HUGEGUARD_HARDEN` | `on`/`1`, `off`/`0`: hardened mode (`harden`: every free checked, links encoded) | `off` (`on` in builds with debug assertions) |
 //!
 //! An invalid value gets one line on stderr and the default.
 
@@ -62,6 +63,8 @@ pub struct Config {
     /// Soft memory limit in bytes; 0 for none.
     pub memory_limit: usize,
     pub collapse: bool,
+    /// Hardened mode (`harden`).
+    pub harden: bool,
     pub thp: Thp,
 }
 
@@ -73,6 +76,7 @@ impl Config {
         background: true,
         memory_limit: 0,
         collapse: true,
+        harden: cfg!(debug_assertions),
         thp: Thp {
             enabled: ThpEnabled::Unknown,
             max_ptes_none: 511,
@@ -227,6 +231,15 @@ pub fn load() -> Config {
             None => warn("HUGEGUARD_COLLAPSE", v, "on"),
         }
     }
+    if let Some(v) = linux::getenv(c"HUGEGUARD_HARDEN") {
+        match parse_switch(v) {
+            Some(b) => c.harden = b,
+            None => warn("HUGEGUARD_HARDEN", v, if c.harden { "on" } else { "off" }),
+        }
+    }
+    if c.harden {
+        crate::harden::enable();
+    }
     c.thp = read_thp();
     if c.mode == Mode::DisableThp && !linux::disable_thp_for_process() {
         linux::write_stderr(b"hugeguard: PR_SET_THP_DISABLE failed; releasing without it\n");
@@ -257,6 +270,22 @@ pub fn get() -> Config {
     }
     // SAFETY: written once before STATE became 2, never again.
     unsafe { CONFIG }
+}
+
+/// [`get`], waiting for a loading thread to finish instead of answering
+/// with the defaults (loading makes no allocation, so it always finishes).
+/// For decisions that must agree with the loaded settings: whether a thread
+/// cache may use the fast path depends on hardened mode.
+pub fn get_loaded() -> Config {
+    loop {
+        if STATE.load(Ordering::Acquire) != 1 {
+            let c = get();
+            if STATE.load(Ordering::Acquire) == 2 {
+                return c;
+            }
+        }
+        core::hint::spin_loop();
+    }
 }
 
 #[cfg(test)]

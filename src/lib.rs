@@ -102,6 +102,7 @@ pub(crate) mod config;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 mod global;
+mod harden;
 mod hooks;
 pub(crate) mod huge;
 pub(crate) mod large;

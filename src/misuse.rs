@@ -53,6 +53,37 @@ pub(crate) fn bad_free(addr: usize) {
     write_line(&[b"hugeguard: ignoring free of 0x"], addr, tail);
 }
 
+/// Hardened mode refused a free of `addr` (see `harden`): say what was
+/// wrong and ignore the free; abort in C mode.
+#[cold]
+pub(crate) fn hardened_bad_free(addr: usize, why: crate::harden::BadFree) {
+    let tail: &[u8] = match why {
+        crate::harden::BadFree::DoubleFree => b": double free (the object is already free)\n",
+        crate::harden::BadFree::NotABlock => {
+            b": not an object of its size (foreign, interior or wrongly sized pointer)\n"
+        }
+    };
+    if aborts() {
+        write_line(&[b"hugeguard: aborting free of 0x"], addr, tail);
+        linux::abort();
+    }
+    write_line(&[b"hugeguard: ignoring free of 0x"], addr, tail);
+}
+
+/// Hardened mode found a free list whose link after the object at `addr`
+/// is not an object of its class (a write after free): say so; the rest of
+/// the list is dropped (leaked), never followed. Abort in C mode.
+#[cold]
+pub(crate) fn corrupt_list(addr: usize) {
+    let tail: &[u8] =
+        b": free list corrupted after this object (write after free?); dropping the rest\n";
+    if aborts() {
+        write_line(&[b"hugeguard: aborting at 0x"], addr, tail);
+        linux::abort();
+    }
+    write_line(&[b"hugeguard: at 0x"], addr, tail);
+}
+
 /// A C entry point named `what` was given `addr`, which is not a block of
 /// this allocator: say so and abort.
 #[cold]

@@ -83,7 +83,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 /// gives the class and where the span starts, and the offset from there
 /// must be a whole number of objects inside the span.
 #[inline(always)]
-fn classify(p: *mut u8) -> Option<Kind> {
+pub(crate) fn classify(p: *mut u8) -> Option<Kind> {
     let tag = global::page_tag(p as usize);
     let Some(class) = SizeClass::from_index((tag & 0xff) as usize) else {
         return classify_large(p);

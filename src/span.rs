@@ -19,7 +19,33 @@ const FREE_WORDS: usize = MAX_OBJECTS / 64;
 /// word links to the next one. (Spans do not use this link.)
 #[repr(C)]
 pub struct FreeObject {
+    /// The link to the next free object, encoded (`harden::encode`); read
+    /// and write it through [`FreeObject::next_of`] and
+    /// [`FreeObject::set_next`] (only the thread cache's fast path, which
+    /// never runs in hardened mode, reads it raw).
     pub next: *mut FreeObject,
+}
+
+impl FreeObject {
+    /// The next object on `obj`'s list.
+    ///
+    /// # Safety
+    /// `obj` is a free object on a list (its first word is a link).
+    #[inline]
+    pub unsafe fn next_of(obj: *mut FreeObject) -> *mut FreeObject {
+        // SAFETY: forwarded from the caller.
+        crate::harden::decode(unsafe { (*obj).next })
+    }
+
+    /// Links free object `obj` to `next`.
+    ///
+    /// # Safety
+    /// `obj` is a free object of at least 8 bytes that the caller owns.
+    #[inline]
+    pub unsafe fn set_next(obj: *mut FreeObject, next: *mut FreeObject) {
+        // SAFETY: forwarded from the caller.
+        unsafe { (*obj).next = crate::harden::encode(next) };
+    }
 }
 
 /// A run of pages handed out by the page heap.

@@ -107,6 +107,27 @@ fn foreign_and_interior_pointers_abort_with_a_message() {
 }
 
 #[test]
+fn hardened_mode_aborts_on_a_double_free_still_in_the_cache() {
+    let prog = compile("double_free");
+    let o = Command::new(&prog)
+        .env("LD_PRELOAD", library())
+        .env("HUGEGUARD_HARDEN", "1")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+    assert!(!t.contains("survived"), "{t}");
+    let reports: Vec<_> = t.lines().filter(|l| l.starts_with("hugeguard:")).collect();
+    assert_eq!(reports.len(), 1, "{t}");
+    assert!(
+        reports[0].starts_with("hugeguard: aborting free of 0x")
+            && reports[0].contains("double free"),
+        "{t}"
+    );
+}
+
+#[test]
 fn python_and_sort_give_the_same_output() {
     let script = "import json, collections\n\
         d = {str(i): [j * i for j in range(i % 40)] for i in range(60000)}\n\

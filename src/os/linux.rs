@@ -293,6 +293,36 @@ pub fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// 64 random bits from the kernel (`getrandom`, not blocking); when it
+/// fails (too early in boot, a seccomp filter), bits of the clock, the
+/// process id and a stack address, which still differ between runs.
+pub fn random_u64() -> u64 {
+    let _errno = KeepErrno::new();
+    let mut v = 0u64;
+    // SAFETY: `v` is valid for 8 bytes of writes.
+    let n = unsafe {
+        libc::getrandom(
+            (&mut v as *mut u64).cast(),
+            core::mem::size_of::<u64>(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n == 8 {
+        return v;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u64;
+    let here = &ts as *const _ as u64;
+    (ts.tv_nsec as u64 ^ (ts.tv_sec as u64) << 30 ^ pid << 48 ^ here)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// Microseconds of a monotonic clock, for timing slow kernel calls.
 pub fn now_us() -> u64 {
     let mut ts = libc::timespec {
