@@ -39,14 +39,65 @@ const SPEED: [(&str, &str); 11] = [
 fn worker(alloc: &str) -> Command {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap();
-    Command::new(dir.join(format!("suite_worker_{}", alloc.split('/').next().unwrap())))
+    let name = alloc.split(['/', '+']).next().unwrap();
+    Command::new(dir.join(format!("suite_worker_{name}")))
 }
 
+/// `hugeguard/MODE` runs with `HUGEGUARD_RELEASE=MODE`, `hugeguard+harden`
+/// with `HUGEGUARD_HARDEN=1`; every other name with its defaults (hardened
+/// mode explicitly off, as in a release build).
 fn with_mode(mut cmd: Command, alloc: &str) -> Command {
     if let Some(mode) = alloc.split('/').nth(1) {
         cmd.env("HUGEGUARD_RELEASE", mode);
     }
+    cmd.env(
+        "HUGEGUARD_HARDEN",
+        if alloc.ends_with("+harden") { "1" } else { "0" },
+    );
     cmd
+}
+
+/// `--only hardened`: hugeguard's time and peak RSS on every speed
+/// workload with and without hardened mode, alternating runs.
+fn hardened_section(reps: usize, scale: f64) -> String {
+    let modes = ["hugeguard", "hugeguard+harden"];
+    let mut md = String::from(
+        "| workload | default (median s) | hardened (median s) | hardened / default | peak RSS default | peak RSS hardened |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    let mut log_sum = 0.0;
+    for (workload, _) in SPEED {
+        let mut per: [(Vec<f64>, Vec<usize>); 2] = Default::default();
+        for rep in 0..reps {
+            for k in 0..2 {
+                let m = (k + rep) % 2;
+                let (kv, rss) = run_once(modes[m], workload, scale);
+                per[m].0.push(get(&kv, "secs").parse().unwrap_or(0.0));
+                per[m].1.push(rss);
+            }
+        }
+        let med = |v: &mut Vec<f64>| median(v);
+        let (d, h) = (med(&mut per[0].0.clone()), med(&mut per[1].0.clone()));
+        let rss = |v: &Vec<usize>| {
+            let mut v = v.clone();
+            v.sort();
+            mb(v[v.len() / 2])
+        };
+        log_sum += (h / d).ln();
+        let _ = writeln!(
+            md,
+            "| {workload} | {d:.3} | {h:.3} | {:.2} | {:.0} MB | {:.0} MB |",
+            h / d,
+            rss(&per[0].1),
+            rss(&per[1].1)
+        );
+        eprintln!("{workload} done");
+    }
+    let _ = writeln!(
+        md,
+        "\ngeometric mean of hardened / default: {:.2}",
+        (log_sum / SPEED.len() as f64).exp()
+    );
+    md
 }
 
 /// Runs one worker; returns its RESULT fields and its peak RSS in bytes.
@@ -374,6 +425,12 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(batch_mb);
         println!("{}", idle_workers_section(mb_arg));
+        return;
+    }
+
+    if args.iter().any(|a| a == "hardened") {
+        // `--only hardened`: the cost of hardened mode, on stdout.
+        println!("{}", hardened_section(reps.max(5), scale));
         return;
     }
 
