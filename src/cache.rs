@@ -53,7 +53,7 @@
 //! later in the thread's teardown.
 
 use crate::global;
-use crate::harden;
+use crate::harden::{self, Links};
 use crate::lock::SpinLock;
 use crate::os::linux;
 use crate::size_class::{SizeClass, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
@@ -129,14 +129,15 @@ impl Bin {
     /// The lists are the caller's (the owner inside an operation, the
     /// background thread while it holds the cache).
     unsafe fn pop(&self, class: usize) -> *mut FreeObject {
+        let links = Links::get();
         let obj = self.head.load(Ordering::Relaxed);
         if obj.is_null() {
             return obj;
         }
         // SAFETY: cached objects are free and link through their first word.
-        let next = unsafe { FreeObject::next_of(obj) };
+        let next = unsafe { FreeObject::next_of(obj, links) };
         let count = self.count.load(Ordering::Relaxed) - 1;
-        if harden::enabled() && !link_ok(next, class, count) {
+        if links.hardened() && !link_ok(next, class, count) {
             crate::misuse::corrupt_list(obj as usize);
             self.head.store(ptr::null_mut(), Ordering::Relaxed);
             self.count.store(0, Ordering::Relaxed);
@@ -144,7 +145,7 @@ impl Bin {
             self.head.store(next, Ordering::Relaxed);
             self.count.store(count, Ordering::Relaxed);
         }
-        if harden::enabled() {
+        if links.hardened() {
             // SAFETY: just taken from the list, at least 8 bytes.
             unsafe { harden::clear_link(obj.cast()) };
         }
@@ -156,8 +157,9 @@ impl Bin {
     /// # Safety
     /// As for [`Bin::pop`]; `obj` is a free object of this list's class.
     unsafe fn push(&self, obj: *mut FreeObject) -> bool {
+        let links = Links::get();
         // SAFETY: the object is free and at least 8 bytes (smallest class).
-        unsafe { FreeObject::set_next(obj, self.head.load(Ordering::Relaxed)) };
+        unsafe { FreeObject::set_next(obj, self.head.load(Ordering::Relaxed), links) };
         self.head.store(obj, Ordering::Relaxed);
         let count = self.count.load(Ordering::Relaxed) + 1;
         self.count.store(count, Ordering::Relaxed);
@@ -417,6 +419,15 @@ impl ThreadCache {
         self.busy.store(false, Ordering::Release);
     }
 
+    /// Waits while the background thread is taking this cache (see
+    /// [`Self::wait_while_taken`]); returns at once otherwise.
+    #[inline(always)]
+    fn wait_if_taken(&self) {
+        if self.taking.load(Ordering::Acquire) {
+            self.wait_while_taken();
+        }
+    }
+
     /// The background thread is deciding whether to take (or is taking) this
     /// cache: wait until it is done, after which the lists are ours again.
     #[cold]
@@ -444,13 +455,16 @@ impl ThreadCache {
     #[inline(never)]
     fn alloc_slow(&self, class: usize) -> *mut u8 {
         let _end = EndOnDrop(self);
-        self.wait_while_taken();
-        // The background thread may have left the lists alone, and a
-        // hardened cache holds objects the fast path never took.
-        // SAFETY: the lists are ours (no one is taking them).
-        let obj = unsafe { self.bins[class].pop(class) };
-        if !obj.is_null() {
-            return obj as *mut u8;
+        // With `fast` set the fast path found the list empty: refill.
+        if !self.fast.load(Ordering::Relaxed) {
+            self.wait_if_taken();
+            // The background thread may have left the lists alone, and a
+            // hardened cache holds objects the fast path never took.
+            // SAFETY: the lists are ours (no one is taking them).
+            let obj = unsafe { self.bins[class].pop(class) };
+            if !obj.is_null() {
+                return obj as *mut u8;
+            }
         }
         self.refill(class)
     }
@@ -465,9 +479,8 @@ impl ThreadCache {
     #[inline(never)]
     unsafe fn dealloc_slow(&self, ptr: *mut u8, class: usize) {
         let _end = EndOnDrop(self);
-        self.wait_while_taken();
-        if harden::enabled() {
-            let c = SizeClass::from_index(class).expect("a SizeClass index");
+        self.wait_if_taken();
+        if let Some(c) = SizeClass::from_index(class).filter(|_| harden::enabled()) {
             // SAFETY: `check_free` reads `ptr` only once the page map says it
             // is an object start of `class`.
             if let Err(e) = unsafe { harden::check_free(ptr, c) } {
@@ -508,6 +521,7 @@ impl ThreadCache {
             return ptr::null_mut();
         }
         let obj = chain.head;
+        let links = Links::get();
         let bin = &self.bins[class];
         if self.state.load(Ordering::Relaxed) == ACTIVE && bin.max.load(Ordering::Relaxed) == 0 {
             // The thread allocates this class now: its frees of it are
@@ -517,10 +531,12 @@ impl ThreadCache {
             self.flush_remote(class);
         }
         // SAFETY: the chain links `count` free objects of this class.
-        bin.head
-            .store(unsafe { FreeObject::next_of(obj) }, Ordering::Relaxed);
+        bin.head.store(
+            unsafe { FreeObject::next_of(obj, links) },
+            Ordering::Relaxed,
+        );
         bin.count.store(chain.count as u32 - 1, Ordering::Relaxed);
-        if harden::enabled() {
+        if links.hardened() {
             // SAFETY: just taken from the chain, at least 8 bytes.
             unsafe { harden::clear_link(obj.cast()) };
         }
@@ -563,33 +579,64 @@ impl ThreadCache {
         if n == 0 {
             return;
         }
+        let links = Links::get();
+        if links.hardened() {
+            return self.flush_checked(class, n, links);
+        }
         let head = bin.head.load(Ordering::Relaxed);
         let mut last = head;
-        for i in 1..n {
+        for _ in 1..n {
             // SAFETY: the bin links `count >= n` free objects.
-            let next = unsafe { FreeObject::next_of(last) };
-            if harden::enabled() && !link_ok(next, class, (count - i) as u32) {
-                // A write after free broke the list: give back what is
-                // sound, drop (leak) the rest.
-                crate::misuse::corrupt_list(last as usize);
-                // SAFETY: `last` is the i-th cached object.
-                unsafe { FreeObject::set_next(last, ptr::null_mut()) };
-                bin.head.store(ptr::null_mut(), Ordering::Relaxed);
-                bin.count.store(0, Ordering::Relaxed);
-                // SAFETY: the chain holds `i` free objects of `class`.
-                unsafe { global::central_give(class, head, i) };
-                return;
-            }
-            last = next;
+            last = unsafe { FreeObject::next_of(last, links) };
         }
         // SAFETY: `last` is the n-th cached object.
         unsafe {
-            bin.head.store(FreeObject::next_of(last), Ordering::Relaxed);
-            FreeObject::set_next(last, ptr::null_mut());
+            bin.head
+                .store(FreeObject::next_of(last, links), Ordering::Relaxed);
+            FreeObject::set_next(last, ptr::null_mut(), links);
         }
         bin.count.store((count - n) as u32, Ordering::Relaxed);
         // SAFETY: the chain holds `n` free objects of `class`.
         unsafe { global::central_give(class, head, n) };
+    }
+
+    /// [`Self::flush`] in hardened mode: every link is checked before it is
+    /// followed; at a broken one (a write after free) the objects before it
+    /// go back and the rest of the list is dropped (leaked).
+    #[cold]
+    fn flush_checked(&self, class: usize, n: usize, links: Links) {
+        let bin = &self.bins[class];
+        let count = bin.count.load(Ordering::Relaxed) as usize;
+        let head = bin.head.load(Ordering::Relaxed);
+        let mut last = head;
+        for i in 1..=n {
+            // SAFETY: the bin links `count >= n` free objects (checked so far).
+            let next = unsafe { FreeObject::next_of(last, links) };
+            if !link_ok(next, class, (count - i) as u32) {
+                crate::misuse::corrupt_list(last as usize);
+                bin.head.store(ptr::null_mut(), Ordering::Relaxed);
+                bin.count.store(0, Ordering::Relaxed);
+                // SAFETY: `last` is the i-th cached object; the chain up to
+                // it holds `i` free objects of `class`.
+                unsafe {
+                    FreeObject::set_next(last, ptr::null_mut(), links);
+                    global::central_give(class, head, i);
+                }
+                return;
+            }
+            if i == n {
+                bin.head.store(next, Ordering::Relaxed);
+                bin.count.store((count - n) as u32, Ordering::Relaxed);
+                // SAFETY: `last` is the n-th cached object; the chain holds
+                // `n` free objects of `class`.
+                unsafe {
+                    FreeObject::set_next(last, ptr::null_mut(), links);
+                    global::central_give(class, head, n);
+                }
+                return;
+            }
+            last = next;
+        }
     }
 
     /// Moves what a cold bin holds (the object just pushed) to the remote
@@ -597,14 +644,15 @@ impl ThreadCache {
     fn to_remote(&self, class: usize) {
         let bin = &self.bins[class];
         let remote = &self.remote[class];
+        let links = Links::get();
         let mut obj = bin.head.load(Ordering::Relaxed);
         let mut n = remote.count.load(Ordering::Relaxed);
         while !obj.is_null() {
             // SAFETY: cached objects are free and link through their first
             // word; the lists are the caller's.
-            let next = unsafe { FreeObject::next_of(obj) };
+            let next = unsafe { FreeObject::next_of(obj, links) };
             // SAFETY: as above.
-            unsafe { FreeObject::set_next(obj, remote.head.load(Ordering::Relaxed)) };
+            unsafe { FreeObject::set_next(obj, remote.head.load(Ordering::Relaxed), links) };
             remote.head.store(obj, Ordering::Relaxed);
             n += 1;
             obj = next;
@@ -713,7 +761,7 @@ pub fn on_thread_exit() {
 pub fn flush_current_thread() {
     with_cache(|tc| {
         tc.begin();
-        tc.wait_while_taken();
+        tc.wait_if_taken();
         tc.flush_all();
         tc.end();
     });

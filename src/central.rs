@@ -15,6 +15,7 @@
 //! call: the process heap (`global::ProcessHeap`) in the allocator, a heap
 //! over a fake OS in the unit tests below.
 
+use crate::harden::Links;
 use crate::page_heap::{Pass, PassResult};
 use crate::size_class::{CLASS_BATCH, CLASS_PAGES, CLASS_RECIP, CLASS_SIZE};
 use crate::span::{FreeObject, Span, SpanList};
@@ -127,6 +128,7 @@ impl CentralList {
             };
         }
         let size = CLASS_SIZE[class] as usize;
+        let links = Links::get();
         let mut head: *mut FreeObject = ptr::null_mut();
         let mut count = 0;
         let mut unreleased = 0;
@@ -158,7 +160,7 @@ impl CentralList {
                     if obj.is_null() {
                         break;
                     }
-                    FreeObject::set_next(obj, head);
+                    FreeObject::set_next(obj, head, links);
                     head = obj;
                     count += 1;
                 }
@@ -287,12 +289,13 @@ impl CentralList {
     /// As for [`CentralList::give`].
     unsafe fn give_to_spans<S: SpanSource>(&mut self, src: &S, chain: Batch) -> usize {
         let now = self.last_give;
+        let links = Links::get();
         let mut obj = chain.head;
         let mut rejected = 0;
         for _ in 0..chain.count {
             // SAFETY: the chain holds `count` free objects linked by their
             // first word.
-            let next = unsafe { FreeObject::next_of(obj) };
+            let next = unsafe { FreeObject::next_of(obj, links) };
             // SAFETY: the object belongs to a live span of this class.
             if !unsafe { self.return_object(src, obj, now) } {
                 rejected += 1;
@@ -493,7 +496,7 @@ mod tests {
         for _ in 0..b.count {
             v.push(o);
             // SAFETY: the batch links `count` free objects.
-            o = unsafe { FreeObject::next_of(o) };
+            o = unsafe { FreeObject::next_of(o, Links::get()) };
         }
         v
     }
@@ -503,7 +506,7 @@ mod tests {
         let mut head = ptr::null_mut();
         for &o in objs.iter().rev() {
             // SAFETY: free objects of the test heap, at least 8 bytes.
-            unsafe { FreeObject::set_next(o, head) };
+            unsafe { FreeObject::set_next(o, head, Links::get()) };
             head = o;
         }
         Batch {

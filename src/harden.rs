@@ -64,23 +64,56 @@ pub(crate) fn active() -> bool {
     enabled()
 }
 
-/// The word stored in a free object for a link to `next`.
-#[inline(always)]
-pub(crate) fn encode(next: *mut FreeObject) -> *mut FreeObject {
-    let (k0, k1) = (K0.load(Ordering::Relaxed), K1.load(Ordering::Relaxed));
-    ((next as usize ^ k1)
-        .rotate_left(k0 as u32 & 63)
-        .wrapping_add(k0)) as *mut FreeObject
+/// How links are stored, read once per batch of link operations (so a loop
+/// that walks a list keeps the keys in registers, and the default mode's
+/// links are plain loads and stores, with no arithmetic on the path from
+/// one object to the next).
+#[derive(Clone, Copy)]
+pub(crate) struct Links {
+    on: bool,
+    k0: usize,
+    k1: usize,
 }
 
-/// The link a free object's stored word stands for.
-#[inline(always)]
-pub(crate) fn decode(word: *mut FreeObject) -> *mut FreeObject {
-    let (k0, k1) = (K0.load(Ordering::Relaxed), K1.load(Ordering::Relaxed));
-    ((word as usize)
-        .wrapping_sub(k0)
-        .rotate_right(k0 as u32 & 63)
-        ^ k1) as *mut FreeObject
+impl Links {
+    /// The current encoding.
+    #[inline(always)]
+    pub(crate) fn get() -> Links {
+        Links {
+            on: ON.load(Ordering::Relaxed),
+            k0: K0.load(Ordering::Relaxed),
+            k1: K1.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether this is hardened mode's encoding (links checked as well).
+    #[inline(always)]
+    pub(crate) fn hardened(self) -> bool {
+        self.on
+    }
+
+    /// The stored word for a link to `next`.
+    #[inline(always)]
+    pub(crate) fn encode(self, next: *mut FreeObject) -> *mut FreeObject {
+        if !self.on {
+            return next;
+        }
+        ((next as usize ^ self.k1)
+            .rotate_left(self.k0 as u32 & 63)
+            .wrapping_add(self.k0)) as *mut FreeObject
+    }
+
+    /// The link a stored word stands for.
+    #[inline(always)]
+    pub(crate) fn decode(self, word: *mut FreeObject) -> *mut FreeObject {
+        if !self.on {
+            return word;
+        }
+        ((word as usize)
+            .wrapping_sub(self.k0)
+            .rotate_right(self.k0 as u32 & 63)
+            ^ self.k1) as *mut FreeObject
+    }
 }
 
 /// Whether `next` can be the successor of an object of `class` on a free
@@ -109,7 +142,7 @@ pub(crate) unsafe fn check_free(ptr: *mut u8, class: SizeClass) -> Result<(), Ba
     }
     // SAFETY: an object start of `class` (checked): at least 8 bytes.
     let word = unsafe { (*(ptr as *mut FreeObject)).next };
-    if plausible_link(decode(word), class) {
+    if plausible_link(Links::get().decode(word), class) {
         return Err(BadFree::DoubleFree);
     }
     Ok(())
@@ -133,12 +166,18 @@ mod tests {
     #[test]
     fn decode_inverts_encode_and_zero_keys_are_the_identity() {
         let p = 0x7f12_3456_7890usize as *mut FreeObject;
-        assert_eq!(decode(encode(p)), p);
+        let links = Links::get();
+        assert_eq!(links.decode(links.encode(p)), p);
+        let keyed = Links {
+            on: true,
+            k0: 0x1234_5678_9abc_def1 | 1 << 8,
+            k1: 0x0fed_cba9_8765_4321,
+        };
+        assert_eq!(keyed.decode(keyed.encode(p)), p);
+        assert_ne!(keyed.encode(p), p);
+        assert_ne!(keyed.encode(core::ptr::null_mut()), core::ptr::null_mut());
         if !enabled() {
-            assert_eq!(encode(p), p, "default mode links must be raw");
-        } else {
-            assert_ne!(encode(p), p);
-            assert_ne!(encode(core::ptr::null_mut()), core::ptr::null_mut());
+            assert_eq!(links.encode(p), p, "default mode links must be raw");
         }
         // A cleared word (0) is not a plausible link under real keys.
         let (k0, k1) = (
