@@ -19,9 +19,12 @@
 //! Misuse detected (one line on stderr, then `abort()`): freeing or
 //! reallocating a pointer outside the heap (stack, static, another
 //! allocator's), a pointer inside the heap that is not the start of a block,
-//! and a double free once the block has reached its span. Not detected: a
-//! double free while the block still sits in the freeing thread's cache (the
-//! fast path reads no metadata), and use after free.
+//! and a double free once the block has reached its span. Not detected in
+//! the default mode: a double free while the block still sits in the
+//! freeing thread's cache (the fast path reads no metadata), and use after
+//! free. With `HUGEGUARD_HARDEN=1` (the default in debug builds) every free
+//! is checked, so that double free aborts too, and free-list links are
+//! encoded, so a write after free cannot steer a later allocation.
 //!
 //! Release behaviour and `HUGEGUARD_*` configuration are those of the Rust
 //! crate. Nothing here calls `dlsym`, so there is no bootstrap recursion;
