@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""hugeguard against the real kernel's limits (by hand, as root; never part of
+`cargo test`). Every system setting changed is restored, also on failure and
+on Ctrl-C.
+
+    cargo build --release --workspace --examples
+    sudo python3 scripts/kernel_limits.py [vma] [forks] [oom] [cgroup]
+
+* vma:    vm.max_map_count lowered to 2000 while `limits vma 3 4096` fragments
+          the heap until marking degrades on ENOMEM; nothing may crash and
+          every kept object must be intact.
+* forks:  `limits forks 1000`: 8 threads busy in the allocator, 1000 forks,
+          each child allocates, checks and exits; none may hang.
+* oom:    under `ulimit -v` (RLIMIT_AS 2 GB): the Rust program's try_reserve
+          must fail with an error and the allocator stay usable; the C program
+          (scripts/limits/oom.c under LD_PRELOAD) must get NULL with ENOMEM.
+* cgroup: a cgroup v2 with memory.max 256 MiB (and no swap) around
+          `limits touch 1024`: records what the kernel does.
+
+The 10-minute stress is `HUGEGUARD_STRESS_SECS=600 cargo test --release
+--test stress -- --nocapture` (see docs/RELIABILITY.md).
+"""
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIMITS = os.path.join(ROOT, "target/release/examples/limits")
+PRELOAD = os.path.join(ROOT, "target/release/libhugeguard_preload.so")
+MAX_MAP = "/proc/sys/vm/max_map_count"
+CGROUP = "/sys/fs/cgroup/hugeguard-limits"
+
+restores = []
+
+
+def restore_all(*_):
+    while restores:
+        fn = restores.pop()
+        try:
+            fn()
+        except OSError as e:
+            print(f"restore failed: {e}", file=sys.stderr)
+
+
+def on_signal(sig, _frame):
+    restore_all()
+    sys.exit(128 + sig)
+
+
+def result_line(out):
+    for line in out.splitlines():
+        if line.startswith("RESULT"):
+            return line
+    return "(no RESULT line)"
+
+
+def run(cmd, timeout, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    return p.returncode, p.stdout, p.stderr
+
+
+def case_vma(limit=2000, rounds=3, mb=4096):
+    old = open(MAX_MAP).read().strip()
+    restores.append(lambda: open(MAX_MAP, "w").write(old))
+    open(MAX_MAP, "w").write(str(limit))
+    try:
+        rc, out, err = run([LIMITS, "vma", str(rounds), str(mb)], 1200)
+    finally:
+        restore_all()
+    assert open(MAX_MAP).read().strip() == old, "max_map_count not restored"
+    print(f"vma (max_map_count {limit}, restored to {old}; {rounds} rounds of {mb} MiB): exit {rc}")
+    for line in out.splitlines()[-4:]:
+        print("  " + line)
+    if err.strip():
+        print("  stderr: " + " | ".join(err.strip().splitlines()[-3:]))
+    return rc == 0
+
+
+def case_forks(n=1000):
+    rc, out, err = run([LIMITS, "forks", str(n)], 1200)
+    print(f"forks: exit {rc}\n  {result_line(out)}")
+    if err.strip():
+        print("  stderr: " + " | ".join(err.strip().splitlines()[-3:]))
+    return rc == 0
+
+
+def limit_as(nbytes):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
+    return apply
+
+
+def case_oom(nbytes=2_000_000_000):
+    ok = True
+    rc, out, err = run([LIMITS, "oom"], 600, preexec_fn=limit_as(nbytes))
+    print(f"oom, Rust (ulimit -v {nbytes >> 20} MiB): exit {rc}\n  {result_line(out)}")
+    ok &= rc == 0
+    exe = "/tmp/hugeguard-limits-oom"
+    subprocess.run(["cc", "-O2", "-o", exe, os.path.join(ROOT, "scripts/limits/oom.c")], check=True)
+    for name, env in [("glibc", {}), ("hugeguard", {"LD_PRELOAD": PRELOAD})]:
+        rc, out, err = run([exe], 600, preexec_fn=limit_as(nbytes), env={**os.environ, **env})
+        print(f"oom, C under {name}: exit {rc}\n  {result_line(out)}")
+        ok &= rc == 0
+    return ok
+
+
+def case_cgroup(limit_mb=256, touch_mb=1024):
+    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        print("cgroup: no cgroup v2 here; skipped")
+        return True
+    try:
+        os.mkdir(CGROUP)
+    except OSError as e:
+        print(f"cgroup: cannot create {CGROUP}: {e}; skipped")
+        return True
+    restores.append(lambda: os.rmdir(CGROUP))
+    try:
+        open(os.path.join(CGROUP, "memory.max"), "w").write(str(limit_mb << 20))
+        swap = os.path.join(CGROUP, "memory.swap.max")
+        if os.path.exists(swap):
+            open(swap, "w").write("0")
+
+        def enter():
+            open(os.path.join(CGROUP, "cgroup.procs"), "w").write(str(os.getpid()))
+
+        rc, out, err = run([LIMITS, "touch", str(touch_mb)], 600, preexec_fn=enter)
+        events = open(os.path.join(CGROUP, "memory.events")).read().split()
+        ev = dict(zip(events[::2], events[1::2]))
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
+        print(f"cgroup (memory.max {limit_mb} MiB, touching {touch_mb} MiB): {how}; "
+              f"memory.events oom={ev.get('oom')} oom_kill={ev.get('oom_kill')}")
+        lines = out.splitlines()
+        print("  last output: " + (lines[-1] if lines else "(none)"))
+    finally:
+        restore_all()
+    return True
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("run as root: this changes vm.max_map_count and creates a cgroup")
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    cases = sys.argv[1:] or ["vma", "forks", "oom", "cgroup"]
+    table = {"vma": case_vma, "forks": case_forks, "oom": case_oom, "cgroup": case_cgroup}
+    ok = True
+    try:
+        for c in cases:
+            ok &= table[c]()
+    finally:
+        restore_all()
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
