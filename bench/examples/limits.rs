@@ -75,11 +75,16 @@ fn vma(rounds: usize, mb: usize) -> bool {
             degraded_at = Some(round);
         }
         println!(
-            "round {round}: VMAs {}, RSS {:.0} MB, kept {}, marking degraded {}",
+            "round {round}: VMAs {}, RSS {:.0} MB, kept {}, marking degraded {}, madvise: {} NOHUGEPAGE, {} DONTNEED, {} failed; huge pages partial {}, released {}",
             vmas(),
             rss_mb(),
             kept.len(),
-            st.advice.marking_degraded
+            st.advice.marking_degraded,
+            st.advice.nohugepage_calls,
+            st.advice.dontneed_calls,
+            st.advice.advise_failures,
+            st.partial_huge_pages,
+            st.released_huge_pages
         );
         let _ = std::io::stdout().flush();
     }

@@ -80,5 +80,10 @@ pub unsafe trait Os {
 /// `ENOMEM`: out of memory, or (from `madvise` flag changes) out of VMAs.
 pub const ENOMEM: i32 = 12;
 
+/// `EAGAIN`: what `madvise` reports when a flag change would split a mapping
+/// past `vm.max_map_count` (the kernel turns the split's `ENOMEM` into
+/// `EAGAIN` in `madvise_update_vma`; seen on Linux 6.18).
+pub const EAGAIN: i32 = 11;
+
 /// `EINVAL`: an invalid argument (the C functions' bad alignments).
 pub const EINVAL: i32 = 22;

@@ -47,7 +47,8 @@ pub struct AdviceCounts {
     pub collapse_failures: usize,
     /// Failed `madvise` calls other than collapses.
     pub advise_failures: usize,
-    /// Whether NOHUGEPAGE marking stopped after ENOMEM (VMA limit).
+    /// Whether NOHUGEPAGE marking stopped after ENOMEM or EAGAIN (the VMA
+    /// limit).
     pub marking_degraded: bool,
 }
 

@@ -5,8 +5,9 @@
 //!   whole aligned 2 MiB huge page;
 //! * inside a huge page that keeps live data, `MADV_NOHUGEPAGE` comes before
 //!   the first `MADV_DONTNEED` (when the kernel could re-inflate it:
-//!   [`Policy::must_mark`]); if marking fails with ENOMEM (VMA limit), marking
-//!   stops for good and only whole free huge pages are released;
+//!   [`Policy::must_mark`]); if marking fails with ENOMEM or EAGAIN (the VMA
+//!   limit: `madvise` reports it as EAGAIN), marking stops for good and only
+//!   whole free huge pages are released;
 //! * whole free huge pages are released first ([`PageHeap::release_free_huge_pages`]),
 //!   partly used ones after ([`PageHeap::release_filler_pages`],
 //!   [`PageHeap::release_span_pages`]);
@@ -125,7 +126,9 @@ impl<O: Os> PageHeap<O> {
                 true
             }
             Err(e) => {
-                if e == crate::os::ENOMEM {
+                // The VMA limit: `madvise` says EAGAIN (the kernel converts
+                // the split's ENOMEM); ENOMEM where a kernel passes it on.
+                if e == crate::os::ENOMEM || e == crate::os::EAGAIN {
                     self.stats.advice.marking_degraded = true;
                 }
                 false
@@ -594,12 +597,18 @@ mod tests {
 
     #[test]
     fn enomem_on_marking_degrades_to_whole_releases() {
+        for errno in [crate::os::ENOMEM, crate::os::EAGAIN] {
+            marking_failure_degrades(errno);
+        }
+    }
+
+    fn marking_failure_degrades(errno: i32) {
         let mut h = heap();
         let s = spans(&mut h, 1024, 1);
         for &x in s[..512].iter().chain(s[512..600].iter()) {
             free(&mut h, x);
         }
-        *h.os.fail_advice.borrow_mut() = Some((Advice::NoHugePage, crate::os::ENOMEM));
+        *h.os.fail_advice.borrow_mut() = Some((Advice::NoHugePage, errno));
         let mut r = PassResult::default();
         let p = pass(5000, true);
         h.release_free_huge_pages(&p, &mut r);
