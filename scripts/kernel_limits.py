@@ -14,7 +14,8 @@ on Ctrl-C.
 * oom:    under `ulimit -v` (RLIMIT_AS 2 GB): the Rust program's try_reserve
           must fail with an error and the allocator stay usable; the C program
           (scripts/limits/oom.c under LD_PRELOAD) must get NULL with ENOMEM.
-* cgroup: a cgroup v2 with memory.max 256 MiB (and no swap) around
+* cgroup: a memory cgroup limited to 256 MiB (v2 memory.max, no swap; or v1
+          memory.limit_in_bytes) around
           `limits touch 1024`: records what the kernel does.
 
 The 10-minute stress is `HUGEGUARD_STRESS_SECS=600 cargo test --release
@@ -108,30 +109,42 @@ def case_oom(nbytes=2_000_000_000):
 
 
 def case_cgroup(limit_mb=256, touch_mb=1024):
-    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        print("cgroup: no cgroup v2 here; skipped")
+    """cgroup v2 (memory.max) where mounted, else v1's memory controller
+    (memory.limit_in_bytes)."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        path, limit_file, version = CGROUP, "memory.max", 2
+    elif os.path.isdir("/sys/fs/cgroup/memory"):
+        path, limit_file, version = "/sys/fs/cgroup/memory/hugeguard-limits", "memory.limit_in_bytes", 1
+    else:
+        print("cgroup: no memory controller here; skipped")
         return True
     try:
-        os.mkdir(CGROUP)
+        os.mkdir(path)
     except OSError as e:
-        print(f"cgroup: cannot create {CGROUP}: {e}; skipped")
+        print(f"cgroup: cannot create {path}: {e}; skipped")
         return True
-    restores.append(lambda: os.rmdir(CGROUP))
+    restores.append(lambda: os.rmdir(path))
     try:
-        open(os.path.join(CGROUP, "memory.max"), "w").write(str(limit_mb << 20))
-        swap = os.path.join(CGROUP, "memory.swap.max")
+        open(os.path.join(path, limit_file), "w").write(str(limit_mb << 20))
+        swap = os.path.join(path, "memory.swap.max")
         if os.path.exists(swap):
             open(swap, "w").write("0")
 
         def enter():
-            open(os.path.join(CGROUP, "cgroup.procs"), "w").write(str(os.getpid()))
+            open(os.path.join(path, "cgroup.procs"), "w").write(str(os.getpid()))
 
         rc, out, err = run([LIMITS, "touch", str(touch_mb)], 600, preexec_fn=enter)
-        events = open(os.path.join(CGROUP, "memory.events")).read().split()
-        ev = dict(zip(events[::2], events[1::2]))
+        if version == 2:
+            events = open(os.path.join(path, "memory.events")).read().split()
+            ev = dict(zip(events[::2], events[1::2]))
+            counters = f"memory.events oom={ev.get('oom')} oom_kill={ev.get('oom_kill')}"
+        else:
+            failcnt = open(os.path.join(path, "memory.failcnt")).read().strip()
+            oom = open(os.path.join(path, "memory.oom_control")).read().split()
+            ev = dict(zip(oom[::2], oom[1::2]))
+            counters = f"memory.failcnt {failcnt}, oom_kill {ev.get('oom_kill')}"
         how = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
-        print(f"cgroup (memory.max {limit_mb} MiB, touching {touch_mb} MiB): {how}; "
-              f"memory.events oom={ev.get('oom')} oom_kill={ev.get('oom_kill')}")
+        print(f"cgroup v{version} (limit {limit_mb} MiB, touching {touch_mb} MiB): {how}; {counters}")
         lines = out.splitlines()
         print("  last output: " + (lines[-1] if lines else "(none)"))
     finally:
