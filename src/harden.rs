@@ -42,9 +42,9 @@ pub(crate) fn enable() {
         crate::os::linux::random_u64(),
         crate::os::linux::random_u64(),
     );
-    // An odd k0 with a non-zero rotation: no key pair makes the encoding
-    // the identity.
-    K0.store((a as usize) | 1 | 1 << 8, Ordering::Relaxed);
+    // k0's low bit set: the rotation (k0 & 63) is odd, never zero, so no
+    // key pair makes the encoding the identity.
+    K0.store((a as usize) | 1, Ordering::Relaxed);
     K1.store(b as usize, Ordering::Relaxed);
     ON.store(true, Ordering::Release);
 }
