@@ -12,6 +12,9 @@
 //! * [`threads`]: the same, with frees and reallocs handed to another thread.
 //! * [`raw`]: the C entry points with C programs' sizes, alignments and
 //!   error cases (`c_abi.rs`).
+//! * [`heap`]: a private heap per input (page heap over the fake OS with
+//!   real memory, central lists, release passes on a fake clock), so a
+//!   failing input fails alone (`private.rs`).
 //! * [`policy`]: the page heap and its release rules driven by random time
 //!   steps, runs, frees and release passes against the recording fake OS,
 //!   with injected failures (commit refused, NOHUGEPAGE ENOMEM, DONTNEED
@@ -19,7 +22,9 @@
 //!   page in use.
 
 mod c_abi;
+mod private;
 pub use c_abi::raw;
+pub use private::heap;
 
 use crate::os::fake::{check_advice_rules, Call, FakeOs};
 use crate::os::Advice;
@@ -486,6 +491,15 @@ mod tests {
         assert!(!inputs.is_empty(), "fuzz/corpus/raw is empty");
         for i in inputs.iter().chain(random_inputs(4, 200, 300).iter()) {
             raw(i);
+        }
+    }
+
+    #[test]
+    fn replay_heap_corpus_and_random_inputs() {
+        let inputs = corpus("heap");
+        assert!(!inputs.is_empty(), "fuzz/corpus/heap is empty");
+        for i in inputs.iter().chain(random_inputs(5, 200, 400).iter()) {
+            heap(i);
         }
     }
 }

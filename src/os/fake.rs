@@ -44,6 +44,11 @@ pub struct FakeOs {
     /// central lists, which link objects through their memory) can run on
     /// it. `advise` still only records: DONTNEED does not zero anything.
     pub backed: bool,
+    /// With `backed`: `MADV_DONTNEED` really drops the pages of the
+    /// reservation (they read as zero afterwards, as on the kernel), so a
+    /// release under a live object destroys its contents where a test sees
+    /// it (the `heap` fuzz driver).
+    pub dontneed_zeroes: bool,
     /// Bytes of metadata given back with `discard_metadata` (dropped or
     /// zeroed here, as the kernel would).
     pub discarded_metadata: RefCell<usize>,
@@ -150,6 +155,12 @@ unsafe impl Os for FakeOs {
         self.calls
             .borrow_mut()
             .push(Call::Advise { addr, len, advice });
+        if self.backed && self.dontneed_zeroes && advice == Advice::DontNeed {
+            // SAFETY: with `backed`, the heap's addresses are this fake's own
+            // private anonymous mapping; the caller releases memory that
+            // holds no data (the `Os::advise` contract).
+            unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        }
         Ok(())
     }
 
