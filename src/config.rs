@@ -272,6 +272,15 @@ pub fn get() -> Config {
     unsafe { CONFIG }
 }
 
+/// Makes sure the configuration is loaded (see [`get_loaded`]); one load
+/// when it is.
+#[inline(always)]
+pub fn ensure_loaded() {
+    if STATE.load(Ordering::Acquire) != 2 {
+        get_loaded();
+    }
+}
+
 /// [`get`], waiting for a loading thread to finish instead of answering
 /// with the defaults (loading makes no allocation, so it always finishes).
 /// For decisions that must agree with the loaded settings: whether a thread

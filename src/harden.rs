@@ -76,9 +76,14 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    /// The current encoding.
+    /// The current encoding. Loads the configuration first if no thread
+    /// has (it decides the mode, and the mode must not change between a
+    /// link's store and its load). In the allocator the heap exists before
+    /// any link, so this is one load that finds it done; heaps built apart
+    /// from the process heap (tests, the `heap` fuzz driver) need it.
     #[inline(always)]
     pub(crate) fn get() -> Links {
+        crate::config::ensure_loaded();
         Links {
             on: ON.load(Ordering::Relaxed),
             k0: K0.load(Ordering::Relaxed),
