@@ -110,6 +110,7 @@ pub(crate) mod lock;
 mod misuse;
 pub(crate) mod os;
 pub(crate) mod page_heap;
+mod placement;
 pub mod raw;
 pub(crate) mod size_class;
 pub(crate) mod span;
@@ -125,6 +126,7 @@ use size_class::{class_of_small, fast_path_ok};
 pub use background::{release_now, set_background};
 pub use check::check_invariants;
 pub use page_heap::AdviceCounts;
+pub use placement::{placement, ClassPlacement, Placement};
 pub use stats::{stats, Stats};
 
 /// The allocator. Use it as
