@@ -175,3 +175,17 @@ pub unsafe extern "C" fn malloc_trim(_pad: usize) -> c_int {
 pub unsafe extern "C" fn mallopt(_param: c_int, _value: c_int) -> c_int {
     1
 }
+
+/// Prints `hugeguard::placement()` (after `release_now()`) to stderr: the
+/// placement floor of the program's small objects, for programs that can
+/// call a C function (`ctypes.CDLL(None).hugeguard_print_placement()` from
+/// Python). Not part of the C allocation ABI.
+///
+/// # Safety
+/// None beyond the C contract; not from a signal handler.
+#[no_mangle]
+pub unsafe extern "C" fn hugeguard_print_placement() {
+    hugeguard::release_now();
+    let report = hugeguard::placement().to_string();
+    eprint!("{report}");
+}
