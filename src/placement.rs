@@ -20,11 +20,11 @@ use crate::span::{Span, MAX_OBJECTS};
 use crate::units::{HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT, PAGE_SIZE};
 
 /// Spans compared with each span when looking for a disjoint partner.
-pub const PROBES: usize = 64;
+pub(crate) const PROBES: usize = 64;
 
 /// Histogram buckets of live objects per page holding a live byte:
 /// 1, 2, 3-4, 5-8, 9-16, 17-32, 33-64, 65 or more.
-pub const BUCKETS: [&str; 8] = ["1", "2", "3-4", "5-8", "9-16", "17-32", "33-64", "65+"];
+pub(crate) const BUCKETS: [&str; 8] = ["1", "2", "3-4", "5-8", "9-16", "17-32", "33-64", "65+"];
 
 /// One size class's placement.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,13 +39,14 @@ pub struct ClassPlacement {
     pub resident_pages: usize,
     /// Pages holding at least one byte of an object in use.
     pub live_pages: usize,
-    /// Pages holding a live byte, by live objects on the page ([`BUCKETS`]).
+    /// Pages holding a live byte, by the live objects on the page: 1, 2,
+    /// 3-4, 5-8, 9-16, 17-32, 33-64, 65 or more.
     pub histogram: [usize; 8],
     /// Pages meshing could free: one span's pages per disjoint pair found.
     pub meshable_pages: usize,
 }
 
-/// Every class's placement; see the module documentation.
+/// Every class's placement; see [`placement`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Placement {
     /// Indexed by size class (class 0 is unused).
@@ -154,10 +155,24 @@ fn resident(s: &Span) -> usize {
     npages - (s.released & crate::span::page_mask(0, npages)).count_ones() as usize
 }
 
-/// Measures the placement of every small object. Takes every lock for the
-/// walk, like [`crate::check_invariants`]; allocates one buffer for the
-/// span list before it does (so it may not be called from a global
-/// allocator's own paths).
+/// Measures the placement of every small object: per size class the
+/// spans, the pages holding a byte of a live object, how many live objects
+/// such pages hold, and an estimate of the pages meshing could free (two
+/// spans of a class whose objects in use sit at disjoint slots could share
+/// physical pages, needing them only where either holds a live byte). The
+/// estimate pairs each span with the first disjoint one among the next 64
+/// spans of its class: a lower bound of what merging could do. Objects in
+/// thread caches count as live: call [`crate::release_now`] first.
+///
+/// Takes every lock for the walk, like [`crate::check_invariants`], and
+/// allocates its buffers before it does.
+///
+/// ```
+/// let p = hugeguard::placement();
+/// let (live_bytes, live_pages, resident_pages, meshable_pages) = p.totals();
+/// assert!(live_pages <= resident_pages && meshable_pages <= resident_pages);
+/// # let _ = live_bytes;
+/// ```
 pub fn placement() -> Placement {
     let mut out = Placement {
         classes: [ClassPlacement::default(); NUM_CLASSES],
