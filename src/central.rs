@@ -408,35 +408,75 @@ pub fn init_small_span(span: &mut Span, class: usize) {
     span.init_objects(class as u8, bytes / size);
 }
 
+/// A page heap of its own over the fake OS, with a clock its user sets, as
+/// the span source of central lists built apart from the process heap: the
+/// central lists' tests and the `heap` fuzz driver.
+#[cfg(any(test, fuzzing))]
+pub(crate) struct FakeHeap {
+    pub heap: crate::lock::SpinLock<crate::page_heap::PageHeap<crate::os::fake::FakeOs>>,
+    pub clock: core::cell::Cell<u32>,
+}
+
+#[cfg(any(test, fuzzing))]
+impl FakeHeap {
+    /// A heap of `huge_pages` huge pages over `os` (which should be `backed`:
+    /// central lists link objects through their memory).
+    pub fn new(os: crate::os::fake::FakeOs, huge_pages: usize) -> FakeHeap {
+        let mut heap = crate::page_heap::PageHeap::new(os);
+        let len = huge_pages * crate::units::HUGE_SIZE;
+        assert!(heap.init(len, len), "the fake OS refused the reservation");
+        FakeHeap {
+            heap: crate::lock::SpinLock::new(heap),
+            clock: core::cell::Cell::new(0),
+        }
+    }
+}
+
+#[cfg(any(test, fuzzing))]
+impl SpanSource for FakeHeap {
+    fn new_span(&self, class: usize) -> *mut Span {
+        new_small_span(&mut self.heap.lock(), class)
+    }
+
+    unsafe fn free_span(&self, span: *mut Span) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.heap.lock().free_run(span) };
+    }
+
+    unsafe fn release_span_pages(&self, span: &mut Span, mask: u64) -> usize {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.heap.lock().release_span_pages(span, mask) }
+    }
+
+    fn pages_reused(&self, n: usize) {
+        self.heap.lock().pages_reused(n);
+    }
+
+    fn span_of(&self, addr: usize) -> *mut Span {
+        self.heap.lock().view().span_of(addr)
+    }
+
+    fn now(&self) -> u32 {
+        self.clock.get()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::SpinLock;
     use crate::os::fake::{Call, FakeOs};
     use crate::os::Advice;
-    use crate::page_heap::PageHeap;
     use crate::size_class::{class_of_small, CLASS_PAGES};
-    use crate::units::HUGE_SIZE;
-    use core::cell::Cell;
     use std::collections::HashSet;
 
-    /// A page heap over a fake OS whose reservation is real memory, with a
-    /// clock the test sets.
-    struct TestHeap {
-        heap: SpinLock<PageHeap<FakeOs>>,
-        clock: Cell<u32>,
-    }
+    /// A 32-huge-page heap over a fake OS whose reservation is real memory.
+    type TestHeap = FakeHeap;
 
     impl TestHeap {
-        fn new() -> TestHeap {
+        fn test() -> TestHeap {
             let mut os = FakeOs::default();
             os.backed = true;
-            let mut heap = PageHeap::new(os);
-            assert!(heap.init(32 * HUGE_SIZE, 32 * HUGE_SIZE));
-            TestHeap {
-                heap: SpinLock::new(heap),
-                clock: Cell::new(0),
-            }
+            FakeHeap::new(os, 32)
         }
 
         fn pages_in_use(&self) -> usize {
@@ -458,34 +498,6 @@ mod tests {
                     )
                 })
                 .count()
-        }
-    }
-
-    impl SpanSource for TestHeap {
-        fn new_span(&self, class: usize) -> *mut Span {
-            new_small_span(&mut self.heap.lock(), class)
-        }
-
-        unsafe fn free_span(&self, span: *mut Span) {
-            // SAFETY: forwarded from the caller.
-            unsafe { self.heap.lock().free_run(span) };
-        }
-
-        unsafe fn release_span_pages(&self, span: &mut Span, mask: u64) -> usize {
-            // SAFETY: forwarded from the caller.
-            unsafe { self.heap.lock().release_span_pages(span, mask) }
-        }
-
-        fn pages_reused(&self, n: usize) {
-            self.heap.lock().pages_reused(n);
-        }
-
-        fn span_of(&self, addr: usize) -> *mut Span {
-            self.heap.lock().view().span_of(addr)
-        }
-
-        fn now(&self) -> u32 {
-            self.clock.get()
         }
     }
 
@@ -517,7 +529,7 @@ mod tests {
 
     #[test]
     fn batches_are_distinct_objects_of_the_class_and_park_whole() {
-        let src = TestHeap::new();
+        let src = TestHeap::test();
         let class = class_of_small(64).index();
         let batch = CLASS_BATCH[class] as usize;
         let mut list = CentralList::new();
@@ -550,7 +562,7 @@ mod tests {
 
     #[test]
     fn the_transfer_cache_is_bounded_and_the_rest_goes_to_spans() {
-        let src = TestHeap::new();
+        let src = TestHeap::test();
         let class = class_of_small(1024).index();
         let batch = CLASS_BATCH[class] as usize;
         let limit = transfer_limit(class);
@@ -576,7 +588,7 @@ mod tests {
 
     #[test]
     fn wholly_free_spans_are_kept_up_to_a_limit_then_returned() {
-        let src = TestHeap::new();
+        let src = TestHeap::test();
         let class = class_of_small(4096).index();
         let span_bytes = CLASS_PAGES[class] as usize * PAGE_SIZE;
         let per_span = span_bytes / CLASS_SIZE[class] as usize;
@@ -611,7 +623,7 @@ mod tests {
 
     #[test]
     fn release_returns_idle_free_pages_and_reuse_is_counted() {
-        let src = TestHeap::new();
+        let src = TestHeap::test();
         // A class whose span spans several pages.
         let class = class_of_small(2048).index();
         assert!(CLASS_PAGES[class] > 1);
@@ -661,7 +673,7 @@ mod tests {
 
     #[test]
     fn a_double_free_reaching_its_span_is_ignored() {
-        let src = TestHeap::new();
+        let src = TestHeap::test();
         let class = class_of_small(32).index();
         let mut list = CentralList::new();
         let a = list.take(&src, class, 1).head;

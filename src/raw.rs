@@ -117,7 +117,12 @@ fn classify_large(p: *mut u8) -> Option<Kind> {
 /// this allocator (nothing is done then).
 ///
 /// # Safety
-/// `p` is null, or was returned by this module and is not used afterwards.
+/// `p` is null, or was returned by this module and is not used afterwards,
+/// or is not a block start of this allocator: outside its heap (told apart
+/// without reading anything), or inside it but not at a live block's start
+/// (inside an object, say), which is refused as long as no other thread can
+/// free or reuse the span it lies in (as for [`usable_size`]). The C
+/// library's misuse checks and the `raw` fuzz target rely on the refusal.
 #[inline]
 pub unsafe fn free(p: *mut u8) -> bool {
     if p.is_null() {

@@ -18,13 +18,7 @@ struct Record {
 }
 
 fn rss_mb() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    pages * 4096.0 / 1e6
+    hugeguard_bench::batch::rss_of(std::process::id()) as f64 / 1e6
 }
 
 fn main() {

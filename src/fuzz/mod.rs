@@ -474,48 +474,38 @@ mod tests {
             .collect()
     }
 
+    /// Runs every kept input of `target` and `n` seeded random inputs of
+    /// `len` bytes through `driver`.
+    fn replay(target: &str, driver: fn(&[u8]), seed: u64, n: usize, len: usize) {
+        let inputs = corpus(target);
+        assert!(!inputs.is_empty(), "fuzz/corpus/{target} is empty");
+        for i in inputs.iter().chain(random_inputs(seed, n, len).iter()) {
+            driver(i);
+        }
+    }
+
     #[test]
     fn replay_ops_corpus_and_random_inputs() {
-        let inputs = corpus("ops");
-        assert!(!inputs.is_empty(), "fuzz/corpus/ops is empty");
-        for i in inputs.iter().chain(random_inputs(1, 40, 300).iter()) {
-            ops(i);
-        }
+        replay("ops", ops, 1, 40, 300);
     }
 
     #[test]
     fn replay_threads_corpus_and_random_inputs() {
-        let inputs = corpus("threads");
-        assert!(!inputs.is_empty(), "fuzz/corpus/threads is empty");
-        for i in inputs.iter().chain(random_inputs(2, 40, 300).iter()) {
-            threads(i);
-        }
+        replay("threads", threads, 2, 40, 300);
     }
 
     #[test]
     fn replay_policy_corpus_and_random_inputs() {
-        let inputs = corpus("policy");
-        assert!(!inputs.is_empty(), "fuzz/corpus/policy is empty");
-        for i in inputs.iter().chain(random_inputs(3, 200, 400).iter()) {
-            policy(i);
-        }
+        replay("policy", policy, 3, 200, 400);
     }
 
     #[test]
     fn replay_raw_corpus_and_random_inputs() {
-        let inputs = corpus("raw");
-        assert!(!inputs.is_empty(), "fuzz/corpus/raw is empty");
-        for i in inputs.iter().chain(random_inputs(4, 200, 300).iter()) {
-            raw(i);
-        }
+        replay("raw", raw, 4, 200, 300);
     }
 
     #[test]
     fn replay_heap_corpus_and_random_inputs() {
-        let inputs = corpus("heap");
-        assert!(!inputs.is_empty(), "fuzz/corpus/heap is empty");
-        for i in inputs.iter().chain(random_inputs(5, 200, 400).iter()) {
-            heap(i);
-        }
+        replay("heap", heap, 5, 200, 400);
     }
 }

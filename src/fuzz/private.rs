@@ -13,49 +13,13 @@
 //! end, every list's count of objects out against the model's.
 
 use super::{intact_bytes, last_page_window, windows, Input};
-use crate::central::{new_small_span, Batch, CentralList, SpanSource};
+use crate::central::{Batch, CentralList, FakeHeap};
 use crate::harden::Links;
-use crate::lock::SpinLock;
 use crate::os::fake::FakeOs;
-use crate::page_heap::{PageHeap, Pass, PassResult, Policy};
+use crate::page_heap::{Pass, PassResult, Policy};
 use crate::size_class::{class_for, CLASS_BATCH, NUM_CLASSES};
 use crate::span::{FreeObject, Span};
-use crate::units::{HUGE_SIZE, PAGE_SIZE};
-use core::cell::Cell;
-
-/// The private heap: its page heap and its release clock.
-struct Private {
-    heap: SpinLock<PageHeap<FakeOs>>,
-    clock: Cell<u32>,
-}
-
-impl SpanSource for Private {
-    fn new_span(&self, class: usize) -> *mut Span {
-        new_small_span(&mut self.heap.lock(), class)
-    }
-
-    unsafe fn free_span(&self, span: *mut Span) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.heap.lock().free_run(span) };
-    }
-
-    unsafe fn release_span_pages(&self, span: &mut Span, mask: u64) -> usize {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.heap.lock().release_span_pages(span, mask) }
-    }
-
-    fn pages_reused(&self, n: usize) {
-        self.heap.lock().pages_reused(n);
-    }
-
-    fn span_of(&self, addr: usize) -> *mut Span {
-        self.heap.lock().view().span_of(addr)
-    }
-
-    fn now(&self) -> u32 {
-        self.clock.get()
-    }
-}
+use crate::units::PAGE_SIZE;
 
 /// A live block: small (its class) or large (its run's span).
 struct Obj {
@@ -78,7 +42,7 @@ fn intact(o: &Obj) -> bool {
     unsafe { intact_bytes(o.ptr, o.len, o.tag, true) }
 }
 
-fn check_heap(src: &Private) {
+fn check_heap(src: &FakeHeap) {
     if let Err(e) = src.heap.lock().check() {
         panic!("page heap invariant broken: {e}");
     }
@@ -90,17 +54,12 @@ pub fn heap(data: &[u8]) {
     let mut os = FakeOs::default();
     os.backed = true;
     os.dontneed_zeroes = true;
-    let mut ph = PageHeap::new(os);
-    assert!(ph.init(64 * HUGE_SIZE, 64 * HUGE_SIZE));
-    ph.set_policy(Policy {
+    let src = FakeHeap::new(os, 64);
+    src.heap.lock().set_policy(Policy {
         must_mark: input.u8().unwrap_or(0) % 4 != 0,
         go_legacy: false,
         regain: true,
     });
-    let src = Private {
-        heap: SpinLock::new(ph),
-        clock: Cell::new(0),
-    };
     let mut lists: Vec<CentralList> = (0..NUM_CLASSES).map(|_| CentralList::new()).collect();
     let mut live: Vec<Obj> = Vec::new();
     let mut tag = 0u8;

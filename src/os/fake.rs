@@ -61,21 +61,8 @@ impl FakeOs {
     /// fake is dropped.
     fn map_zeroed(&self, len: usize, align: usize) -> Option<*mut u8> {
         let total = len.checked_add(align.max(4096))?;
-        // SAFETY: a fresh private anonymous mapping; no existing memory is
-        // affected.
-        let raw = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if raw == libc::MAP_FAILED {
-            return None;
-        }
+        // The kernel's metadata mapping: fresh, zeroed, private.
+        let raw = super::linux::LinuxOs.map_metadata(total)?;
         self.mapped.borrow_mut().push((raw.cast(), total));
         Some((raw as usize).next_multiple_of(align.max(1)) as *mut u8)
     }
