@@ -1,4 +1,4 @@
-//! Fuzz target `ops`: see `hugeguard::fuzz::ops` (src/fuzz.rs) for what it
+//! Fuzz target `ops`: see `hugeguard::fuzz::ops` (src/fuzz/mod.rs) for what it
 //! checks. Run with `cargo +nightly fuzz run ops`.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! Fuzz target `policy`: see `hugeguard::fuzz::policy` (src/fuzz.rs) for what it
+//! Fuzz target `policy`: see `hugeguard::fuzz::policy` (src/fuzz/mod.rs) for what it
 //! checks. Run with `cargo +nightly fuzz run policy`.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! Fuzz target `threads`: see `hugeguard::fuzz::threads` (src/fuzz.rs) for what it
+//! Fuzz target `threads`: see `hugeguard::fuzz::threads` (src/fuzz/mod.rs) for what it
 //! checks. Run with `cargo +nightly fuzz run threads`.
 #![no_main]
 
