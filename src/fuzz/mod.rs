@@ -222,6 +222,7 @@ pub fn ops(data: &[u8]) {
     let mut blocks: Vec<Block> = Vec::new();
     let mut live: BTreeMap<usize, usize> = BTreeMap::new();
     let mut live_bytes = 0usize;
+    let mut zeroed_large = false;
     let mut tag = 0u8;
     let overlaps = |live: &BTreeMap<usize, usize>, b: &Block| {
         let (s, l) = (b.ptr as usize, b.layout.size());
@@ -238,7 +239,12 @@ pub fn ops(data: &[u8]) {
                 if live_bytes + size > LIVE_CAP {
                     continue;
                 }
-                if let Some(b) = new_block(size, align, op % 5 == 1, tag) {
+                // One large zeroed block per input: clearing a reused run
+                // of megabytes is a memset, and inputs the fuzzer grew to
+                // hold many spent nearly all of their time there.
+                let zeroed = op % 5 == 1
+                    && (size <= 64 * 1024 || !core::mem::replace(&mut zeroed_large, true));
+                if let Some(b) = new_block(size, align, zeroed, tag) {
                     assert!(!overlaps(&live, &b), "overlap");
                     touched(b.ptr, b.layout);
                     live.insert(b.ptr as usize, size);
