@@ -85,6 +85,8 @@ pub struct CentralList {
     /// Objects handed to thread caches and not returned (parked ones count
     /// as returned).
     pub objects_out: usize,
+    /// State of the slot picker in mesh mode (xorshift; never zero).
+    slot_rng: u64,
 }
 
 // SAFETY: the raw pointers are owned by the list and only reached under its lock.
@@ -113,6 +115,7 @@ impl CentralList {
             transfer_at: 0,
             last_give: 0,
             objects_out: 0,
+            slot_rng: 0x9e37_79b9_7f4a_7c15,
         }
     }
 
@@ -129,6 +132,7 @@ impl CentralList {
         }
         let size = CLASS_SIZE[class] as usize;
         let links = Links::get();
+        let random_slots = crate::config::get().mesh;
         let mut head: *mut FreeObject = ptr::null_mut();
         let mut count = 0;
         let mut unreleased = 0;
@@ -156,7 +160,16 @@ impl CentralList {
                     self.empty -= 1;
                 }
                 while count < want {
-                    let obj = s.pop(size, &mut unreleased) as *mut FreeObject;
+                    let obj = if random_slots {
+                        let mut r = self.slot_rng;
+                        r ^= r << 13;
+                        r ^= r >> 7;
+                        r ^= r << 17;
+                        self.slot_rng = r;
+                        s.pop_from((r >> 32) as usize, size, &mut unreleased)
+                    } else {
+                        s.pop(size, &mut unreleased)
+                    } as *mut FreeObject;
                     if obj.is_null() {
                         break;
                     }

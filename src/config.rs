@@ -9,6 +9,7 @@
 //! | `HUGEGUARD_MEMORY_LIMIT` | soft limit in bytes, suffix `k`, `m`, `g` allowed; `0` none | none |
 //! | `HUGEGUARD_COLLAPSE` | `on`, `off`: background `MADV_COLLAPSE` of dense huge pages | `on` |
 //! | `HUGEGUARD_HARDEN` | `on`/`1`, `off`/`0`: hardened mode (`harden`: every free checked, links encoded) | `off` (`on` in builds with debug assertions) |
+//! | `HUGEGUARD_MESH` | `on`, `off`: mesh mode (issue 15; so far only its randomised placement of objects in spans) | `off` |
 //!
 //! An invalid value gets one line on stderr and the default.
 
@@ -65,6 +66,8 @@ pub struct Config {
     pub collapse: bool,
     /// Hardened mode (`harden`).
     pub harden: bool,
+    /// Mesh mode: objects are handed out from random slots of their span.
+    pub mesh: bool,
     pub thp: Thp,
 }
 
@@ -77,6 +80,7 @@ impl Config {
         memory_limit: 0,
         collapse: true,
         harden: cfg!(debug_assertions),
+        mesh: false,
         thp: Thp {
             enabled: ThpEnabled::Unknown,
             max_ptes_none: 511,
@@ -235,6 +239,12 @@ pub fn load() -> Config {
         match parse_switch(v) {
             Some(b) => c.harden = b,
             None => warn("HUGEGUARD_HARDEN", v, if c.harden { "on" } else { "off" }),
+        }
+    }
+    if let Some(v) = linux::getenv(c"HUGEGUARD_MESH") {
+        match parse_switch(v) {
+            Some(b) => c.mesh = b,
+            None => warn("HUGEGUARD_MESH", v, "off"),
         }
     }
     if c.harden {

@@ -44,6 +44,10 @@ pub struct ClassPlacement {
     pub histogram: [usize; 8],
     /// Pages meshing could free: one span's pages per disjoint pair found.
     pub meshable_pages: usize,
+    /// Pages meshing could free when a merged set of spans may take in more
+    /// spans (Mesh meshes a meshed span again): each span joins the first
+    /// of its class's last [`PROBES`] sets whose slots in use it misses.
+    pub meshable_pages_merged: usize,
 }
 
 /// Every class's placement; see [`placement`].
@@ -55,7 +59,7 @@ pub struct Placement {
 
 impl Placement {
     /// Sums over the classes: (live objects' bytes, pages holding a live
-    /// byte, resident pages, meshable pages).
+    /// byte, resident pages, meshable pages by pairs).
     pub fn totals(&self) -> (usize, usize, usize, usize) {
         self.classes.iter().fold((0, 0, 0, 0), |t, c| {
             (
@@ -66,6 +70,12 @@ impl Placement {
             )
         })
     }
+
+    /// Meshable pages summed over the classes when merged sets may grow
+    /// ([`ClassPlacement::meshable_pages_merged`]).
+    pub fn meshable_pages_merged(&self) -> usize {
+        self.classes.iter().map(|c| c.meshable_pages_merged).sum()
+    }
 }
 
 impl core::fmt::Display for Placement {
@@ -74,11 +84,12 @@ impl core::fmt::Display for Placement {
         let (live, live_pages, resident, mesh) = self.totals();
         writeln!(
             f,
-            "small objects: {:.1} MiB live on {:.1} MiB of pages holding a live byte ({:.1} MiB resident); meshing could free {:.1} MiB",
+            "small objects: {:.1} MiB live on {:.1} MiB of pages holding a live byte ({:.1} MiB resident); meshing could free {:.1} MiB in pairs, {:.1} MiB merging sets",
             live as f64 / 1048576.0,
             mib(live_pages),
             mib(resident),
-            mib(mesh)
+            mib(mesh),
+            mib(self.meshable_pages_merged())
         )?;
         write!(
             f,
@@ -87,7 +98,7 @@ impl core::fmt::Display for Placement {
         for b in BUCKETS {
             write!(f, " {b:>6}")?;
         }
-        writeln!(f, "  meshable")?;
+        writeln!(f, "  meshable  merged")?;
         for (i, c) in self.classes.iter().enumerate().filter(|(_, c)| c.spans > 0) {
             write!(
                 f,
@@ -102,7 +113,7 @@ impl core::fmt::Display for Placement {
             for n in c.histogram {
                 write!(f, " {n:>6}")?;
             }
-            writeln!(f, " {:>9}", c.meshable_pages)?;
+            writeln!(f, " {:>9} {:>7}", c.meshable_pages, c.meshable_pages_merged)?;
         }
         Ok(())
     }
@@ -185,6 +196,8 @@ pub fn placement() -> Placement {
     let estimate: usize = CENTRAL.iter().map(|c| c.lock().spans).sum();
     let mut spans: Vec<*mut Span> = Vec::with_capacity(estimate + 64);
     let mut paired = vec![0u64; (estimate + 64).div_ceil(64)];
+    let mut sets: Vec<MergedSet> = Vec::with_capacity(estimate + 64);
+    let mut recent = vec![[usize::MAX; PROBES]; NUM_CLASSES];
     let lists: [_; NUM_CLASSES] = core::array::from_fn(|c| CENTRAL[c].lock());
     let heap = HEAP.lock();
     let view = heap.view();
@@ -276,7 +289,61 @@ pub fn placement() -> Placement {
             }
         }
     }
+    // Merged sets, class by class: each span joins the first of its class's
+    // last PROBES sets whose slots in use it misses, or opens a new set.
+    for &span in &spans {
+        // SAFETY: as above.
+        let s = unsafe { &*span };
+        let class = s.class as usize;
+        let used = used_bits(s);
+        let live = live_page_mask(s);
+        let ring = &mut recent[class];
+        let joined = ring
+            .iter()
+            .copied()
+            .filter(|&g| g != usize::MAX)
+            .find(|&g| sets[g].used.iter().zip(&used).all(|(x, y)| x & y == 0));
+        match joined {
+            Some(g) => {
+                let set = &mut sets[g];
+                for (x, y) in set.used.iter_mut().zip(&used) {
+                    *x |= y;
+                }
+                set.live |= live;
+                set.resident += resident(s);
+                set.members += 1;
+            }
+            None => {
+                ring.rotate_right(1);
+                ring[0] = sets.len();
+                sets.push(MergedSet {
+                    class,
+                    used,
+                    live,
+                    resident: resident(s),
+                    members: 1,
+                });
+            }
+        }
+    }
+    for set in sets.iter().filter(|set| set.members > 1) {
+        out.classes[set.class].meshable_pages_merged +=
+            set.resident.saturating_sub(set.live.count_ones() as usize);
+    }
     drop(heap);
     drop(lists);
     out
+}
+
+/// Spans of one class whose slots in use are disjoint, counted as if they
+/// shared one set of physical pages.
+struct MergedSet {
+    class: usize,
+    /// Slots in use in any member.
+    used: [u64; MAX_OBJECTS / 64],
+    /// Pages (bit per span page) holding a live byte in any member.
+    live: u64,
+    /// The members' resident pages.
+    resident: usize,
+    members: usize,
 }

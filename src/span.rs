@@ -128,23 +128,60 @@ impl Span {
     #[inline]
     pub fn pop(&mut self, size: usize, unreleased: &mut usize) -> *mut u8 {
         for w in 0..FREE_WORDS {
-            let word = self.free[w];
-            if word != 0 {
-                let bit = word.trailing_zeros() as usize;
-                self.free[w] = word & (word - 1);
-                self.used += 1;
-                let off = (w * 64 + bit) * size;
-                if self.released != 0 {
-                    let first = off >> PAGE_SHIFT;
-                    let last = (off + size - 1) >> PAGE_SHIFT;
-                    let mask = page_mask(first, last + 1);
-                    *unreleased += (self.released & mask).count_ones() as usize;
-                    self.released &= !mask;
-                }
-                return (self.start + off) as *mut u8;
+            if self.free[w] != 0 {
+                return self.take_in_word(w, self.free[w], size, unreleased);
             }
         }
         ptr::null_mut()
+    }
+
+    /// Takes the first free object at or after slot `from` (modulo the
+    /// capacity, wrapping to the start), or null when full. With `from`
+    /// random, the slots a program leaves in use are scattered across its
+    /// spans instead of repeating from span to span, which is what lets
+    /// two sparse spans' objects sit at disjoint offsets (meshing's
+    /// precondition; `HUGEGUARD_MESH`).
+    pub fn pop_from(&mut self, from: usize, size: usize, unreleased: &mut usize) -> *mut u8 {
+        if self.capacity == 0 {
+            return ptr::null_mut();
+        }
+        let from = from % self.capacity as usize;
+        let (w0, b0) = (from / 64, from % 64);
+        let above = self.free[w0] & (u64::MAX << b0);
+        if above != 0 {
+            return self.take_in_word(w0, above, size, unreleased);
+        }
+        for k in 1..=FREE_WORDS {
+            let w = (w0 + k) % FREE_WORDS;
+            if self.free[w] != 0 {
+                return self.take_in_word(w, self.free[w], size, unreleased);
+            }
+        }
+        ptr::null_mut()
+    }
+
+    /// Takes the lowest object of `candidates` (free bits of word `w`, not
+    /// zero) and hands it out.
+    #[inline]
+    fn take_in_word(
+        &mut self,
+        w: usize,
+        candidates: u64,
+        size: usize,
+        unreleased: &mut usize,
+    ) -> *mut u8 {
+        let bit = candidates.trailing_zeros() as usize;
+        self.free[w] &= !(1u64 << bit);
+        self.used += 1;
+        let off = (w * 64 + bit) * size;
+        if self.released != 0 {
+            let first = off >> PAGE_SHIFT;
+            let last = (off + size - 1) >> PAGE_SHIFT;
+            let mask = page_mask(first, last + 1);
+            *unreleased += (self.released & mask).count_ones() as usize;
+            self.released &= !mask;
+        }
+        (self.start + off) as *mut u8
     }
 
     /// Index of the object at `addr`, if `addr` is an object start of this span.
@@ -340,6 +377,32 @@ mod tests {
         }
         assert_eq!((span.released, unreleased), (0, 1));
         assert_eq!(span.used, 5);
+    }
+
+    #[test]
+    fn pop_from_takes_the_first_free_slot_from_a_start_wrapping_around() {
+        let mut span = records(1).pop().unwrap();
+        let start = 0x10_0000;
+        span.init(start, 1);
+        span.init_objects(1, 200); // 200 objects of 16 bytes, four words
+        let mut unreleased = 0;
+        let slot = |p: *mut u8| (p as usize - start) / 16;
+        assert_eq!(slot(span.pop_from(70, 16, &mut unreleased)), 70);
+        assert_eq!(slot(span.pop_from(70, 16, &mut unreleased)), 71);
+        // Starts beyond the capacity wrap.
+        assert_eq!(slot(span.pop_from(200 + 5, 16, &mut unreleased)), 5);
+        // Take everything from 150 up: the next start there wraps to 0.
+        for i in 150..200 {
+            assert_eq!(slot(span.pop_from(150, 16, &mut unreleased)), i);
+        }
+        assert_eq!(slot(span.pop_from(199, 16, &mut unreleased)), 0);
+        while span.has_free() {
+            assert!(!span.pop_from(123, 16, &mut unreleased).is_null());
+        }
+        assert_eq!(span.used, 200);
+        assert!(span.pop_from(0, 16, &mut unreleased).is_null());
+        span.push(42);
+        assert_eq!(slot(span.pop_from(199, 16, &mut unreleased)), 42);
     }
 
     #[test]

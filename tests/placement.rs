@@ -50,3 +50,69 @@ fn a_sparse_class_shows_its_floor_and_meshable_spans() {
         .enumerate()
         .all(|(i, b)| b[0] == ((i * 63) % 251) as u8));
 }
+
+/// Runs `child_regular_records` in a child process with `HUGEGUARD_MESH`
+/// set to `mesh`; returns (pages holding a live byte, meshable pages in
+/// pairs, meshable pages merging sets) of the class of 64-byte objects.
+fn regular_records_under(mesh: &str) -> (usize, usize, usize) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_regular_records",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HUGEGUARD_MESH", mesh)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "child failed:\n{text}");
+    let line = text
+        .lines()
+        .find_map(|l| l.split("FLOOR ").nth(1))
+        .unwrap_or_else(|| panic!("no FLOOR line:\n{text}"));
+    let v: Vec<usize> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1], v[2])
+}
+
+#[test]
+fn mesh_mode_scatters_the_survivors_of_regular_records_so_spans_could_mesh() {
+    let (live_off, pairs_off, merged_off) = regular_records_under("off");
+    let (live_on, pairs_on, merged_on) = regular_records_under("on");
+    println!("off: {live_off} {pairs_off} {merged_off}; on: {live_on} {pairs_on} {merged_on}");
+    // Handed out in address order, every record's objects take the same
+    // slots span after span, and so do the survivors: nothing pairs.
+    assert!(pairs_off * 20 < live_off, "off: {pairs_off} of {live_off}");
+    // Random slots leave the survivors at scattered offsets: most spans
+    // pair, and merged sets free most pages.
+    assert!(pairs_on * 3 > live_on, "on: {pairs_on} of {live_on}");
+    assert!(merged_on * 3 > live_on * 2, "on: {merged_on} of {live_on}");
+    assert!(merged_on >= pairs_on);
+}
+
+#[test]
+#[ignore = "run by mesh_mode_scatters_the_survivors_of_regular_records_so_spans_could_mesh"]
+fn child_regular_records() {
+    // Records of two 64-byte objects made in the same order; 1 in 32 kept.
+    type Record = (Box<[u8; 64]>, Box<[u8; 64]>);
+    let batch: Vec<Record> = (0..40_000)
+        .map(|i| (Box::new([i as u8; 64]), Box::new([!(i as u8); 64])))
+        .collect();
+    let kept: Vec<_> = batch.into_iter().step_by(32).collect();
+    hugeguard::release_now();
+    let p = hugeguard::placement();
+    let c = p
+        .classes
+        .iter()
+        .find(|c| c.object_size == 64)
+        .expect("a class of 64-byte objects");
+    println!(
+        "FLOOR {} {} {}",
+        c.live_pages, c.meshable_pages, c.meshable_pages_merged
+    );
+    assert!(kept
+        .iter()
+        .enumerate()
+        .all(|(i, (a, b))| a[63] == (i * 32) as u8 && b[0] == !((i * 32) as u8)));
+}
