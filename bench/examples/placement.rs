@@ -1,67 +1,100 @@
-//! The placement floor of issue 15, measured: 2 M records of five small
-//! objects each (a struct, its name, its tag vector, its payload, its key),
-//! 1 record in 64 kept, then `release_now()`, then `hugeguard::placement()`
-//! and the RSS.
+//! The placement floor of issue 15, measured in one run against glibc +
+//! `malloc_trim(0)`: the records scenario (`hugeguard_bench::records`: 2 M
+//! records of five small objects each, 1 in 64 kept, then idle) in three
+//! child processes: the System worker with `malloc_trim(0)`, and this
+//! program under hugeguard with `HUGEGUARD_MESH=off` and `=on` (random
+//! slots). Each reports its RSS after the idle wait and after the
+//! simulated khugepaged; the hugeguard children also report
+//! `hugeguard::placement()`: the pages holding a live byte and what
+//! meshing could free.
 //!
-//! `cargo run --release -p hugeguard-bench --example placement [-- RECORDS]`
+//! `cargo build --release -p hugeguard-bench --examples && cargo run --release -p hugeguard-bench --example placement`
+//! (`-- --child` runs one hugeguard child and prints its placement table.)
+
+use hugeguard_bench::records;
+use std::process::Command;
 
 #[global_allocator]
 static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
 
-#[allow(dead_code)] // the fields are there to be allocated and kept
-struct Record {
-    id: u64,
-    name: String,
-    tags: Vec<u32>,
-    payload: Box<[u8]>,
-    key: Box<u64>,
+fn child() {
+    let (kept, peak) = records::build_and_keep(2_000_000);
+    let result = records::idle_then_collapse(false);
+    // Counted after the simulation, so the thread caches are empty.
+    hugeguard::release_now();
+    let p = hugeguard::placement();
+    let (live, live_pages, _, pairs) = p.totals();
+    println!(
+        "RESULT peak={peak} {result} live={live} live_pages={} pairs={} merged={}",
+        live_pages * 4096,
+        pairs * 4096,
+        p.meshable_pages_merged() * 4096
+    );
+    println!("{p}");
+    assert!(records::kept_intact(&kept));
 }
 
-fn rss_mb() -> f64 {
-    hugeguard_bench::batch::rss_of(std::process::id()) as f64 / 1e6
+fn field(line: &str, key: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(f64::NAN, |v| v / 1e6)
+}
+
+fn run(mut cmd: Command) -> String {
+    let out = cmd.output().expect("spawn a child");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "child failed:\n{text}");
+    text.lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT:\n{text}"))
+        .to_string()
 }
 
 fn main() {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000_000);
-    let mut s = 0x9e3779b97f4a7c15u64;
-    let mut rng = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let records: Vec<Box<Record>> = (0..n)
-        .map(|id| {
-            let r = rng();
-            Box::new(Record {
-                id,
-                name: format!("record-{id}-{}", r % 1000),
-                tags: (0..1 + r % 6).map(|t| t as u32).collect(),
-                payload: vec![r as u8; 24 + (r >> 8) as usize % 100].into_boxed_slice(),
-                key: Box::new(r),
-            })
-        })
-        .collect();
-    let peak = rss_mb();
-    let kept: Vec<Box<Record>> = records.into_iter().filter(|r| r.id % 64 == 0).collect();
-    hugeguard::release_now();
-    let p = hugeguard::placement();
-    let (live, live_pages, resident, mesh) = p.totals();
-    println!(
-        "{n} records, {} kept; peak RSS {peak:.0} MB; RSS after release_now {:.1} MB",
-        kept.len(),
-        rss_mb()
-    );
-    println!(
-        "RESULT live_small_mb={:.1} pages_with_live_mb={:.1} resident_small_mb={:.1} meshable_mb={:.1}",
-        live as f64 / 1e6,
-        (live_pages * 4096) as f64 / 1e6,
-        (resident * 4096) as f64 / 1e6,
-        (mesh * 4096) as f64 / 1e6
-    );
-    println!("{p}");
-    assert!(kept.iter().all(|r| r.id % 64 == 0 && !r.name.is_empty()));
+    if std::env::args().any(|a| a == "--child") {
+        child();
+        return;
+    }
+    let me = std::env::current_exe().unwrap();
+    let mut glibc = Command::new(me.with_file_name("suite_worker_system"));
+    glibc.arg("records-trim");
+    let rows = [
+        ("glibc + malloc_trim(0)", glibc),
+        ("hugeguard", {
+            let mut c = Command::new(&me);
+            c.arg("--child").env("HUGEGUARD_MESH", "off");
+            c
+        }),
+        (
+            "hugeguard, HUGEGUARD_MESH=on (random slots; no meshing yet)",
+            {
+                let mut c = Command::new(&me);
+                c.arg("--child").env("HUGEGUARD_MESH", "on");
+                c
+            },
+        ),
+    ];
+    println!("| allocator | peak RSS | RSS after idle | after simulated khugepaged | pages holding a live byte | meshing could free: pairs | merged sets |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, cmd) in rows {
+        let r = run(cmd);
+        let mb = |k: &str| {
+            let v = field(&r, k);
+            if v.is_nan() {
+                "".to_string()
+            } else {
+                format!("{v:.1} MB")
+            }
+        };
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            mb("peak"),
+            mb("idle"),
+            mb("after"),
+            mb("live_pages"),
+            mb("pairs"),
+            mb("merged")
+        );
+    }
 }

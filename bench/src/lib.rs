@@ -7,6 +7,7 @@
 //!   the idle worker pool, and the in-process khugepaged simulator.
 //! * [`workloads`]: the suite's workloads, run by one worker binary per
 //!   allocator (`examples/suite_worker_*.rs`).
+//! * [`records`]: the records scenario of the placement floor (issue 15).
 //! * [`svg`]: a line chart of RSS over time.
 //! * [`service`]: a real HTTP service (tokio, axum) and its load generator,
 //!   for `examples/service/` (which also holds the global allocator chosen
@@ -18,6 +19,7 @@
 //! `--example churn`; `cargo bench -p hugeguard-bench --bench alloc`.
 
 pub mod batch;
+pub mod records;
 pub mod service;
 pub mod svg;
 pub mod sysfs;

@@ -445,6 +445,14 @@ pub fn main(global: &'static dyn std::alloc::GlobalAlloc) {
         batch::run_workers(arg(2, 8), arg(3, 1024) << 20, false);
         return;
     }
+    if name == "records" || name == "records-trim" {
+        // Issue 15's records scenario (`records`), for the placement floor.
+        let (kept, peak) = crate::records::build_and_keep(2_000_000);
+        let result = crate::records::idle_then_collapse(name == "records-trim");
+        assert!(crate::records::kept_intact(&kept));
+        println!("RESULT peak={peak} {result}");
+        return;
+    }
     let start = Instant::now();
     let ops = match name.as_str() {
         "larson" => larson(),

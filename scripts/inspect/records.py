@@ -1,7 +1,8 @@
 # Build 1.5 M dict records, keep 1 in 64, drop the rest; optionally
-# malloc_trim(0); wait SECONDS; tell the inspector we are idle; sleep.
-# With `placement` (under the hugeguard library): print the placement
-# floor (hugeguard_print_placement) and exit.
+# malloc_trim(0); wait SECONDS; with `placement` (under the hugeguard
+# library) print the placement floor (hugeguard_print_placement, to
+# stderr); tell the inspector we are idle; sleep. Without an inspector,
+# `placement` exits after printing.
 import ctypes, os, signal, sys, time
 trim = "trim" in sys.argv[1:]
 wait = float(sys.argv[-1]) if sys.argv[-1].replace('.', '').isdigit() else 0
@@ -11,12 +12,13 @@ kept = {k: v for k, v in recs.items() if k % 64 == 0}
 del recs
 if trim:
     ctypes.CDLL("libc.so.6").malloc_trim(0)
-if "placement" in sys.argv[1:]:
-    # Under libhugeguard_preload.so: print the placement floor and stop.
-    ctypes.CDLL(None).hugeguard_print_placement()
-    print("kept", len(kept), flush=True)
-    sys.exit(0)
 time.sleep(wait)
+if "placement" in sys.argv[1:]:
+    # Under libhugeguard_preload.so: print the placement floor.
+    ctypes.CDLL(None).hugeguard_print_placement()
+    if "HUGEGUARD_INSPECT_PID" not in os.environ:
+        print("kept", len(kept), flush=True)
+        sys.exit(0)
 if "HUGEGUARD_INSPECT_PID" in os.environ:
     os.kill(int(os.environ["HUGEGUARD_INSPECT_PID"]), signal.SIGUSR1)
 print("READY", flush=True)

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""The placement floor's python scenario (issue 15), in one run.
+
+python3 with PYTHONMALLOC=malloc builds 1.5 M dict records, keeps 1 in 64
+(scripts/inspect/records.py), then idles. Three allocators: glibc with
+malloc_trim(0), hugeguard, and hugeguard with HUGEGUARD_MESH=on (random
+slots). For each: RSS after the idle wait and after simulated khugepaged
+(hugeguard-inspect run --always: process_madvise(MADV_COLLAPSE) on every
+range khugepaged could collapse with THP enabled=always; needs root), and
+for hugeguard the placement floor (hugeguard_print_placement) after the
+idle wait, in the same process. PYTHONHASHSEED=0 in every run.
+
+Build first: cargo build --release --workspace
+Run as root from the repository root: python3 scripts/placement/python_floor.py
+"""
+import json, os, re, subprocess, sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+INSPECT = os.path.join(ROOT, "target/release/hugeguard-inspect")
+SCRIPT = os.path.join(ROOT, "scripts/inspect/records.py")
+
+
+def run(allocator, mesh, trim):
+    """RSS after idle, after the simulated khugepaged, and for hugeguard the
+    placement floor (pages holding a live byte, meshable in pairs, merging
+    sets), all from one run of the program."""
+    env = dict(os.environ, PYTHONMALLOC="malloc", PYTHONHASHSEED="0", HUGEGUARD_MESH=mesh)
+    args = [INSPECT, "run", "--allocator", allocator, "--always", "--json", "--",
+            sys.executable, SCRIPT] + (["trim"] if trim else ["placement"]) + ["6"]
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    d = json.loads(out.stdout[out.stdout.index("{"):])
+    floor = [None] * 3
+    m = re.search(r"live on ([\d.]+) MiB of pages holding a live byte .*could free "
+                  r"([\d.]+) MiB in pairs, ([\d.]+) MiB merging sets", out.stderr)
+    if m:
+        floor = [float(x) * 1048576 for x in m.groups()]
+    return [d["rss_bytes"], d.get("rss_after_simulation_bytes")] + floor
+
+
+def mb(v):
+    return "" if v is None else "%.1f MB" % (v / 1e6)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("python_floor.py: needs root (the simulated khugepaged acts on another process)")
+    print("| allocator | RSS after idle | after simulated khugepaged (THP always) "
+          "| pages holding a live byte | meshing could free: pairs | merged sets |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rows = [("glibc + malloc_trim(0)", "system", "off", True),
+            ("hugeguard", "hugeguard", "off", False),
+            ("hugeguard, HUGEGUARD_MESH=on (random slots; no meshing yet)", "hugeguard", "on", False)]
+    for name, alloc, mesh, trim in rows:
+        print("| %s | %s |" % (name, " | ".join(map(mb, run(alloc, mesh, trim)))), flush=True)
+
+
+main()
