@@ -12,7 +12,8 @@ Each round runs every workload once with A and once with B, alternating which
 goes first (ABBA), each in its own process. Prints, per workload, the median
 time of each build, the ratio B/A of the medians, and the spread of the
 per-round ratios (min..max). Workload names are the suite's
-(`bench/src/workloads.rs`).
+(`bench/src/workloads.rs`). `--env-b HUGEGUARD_MESH=on` with the same binary
+twice compares a setting instead of two builds.
 """
 
 import argparse
@@ -24,10 +25,11 @@ DEFAULT = ["sweep-1t", "sweep-2t", "xmalloc", "larson", "mstress", "realloc",
            "cache-scratch", "index"]
 
 
-def run(binary, workload, scale):
+def run(binary, workload, scale, extra_env):
+    env = {"SUITE_SCALE": str(scale), "PATH": "/usr/bin:/bin"}
+    env.update(kv.split("=", 1) for kv in extra_env)
     out = subprocess.run([binary, workload], capture_output=True, text=True,
-                         env={"SUITE_SCALE": str(scale), "PATH": "/usr/bin:/bin"},
-                         check=True).stdout
+                         env=env, check=True).stdout
     for line in out.splitlines():
         if line.startswith("RESULT"):
             kv = dict(f.split("=", 1) for f in line.split()[1:])
@@ -43,15 +45,21 @@ def main():
     ap.add_argument("workloads", nargs="*", default=DEFAULT)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--env-a", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment for A only (repeatable)")
+    ap.add_argument("--env-b", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment for B only (repeatable)")
     args = ap.parse_intermixed_args()
     times = {w: ([], []) for w in args.workloads}
     for r in range(args.runs):
         for w in args.workloads:
             order = (0, 1) if r % 2 == 0 else (1, 0)
             for i in order:
-                times[w][i].append(run((args.a, args.b)[i], w, args.scale))
+                times[w][i].append(run((args.a, args.b)[i], w, args.scale,
+                                       (args.env_a, args.env_b)[i]))
         print(f"round {r + 1}/{args.runs} done", file=sys.stderr)
-    print(f"{args.runs} rounds, ABBA order; A = {args.a}, B = {args.b}\n")
+    print(f"{args.runs} rounds, ABBA order; A = {args.a} {' '.join(args.env_a)}, "
+          f"B = {args.b} {' '.join(args.env_b)}\n")
     print("| workload | A median (s) | B median (s) | B/A | per-round B/A |")
     print("|---|---:|---:|---:|---|")
     ratios = []
