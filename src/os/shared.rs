@@ -275,6 +275,22 @@ mod tests {
     }
 
     #[test]
+    fn all_faults_need_root_or_the_sysctl_and_are_refused_with_eperm() {
+        let mut buf = [0u8; 8];
+        let sysctl =
+            super::super::linux::read_file(c"/proc/sys/vm/unprivileged_userfaultfd", &mut buf)
+                .is_some_and(|n| buf[..n].starts_with(b"1"));
+        // SAFETY: no arguments.
+        let root = unsafe { libc::geteuid() } == 0;
+        match WriteGuard::open(Faults::All) {
+            Ok(_) => assert!(root || sysctl, "opened without the privilege"),
+            // Without root a capability may still be missing or present;
+            // with root, only a kernel without userfaultfd refuses.
+            Err(e) => assert!(!root && e == libc::EPERM, "errno {e} (root: {root})"),
+        }
+    }
+
+    #[test]
     fn a_writer_to_a_protected_page_waits_until_the_protection_is_lifted() {
         // User-mode faults only: what any process may open.
         let guard = WriteGuard::open(Faults::UserMode).expect("userfaultfd");
