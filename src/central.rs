@@ -87,6 +87,9 @@ pub struct CentralList {
     pub objects_out: usize,
     /// State of the slot picker in mesh mode (xorshift; never zero).
     slot_rng: u64,
+    /// Random slots whatever the configuration says (private heaps of the
+    /// tests and the `heap` fuzz driver).
+    pub(crate) random_slots: bool,
 }
 
 // SAFETY: the raw pointers are owned by the list and only reached under its lock.
@@ -116,6 +119,7 @@ impl CentralList {
             last_give: 0,
             objects_out: 0,
             slot_rng: 0x9e37_79b9_7f4a_7c15,
+            random_slots: false,
         }
     }
 
@@ -132,7 +136,7 @@ impl CentralList {
         }
         let size = CLASS_SIZE[class] as usize;
         let links = Links::get();
-        let random_slots = crate::config::get().mesh;
+        let random_slots = self.random_slots || crate::config::get().mesh;
         let mut head: *mut FreeObject = ptr::null_mut();
         let mut count = 0;
         let mut unreleased = 0;
@@ -538,6 +542,32 @@ mod tests {
             head,
             count: objs.len(),
         }
+    }
+
+    #[test]
+    fn random_slots_fill_whole_spans_with_distinct_objects_out_of_order() {
+        let src = TestHeap::test();
+        let class = class_of_small(64).index();
+        let mut list = CentralList::new();
+        list.random_slots = true;
+        // Three spans' worth, in odd batch sizes (no parking on the way).
+        let per_span = CLASS_PAGES[class] as usize * PAGE_SIZE / 64;
+        let mut objs = Vec::new();
+        while objs.len() < 3 * per_span {
+            objs.extend(objects(&list.take(&src, class, 7)));
+        }
+        let distinct: HashSet<_> = objs.iter().collect();
+        assert_eq!(distinct.len(), objs.len());
+        assert_eq!(list.check(class), Ok(objs.len()));
+        // Not handed out in address order within the first span.
+        let first: Vec<usize> = objs[..per_span].iter().map(|&o| o as usize).collect();
+        assert!(first.windows(2).any(|w| w[1] < w[0]), "address order");
+        let span = src.span_of(first[0]);
+        // SAFETY: a live span of the test heap.
+        assert!(!unsafe { &*span }.has_free(), "the first span is full");
+        // SAFETY: the objects were taken above and are not used.
+        unsafe { list.give(&src, class, batch_of(&objs)) };
+        assert_eq!(list.objects_out, 0);
     }
 
     #[test]

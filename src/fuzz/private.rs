@@ -5,7 +5,8 @@
 //! from the central lists directly, one or a batch at a time, large blocks
 //! are page runs, and release passes run on a fake clock with pages really
 //! dropped (`FakeOs::dontneed_zeroes`): a release under a live object shows
-//! as lost contents.
+//! as lost contents. Half the inputs (by their first byte) hand objects
+//! out from random slots, as mesh mode does.
 //!
 //! Checked after every operation: the page heap's invariants and the touched
 //! class's central list; at the end, and after every release pass, every
@@ -55,12 +56,20 @@ pub fn heap(data: &[u8]) {
     os.backed = true;
     os.dontneed_zeroes = true;
     let src = FakeHeap::new(os, 64);
+    let first = input.u8().unwrap_or(0);
     src.heap.lock().set_policy(Policy {
-        must_mark: input.u8().unwrap_or(0) % 4 != 0,
+        must_mark: first % 4 != 0,
         go_legacy: false,
         regain: true,
     });
-    let mut lists: Vec<CentralList> = (0..NUM_CLASSES).map(|_| CentralList::new()).collect();
+    // Half the inputs hand objects out from random slots (mesh mode's).
+    let mut lists: Vec<CentralList> = (0..NUM_CLASSES)
+        .map(|_| {
+            let mut list = CentralList::new();
+            list.random_slots = first & 4 != 0;
+            list
+        })
+        .collect();
     let mut live: Vec<Obj> = Vec::new();
     let mut tag = 0u8;
     let links = Links::get();
