@@ -37,13 +37,18 @@ fn a_sparse_class_shows_its_floor_and_meshable_spans() {
     );
     assert!(c.resident_pages >= c.live_pages, "{c:?}");
     // Spans with one survivor each at different slots pair up.
-    assert!(c.meshable_pages > 0, "{c:?}");
-    let (live_bytes, live_pages, resident, mesh) = p.totals();
+    assert!(c.pairs.pages > 0 && c.pairs.vmas > 0, "{c:?}");
+    // Merging sets frees at least what pairing does; a mesh costs mappings.
+    assert!(c.merged.pages >= c.pairs.pages, "{c:?}");
+    let (live_bytes, live_pages, resident) = p.totals();
+    let [pairs, merged, runs] = p.mesh_totals();
     assert!(
         live_bytes >= kept.len() * 1000
             && live_pages >= c.live_pages
             && resident >= live_pages
-            && mesh >= c.meshable_pages
+            && pairs.pages >= c.pairs.pages
+            && merged.pages >= c.merged.pages
+            && runs.pages >= c.runs.pages
     );
     assert!(kept
         .iter()
@@ -109,7 +114,7 @@ fn child_regular_records() {
         .expect("a class of 64-byte objects");
     println!(
         "FLOOR {} {} {}",
-        c.live_pages, c.meshable_pages, c.meshable_pages_merged
+        c.live_pages, c.pairs.pages, c.merged.pages
     );
     assert!(kept
         .iter()

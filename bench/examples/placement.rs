@@ -5,8 +5,9 @@
 //! program under hugeguard with `HUGEGUARD_MESH=off` and `=on` (random
 //! slots). Each reports its RSS after the idle wait and after the
 //! simulated khugepaged; the hugeguard children also report
-//! `hugeguard::placement()`: the pages holding a live byte and what
-//! meshing could free.
+//! `hugeguard::placement()`: the pages holding a live byte, and what
+//! meshing could free and the mappings it would add (pairs, merged sets,
+//! merged runs of up to 16 neighbouring spans).
 //!
 //! `cargo build --release -p hugeguard-bench --examples && cargo run --release -p hugeguard-bench --example placement`
 //! (`-- --child` runs one hugeguard child and prints its placement table.)
@@ -23,12 +24,18 @@ fn child() {
     // Counted after the simulation, so the thread caches are empty.
     hugeguard::release_now();
     let p = hugeguard::placement();
-    let (live, live_pages, _, pairs) = p.totals();
+    let (live, live_pages, _) = p.totals();
+    let [pairs, merged, runs] = p.mesh_totals();
     println!(
-        "RESULT peak={peak} {result} live={live} live_pages={} pairs={} merged={}",
+        "RESULT peak={peak} {result} live={live} live_pages={} pairs={} merged={} runs={} \
+         pairs_vmas={} merged_vmas={} runs_vmas={}",
         live_pages * 4096,
-        pairs * 4096,
-        p.meshable_pages_merged() * 4096
+        pairs.pages * 4096,
+        merged.pages * 4096,
+        runs.pages * 4096,
+        pairs.vmas,
+        merged.vmas,
+        runs.vmas
     );
     println!("{p}");
     assert!(records::kept_intact(&kept));
@@ -75,8 +82,8 @@ fn main() {
             },
         ),
     ];
-    println!("| allocator | peak RSS | RSS after idle | after simulated khugepaged | pages holding a live byte | meshing could free: pairs | merged sets |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| allocator | peak RSS | RSS after idle | after simulated khugepaged | pages holding a live byte | meshing could free (mappings added): pairs | merged sets | merged runs of 16 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (name, cmd) in rows {
         let r = run(cmd);
         let mb = |k: &str| {
@@ -87,14 +94,23 @@ fn main() {
                 format!("{v:.1} MB")
             }
         };
+        let with_vmas = |k: &str| {
+            let vmas = field(&r, &format!("{k}_vmas")) * 1e6;
+            if vmas.is_nan() {
+                String::new()
+            } else {
+                format!("{} ({vmas:.0})", mb(k))
+            }
+        };
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
             mb("peak"),
             mb("idle"),
             mb("after"),
             mb("live_pages"),
-            mb("pairs"),
-            mb("merged")
+            with_vmas("pairs"),
+            with_vmas("merged"),
+            with_vmas("runs")
         );
     }
 }

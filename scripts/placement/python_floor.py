@@ -25,16 +25,23 @@ def run(allocator, mesh, trim):
     placement floor (pages holding a live byte, meshable in pairs, merging
     sets), all from one run of the program."""
     env = dict(os.environ, PYTHONMALLOC="malloc", PYTHONHASHSEED="0", HUGEGUARD_MESH=mesh)
-    args = [INSPECT, "run", "--allocator", allocator, "--always", "--json", "--",
+    # Idle is when the program says so (SIGUSR1 after its wait), not after
+    # two quiet seconds, which come before its 6 s wait ends.
+    args = [INSPECT, "run", "--allocator", allocator, "--always", "--json", "--quiet", "60", "--",
             sys.executable, SCRIPT] + (["trim"] if trim else ["placement"]) + ["6"]
     out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
     d = json.loads(out.stdout[out.stdout.index("{"):])
-    floor = [None] * 3
+    cells = [mb(d["rss_bytes"]), mb(d.get("rss_after_simulation_bytes"))]
     m = re.search(r"live on ([\d.]+) MiB of pages holding a live byte .*could free "
-                  r"([\d.]+) MiB in pairs, ([\d.]+) MiB merging sets", out.stderr)
+                  r"([\d.]+) MiB in pairs, ([\d.]+) MiB merging sets, ([\d.]+) MiB merging runs "
+                  r"\(adding (\d+), (\d+) and (\d+) mappings\)", out.stderr)
     if m:
-        floor = [float(x) * 1048576 for x in m.groups()]
-    return [d["rss_bytes"], d.get("rss_after_simulation_bytes")] + floor
+        g = m.groups()
+        mib = lambda x: mb(float(x) * 1048576)
+        cells += [mib(g[0])] + ["%s (%s)" % (mib(g[i]), g[i + 3]) for i in (1, 2, 3)]
+    else:
+        cells += [""] * 4
+    return cells
 
 
 def mb(v):
@@ -45,13 +52,14 @@ def main():
     if os.geteuid() != 0:
         sys.exit("python_floor.py: needs root (the simulated khugepaged acts on another process)")
     print("| allocator | RSS after idle | after simulated khugepaged (THP always) "
-          "| pages holding a live byte | meshing could free: pairs | merged sets |")
-    print("|---|---:|---:|---:|---:|---:|")
+          "| pages holding a live byte | meshing could free (mappings added): pairs | merged sets "
+          "| merged runs of 16 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     rows = [("glibc + malloc_trim(0)", "system", "off", True),
             ("hugeguard", "hugeguard", "off", False),
             ("hugeguard, HUGEGUARD_MESH=on (random slots; no meshing yet)", "hugeguard", "on", False)]
     for name, alloc, mesh, trim in rows:
-        print("| %s | %s |" % (name, " | ".join(map(mb, run(alloc, mesh, trim)))), flush=True)
+        print("| %s | %s |" % (name, " | ".join(run(alloc, mesh, trim))), flush=True)
 
 
 main()
