@@ -223,6 +223,7 @@ pub fn ops(data: &[u8]) {
     let mut live: BTreeMap<usize, usize> = BTreeMap::new();
     let mut live_bytes = 0usize;
     let mut zeroed_large = false;
+    let mut zeroed_small = 0usize;
     let mut tag = 0u8;
     let overlaps = |live: &BTreeMap<usize, usize>, b: &Block| {
         let (s, l) = (b.ptr as usize, b.layout.size());
@@ -239,11 +240,19 @@ pub fn ops(data: &[u8]) {
                 if live_bytes + size > LIVE_CAP {
                     continue;
                 }
-                // One large zeroed block per input: clearing a reused run
-                // of megabytes is a memset, and inputs the fuzzer grew to
-                // hold many spent nearly all of their time there.
+                // Zeroing is a memset of the whole block when its memory
+                // was used before, and inputs the fuzzer grew to zero many
+                // blocks spent most of their time there: per input, one
+                // large zeroed block and 256 KiB of smaller ones.
                 let zeroed = op % 5 == 1
-                    && (size <= 64 * 1024 || !core::mem::replace(&mut zeroed_large, true));
+                    && if size <= 64 * 1024 {
+                        zeroed_small + size <= 256 * 1024 && {
+                            zeroed_small += size;
+                            true
+                        }
+                    } else {
+                        !core::mem::replace(&mut zeroed_large, true)
+                    };
                 if let Some(b) = new_block(size, align, zeroed, tag) {
                     assert!(!overlaps(&live, &b), "overlap");
                     touched(b.ptr, b.layout);
