@@ -91,6 +91,7 @@ pub fn ensure_heap() -> bool {
                 go_legacy: cfg.mode == Mode::GoLegacy,
                 regain: cfg.regain_huge_pages(),
             });
+            heap.set_class_homes(cfg.mesh);
             if !heap.init(DEFAULT_RESERVE, MIN_RESERVE) {
                 return false;
             }

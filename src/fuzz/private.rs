@@ -5,8 +5,8 @@
 //! from the central lists directly, one or a batch at a time, large blocks
 //! are page runs, and release passes run on a fake clock with pages really
 //! dropped (`FakeOs::dontneed_zeroes`): a release under a live object shows
-//! as lost contents. Half the inputs (by their first byte) hand objects
-//! out from random slots, as mesh mode does.
+//! as lost contents. Half the inputs (by their first byte) lay the heap
+//! out as mesh mode does (random slots, class homes).
 //!
 //! Checked after every operation: the page heap's invariants and the touched
 //! class's central list; at the end, and after every release pass, every
@@ -62,7 +62,9 @@ pub fn heap(data: &[u8]) {
         go_legacy: false,
         regain: true,
     });
-    // Half the inputs hand objects out from random slots (mesh mode's).
+    // Half the inputs lay the heap out as mesh mode does: random slots,
+    // each class's spans in huge pages of their own.
+    src.heap.lock().set_class_homes(first & 4 != 0);
     let mut lists: Vec<CentralList> = (0..NUM_CLASSES)
         .map(|_| {
             let mut list = CentralList::new();

@@ -90,6 +90,9 @@ pub struct HugePageMeta {
     /// Filler bucket links.
     pub next: u32,
     pub prev: u32,
+    /// In mesh mode, the size class this filler huge page was taken for
+    /// as its home (0: none; `u8::MAX`: large objects' runs).
+    pub home: u8,
 }
 
 /// The owning span of each page of one huge page: every page of a
@@ -270,5 +273,6 @@ impl HugePageMeta {
         self.kind = HugeKind::Filler;
         self.next = NIL;
         self.prev = NIL;
+        self.home = 0;
     }
 }

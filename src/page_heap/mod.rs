@@ -13,8 +13,9 @@
 
 use crate::huge::filler::Filler;
 use crate::huge::set::HugeSet;
-use crate::huge::{page_tag, HugeKind, HugePageMeta, MetaTable, PageMap, PageSpans, PageTags};
+use crate::huge::{page_tag, HugeKind, HugePageMeta, MetaTable, PageMap, PageSpans, PageTags, NIL};
 use crate::os::Os;
+use crate::size_class::NUM_CLASSES;
 use crate::span::Span;
 use crate::span_pool::{SpanPool, SPAN_CHUNK};
 use crate::units::{HUGE_SHIFT, HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT, PAGE_SIZE};
@@ -187,7 +188,16 @@ pub struct PageHeap<O: Os> {
     stats: HeapStats,
     /// How releases and reuse advise the kernel.
     policy: Policy,
+    /// Mesh mode: each size class's spans go to huge pages of their own,
+    /// next to each other (see [`PageHeap::set_class_homes`]).
+    class_homes: bool,
+    /// Each class's current home huge page (`NIL`: none yet); index 0
+    /// for large objects' runs.
+    homes: [u32; NUM_CLASSES],
 }
+
+/// [`HugePageMeta::home`] of a home of large objects' runs.
+const LARGE_HOME: u8 = u8::MAX;
 
 impl<O: Os> PageHeap<O> {
     pub const fn new(os: O) -> Self {
@@ -203,6 +213,8 @@ impl<O: Os> PageHeap<O> {
             pool: SpanPool::new(),
             stats: HeapStats::ZERO,
             policy: Policy::AWARE,
+            class_homes: false,
+            homes: [NIL; NUM_CLASSES],
         }
     }
 
@@ -234,6 +246,21 @@ impl<O: Os> PageHeap<O> {
     /// used; the process heap takes it from the configuration at start-up).
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
+    }
+
+    /// Mesh mode's layout (before the heap is used): each size class's
+    /// spans are carved from a huge page of their own, its *home*, one
+    /// after the other, and a full home is followed by a wholly free huge
+    /// page (or the fullest one with room if that happens to be a home of
+    /// the same class); large objects' runs below a huge page have homes of
+    /// their own too. So a class's spans are neighbours, and meshing can
+    /// map whole runs of them at once instead of one span per mapping
+    /// (`docs/MESH.md`: one mapping per span would exceed
+    /// `vm.max_map_count`). Holes left in old homes are reused by large
+    /// objects and by the class only when a home fills; that is the layout's
+    /// memory cost, measured in `docs/MESH.md`.
+    pub fn set_class_homes(&mut self, on: bool) {
+        self.class_homes = on;
     }
 
     /// Pages released inside spans were handed out again (their objects
@@ -380,6 +407,40 @@ impl<O: Os> PageHeap<O> {
         if let Some(idx) = self.filler.find(need) {
             return Some(idx);
         }
+        self.fresh_filler_huge_page()
+    }
+
+    /// The home huge page of small-object class `class` with a free run of
+    /// `need` pages, taking a new home when the current one is full (see
+    /// [`PageHeap::set_class_homes`]).
+    fn home_huge_page(&mut self, class: u8, need: usize) -> Option<u32> {
+        // Runs for large objects have homes of their own too (`homes[0]`),
+        // so they do not cut a class's run of spans in two.
+        let mark = if class == 0 { LARGE_HOME } else { class };
+        let has_room = |heap: &Self, idx: u32| {
+            (idx as usize) < heap.top && {
+                // SAFETY: `idx < top`; we hold the heap lock.
+                let m = unsafe { heap.metas.get(idx as usize) };
+                m.kind == HugeKind::Filler && m.home == mark && m.longest_free as usize >= need
+            }
+        };
+        let current = self.homes[class as usize];
+        if current != NIL && has_room(self, current) {
+            return Some(current);
+        }
+        let idx = match self.filler.find(need) {
+            Some(idx) if has_room(self, idx) => idx,
+            _ => self.fresh_filler_huge_page()?,
+        };
+        // SAFETY: a filler huge page below the top; we hold the heap lock.
+        unsafe { self.metas.get_mut(idx as usize) }.home = mark;
+        self.homes[class as usize] = idx;
+        Some(idx)
+    }
+
+    /// A wholly free huge page (growing the heap if there is none) made a
+    /// filler huge page.
+    fn fresh_filler_huge_page(&mut self) -> Option<u32> {
         let idx = match self.free.next_member(0, self.top) {
             Some(i) => i,
             None => {
@@ -417,7 +478,11 @@ impl<O: Os> PageHeap<O> {
     }
 
     fn alloc_from_filler(&mut self, n: usize, align: usize, need: usize, class: u8) -> Option<Run> {
-        let idx = self.filler_huge_page(need)?;
+        let idx = if self.class_homes {
+            self.home_huge_page(class, need)?
+        } else {
+            self.filler_huge_page(need)?
+        };
         let page = self.filler.take_pages(&mut self.metas, idx, n, align)?;
         let start = self.base + ((idx as usize) << HUGE_SHIFT) + (page << PAGE_SHIFT);
         let span = self.new_span(start, n);
@@ -769,6 +834,51 @@ mod tests {
                 .filter(|c| matches!(c, Call::Commit { .. }))
                 .count();
         assert_eq!(commits, 1);
+    }
+
+    #[test]
+    fn class_homes_keep_each_class_s_spans_next_to_each_other() {
+        let mut h = heap(64);
+        h.set_class_homes(true);
+        // Two classes' spans made in turn, then a large run.
+        let mut by_class = [Vec::new(), Vec::new()];
+        let small = |h: &mut PageHeap<FakeOs>, class: u8| {
+            let r = h.alloc_run(1, 1, class).expect("memory");
+            r.span
+        };
+        for _ in 0..600 {
+            for (c, spans) in by_class.iter_mut().enumerate() {
+                spans.push(small(&mut h, 1 + c as u8));
+            }
+        }
+        let large = h.alloc_run(3, 1, 0).expect("memory").span;
+        h.check().unwrap();
+        for spans in &by_class {
+            // Neighbours: each span starts where the previous one ended,
+            // except where a home filled and the next began.
+            let breaks = spans
+                .windows(2)
+                .filter(|w| start(w[1]) != start(w[0]) + PAGE_SIZE)
+                .count();
+            assert_eq!(breaks, 1, "600 one-page spans over two homes");
+        }
+        // Each huge page holds one class only, and the large run has a
+        // huge page of its own.
+        let base = h.view().base;
+        let hp = |s: *mut Span| (start(s) - base) / HUGE_SIZE;
+        let homes: Vec<std::collections::HashSet<usize>> = by_class
+            .iter()
+            .map(|v| v.iter().map(|&s| hp(s)).collect())
+            .collect();
+        assert!(homes[0].is_disjoint(&homes[1]));
+        assert!(!homes[0].contains(&hp(large)) && !homes[1].contains(&hp(large)));
+        // Freed spans of a full home leave holes; the class's next span
+        // goes to its current home while that has room.
+        // SAFETY: live spans of this heap, freed once.
+        unsafe { h.free_run(by_class[0][3]) };
+        let next = small(&mut h, 1);
+        assert_eq!(hp(next), hp(by_class[0][599]));
+        h.check().unwrap();
     }
 
     #[test]
