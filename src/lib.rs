@@ -126,7 +126,7 @@ use size_class::{class_of_small, fast_path_ok};
 pub use background::{release_now, set_background};
 pub use check::check_invariants;
 pub use page_heap::AdviceCounts;
-pub use placement::{placement, ClassPlacement, Placement};
+pub use placement::{placement, ClassPlacement, MeshEstimate, Placement};
 pub use stats::{stats, Stats};
 
 /// The allocator. Use it as

@@ -29,7 +29,7 @@ use crate::units::{HUGE_SIZE, PAGES_PER_HUGE, PAGE_SHIFT, PAGE_SIZE};
 pub(crate) const PROBES: usize = 64;
 
 /// Most spans in one run of the `runs` estimate.
-pub const RUN_SPANS: usize = 16;
+pub(crate) const RUN_SPANS: usize = 16;
 
 /// What meshing could do by one way of grouping spans.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,10 +64,10 @@ pub struct ClassPlacement {
     /// Meshing disjoint pairs of spans.
     pub pairs: MeshEstimate,
     /// Meshing merged sets of spans: each span joins the first of its
-    /// class's last [`PROBES`] sets whose slots in use it misses.
+    /// class's last 64 sets whose slots in use it misses.
     pub merged: MeshEstimate,
-    /// Merged sets of runs of up to [`RUN_SPANS`] neighbouring spans of
-    /// the class, disjoint position by position: one mapping per run.
+    /// Merged sets of runs of up to 16 neighbouring spans of the class,
+    /// disjoint position by position: one mapping per run.
     pub runs: MeshEstimate,
 }
 
@@ -204,9 +204,12 @@ fn resident(s: &Span) -> usize {
 /// Measures the placement of every small object: per size class the
 /// spans, the pages holding a byte of a live object, how many live objects
 /// such pages hold, and three estimates of the pages meshing could free and
-/// the mappings it would add ([`ClassPlacement::pairs`], `merged`, `runs`;
-/// see the module documentation). Objects in thread caches count as live:
-/// call [`crate::release_now`] first.
+/// the mappings it would add ([`ClassPlacement::pairs`], `merged`, `runs`).
+/// Meshing puts spans of one class whose objects in use sit at disjoint
+/// slots on one set of physical pages (Mesh, PLDI 2019); every meshed span
+/// or run becomes a mapping of its own, counted against the process's
+/// `vm.max_map_count`. Objects in thread caches count as live: call
+/// [`crate::release_now`] first.
 ///
 /// Takes every lock for the walk, like [`crate::check_invariants`], and
 /// allocates its buffers before it does.
