@@ -40,17 +40,29 @@ fn target_dir() -> PathBuf {
 
 /// Compiles `tests/c/NAME.c` next to this test binary.
 fn compile(name: &str) -> PathBuf {
+    // Tests run in parallel and several use the same program: compile each
+    // once per test process, under a lock, into a temporary file renamed
+    // into place, so no test can execute a half-written binary (the CI saw
+    // EACCES from exactly that race).
+    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/c")
         .join(format!("{name}.c"));
     let out = target_dir().join(format!("inspect-c-{name}"));
+    if done.iter().any(|d| d == name) {
+        return out;
+    }
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
     let st = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .args(["-O2", "-w", "-o"])
-        .arg(&out)
+        .arg(&tmp)
         .arg(&src)
         .status()
         .expect("a C compiler (cc)");
     assert!(st.success(), "compiling {name}.c failed");
+    std::fs::rename(&tmp, &out).expect("renaming the compiled program into place");
+    done.push(name.to_string());
     out
 }
 
