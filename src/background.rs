@@ -216,9 +216,10 @@ fn over_limit(limit: usize) -> bool {
 
 /// Bytes the heap may have resident (pages ever written and not released).
 pub fn resident_estimate() -> usize {
+    let meshed = crate::mesh::totals().1;
     let heap = HEAP.lock();
     let s = heap.stats();
-    s.dirty_pages.saturating_sub(s.span_released_pages) * PAGE_SIZE
+    (s.dirty_pages.saturating_sub(s.span_released_pages) * PAGE_SIZE).saturating_sub(meshed)
 }
 
 /// One release pass; returns what it did. `force` ignores the hold-back.
@@ -360,7 +361,13 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
                 // locks are not disturbed more often than that).
                 Wait::Sleep((cfg.holdback_ms as u64 / 2).max(TICK_MS))
             } else {
-                Wait::Park(PARK_MS)
+                // Idle and released: mesh mode merges sparse units now.
+                let m = crate::mesh::round();
+                if m.meshed_units + m.unmeshed_units != 0 {
+                    Wait::Sleep(TICK_MS)
+                } else {
+                    Wait::Park(PARK_MS)
+                }
             }
         };
         drop(work);
@@ -460,6 +467,24 @@ pub fn release_now() -> usize {
     crate::cache::reclaim(crate::cache::Reclaim::All);
     global::drain_transfer_caches();
     release_pass(true).released_pages * PAGE_SIZE
+}
+
+/// In mesh mode (`HUGEGUARD_MESH=on` where userfaultfd may hold back every
+/// write), releases what it can ([`release_now`]) and meshes sparse spans
+/// now instead of waiting for the program to go idle; what it did. Does
+/// nothing else otherwise (all zero).
+pub fn mesh_now() -> crate::mesh::MeshRound {
+    if !crate::mesh::active() {
+        return Default::default();
+    }
+    release_now();
+    let mut total = crate::mesh::round();
+    // Units freed by the first round's unmeshing may mesh in a second.
+    let more = crate::mesh::round();
+    total.meshed_units += more.meshed_units;
+    total.punched_bytes += more.punched_bytes;
+    total.unmeshed_units += more.unmeshed_units;
+    total
 }
 
 #[cfg(test)]

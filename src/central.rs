@@ -236,6 +236,11 @@ impl CentralList {
                 return false;
             }
         }
+        if s.meshed {
+            // A frozen span stays off the list and stays a span, even
+            // wholly free, until the mesher unmeshes its unit.
+            return true;
+        }
         s.release_pending = true;
         s.freed_at = now;
         if s.used == 0 && (self.empty + 1) * s.bytes() > RETAIN_EMPTY_BYTES {
@@ -257,6 +262,48 @@ impl CentralList {
             unsafe { self.nonempty.push_front(span) };
         }
         true
+    }
+
+    /// Freezes `span` for meshing: off the list, so it hands out nothing
+    /// (its free slots may come to hold another span's objects).
+    ///
+    /// # Safety
+    /// `span` is a live span of this list's class.
+    pub unsafe fn freeze(&mut self, span: *mut Span) {
+        // SAFETY: forwarded from the caller; we hold this list's lock.
+        let s = unsafe { &mut *span };
+        if s.in_list {
+            if s.used == 0 {
+                self.empty -= 1;
+            }
+            // SAFETY: the span is on this list.
+            unsafe { self.nonempty.remove(span) };
+            s.in_list = false;
+        }
+        s.meshed = true;
+    }
+
+    /// Ends the freeze of `span`: back on the list when it has a free
+    /// object (a wholly free one goes back to the page heap).
+    ///
+    /// # Safety
+    /// `span` is a frozen live span of this list's class, and no other
+    /// span's objects live in its memory any more.
+    pub unsafe fn thaw<S: SpanSource>(&mut self, src: &S, span: *mut Span) {
+        // SAFETY: forwarded from the caller; we hold this list's lock.
+        let s = unsafe { &mut *span };
+        s.meshed = false;
+        if s.used == 0 {
+            self.spans -= 1;
+            // SAFETY: no object of the span is in use.
+            unsafe { src.free_span(span) };
+            return;
+        }
+        if s.has_free() {
+            s.in_list = true;
+            // SAFETY: the span is live and on no list.
+            unsafe { self.nonempty.push_front(span) };
+        }
     }
 
     /// Returns the wholly free spans kept for reuse to the page heap.

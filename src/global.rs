@@ -92,6 +92,11 @@ pub fn ensure_heap() -> bool {
                 regain: cfg.regain_huge_pages(),
             });
             heap.set_class_homes(cfg.mesh);
+            if cfg.mesh {
+                // Before the reservation: the heap then lives in a shared
+                // file that meshing can map twice.
+                crate::mesh::enable();
+            }
             if !heap.init(DEFAULT_RESERVE, MIN_RESERVE) {
                 return false;
             }

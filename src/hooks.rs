@@ -61,16 +61,21 @@ unsafe extern "C" fn thread_exit_dtor(_: *mut core::ffi::c_void) {
 }
 
 unsafe extern "C" fn fork_prepare() {
+    crate::mesh::fork_prepare_lock();
     crate::cache::lock_for_fork();
     for c in CENTRAL.iter() {
         c.lock_raw();
     }
     HEAP.lock_raw();
+    // Mesh mode: the heap is shared memory; write-protect it until the
+    // child has its own copy.
+    crate::mesh::fork_prepare_protect();
 }
 
 unsafe extern "C" fn fork_parent() {
     // SAFETY: `fork_prepare` took every lock on this thread.
     unsafe {
+        crate::mesh::fork_parent();
         unlock_all();
         crate::cache::unlock_after_fork_parent();
     }
@@ -78,8 +83,10 @@ unsafe extern "C" fn fork_parent() {
 
 unsafe extern "C" fn fork_child() {
     // SAFETY: the child has only this thread, which took every lock in
-    // `fork_prepare`.
+    // `fork_prepare`. The heap copy comes first: until it is made, every
+    // write to the heap would land in the parent's memory.
     unsafe {
+        crate::mesh::fork_child();
         unlock_all();
         crate::cache::reset_after_fork_child();
     }

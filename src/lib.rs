@@ -107,6 +107,7 @@ mod hooks;
 pub(crate) mod huge;
 pub(crate) mod large;
 pub(crate) mod lock;
+mod mesh;
 mod misuse;
 pub(crate) mod os;
 pub(crate) mod page_heap;
@@ -123,8 +124,9 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use size_class::{class_of_small, fast_path_ok};
 
-pub use background::{release_now, set_background};
+pub use background::{mesh_now, release_now, set_background};
 pub use check::check_invariants;
+pub use mesh::MeshRound;
 pub use page_heap::AdviceCounts;
 pub use placement::{placement, ClassPlacement, MeshEstimate, Placement};
 pub use stats::{stats, Stats};

@@ -75,6 +75,18 @@ impl<T> SpinLock<T> {
         core::mem::forget(self.lock());
     }
 
+    /// The value behind a lock taken with [`SpinLock::lock_raw`].
+    ///
+    /// # Safety
+    /// The calling thread holds the lock through `lock_raw`, and no other
+    /// reference to the value is alive.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn held_value(&self) -> &mut T {
+        // SAFETY: forwarded from the caller: the lock makes this access
+        // the only one.
+        unsafe { &mut *self.value.get() }
+    }
+
     /// Releases a lock taken with [`SpinLock::lock_raw`].
     ///
     /// # Safety

@@ -66,6 +66,9 @@ pub struct Span {
     pub in_list: bool,
     /// Whether objects came back since the release policy last looked.
     pub release_pending: bool,
+    /// Frozen for meshing (mesh mode): on no list, hands out nothing, and
+    /// stays a span when wholly free until its unit is unmeshed.
+    pub meshed: bool,
     /// Objects handed out and not yet returned.
     pub used: u32,
     /// Objects the span holds.
@@ -91,6 +94,7 @@ impl Span {
             class: 0,
             in_list: false,
             release_pending: false,
+            meshed: false,
             used: 0,
             capacity: 0,
             freed_at: 0,

@@ -63,6 +63,14 @@ pub struct Stats {
     pub os_refusals: usize,
     /// Whether the background release thread is running.
     pub background_running: bool,
+    /// Mesh mode: units (runs of up to 16 pages) mapped onto another
+    /// unit's pages now.
+    pub meshed_units: usize,
+    /// Mesh mode: the bytes those units span (their own memory went back to
+    /// the OS; `resident_bytes` does not count it).
+    pub meshed_bytes: usize,
+    /// Mesh mode: units meshed since start (cumulative).
+    pub meshed_units_total: usize,
 }
 
 impl Stats {
@@ -74,6 +82,7 @@ impl Stats {
 
 /// Reads the counters. Takes each lock briefly; not for hot paths.
 pub fn stats() -> Stats {
+    let mesh = crate::mesh::totals();
     let thread_cache_bytes = crate::cache::all_cached_bytes();
     let mut parked = 0;
     let mut small = 0;
@@ -96,7 +105,8 @@ pub fn stats() -> Stats {
         allocated_bytes: small + (h.pages_in_use * PAGE_SIZE).saturating_sub(small_span_bytes),
         mapped_bytes: h.committed_bytes,
         span_bytes: h.pages_in_use * PAGE_SIZE,
-        resident_bytes: h.dirty_pages.saturating_sub(h.span_released_pages) * PAGE_SIZE,
+        resident_bytes: (h.dirty_pages.saturating_sub(h.span_released_pages) * PAGE_SIZE)
+            .saturating_sub(mesh.1),
         released_bytes: h.released_bytes,
         held_back_bytes: held_back_pages * PAGE_SIZE,
         filler_huge_pages: filler,
@@ -115,6 +125,9 @@ pub fn stats() -> Stats {
         metadata_released_bytes: discarded_pages * PAGE_SIZE + h.metadata_released_bytes,
         os_refusals: h.os_refusals,
         background_running: crate::background::background_running(),
+        meshed_units: mesh.0,
+        meshed_bytes: mesh.1,
+        meshed_units_total: mesh.2,
     }
 }
 
@@ -170,6 +183,15 @@ impl fmt::Display for Stats {
             self.span_records,
             mib(self.metadata_released_bytes)
         )?;
+        if self.meshed_units_total != 0 {
+            writeln!(
+                f,
+                "meshing        {} units meshed now ({:.1} MiB shared), {} since start",
+                self.meshed_units,
+                mib(self.meshed_bytes),
+                self.meshed_units_total
+            )?;
+        }
         write!(
             f,
             "background thread {}; {:.1} MiB in thread caches; {} objects parked; {} OS refusals",

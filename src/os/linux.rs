@@ -42,6 +42,8 @@ unsafe impl Os for LinuxOs {
                 libc::munmap(end as *mut libc::c_void, raw + padded - end);
             }
         }
+        // Mesh mode: the heap lives in a shared file (a no-op otherwise).
+        super::shared::map_reservation(start, len);
         Some(start)
     }
 
@@ -49,13 +51,17 @@ unsafe impl Os for LinuxOs {
         let _errno = KeepErrno::new();
         // SAFETY: the caller passes a page-aligned range inside a reservation
         // made by `reserve`, which nobody else uses.
-        unsafe {
+        let ok = unsafe {
             libc::mprotect(
                 addr as *mut libc::c_void,
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
             ) == 0
+        };
+        if ok {
+            super::shared::note_commit(addr + len);
         }
+        ok
     }
 
     fn map_metadata(&self, len: usize) -> Option<*mut u8> {
@@ -91,6 +97,9 @@ unsafe impl Os for LinuxOs {
     unsafe fn advise(&self, addr: usize, len: usize, advice: Advice) -> Result<(), i32> {
         let _errno = KeepErrno::new();
         let flag = match advice {
+            // In a shared heap DONTNEED would only unmap the page; REMOVE
+            // punches it out of the file (it reads as zero afterwards).
+            Advice::DontNeed if super::shared::in_shared_heap(addr) => libc::MADV_REMOVE,
             Advice::DontNeed => libc::MADV_DONTNEED,
             Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
             Advice::HugePage => libc::MADV_HUGEPAGE,
@@ -135,10 +144,10 @@ pub fn set_errno(value: i32) {
 /// the program's `errno`: C's `free` must not, and `malloc` and friends set
 /// it only where they fail (in `preload`), not because an `madvise` inside
 /// a slow path failed. The fast paths make no system call and pay nothing.
-struct KeepErrno(i32);
+pub(crate) struct KeepErrno(i32);
 
 impl KeepErrno {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         KeepErrno(errno())
     }
 }
@@ -453,6 +462,12 @@ pub fn sleep_ms(ms: u64) {
 }
 
 /// Ends the process with SIGABRT (after detected heap misuse in C mode).
+/// Writes `msg` to standard error and aborts.
+pub fn abort_with(msg: &[u8]) -> ! {
+    write_stderr(msg);
+    abort()
+}
+
 pub fn abort() -> ! {
     // SAFETY: abort has no preconditions and does not return.
     unsafe { libc::abort() }

@@ -8,7 +8,6 @@
 #[cfg(any(test, fuzzing))]
 pub mod fake;
 pub mod linux;
-#[cfg(test)]
 pub mod shared;
 
 /// Memory advice the allocator gives the kernel, always on whole pages.

@@ -1,9 +1,16 @@
-//! Kernel primitives for mesh mode (issue 15), not yet used by the
-//! allocator: a heap that is a shared memory file, so one physical page can
-//! back two virtual pages ([`SharedFile`]), and write-protection through
-//! userfaultfd, so a writer to a page being meshed waits in the kernel
-//! instead of writing into a page that is being copied ([`WriteGuard`]).
-//! `docs/MESH.md` says why userfaultfd and not `mprotect`.
+//! Kernel primitives for mesh mode (issue 15): a heap that is a shared
+//! memory file, so one physical page can back two virtual pages
+//! ([`SharedFile`]), and write-protection through userfaultfd, so a writer
+//! to a page being meshed waits in the kernel instead of writing into a
+//! page that is being copied ([`WriteGuard`]). `docs/MESH.md` says why
+//! userfaultfd and not `mprotect`.
+//!
+//! The process heap's shared file and guard are process-wide
+//! ([`heap_file`], [`heap_guard`]): [`enable_shared_heap`] opens them before
+//! the heap is reserved, and `LinuxOs` then maps the reservation onto the
+//! file and releases pages by punching them out of it. After `fork`, the
+//! child copies the file ([`fork_child_copy`]) so parent and child stop
+//! sharing memory.
 //!
 //! Meshing page B onto page A with these: protect B, copy B's live objects
 //! into A's page (at the same offsets), [`SharedFile::alias`] B's virtual
@@ -12,6 +19,282 @@
 //! there). The tests below do exactly that.
 
 use core::ffi::c_void;
+use core::mem::ManuallyDrop;
+use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+/// The process heap's shared file (-1: the heap is private memory).
+static HEAP_FD: AtomicI32 = AtomicI32::new(-1);
+/// The process heap's userfaultfd (-1: none).
+static HEAP_UFFD: AtomicI32 = AtomicI32::new(-1);
+/// The heap's reservation, once mapped onto the file (0: not yet).
+static HEAP_BASE: AtomicUsize = AtomicUsize::new(0);
+static HEAP_LEN: AtomicUsize = AtomicUsize::new(0);
+/// End of the committed part of the shared heap.
+static HEAP_TOP: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes that `addr..end` of the heap was made accessible.
+pub fn note_commit(end: usize) {
+    HEAP_TOP.fetch_max(end, Ordering::Relaxed);
+}
+
+/// The shared heap's base and committed bytes ((0, 0): no shared heap).
+pub fn committed() -> (usize, usize) {
+    let base = HEAP_BASE.load(Ordering::Acquire);
+    if base == 0 {
+        return (0, 0);
+    }
+    (base, HEAP_TOP.load(Ordering::Relaxed).saturating_sub(base))
+}
+
+/// Opens the process heap's shared file and a userfaultfd that holds back
+/// every write (kernel ones included); the heap reserved afterwards lives
+/// in the file. The errno when the kernel refuses either; then nothing is
+/// changed.
+pub fn enable_shared_heap() -> Result<(), i32> {
+    let guard = WriteGuard::open(Faults::All)?;
+    let file = SharedFile::create(0).ok_or_else(super::linux::errno)?;
+    HEAP_UFFD.store(guard.fd, Ordering::Relaxed);
+    HEAP_FD.store(file.fd, Ordering::Release);
+    core::mem::forget((guard, file));
+    Ok(())
+}
+
+/// The process heap's shared file, once [`enable_shared_heap`] succeeded.
+pub fn heap_file() -> Option<ManuallyDrop<SharedFile>> {
+    let fd = HEAP_FD.load(Ordering::Acquire);
+    (fd >= 0).then_some(ManuallyDrop::new(SharedFile { fd }))
+}
+
+/// The process heap's userfaultfd, once [`enable_shared_heap`] succeeded.
+pub fn heap_guard() -> Option<ManuallyDrop<WriteGuard>> {
+    let fd = HEAP_UFFD.load(Ordering::Acquire);
+    (fd >= 0).then_some(ManuallyDrop::new(WriteGuard { fd }))
+}
+
+/// Whether `addr` lies in the shared heap (so releasing it must punch the
+/// file: `MADV_DONTNEED` would only unmap the page).
+pub fn in_shared_heap(addr: usize) -> bool {
+    let base = HEAP_BASE.load(Ordering::Relaxed);
+    base != 0 && addr.wrapping_sub(base) < HEAP_LEN.load(Ordering::Relaxed)
+}
+
+/// Maps the fresh reservation `base..base + len` onto the shared file
+/// (still inaccessible); `false` if there is no shared file or the kernel
+/// refuses (the reservation is then unchanged).
+pub fn map_reservation(base: usize, len: usize) -> bool {
+    let fd = HEAP_FD.load(Ordering::Acquire);
+    if fd < 0 || HEAP_BASE.load(Ordering::Relaxed) != 0 {
+        return false;
+    }
+    // SAFETY: our own descriptor; no memory is passed.
+    if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
+        return false;
+    }
+    // SAFETY: the caller's fresh PROT_NONE reservation, replaced in one
+    // step by an equally inaccessible mapping of the file.
+    let p = unsafe {
+        libc::mmap(
+            base as *mut c_void,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            fd,
+            0,
+        )
+    };
+    if p as usize != base {
+        return false;
+    }
+    HEAP_LEN.store(len, Ordering::Relaxed);
+    HEAP_BASE.store(base, Ordering::Release);
+    true
+}
+
+/// Fork protocol, parent side, before `fork`: write-protects the heap's
+/// committed part `base..base + len` (every writer waits, so the child's
+/// copy is a snapshot) and opens the pipe the child answers on. Returns
+/// the pipe's ends, or `None` (nothing protected) when the kernel refuses.
+pub fn fork_prepare_protect(base: usize, len: usize) -> Option<[i32; 2]> {
+    let guard = heap_guard()?;
+    let mut fds = [-1i32; 2];
+    // SAFETY: a two-element array for the pipe's ends.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return None;
+    }
+    if len == 0 || (guard.register(base, len) && guard.protect(base, len, true)) {
+        return Some(fds);
+    }
+    guard.unregister(base, len);
+    close_pipe(fds);
+    None
+}
+
+/// Fork protocol, parent side, after `fork`: waits until the child has
+/// copied the heap (or is gone), then lifts the protection.
+pub fn fork_parent_wait(base: usize, len: usize, fds: [i32; 2]) {
+    let _errno = super::linux::KeepErrno::new();
+    // SAFETY: our own pipe's ends; a one-byte buffer.
+    unsafe {
+        libc::close(fds[1]);
+        let mut b = 0u8;
+        while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) < 0
+            && super::linux::errno() == libc::EINTR
+        {}
+        libc::close(fds[0]);
+    }
+    if let Some(guard) = heap_guard() {
+        if len != 0 {
+            guard.protect(base, len, false);
+            guard.unregister(base, len);
+        }
+    }
+}
+
+fn close_pipe(fds: [i32; 2]) {
+    // SAFETY: our own pipe's ends, closed once.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+}
+
+/// Fork protocol, child side: copies the shared file's data into a new
+/// file, maps the new file over the whole reservation (`committed` bytes
+/// of it readable and writable), lets `alias` re-create each meshed
+/// mapping through the new file, opens a userfaultfd of the child's own,
+/// and tells the parent. Aborts the child if it cannot: a child left on
+/// the parent's memory would corrupt it.
+pub fn fork_child_copy(committed: usize, mut alias: impl FnMut(&SharedFile)) {
+    let _errno = super::linux::KeepErrno::new();
+    let (base, len) = (
+        HEAP_BASE.load(Ordering::Relaxed),
+        HEAP_LEN.load(Ordering::Relaxed),
+    );
+    let old = HEAP_FD.load(Ordering::Relaxed);
+    if base == 0 || old < 0 {
+        return;
+    }
+    let Some(new) = SharedFile::create(len) else {
+        super::linux::abort_with(b"hugeguard: fork: no memory for the child's heap\n");
+    };
+    if committed != 0 && !copy_data(old, new.fd, committed) {
+        super::linux::abort_with(b"hugeguard: fork: copying the heap failed\n");
+    }
+    // SAFETY: the reservation is the heap's own; the new file holds the
+    // same bytes at the same offsets, so every object reads the same.
+    let ok = unsafe {
+        libc::mmap(
+            base as *mut c_void,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            new.fd,
+            0,
+        ) as usize
+            == base
+            && (committed == 0
+                || libc::mprotect(
+                    base as *mut c_void,
+                    committed,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                ) == 0)
+    };
+    if !ok {
+        super::linux::abort_with(b"hugeguard: fork: remapping the heap failed\n");
+    }
+    alias(&new);
+    // SAFETY: the inherited descriptors are this process's copies; the
+    // userfaultfd belongs to the parent's memory and must not be used here.
+    unsafe {
+        libc::close(old);
+        libc::close(HEAP_UFFD.load(Ordering::Relaxed));
+    }
+    HEAP_UFFD.store(
+        WriteGuard::open(Faults::All).map_or(-1, |g| {
+            let fd = g.fd;
+            core::mem::forget(g);
+            fd
+        }),
+        Ordering::Relaxed,
+    );
+    HEAP_FD.store(new.fd, Ordering::Release);
+    core::mem::forget(new);
+}
+
+/// Tells the parent the child's copy is done (the child's end of
+/// [`fork_prepare_protect`]'s pipe).
+pub fn fork_child_done(fds: [i32; 2]) {
+    let _errno = super::linux::KeepErrno::new();
+    // SAFETY: the inherited pipe's ends; a one-byte buffer.
+    unsafe {
+        libc::close(fds[0]);
+        libc::write(fds[1], b"k".as_ptr().cast(), 1);
+        libc::close(fds[1]);
+    }
+}
+
+/// Copies the data (not the holes) of `old`'s first `len` bytes into `new`
+/// at the same offsets, through two temporary mappings.
+fn copy_data(old: i32, new: i32, len: usize) -> bool {
+    // SAFETY: fresh mappings at addresses of the kernel's choosing.
+    let (src, dst) = unsafe {
+        (
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                old,
+                0,
+            ),
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                new,
+                0,
+            ),
+        )
+    };
+    let mut ok = src != libc::MAP_FAILED && dst != libc::MAP_FAILED;
+    let mut off = 0usize;
+    while ok && off < len {
+        // SAFETY: our own descriptor; no memory is passed.
+        let data = unsafe { libc::lseek(old, off as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 || data as usize >= len {
+            break; // ENXIO: no data after `off`.
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(old, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 {
+            len
+        } else {
+            (hole as usize).min(len)
+        };
+        let start = data as usize;
+        // SAFETY: both mappings cover `0..len` and `start < end <= len`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (src as *const u8).add(start),
+                (dst as *mut u8).add(start),
+                end - start,
+            )
+        };
+        ok = end > start;
+        off = end;
+    }
+    // SAFETY: the temporary mappings made above, if made.
+    unsafe {
+        if src != libc::MAP_FAILED {
+            libc::munmap(src, len);
+        }
+        if dst != libc::MAP_FAILED {
+            libc::munmap(dst, len);
+        }
+    }
+    ok
+}
 
 /// A shared memory file (`memfd_create`), sparse: pages cost memory only
 /// once written, and again nothing once punched out.
@@ -36,6 +319,7 @@ impl SharedFile {
         Some(file)
     }
 
+    #[cfg(test)]
     /// Maps `len` bytes of the file from `offset`, shared, readable and
     /// writable, at an address of the kernel's choosing; `None` on failure.
     pub fn map(&self, offset: usize, len: usize) -> Option<usize> {
@@ -91,7 +375,20 @@ impl SharedFile {
         }
     }
 
+    /// Punches out the pages of `offset..` whose bits are set in `mask`.
+    pub fn punch_mask(&self, offset: usize, mask: u64) {
+        for p in 0..64 {
+            if mask >> p & 1 == 1 {
+                self.punch(
+                    offset + p * crate::units::PAGE_SIZE,
+                    crate::units::PAGE_SIZE,
+                );
+            }
+        }
+    }
+
     /// Bytes of memory the file holds (its allocated blocks).
+    #[cfg(test)]
     pub fn allocated_bytes(&self) -> Option<usize> {
         let mut st = core::mem::MaybeUninit::<libc::stat>::zeroed();
         // SAFETY: `st` is a writable stat buffer.
@@ -116,6 +413,8 @@ const UFFD_USER_MODE_ONLY: i32 = 1;
 const UFFDIO_API: u64 = 0xc018_aa3f;
 const UFFDIO_REGISTER: u64 = 0xc020_aa00;
 const UFFDIO_WRITEPROTECT: u64 = 0xc018_aa06;
+const UFFDIO_UNREGISTER: u64 = 0x8010_aa01;
+const UFFDIO_WAKE: u64 = 0x8010_aa02;
 const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 
@@ -154,7 +453,8 @@ pub enum Faults {
     All,
     /// Writes by the program's own instructions only: a write the kernel
     /// makes into a protected page fails with `EFAULT` (what any process
-    /// may ask for).
+    /// may ask for). Mesh mode does not use it (see `docs/MESH.md`).
+    #[cfg_attr(not(test), allow(dead_code))]
     UserMode,
 }
 
@@ -207,6 +507,27 @@ impl WriteGuard {
         // SAFETY: our descriptor and a correctly laid out argument; the
         // kernel checks the range.
         unsafe { libc::ioctl(self.fd, UFFDIO_REGISTER as _, &mut reg) == 0 }
+    }
+
+    /// Ends the registration of `addr..addr + len` (waking its writers).
+    pub fn unregister(&self, addr: usize, len: usize) -> bool {
+        let mut range = UffdioRange {
+            start: addr as u64,
+            len: len as u64,
+        };
+        // SAFETY: our descriptor and a correctly laid out argument.
+        unsafe { libc::ioctl(self.fd, UFFDIO_UNREGISTER as _, &mut range) == 0 }
+    }
+
+    /// Wakes the writers waiting on `addr..addr + len` (after the range
+    /// was mapped anew: they fault again on the new mapping).
+    pub fn wake(&self, addr: usize, len: usize) -> bool {
+        let mut range = UffdioRange {
+            start: addr as u64,
+            len: len as u64,
+        };
+        // SAFETY: our descriptor and a correctly laid out argument.
+        unsafe { libc::ioctl(self.fd, UFFDIO_WAKE as _, &mut range) == 0 }
     }
 
     /// Write-protects the registered range `addr..addr + len` (`on`), or

@@ -28,6 +28,7 @@ pub const DEFAULT_RESERVE: usize = 1 << 40;
 /// Smallest reservation the heap accepts.
 pub const MIN_RESERVE: usize = 1 << 30;
 
+pub mod mesh;
 pub mod release;
 pub use release::{Pass, PassResult, Policy};
 

@@ -1,0 +1,523 @@
+//! Meshing (mesh mode, `HUGEGUARD_MESH=on`; `docs/MESH.md`): when the
+//! program is idle, sparse *units* of a size class (a run of up to 16 pages
+//! of one class's home huge page: whole spans and free pages) whose live
+//! bytes sit at disjoint offsets are merged onto one unit's physical pages.
+//! The heap is a shared memory file, so a member unit's virtual pages are
+//! mapped onto its owner's file pages; no pointer changes.
+//!
+//! The steps, for each class ([`round`]):
+//! 1. Under the class's list lock and the heap lock: walk the class's
+//!    homes unit by unit, compute each sparse unit's live-byte mask (8-byte
+//!    granules; objects in thread caches count as live), and put it into
+//!    the first of the last [`GROUPS`] open groups whose union it misses.
+//!    A unit that joins a group, and the group's owner, are *frozen*: their
+//!    spans leave the list (no new object can land on a slot another unit
+//!    uses) and their free pages are pinned. Frees go on as usual and only
+//!    shrink the live masks, so disjointness holds from then on.
+//! 2. With no allocator lock held, for each member: write-protect it
+//!    (userfaultfd: a writer waits in the kernel), copy its live granules
+//!    into the owner's pages at the same offsets, map its virtual pages onto
+//!    the owner's file pages, wake the writers (they fault again, onto the
+//!    owner's page), and punch its own file pages out.
+//!
+//! A member whose spans are all wholly free is unmeshed ([`unmesh_empty`]):
+//! mapped back onto its own (punched, so zero) file pages, its spans
+//! returned to the heap, its pages unpinned; an owner left with no member
+//! is thawed. Frozen spans take no new objects until then: that is how a
+//! page that "fills again" is kept correct.
+//!
+//! Lock order: the mesh lock, then a class's list lock, then the heap lock.
+//! `fork` takes the mesh lock first, so the child never sees a half-done
+//! mesh; the child copies the shared file ([`crate::os::shared`]).
+
+mod table;
+
+use crate::central::CentralList;
+use crate::global::{ProcessHeap, CENTRAL, HEAP};
+use crate::lock::SpinLock;
+use crate::os::linux::LinuxOs;
+use crate::os::shared;
+use crate::page_heap::mesh::{Unit, MAX_UNIT_PAGES};
+use crate::page_heap::PageHeap;
+use crate::size_class::{CLASS_PAGES, CLASS_SIZE};
+use crate::units::{PAGES_PER_HUGE, PAGE_SIZE};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use table::{Rec, Role, Table};
+
+/// Open groups a unit is tried against (the most recent ones).
+pub(crate) const GROUPS: usize = 32;
+/// Members planned per class and round.
+const PLAN: usize = 256;
+/// 8-byte granules of a unit.
+const GRANULES: usize = MAX_UNIT_PAGES * PAGE_SIZE / 8;
+/// A unit's live-byte mask.
+type Mask = [u64; GRANULES / 64];
+
+/// Whether meshing is on (mesh mode with a shared heap and a userfaultfd
+/// that holds back every write).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Units meshed now, the bytes they span, and units meshed since start.
+static MESHED_NOW: AtomicUsize = AtomicUsize::new(0);
+static MESHED_BYTES: AtomicUsize = AtomicUsize::new(0);
+static MESHED_TOTAL: AtomicUsize = AtomicUsize::new(0);
+
+/// The mesh lock and the records of meshed units.
+pub(crate) static MESH: SpinLock<Table> = SpinLock::new(Table::new());
+
+/// Pipe of a fork in progress (set between the fork handlers).
+static FORK_PIPE: SpinLock<Option<[i32; 2]>> = SpinLock::new(None);
+
+/// Turns meshing on for the process heap, before the heap is reserved:
+/// the heap then lives in a shared file. Says in one line why not when the
+/// kernel refuses (mesh mode then keeps its layout only).
+pub(crate) fn enable() {
+    match shared::enable_shared_heap() {
+        Ok(()) => ACTIVE.store(true, Ordering::Release),
+        Err(errno) => {
+            let mut msg = *b"hugeguard: HUGEGUARD_MESH=on: no userfaultfd for all faults (errno   ); random slots and class homes only, no meshing\n";
+            msg[77] = b'0' + (errno / 10 % 10) as u8;
+            msg[78] = b'0' + (errno % 10) as u8;
+            crate::os::linux::write_stderr(&msg);
+        }
+    }
+}
+
+/// Whether meshing is on.
+pub(crate) fn active() -> bool {
+    ACTIVE.load(Ordering::Acquire)
+}
+
+/// What a meshing round did.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct MeshRound {
+    /// Units meshed onto another unit this round.
+    pub meshed_units: usize,
+    /// Bytes of memory punched out of the heap file by them.
+    pub punched_bytes: usize,
+    /// Units unmeshed (wholly free) this round.
+    pub unmeshed_units: usize,
+}
+
+/// Units meshed now, the bytes they span, and units meshed since start.
+pub(crate) fn totals() -> (usize, usize, usize) {
+    (
+        MESHED_NOW.load(Ordering::Relaxed),
+        MESHED_BYTES.load(Ordering::Relaxed),
+        MESHED_TOTAL.load(Ordering::Relaxed),
+    )
+}
+
+/// One meshing round over every class: first unmeshes what emptied, then
+/// meshes what it can. Does nothing unless meshing is on.
+pub(crate) fn round() -> MeshRound {
+    let mut out = MeshRound::default();
+    if !active() {
+        return out;
+    }
+    let mut table = MESH.lock();
+    if !table.ready() && !table.init(&LinuxOs) {
+        return out;
+    }
+    out.unmeshed_units = unmesh_empty(&mut table);
+    for (class, &pages) in CLASS_PAGES.iter().enumerate().skip(1) {
+        if pages as usize <= MAX_UNIT_PAGES {
+            mesh_class(&mut table, class, &mut out);
+        }
+    }
+    MESHED_TOTAL.fetch_add(out.meshed_units, Ordering::Relaxed);
+    out
+}
+
+/// Pages of a unit of `class`: as many whole spans as fit in 16 pages.
+fn unit_pages(class: usize) -> usize {
+    let p = CLASS_PAGES[class] as usize;
+    MAX_UNIT_PAGES / p * p
+}
+
+/// Sets `mask`'s granules for every live object of the unit's spans;
+/// returns the live bytes.
+fn live_mask(u: &Unit, class: usize, mask: &mut Mask) -> usize {
+    mask.fill(0);
+    let size = CLASS_SIZE[class] as usize;
+    let mut live = 0;
+    for &s in &u.spans[..u.nspans] {
+        // SAFETY: the unit's spans are live spans of `class`, read under
+        // the class's list lock (held by the caller).
+        let sp = unsafe { &*s };
+        let off = sp.start - u.start;
+        for i in 0..sp.capacity as usize {
+            if !sp.is_free(i) {
+                let (lo, hi) = ((off + i * size) / 8, (off + (i + 1) * size).div_ceil(8));
+                for g in lo..hi {
+                    mask[g / 64] |= 1 << (g % 64);
+                }
+                live += size;
+            }
+        }
+    }
+    live
+}
+
+fn disjoint(a: &Mask, b: &Mask) -> bool {
+    a.iter().zip(b).all(|(x, y)| x & y == 0)
+}
+
+/// A group being filled: its owner unit (frozen once a member joins) and
+/// the union of its members' masks.
+pub(crate) struct Group {
+    owner: Unit,
+    rec: Option<u32>,
+    union: Mask,
+}
+
+/// A member to mesh: its unit, its owner's start, and its live mask.
+pub(crate) struct Planned {
+    member: usize,
+    owner: usize,
+    pages: usize,
+    rec: u32,
+    mask: Mask,
+}
+
+fn mesh_class(table: &mut Table, class: usize, out: &mut MeshRound) {
+    let Some(scratch) = table.scratch() else {
+        return;
+    };
+    let (groups, plan) = scratch;
+    let mut nplan = 0;
+    {
+        let mut list = CENTRAL[class].lock();
+        let mut heap = HEAP.lock();
+        let pages = unit_pages(class);
+        let mut ngroups = 0usize;
+        let mut next_group = 0usize;
+        let mut mask: Mask = [0; GRANULES / 64];
+        let mut idx = 0;
+        'homes: while let Some(h) = heap.next_home(class as u8, idx) {
+            idx = h + 1;
+            let mut page = 0;
+            while page + pages <= PAGES_PER_HUGE {
+                let mut skip = page + 1;
+                let Some(u) = heap.unit_at(h, page, pages, class as u8, &mut skip) else {
+                    page = skip;
+                    continue;
+                };
+                page += pages;
+                let live = live_mask(&u, class, &mut mask);
+                if live == 0 || live * 2 > pages * PAGE_SIZE {
+                    continue;
+                }
+                let found = groups[..ngroups]
+                    .iter()
+                    .position(|g| disjoint(&g.union, &mask));
+                let Some(gi) = found else {
+                    // A new group with this unit as its owner, replacing the
+                    // oldest when all are taken.
+                    let slot = if ngroups < GROUPS {
+                        ngroups += 1;
+                        ngroups - 1
+                    } else {
+                        next_group = (next_group + 1) % GROUPS;
+                        next_group
+                    };
+                    groups[slot] = Group {
+                        owner: u,
+                        rec: None,
+                        union: mask,
+                    };
+                    continue;
+                };
+                if table.members_left() == 0 || table.free_records() < 2 {
+                    break 'homes;
+                }
+                let g = &mut groups[gi];
+                let owner_rec = match g.rec {
+                    Some(r) => r,
+                    None => {
+                        let Some(r) = freeze(table, &mut list, &mut heap, &g.owner, Role::Owner, 0)
+                        else {
+                            break 'homes;
+                        };
+                        g.rec = Some(r);
+                        r
+                    }
+                };
+                let Some(rec) = freeze(table, &mut list, &mut heap, &u, Role::Pending, owner_rec)
+                else {
+                    break 'homes;
+                };
+                table.get_mut(owner_rec).members += 1;
+                for (x, y) in g.union.iter_mut().zip(&mask) {
+                    *x |= y;
+                }
+                // The owner's pages that receive copies stop reading as zero.
+                clear_released(&g.owner, &mask, &mut heap);
+                plan[nplan] = Planned {
+                    member: u.start,
+                    owner: g.owner.start,
+                    pages,
+                    rec,
+                    mask,
+                };
+                nplan += 1;
+                if nplan == PLAN {
+                    break 'homes;
+                }
+            }
+        }
+    }
+    for p in &plan[..nplan] {
+        let ok = mesh_one(p);
+        let r = table.get_mut(p.rec);
+        r.role = if ok { Role::Meshed } else { Role::Frozen };
+        if ok {
+            out.meshed_units += 1;
+            out.punched_bytes += p.pages * PAGE_SIZE;
+            MESHED_NOW.fetch_add(1, Ordering::Relaxed);
+            MESHED_BYTES.fetch_add(p.pages * PAGE_SIZE, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Freezes unit `u`'s spans and pins its free pages; its record.
+fn freeze(
+    table: &mut Table,
+    list: &mut CentralList,
+    heap: &mut PageHeap<LinuxOs>,
+    u: &Unit,
+    role: Role,
+    owner: u32,
+) -> Option<u32> {
+    let rec = table.add(Rec {
+        start: u.start,
+        pinned: u.free,
+        owner,
+        members: 0,
+        pages: u.pages as u8,
+        role,
+    })?;
+    for &s in &u.spans[..u.nspans] {
+        // SAFETY: a live span of the list's class (the unit walk checked).
+        unsafe { list.freeze(s) };
+    }
+    heap.pin_pages(u.start, u.free);
+    heap.note_meshed(u.start, 1);
+    Some(rec)
+}
+
+/// Clears the `released` bit of the owner's span pages that `mask` writes.
+fn clear_released(owner: &Unit, mask: &Mask, heap: &mut PageHeap<LinuxOs>) {
+    let mut reused = 0;
+    for &s in &owner.spans[..owner.nspans] {
+        // SAFETY: a frozen span of the owner, under its list's lock.
+        let sp = unsafe { &mut *s };
+        let first = (sp.start - owner.start) / PAGE_SIZE;
+        for p in 0..sp.npages as usize {
+            let words = (first + p) * PAGE_SIZE / 512;
+            let hit = mask[words..words + PAGE_SIZE / 512].iter().any(|w| *w != 0);
+            if hit && sp.released >> p & 1 == 1 {
+                sp.released &= !(1 << p);
+                reused += 1;
+            }
+        }
+    }
+    if reused != 0 {
+        heap.pages_reused(reused);
+    }
+}
+
+/// Meshes one planned member onto its owner; `false` if the kernel
+/// refused a step before the member's mapping changed (it then stays
+/// frozen, unmeshed).
+fn mesh_one(p: &Planned) -> bool {
+    let (Some(guard), Some(file)) = (shared::heap_guard(), shared::heap_file()) else {
+        return false;
+    };
+    let len = p.pages * PAGE_SIZE;
+    let base = shared::committed().0;
+    if !guard.register(p.member, len) {
+        return false;
+    }
+    if !guard.protect(p.member, len, true) {
+        guard.unregister(p.member, len);
+        return false;
+    }
+    for (w, &bits) in p.mask.iter().enumerate() {
+        let mut bits = bits;
+        while bits != 0 {
+            let g = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            // SAFETY: granule `g` of the member holds (or held) a live
+            // object and is free in the owner and every other member of the
+            // group (the masks are disjoint and the spans frozen); writers
+            // of the member wait on the write-protection, so the copy is
+            // whole.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    (p.member + g * 8) as *const u64,
+                    (p.owner + g * 8) as *mut u64,
+                    1,
+                )
+            };
+        }
+    }
+    // SAFETY: the member's live bytes are in the owner's pages at the same
+    // offsets; its virtual pages now show the owner's.
+    if !unsafe { file.alias(p.member, p.owner - base, len) } {
+        guard.protect(p.member, len, false);
+        guard.unregister(p.member, len);
+        return false;
+    }
+    guard.wake(p.member, len);
+    file.punch(p.member - base, len);
+    true
+}
+
+/// Unmeshes every member whose spans are all wholly free, and thaws owners
+/// left with no member. Returns the members unmeshed.
+fn unmesh_empty(table: &mut Table) -> usize {
+    let Some(file) = shared::heap_file() else {
+        return 0;
+    };
+    let base = shared::committed().0;
+    let mut done = 0;
+    for i in 0..table.len() as u32 {
+        let r = *table.get_mut(i);
+        if !matches!(r.role, Role::Meshed | Role::Frozen) {
+            continue;
+        }
+        let Some((class, spans, n)) = unit_spans(&r) else {
+            continue;
+        };
+        let mut list = CENTRAL[class].lock();
+        // SAFETY: frozen spans of the unit, under their list's lock.
+        if spans[..n].iter().any(|&s| unsafe { (*s).used } != 0) {
+            continue;
+        }
+        let len = r.pages as usize * PAGE_SIZE;
+        // SAFETY: no object lives in the member any more; its own file
+        // pages were punched, so it reads as zero again.
+        if r.role == Role::Meshed && !unsafe { file.alias(r.start, r.start - base, len) } {
+            continue;
+        }
+        thaw(&mut list, &r, &spans[..n]);
+        drop(list);
+        if r.role == Role::Meshed {
+            MESHED_NOW.fetch_sub(1, Ordering::Relaxed);
+            MESHED_BYTES.fetch_sub(len, Ordering::Relaxed);
+        }
+        table.remove(i);
+        done += 1;
+        let owner = table.get_mut(r.owner);
+        owner.members -= 1;
+        if owner.members == 0 {
+            let o = *owner;
+            if let Some((class, spans, n)) = unit_spans(&o) {
+                // The owner's pinned pages may hold members' old bytes.
+                file.punch_mask(o.start - base, o.pinned);
+                let mut list = CENTRAL[class].lock();
+                thaw(&mut list, &o, &spans[..n]);
+                table.remove(r.owner);
+            }
+        }
+    }
+    done
+}
+
+/// The frozen spans of unit `r`, with their class.
+fn unit_spans(r: &Rec) -> Option<(usize, [*mut crate::span::Span; MAX_UNIT_PAGES], usize)> {
+    let view = crate::global::view();
+    let mut spans = [core::ptr::null_mut(); MAX_UNIT_PAGES];
+    let mut n = 0;
+    let mut class = 0;
+    let mut p = 0;
+    while p < r.pages as usize {
+        let s = view.span_of(r.start + p * PAGE_SIZE);
+        if s.is_null() {
+            p += 1;
+            continue;
+        }
+        // SAFETY: a live span record (frozen spans are not freed while
+        // their unit is meshed, and only this thread unmeshes).
+        let sp = unsafe { &*s };
+        if n == 0 || spans[n - 1] != s {
+            spans[n] = s;
+            n += 1;
+            class = sp.class as usize;
+        }
+        p += 1;
+    }
+    (n > 0 || r.pinned != 0).then_some((class.max(1), spans, n))
+}
+
+/// Thaws a unit's spans and unpins its pages.
+fn thaw(list: &mut CentralList, r: &Rec, spans: &[*mut crate::span::Span]) {
+    for &s in spans {
+        // SAFETY: frozen live spans of the list's class; no other unit's
+        // objects live in them any more (the member is unmeshed, or the
+        // owner has no member left).
+        unsafe { list.thaw(&ProcessHeap, s) };
+    }
+    let mut heap = HEAP.lock();
+    heap.unpin_pages(r.start, r.pinned);
+    heap.note_meshed(r.start, -1);
+}
+
+/// Fork, before: the mesh lock first (no mesh is half done in the child).
+pub(crate) fn fork_prepare_lock() {
+    MESH.lock_raw();
+}
+
+/// Fork, before, with every allocator lock held: write-protects the heap.
+pub(crate) fn fork_prepare_protect() {
+    if !active() {
+        return;
+    }
+    let (base, committed) = shared::committed();
+    *FORK_PIPE.lock() = shared::fork_prepare_protect(base, committed);
+}
+
+/// Fork, after, in the parent: waits for the child's copy, then unlocks.
+///
+/// # Safety
+/// The calling thread took the mesh lock in [`fork_prepare_lock`].
+pub(crate) unsafe fn fork_parent() {
+    if let Some(fds) = FORK_PIPE.lock().take() {
+        let (base, committed) = shared::committed();
+        shared::fork_parent_wait(base, committed, fds);
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { MESH.unlock_raw() };
+}
+
+/// Fork, after, in the child: copies the heap into a file of its own,
+/// re-creates the meshed mappings, tells the parent, then unlocks.
+///
+/// # Safety
+/// The calling thread took the mesh lock in [`fork_prepare_lock`] and is
+/// the child's only thread.
+pub(crate) unsafe fn fork_child() {
+    if active() {
+        let (base, committed) = shared::committed();
+        // SAFETY: forwarded from the caller: the lock is held by us alone.
+        let table = unsafe { MESH.held_value() };
+        shared::fork_child_copy(committed, |file| {
+            for i in 0..table.len() as u32 {
+                let r = *table.get_mut(i);
+                if r.role == Role::Meshed {
+                    let owner = table.get_mut(r.owner).start;
+                    let len = r.pages as usize * PAGE_SIZE;
+                    // SAFETY: the member's pages, as in the parent.
+                    if !unsafe { file.alias(r.start, owner - base, len) } {
+                        crate::os::linux::abort_with(b"hugeguard: fork: re-meshing failed\n");
+                    }
+                }
+            }
+        });
+        if let Some(fds) = FORK_PIPE.lock().take() {
+            shared::fork_child_done(fds);
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { MESH.unlock_raw() };
+}

@@ -1,0 +1,140 @@
+//! Meshing for real (`HUGEGUARD_MESH=on`), in child processes so the
+//! setting applies from the first allocation: sparse spans are merged, the
+//! memory they held goes back to the OS, every surviving object keeps its
+//! bytes through its own address, writes after meshing land, frees and
+//! new allocations stay correct, and a forked child gets a heap of its own.
+//! Where userfaultfd may not hold back every write (not root, and
+//! `vm.unprivileged_userfaultfd=0`), mesh mode does no meshing; the tests
+//! then check that it said so and that nothing was meshed.
+
+#[global_allocator]
+static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
+
+use std::process::Command;
+
+/// Runs the ignored test `name` of this binary with mesh mode on; its
+/// standard output and error.
+fn child(name: &str) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HUGEGUARD_MESH", "on")
+        .env("HUGEGUARD_HOLDBACK_MS", "100")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} failed:\n{text}");
+    text
+}
+
+fn meshing_possible() -> bool {
+    // SAFETY: no arguments.
+    let root = unsafe { libc::geteuid() } == 0;
+    let sysctl = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
+        .is_ok_and(|s| s.trim() == "1");
+    root || sysctl
+}
+
+/// Resident bytes of this process (VmRSS).
+fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// A record's bytes: `i` everywhere but the first and last byte.
+fn pattern(i: usize, size: usize) -> Vec<u8> {
+    let mut v = vec![(i % 251) as u8; size];
+    v[0] = (i >> 8) as u8;
+    v[size - 1] = (i >> 16) as u8;
+    v
+}
+
+#[test]
+fn sparse_spans_are_meshed_and_every_object_keeps_its_bytes() {
+    let text = child("child_mesh");
+    println!("{text}");
+    if !meshing_possible() {
+        assert!(text.contains("no meshing"), "{text}");
+        return;
+    }
+    let line = text
+        .lines()
+        .find_map(|l| l.split("MESHED ").nth(1))
+        .unwrap_or_else(|| panic!("no MESHED line:\n{text}"));
+    let v: Vec<usize> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+    let (units, punched, before, after) = (v[0], v[1], v[2], v[3]);
+    assert!(units > 100, "{units} units meshed");
+    // The RSS drops by most of what was punched out.
+    assert!(
+        before - after > punched / 2,
+        "rss {before} -> {after}, punched {punched}"
+    );
+}
+
+#[test]
+#[ignore = "run by sparse_spans_are_meshed_and_every_object_keeps_its_bytes"]
+fn child_mesh() {
+    let sizes = [24usize, 48, 64, 80, 128, 256];
+    let all: Vec<Vec<u8>> = (0..120_000)
+        .map(|i| pattern(i, sizes[i % sizes.len()]))
+        .collect();
+    // Keep one in 29 (a stride that is no multiple of any span's slots).
+    let mut kept: Vec<(usize, Vec<u8>)> = all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 29 == 0)
+        .collect();
+    hugeguard::release_now();
+    let before = rss();
+    let m = hugeguard::mesh_now();
+    let after = rss();
+    println!(
+        "MESHED {} {} {} {}",
+        m.meshed_units, m.punched_bytes, before, after
+    );
+    for (i, v) in &kept {
+        assert_eq!(v[..], pattern(*i, v.len())[..], "object {i} changed");
+    }
+    // Writes through meshed addresses land and stay apart.
+    for (i, v) in kept.iter_mut() {
+        v.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+        v[0] = (*i % 256) as u8;
+    }
+    for (i, v) in &kept {
+        let mut want = pattern(*i, v.len());
+        want.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+        want[0] = (*i % 256) as u8;
+        assert_eq!(v[..], want[..], "object {i} after writing");
+    }
+    // New objects (never in frozen spans) and frees of meshed ones.
+    let fresh: Vec<Vec<u8>> = (0..20_000).map(|i| pattern(i, 64)).collect();
+    let half = kept.len() / 2;
+    kept.truncate(half);
+    let again = hugeguard::mesh_now();
+    println!("AGAIN {} {}", again.meshed_units, again.unmeshed_units);
+    for (i, v) in fresh.iter().enumerate() {
+        assert_eq!(v[..], pattern(i, 64)[..]);
+    }
+    drop(kept);
+    let last = hugeguard::mesh_now();
+    println!("LAST {} {}", last.meshed_units, last.unmeshed_units);
+    assert!(last.unmeshed_units + again.unmeshed_units > 0);
+    hugeguard::check_invariants().unwrap();
+}
