@@ -138,3 +138,109 @@ fn child_mesh() {
     assert!(last.unmeshed_units + again.unmeshed_units > 0);
     hugeguard::check_invariants().unwrap();
 }
+
+#[test]
+fn a_child_forked_from_a_meshed_heap_has_a_heap_of_its_own() {
+    let text = child("child_fork");
+    println!("{text}");
+    assert!(text.contains("FORK OK"), "{text}");
+    if meshing_possible() {
+        let units: usize = text
+            .lines()
+            .find_map(|l| l.split("FORKMESHED ").nth(1))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no FORKMESHED line:\n{text}"));
+        assert!(units > 0, "nothing was meshed before the fork");
+    }
+}
+
+/// Writes one byte to `fd`, then reads one from `rd` (a handshake).
+fn say_then_wait(fd: i32, rd: i32) {
+    let b = [1u8];
+    let mut r = [0u8];
+    // SAFETY: pipe ends of this process; one-byte buffers.
+    unsafe {
+        assert_eq!(libc::write(fd, b.as_ptr().cast(), 1), 1);
+        if rd >= 0 {
+            assert_eq!(libc::read(rd, r.as_mut_ptr().cast(), 1), 1);
+        }
+    }
+}
+
+#[test]
+#[ignore = "run by a_child_forked_from_a_meshed_heap_has_a_heap_of_its_own"]
+fn child_fork() {
+    let all: Vec<Vec<u8>> = (0..60_000).map(|i| pattern(i, 48 + i % 3 * 16)).collect();
+    let mut kept: Vec<(usize, Vec<u8>)> = all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 29 == 0)
+        .collect();
+    let m = hugeguard::mesh_now();
+    println!("FORKMESHED {}", m.meshed_units);
+    let (mut to_child, mut to_parent) = ([0i32; 2], [0i32; 2]);
+    // SAFETY: two-element arrays for the pipes' ends.
+    unsafe {
+        assert_eq!(libc::pipe(to_child.as_mut_ptr()), 0);
+        assert_eq!(libc::pipe(to_parent.as_mut_ptr()), 0);
+    }
+    // SAFETY: the child only touches memory it owns, allocates through
+    // hugeguard (whose fork handlers reset its locks), and leaves with
+    // `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let ok_before = kept.iter().all(|(i, v)| v[..] == pattern(*i, v.len())[..]);
+        for (_, v) in kept.iter_mut() {
+            v[1] ^= 0xff;
+        }
+        let fresh: Vec<Box<[u8; 64]>> = (0..5_000).map(|i| Box::new([i as u8; 64])).collect();
+        say_then_wait(to_parent[1], to_child[0]);
+        // The parent has written its own change by now: not seen here.
+        let ok_after = kept.iter().all(|(i, v)| {
+            let mut want = pattern(*i, v.len());
+            want[1] ^= 0xff;
+            v[..] == want[..]
+        });
+        let ok_fresh = fresh.iter().enumerate().all(|(i, b)| b[63] == i as u8);
+        let code = if ok_before && ok_after && ok_fresh {
+            0
+        } else {
+            1
+        };
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let mut r = [0u8];
+    // SAFETY: our pipe end; a one-byte buffer.
+    assert_eq!(
+        unsafe { libc::read(to_parent[0], r.as_mut_ptr().cast(), 1) },
+        1
+    );
+    // The child has written its change: not seen here.
+    for (i, v) in &kept {
+        assert_eq!(
+            v[..],
+            pattern(*i, v.len())[..],
+            "the child's write showed in the parent"
+        );
+    }
+    for (_, v) in kept.iter_mut() {
+        v[2] ^= 0x55;
+    }
+    say_then_wait(to_child[1], -1);
+    let mut status = 0;
+    // SAFETY: our child; a status word.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child saw the parent's writes or lost its objects (status {status})"
+    );
+    for (i, v) in &kept {
+        let mut want = pattern(*i, v.len());
+        want[2] ^= 0x55;
+        assert_eq!(v[..], want[..]);
+    }
+    println!("FORK OK");
+    hugeguard::check_invariants().unwrap();
+}
