@@ -40,6 +40,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 pub const TICK_MS: u64 = 100;
 /// Longest park before the thread runs a pass on its own.
 const PARK_MS: u64 = 2000;
+/// Meshing rounds the background thread runs back to back at most.
+const MESH_ROUNDS: usize = 16;
 /// Longest wait before the thread checks whether it is the last thread of
 /// the process (and so how long, at most, it can outlive the program's last
 /// thread).
@@ -351,6 +353,18 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             }
             let r = release_pass(false);
             let more_dense = regain_huge_pages(global::now());
+            // Idle and released: mesh mode merges sparse units now, round
+            // after round while they mesh something and nothing is freed.
+            let mut meshed = false;
+            if !r.pending && !FREED.load(Ordering::Relaxed) {
+                for _ in 0..MESH_ROUNDS {
+                    let m = crate::mesh::round();
+                    meshed |= m.meshed_units + m.unmeshed_units != 0;
+                    if m.meshed_units == 0 || FREED.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
             if over_limit(cfg.memory_limit) {
                 Wait::Sleep(TICK_MS / 10)
             } else if more_dense {
@@ -360,14 +374,10 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
                 // has passed, so look again at half of it (a busy program's
                 // locks are not disturbed more often than that).
                 Wait::Sleep((cfg.holdback_ms as u64 / 2).max(TICK_MS))
+            } else if meshed {
+                Wait::Sleep(TICK_MS)
             } else {
-                // Idle and released: mesh mode merges sparse units now.
-                let m = crate::mesh::round();
-                if m.meshed_units + m.unmeshed_units != 0 {
-                    Wait::Sleep(TICK_MS)
-                } else {
-                    Wait::Park(PARK_MS)
-                }
+                Wait::Park(PARK_MS)
             }
         };
         drop(work);

@@ -38,6 +38,7 @@ fn child() {
         runs.vmas
     );
     println!("{p}");
+    println!("{}", hugeguard::stats());
     assert!(records::kept_intact(&kept));
 }
 
@@ -73,17 +74,14 @@ fn main() {
             c.arg("--child").env("HUGEGUARD_MESH", "off");
             c
         }),
-        (
-            "hugeguard, HUGEGUARD_MESH=on (random slots; no meshing yet)",
-            {
-                let mut c = Command::new(&me);
-                c.arg("--child").env("HUGEGUARD_MESH", "on");
-                c
-            },
-        ),
+        ("hugeguard, HUGEGUARD_MESH=on (meshing)", {
+            let mut c = Command::new(&me);
+            c.arg("--child").env("HUGEGUARD_MESH", "on");
+            c
+        }),
     ];
-    println!("| allocator | peak RSS | RSS after idle | after simulated khugepaged | pages holding a live byte | meshing could free (mappings added): pairs | merged sets | merged runs of 16 |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| allocator | peak RSS | RSS after idle | after simulated khugepaged | mappings (VMAs) when idle | pages holding a live byte | meshing could free (mappings added): pairs | merged sets | merged runs of 16 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, cmd) in rows {
         let r = run(cmd);
         let mb = |k: &str| {
@@ -103,10 +101,11 @@ fn main() {
             }
         };
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
             mb("peak"),
             mb("idle"),
             mb("after"),
+            field(&r, "vmas") * 1e6,
             mb("live_pages"),
             with_vmas("pairs"),
             with_vmas("merged"),

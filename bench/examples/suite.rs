@@ -44,8 +44,9 @@ fn worker(alloc: &str) -> Command {
 }
 
 /// `hugeguard/MODE` runs with `HUGEGUARD_RELEASE=MODE`, `hugeguard+harden`
-/// with `HUGEGUARD_HARDEN=1`; every other name with its defaults (hardened
-/// mode explicitly off, as in a release build).
+/// with `HUGEGUARD_HARDEN=1`, `hugeguard+mesh` with `HUGEGUARD_MESH=on`;
+/// every other name with its defaults (hardened mode and mesh mode
+/// explicitly off, as in a release build).
 fn with_mode(mut cmd: Command, alloc: &str) -> Command {
     if let Some(mode) = alloc.split('/').nth(1) {
         cmd.env("HUGEGUARD_RELEASE", mode);
@@ -54,15 +55,30 @@ fn with_mode(mut cmd: Command, alloc: &str) -> Command {
         "HUGEGUARD_HARDEN",
         if alloc.ends_with("+harden") { "1" } else { "0" },
     );
+    cmd.env(
+        "HUGEGUARD_MESH",
+        if alloc.ends_with("+mesh") {
+            "on"
+        } else {
+            "off"
+        },
+    );
     cmd
 }
 
-/// `--only hardened`: hugeguard's time and peak RSS on every speed
-/// workload with and without hardened mode, alternating runs.
-fn hardened_section(reps: usize, scale: f64) -> String {
-    let modes = ["hugeguard", "hugeguard+harden"];
-    let mut md = String::from(
-        "| workload | default (median s) | hardened (median s) | hardened / default | peak RSS default | peak RSS hardened |\n|---|---:|---:|---:|---:|---:|\n",
+/// `--only hardened` / `--only mesh`: hugeguard's time and peak RSS on
+/// every speed workload with and without the setting (`setting` is
+/// `harden` or `mesh`), alternating runs.
+fn setting_section(reps: usize, scale: f64, setting: &str) -> String {
+    let other = format!("hugeguard+{setting}");
+    let modes = ["hugeguard", other.as_str()];
+    let name = if setting == "harden" {
+        "hardened"
+    } else {
+        "mesh mode"
+    };
+    let mut md = format!(
+        "| workload | default (median s) | {name} (median s) | {name} / default | peak RSS default | peak RSS {name} |\n|---|---:|---:|---:|---:|---:|\n",
     );
     let mut log_sum = 0.0;
     for (workload, _) in SPEED {
@@ -94,7 +110,7 @@ fn hardened_section(reps: usize, scale: f64) -> String {
     }
     let _ = writeln!(
         md,
-        "\ngeometric mean of hardened / default: {:.2}",
+        "\ngeometric mean of {name} / default: {:.2}",
         (log_sum / SPEED.len() as f64).exp()
     );
     md
@@ -430,7 +446,13 @@ fn main() {
 
     if args.iter().any(|a| a == "hardened") {
         // `--only hardened`: the cost of hardened mode, on stdout.
-        println!("{}", hardened_section(reps.max(5), scale));
+        println!("{}", setting_section(reps.max(5), scale, "harden"));
+        return;
+    }
+
+    if args.iter().any(|a| a == "mesh") {
+        // `--only mesh`: the cost of mesh mode, on stdout.
+        println!("{}", setting_section(reps.max(5), scale, "mesh"));
         return;
     }
 

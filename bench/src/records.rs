@@ -65,10 +65,11 @@ pub fn idle_then_collapse(trim: bool) -> String {
     std::thread::sleep(IDLE);
     let pid = std::process::id();
     let idle = crate::batch::rss_of(pid);
+    let vmas = crate::batch::vmas_of(pid);
     let sim = crate::batch::simulate_khugepaged();
     let after = crate::batch::rss_of(pid);
     format!(
-        "idle={idle} after={after} collapsed={} refused={}",
+        "idle={idle} after={after} collapsed={} refused={} vmas={vmas}",
         sim.collapsed, sim.refused
     )
 }

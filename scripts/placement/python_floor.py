@@ -4,7 +4,7 @@
 python3 with PYTHONMALLOC=malloc builds 1.5 M dict records, keeps 1 in 64
 (scripts/inspect/records.py), then idles. Three allocators: glibc with
 malloc_trim(0), hugeguard, and hugeguard with HUGEGUARD_MESH=on (random
-slots). For each: RSS after the idle wait and after simulated khugepaged
+slots, class homes, meshing when idle). For each: RSS after the idle wait and after simulated khugepaged
 (hugeguard-inspect run --always: process_madvise(MADV_COLLAPSE) on every
 range khugepaged could collapse with THP enabled=always; needs root), and
 for hugeguard the placement floor (hugeguard_print_placement) after the
@@ -31,7 +31,8 @@ def run(allocator, mesh, trim):
             sys.executable, SCRIPT] + (["trim"] if trim else ["placement"]) + ["6"]
     out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
     d = json.loads(out.stdout[out.stdout.index("{"):])
-    cells = [mb(d["rss_bytes"]), mb(d.get("rss_after_simulation_bytes"))]
+    cells = [mb(d["rss_bytes"]), mb(d.get("rss_after_simulation_bytes")),
+             str(len(d["mappings"]) + d["other_mappings"])]
     m = re.search(r"live on ([\d.]+) MiB of pages holding a live byte .*could free "
                   r"([\d.]+) MiB in pairs, ([\d.]+) MiB merging sets, ([\d.]+) MiB merging runs "
                   r"\(adding (\d+), (\d+) and (\d+) mappings\)", out.stderr)
@@ -52,12 +53,12 @@ def main():
     if os.geteuid() != 0:
         sys.exit("python_floor.py: needs root (the simulated khugepaged acts on another process)")
     print("| allocator | RSS after idle | after simulated khugepaged (THP always) "
-          "| pages holding a live byte | meshing could free (mappings added): pairs | merged sets "
-          "| merged runs of 16 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| mappings (VMAs) when idle | pages holding a live byte (before meshing) "
+          "| meshing could free (mappings added): pairs | merged sets | merged runs of 16 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = [("glibc + malloc_trim(0)", "system", "off", True),
             ("hugeguard", "hugeguard", "off", False),
-            ("hugeguard, HUGEGUARD_MESH=on (random slots; no meshing yet)", "hugeguard", "on", False)]
+            ("hugeguard, HUGEGUARD_MESH=on (meshing)", "hugeguard", "on", False)]
     for name, alloc, mesh, trim in rows:
         print("| %s | %s |" % (name, " | ".join(run(alloc, mesh, trim))), flush=True)
 

@@ -20,6 +20,11 @@
 //!   with injected failures (commit refused, NOHUGEPAGE ENOMEM, DONTNEED
 //!   errors): heap invariants, the advice rules, and never a DONTNEED over a
 //!   page in use.
+//! * [`mesh`]: mesh mode on the process heap (the fuzz target turns it on;
+//!   meshing needs a userfaultfd for all faults, so root): bursts of small
+//!   blocks, frees that leave their spans sparse, meshing rounds,
+//!   unmeshing, writes into meshed blocks; every block checked after each
+//!   round.
 
 mod c_abi;
 mod private;
@@ -459,6 +464,76 @@ pub fn policy(data: &[u8]) {
     }
 }
 
+/// Driver (f): meshing interleaved with allocation, frees and writes, on
+/// the process heap in mesh mode (without it, rounds do nothing and the
+/// rest still runs). Every block's contents are checked after each round.
+pub fn mesh(data: &[u8]) {
+    let mut input = Input(data);
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut tag = 0u8;
+    let check_all = |blocks: &[Block], when: &str| {
+        for b in blocks {
+            assert!(intact(b, b.layout.size(), true), "contents lost {when}");
+        }
+    };
+    while let Some(op) = input.u8() {
+        tag = tag.wrapping_add(1);
+        match op % 6 {
+            0 if blocks.len() < 20_000 => {
+                // A burst of one small size.
+                let size = 8 + input.u16() as usize % 1017;
+                let n = 32 + input.u16() as usize % 993;
+                blocks.extend((0..n).filter_map(|_| new_block(size, 8, false, tag)));
+            }
+            1 if !blocks.is_empty() => {
+                // Keep one in `k` from a random start; free the rest.
+                let k = 2 + input.u8().unwrap_or(0) as usize % 63;
+                let start = input.u16() as usize % blocks.len();
+                let all = core::mem::take(&mut blocks);
+                for (i, b) in all.into_iter().enumerate() {
+                    if (i + start) % k == 0 {
+                        blocks.push(b);
+                    } else {
+                        free_block(b);
+                    }
+                }
+            }
+            2 => {
+                let r = crate::mesh::round();
+                check_all(&blocks, "after a meshing round");
+                if r.meshed_units + r.unmeshed_units != 0 {
+                    invariants();
+                }
+            }
+            3 if !blocks.is_empty() => {
+                // Writes into a block (perhaps a meshed one).
+                let i = input.u16() as usize % blocks.len();
+                blocks[i].tag = tag;
+                fill(&blocks[i]);
+            }
+            4 if !blocks.is_empty() => {
+                let i = input.u16() as usize % blocks.len();
+                free_block(blocks.swap_remove(i));
+            }
+            5 => {
+                // Everything released (thread cache included), then meshed.
+                crate::background::release_now();
+                crate::mesh::round();
+                check_all(&blocks, "after release and meshing");
+            }
+            _ => {}
+        }
+    }
+    check_all(&blocks, "at the end");
+    for b in blocks {
+        free_block(b);
+    }
+    // Unmesh what emptied, then check everything.
+    crate::background::release_now();
+    crate::mesh::round();
+    invariants();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,5 +598,40 @@ mod tests {
     #[test]
     fn replay_heap_corpus_and_random_inputs() {
         replay("heap", heap, 5, 200, 400);
+    }
+
+    /// The `mesh` corpus in a child process of this test binary with mesh
+    /// mode on from its first allocation (meshing itself where the kernel
+    /// lets the child hold back every write: root).
+    #[test]
+    fn replay_mesh_corpus_and_random_inputs_in_mesh_mode() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "fuzz::tests::replay_mesh_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("HUGEGUARD_MESH", "on")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "mesh replay failed:\n{text}");
+        assert!(text.contains("MESH REPLAYED"), "{text}");
+    }
+
+    #[test]
+    #[ignore = "run by replay_mesh_corpus_and_random_inputs_in_mesh_mode"]
+    fn replay_mesh_child() {
+        // The process heap of this child is in mesh mode.
+        replay("mesh", mesh, 6, 20, 200);
+        let s = crate::stats();
+        println!(
+            "MESH REPLAYED (meshing on: {}, units meshed: {})",
+            crate::mesh::active(),
+            s.meshed_units_total
+        );
     }
 }

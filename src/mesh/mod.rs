@@ -47,7 +47,7 @@ use table::{Rec, Role, Table};
 /// Open groups a unit is tried against (the most recent ones).
 pub(crate) const GROUPS: usize = 32;
 /// Members planned per class and round.
-const PLAN: usize = 256;
+const PLAN: usize = 1024;
 /// 8-byte granules of a unit.
 const GRANULES: usize = MAX_UNIT_PAGES * PAGE_SIZE / 8;
 /// A unit's live-byte mask.
