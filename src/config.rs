@@ -9,7 +9,7 @@
 //! | `HUGEGUARD_MEMORY_LIMIT` | soft limit in bytes, suffix `k`, `m`, `g` allowed; `0` none | none |
 //! | `HUGEGUARD_COLLAPSE` | `on`, `off`: background `MADV_COLLAPSE` of dense huge pages | `on` |
 //! | `HUGEGUARD_HARDEN` | `on`/`1`, `off`/`0`: hardened mode (`harden`: every free checked, links encoded) | `off` (`on` in builds with debug assertions) |
-//! | `HUGEGUARD_MESH` | `on`, `off`: mesh mode (issue 15; so far its layout only: objects from random slots of their span, each class's spans in huge pages of their own) | `off` |
+//! | `HUGEGUARD_MESH` | `on`, `off`: mesh mode (`docs/MESH.md`): a shared-memory heap, objects from random slots of their span, each class's spans in huge pages of their own, and sparse units meshed when idle | `off` |
 //!
 //! An invalid value gets one line on stderr and the default.
 
@@ -66,8 +66,9 @@ pub struct Config {
     pub collapse: bool,
     /// Hardened mode (`harden`).
     pub harden: bool,
-    /// Mesh mode's layout: objects from random slots of their span
-    /// (`central`), each class's spans in its own huge pages (`page_heap`).
+    /// Mesh mode: objects from random slots of their span (`central`), each
+    /// class's spans in its own huge pages (`page_heap`), and meshing
+    /// (`mesh`) where the kernel allows it.
     pub mesh: bool,
     pub thp: Thp,
 }

@@ -48,7 +48,7 @@ fn dense_live_heap_becomes_huge_page_backed() {
     }
     let s = hugeguard::stats();
     println!(
-        "live {} MB, AnonHugePages +{} MB\n{s}",
+        "live {} MB, huge-page backed (anonymous and shared) +{} MB\n{s}",
         live >> 20,
         huge >> 20
     );
