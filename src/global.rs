@@ -101,6 +101,9 @@ pub fn ensure_heap() -> bool {
                 return false;
             }
             let (base, end, pages, tags, len) = heap.view().parts();
+            if cfg.mesh {
+                crate::mesh::confirm(base);
+            }
             VIEW_BASE.store(base, Ordering::Relaxed);
             VIEW_END.store(end, Ordering::Relaxed);
             VIEW_LEN.store(len, Ordering::Relaxed);

@@ -67,18 +67,29 @@ pub(crate) static MESH: SpinLock<Table> = SpinLock::new(Table::new());
 /// Pipe of a fork in progress (set between the fork handlers).
 static FORK_PIPE: SpinLock<Option<[i32; 2]>> = SpinLock::new(None);
 
-/// Turns meshing on for the process heap, before the heap is reserved:
-/// the heap then lives in a shared file. Says in one line why not when the
-/// kernel refuses (mesh mode then keeps its layout only).
+/// Prepares meshing for the process heap, before the heap is reserved:
+/// the heap then lives in a shared file ([`confirm`] turns meshing on once
+/// it does). Says in one line why not when the kernel refuses (mesh mode
+/// then keeps its layout only).
 pub(crate) fn enable() {
     match shared::enable_shared_heap() {
-        Ok(()) => ACTIVE.store(true, Ordering::Release),
+        Ok(()) => {}
         Err(errno) => {
-            let mut msg = *b"hugeguard: HUGEGUARD_MESH=on: no userfaultfd for all faults (errno   ); random slots and class homes only, no meshing\n";
-            msg[77] = b'0' + (errno / 10 % 10) as u8;
-            msg[78] = b'0' + (errno % 10) as u8;
+            let mut msg = *b"hugeguard: HUGEGUARD_MESH=on: no userfaultfd for all faults (errno 00); random slots and class homes only, no meshing\n";
+            let at = msg.iter().position(|&b| b == b'0').unwrap_or(0);
+            msg[at] = b'0' + (errno / 10 % 10) as u8;
+            msg[at + 1] = b'0' + (errno % 10) as u8;
             crate::os::linux::write_stderr(&msg);
         }
+    }
+}
+
+/// Turns meshing on if the heap reserved at `base` lives in the shared
+/// file (a reservation the file could not be mapped over stays private
+/// memory, which must never be meshed).
+pub(crate) fn confirm(base: usize) {
+    if base != 0 && shared::committed().0 == base {
+        ACTIVE.store(true, Ordering::Release);
     }
 }
 

@@ -51,6 +51,9 @@ pub fn committed() -> (usize, usize) {
 /// in the file. The errno when the kernel refuses either; then nothing is
 /// changed.
 pub fn enable_shared_heap() -> Result<(), i32> {
+    if HEAP_FD.load(Ordering::Acquire) >= 0 {
+        return Ok(());
+    }
     let guard = WriteGuard::open(Faults::All)?;
     let file = SharedFile::create(0).ok_or_else(super::linux::errno)?;
     HEAP_UFFD.store(guard.fd, Ordering::Relaxed);
