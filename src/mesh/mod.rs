@@ -257,7 +257,9 @@ fn mesh_class(table: &mut Table, class: usize, out: &mut MeshRound) {
                 else {
                     break 'homes;
                 };
-                table.get_mut(owner_rec).members += 1;
+                if let Some(o) = table.get_mut(owner_rec) {
+                    o.members += 1;
+                }
                 for (x, y) in g.union.iter_mut().zip(&mask) {
                     *x |= y;
                 }
@@ -279,8 +281,9 @@ fn mesh_class(table: &mut Table, class: usize, out: &mut MeshRound) {
     }
     for p in &plan[..nplan] {
         let ok = mesh_one(p);
-        let r = table.get_mut(p.rec);
-        r.role = if ok { Role::Meshed } else { Role::Frozen };
+        if let Some(r) = table.get_mut(p.rec) {
+            r.role = if ok { Role::Meshed } else { Role::Frozen };
+        }
         if ok {
             out.meshed_units += 1;
             out.punched_bytes += p.pages * PAGE_SIZE;
@@ -393,7 +396,9 @@ fn unmesh_empty(table: &mut Table) -> usize {
     let base = shared::committed().0;
     let mut done = 0;
     for i in 0..table.len() as u32 {
-        let r = *table.get_mut(i);
+        let Some(&mut r) = table.get_mut(i) else {
+            continue;
+        };
         if !matches!(r.role, Role::Meshed | Role::Frozen) {
             continue;
         }
@@ -419,17 +424,26 @@ fn unmesh_empty(table: &mut Table) -> usize {
         }
         table.remove(i);
         done += 1;
-        let owner = table.get_mut(r.owner);
+        let Some(owner) = table.get_mut(r.owner) else {
+            continue;
+        };
         owner.members -= 1;
         if owner.members == 0 {
             let o = *owner;
-            if let Some((class, spans, n)) = unit_spans(&o) {
-                // The owner's pinned pages may hold members' old bytes.
-                file.punch_mask(o.start - base, o.pinned);
-                let mut list = CENTRAL[class].lock();
-                thaw(&mut list, &o, &spans[..n]);
-                table.remove(r.owner);
+            // The owner's pinned pages may hold members' old bytes.
+            file.punch_mask(o.start - base, o.pinned);
+            match unit_spans(&o) {
+                Some((class, spans, n)) => {
+                    let mut list = CENTRAL[class].lock();
+                    thaw(&mut list, &o, &spans[..n]);
+                }
+                None => {
+                    let mut heap = HEAP.lock();
+                    heap.unpin_pages(o.start, o.pinned);
+                    heap.note_meshed(o.start, -1);
+                }
             }
+            table.remove(r.owner);
         }
     }
     done
@@ -514,9 +528,15 @@ pub(crate) unsafe fn fork_child() {
         let table = unsafe { MESH.held_value() };
         shared::fork_child_copy(committed, |file| {
             for i in 0..table.len() as u32 {
-                let r = *table.get_mut(i);
+                let Some(&mut r) = table.get_mut(i) else {
+                    continue;
+                };
                 if r.role == Role::Meshed {
-                    let owner = table.get_mut(r.owner).start;
+                    let Some(&mut Rec { start: owner, .. }) = table.get_mut(r.owner) else {
+                        crate::os::linux::abort_with(
+                            b"hugeguard: fork: a meshed unit lost its owner\n",
+                        );
+                    };
                     let len = r.pages as usize * PAGE_SIZE;
                     // SAFETY: the member's pages, as in the parent.
                     if !unsafe { file.alias(r.start, owner - base, len) } {

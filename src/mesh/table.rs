@@ -124,12 +124,13 @@ impl Table {
         CAPACITY - self.used
     }
 
-    /// Record `i` (`i < len`).
-    pub fn get_mut(&mut self, i: u32) -> &mut Rec {
+    /// Record `i`, if `i < len` (indices come from the table itself, so
+    /// `None` would be a bug; callers skip it rather than panic inside the
+    /// allocator).
+    pub fn get_mut(&mut self, i: u32) -> Option<&mut Rec> {
         let i = i as usize;
-        assert!(i < self.len);
         // SAFETY: `i < len <= CAPACITY`, inside the table's memory.
-        unsafe { &mut *self.recs.add(i) }
+        (i < self.len).then(|| unsafe { &mut *self.recs.add(i) })
     }
 
     /// Adds a record; its index, or `None` when the table is full.
@@ -153,7 +154,9 @@ impl Table {
 
     /// Frees record `i`.
     pub fn remove(&mut self, i: u32) {
-        let r = self.get_mut(i);
+        let Some(r) = self.get_mut(i) else {
+            return;
+        };
         let member = r.role != Role::Owner;
         r.role = Role::Free;
         self.used -= 1;
