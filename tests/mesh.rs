@@ -246,3 +246,119 @@ fn child_fork() {
     println!("FORK OK");
     hugeguard::check_invariants().unwrap();
 }
+
+#[test]
+fn writes_while_meshing_are_never_lost() {
+    let text = child("child_concurrent");
+    println!("{text}");
+    assert!(text.contains("CONCURRENT OK"), "{text}");
+    if meshing_possible() {
+        let units: usize = text
+            .lines()
+            .find_map(|l| l.split("CONCURRENT OK ").nth(1))
+            .and_then(|v| v.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(units > 0, "nothing was meshed while the writers ran");
+    }
+}
+
+#[test]
+#[ignore = "run by writes_while_meshing_are_never_lost"]
+fn child_concurrent() {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Survivors of a batch: counters bumped by two threads, and buffers the
+    // kernel writes into (`pread`), while the main thread meshes again and
+    // again, unmeshes what it frees, and makes new sparse spans.
+    let all: Vec<Box<[u64; 6]>> = (0..150_000).map(|i| Box::new([i as u64; 6])).collect();
+    let kept: Vec<Box<[u64; 6]>> = all.into_iter().step_by(29).collect();
+    let bufs: Vec<Vec<u8>> = (0..60_000).map(|i| vec![i as u8; 40]).collect();
+    let mut bufs: Vec<Vec<u8>> = bufs.into_iter().step_by(31).collect();
+    let mut file = tempfile_with(&[[0xA5u8; 40], [0x5A; 40]].concat());
+    file.flush().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The kernel writes into survivors (meshed ones among them) while the
+    // main thread meshes: `pread` into a page being meshed must wait, not
+    // fail with EFAULT or land in the old page.
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut reads, mut lost) = (0usize, 0usize);
+            while !stop.load(Ordering::Relaxed) || reads < bufs.len() {
+                // Each pass reads the other pattern, and checks it at once.
+                let (at, want) = if reads / bufs.len() % 2 == 0 {
+                    (0, 0xA5)
+                } else {
+                    (40, 0x5A)
+                };
+                for buf in bufs.iter_mut() {
+                    file.read_exact_at(buf, at).unwrap();
+                    lost += buf.iter().any(|&x| x != want) as usize;
+                    reads += 1;
+                }
+            }
+            (lost == 0, reads)
+        })
+    };
+    let (a, b) = kept.split_at(kept.len() / 2);
+    let halves = [a.to_vec(), b.to_vec()];
+    drop(kept);
+    let workers: Vec<_> = halves
+        .into_iter()
+        .map(|mut mine| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::Relaxed) || rounds < 50 {
+                    for o in mine.iter_mut() {
+                        o[1] += 1;
+                        o[5] = o[0] ^ o[1];
+                    }
+                    rounds += 1;
+                }
+                let ok = mine
+                    .iter()
+                    .all(|o| o[1] == o[0] + rounds && o[5] == o[0] ^ o[1]);
+                (ok, rounds)
+            })
+        })
+        .collect();
+    let mut units = 0;
+    for _ in 0..40 {
+        let m = hugeguard::mesh_now();
+        units += m.meshed_units;
+        // New sparse spans for the next round.
+        let more: Vec<Box<[u8; 48]>> = (0..20_000).map(|i| Box::new([i as u8; 48])).collect();
+        let keep: Vec<_> = more.into_iter().step_by(37).collect();
+        std::mem::forget(keep);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<(bool, u64)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert!(results.iter().all(|r| r.0), "a write was lost: {results:?}");
+    let (read_ok, reads) = reader.join().unwrap();
+    assert!(read_ok, "a read(2) into a survivor was lost");
+    println!(
+        "CONCURRENT OK {units} units meshed, {reads} reads, rounds {:?}",
+        results.iter().map(|r| r.1).collect::<Vec<_>>()
+    );
+    hugeguard::check_invariants().unwrap();
+}
+
+/// A temporary file holding `bytes` (removed when the process ends).
+fn tempfile_with(bytes: &[u8]) -> std::fs::File {
+    use std::io::Write;
+    let path = std::env::temp_dir().join(format!("hugeguard-mesh-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+    let _ = std::fs::remove_file(&path);
+    f
+}
