@@ -28,6 +28,10 @@
 //!   `malloc_trim(0)`); [`flush_caches`] returns the calling thread's cache
 //!   and the parked batches to their spans; [`set_background`] turns the
 //!   background release thread's work on or off.
+//! * [`placement`] reports where live objects sit (the placement floor);
+//!   in mesh mode (`HUGEGUARD_MESH=on`, `docs/MESH.md`) [`mesh_now`] merges
+//!   sparse spans onto each other's pages at once, returning a
+//!   [`MeshRound`], instead of waiting for the program to go idle.
 //! * [`usable_size`]: the usable bytes of a live block for its `Layout`
 //!   (`unsafe`: it may read the block's span record).
 //! * [`raw`]: the size-less C entry points (`malloc`, `free`, `realloc`,

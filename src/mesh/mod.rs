@@ -103,7 +103,8 @@ pub(crate) fn active() -> bool {
 pub struct MeshRound {
     /// Units meshed onto another unit this round.
     pub meshed_units: usize,
-    /// Bytes of memory punched out of the heap file by them.
+    /// Bytes those units span: their own pages were punched out of the
+    /// heap file, so what was resident there went back to the OS.
     pub punched_bytes: usize,
     /// Units unmeshed (wholly free) this round.
     pub unmeshed_units: usize,
@@ -191,7 +192,9 @@ pub(crate) struct Planned {
 }
 
 fn mesh_class(table: &mut Table, class: usize, out: &mut MeshRound) {
-    let Some(scratch) = table.scratch() else {
+    // SAFETY: the slices live until this function returns, and nothing
+    // else asks for them while it runs (the mesh lock is held).
+    let Some(scratch) = (unsafe { table.scratch() }) else {
         return;
     };
     let (groups, plan) = scratch;

@@ -93,8 +93,12 @@ impl Table {
     }
 
     /// The scratch memory: open groups and planned members.
+    ///
+    /// # Safety
+    /// The caller drops the returned slices before it calls `scratch`
+    /// again (they are the same memory each time).
     #[allow(clippy::type_complexity)]
-    pub fn scratch(&mut self) -> Option<(&'static mut [Group], &'static mut [Planned])> {
+    pub unsafe fn scratch(&mut self) -> Option<(&'static mut [Group], &'static mut [Planned])> {
         if self.recs.is_null() {
             return None;
         }
