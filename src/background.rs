@@ -351,6 +351,9 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
                 // pinned.
                 crate::cache::reclaim(crate::cache::Reclaim::Idle);
             }
+            // A class that needed new spans while some were frozen for
+            // meshing gets them back first (mesh mode; also while busy).
+            crate::mesh::thaw_requested();
             let r = release_pass(false);
             let more_dense = regain_huge_pages(global::now());
             // Idle and released: mesh mode merges sparse units now, round

@@ -57,6 +57,10 @@ pub trait SpanSource {
     fn span_of(&self, addr: usize) -> *mut Span;
     /// The release clock (ms, wrapping).
     fn now(&self) -> u32;
+    /// `class` needs a new span while some of its spans are frozen for
+    /// meshing: ask for them to be thawed (mesh mode). Called with the
+    /// class's list lock held; must not block or enter the kernel.
+    fn frozen_wanted(&self, _class: usize) {}
 }
 
 /// A batch of free objects of one class, linked through their first word,
@@ -90,6 +94,8 @@ pub struct CentralList {
     /// Random slots whatever the configuration says (private heaps of the
     /// tests and the `heap` fuzz driver).
     pub(crate) random_slots: bool,
+    /// Spans frozen for meshing (off the list).
+    pub frozen: usize,
 }
 
 // SAFETY: the raw pointers are owned by the list and only reached under its lock.
@@ -120,6 +126,7 @@ impl CentralList {
             objects_out: 0,
             slot_rng: 0x9e37_79b9_7f4a_7c15,
             random_slots: false,
+            frozen: 0,
         }
     }
 
@@ -143,6 +150,9 @@ impl CentralList {
         while count < want {
             let mut span = self.nonempty.first();
             if span.is_null() {
+                if self.frozen != 0 {
+                    src.frozen_wanted(class);
+                }
                 span = src.new_span(class);
                 if span.is_null() {
                     break;
@@ -280,6 +290,9 @@ impl CentralList {
             unsafe { self.nonempty.remove(span) };
             s.in_list = false;
         }
+        if !s.meshed {
+            self.frozen += 1;
+        }
         s.meshed = true;
     }
 
@@ -292,6 +305,9 @@ impl CentralList {
     pub unsafe fn thaw<S: SpanSource>(&mut self, src: &S, span: *mut Span) {
         // SAFETY: forwarded from the caller; we hold this list's lock.
         let s = unsafe { &mut *span };
+        if s.meshed {
+            self.frozen -= 1;
+        }
         s.meshed = false;
         if s.used == 0 {
             self.spans -= 1;

@@ -125,6 +125,11 @@ pub fn central_take(class: usize, want: usize) -> Batch {
         };
     }
     let chain = CENTRAL[class].lock().take(&ProcessHeap, class, want);
+    if crate::mesh::thaw_pending() {
+        // The class wanted its frozen spans back: wake the background
+        // thread (outside the list lock).
+        background::note_free();
+    }
     background::maybe_start();
     chain
 }
@@ -172,6 +177,10 @@ impl SpanSource for ProcessHeap {
     #[inline]
     fn now(&self) -> u32 {
         now()
+    }
+
+    fn frozen_wanted(&self, class: usize) {
+        crate::mesh::request_thaw(class);
     }
 }
 

@@ -127,8 +127,20 @@ fn child_mesh() {
     let fresh: Vec<Vec<u8>> = (0..20_000).map(|i| pattern(i, 64)).collect();
     let half = kept.len() / 2;
     kept.truncate(half);
+    // The 64-byte class needed new spans while some of its spans were
+    // frozen: the round thaws its units (copying each member back to its
+    // own pages) before it meshes anything else.
     let again = hugeguard::mesh_now();
     println!("AGAIN {} {}", again.meshed_units, again.unmeshed_units);
+    if m.meshed_units > 0 {
+        assert!(again.unmeshed_units > 0, "nothing thawed");
+    }
+    for (i, v) in &kept {
+        let mut want = pattern(*i, v.len());
+        want.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+        want[0] = (*i % 256) as u8;
+        assert_eq!(v[..], want[..], "object {i} after thawing");
+    }
     for (i, v) in fresh.iter().enumerate() {
         assert_eq!(v[..], pattern(i, 64)[..]);
     }

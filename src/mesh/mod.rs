@@ -39,7 +39,7 @@ use crate::os::linux::LinuxOs;
 use crate::os::shared;
 use crate::page_heap::mesh::{Unit, MAX_UNIT_PAGES};
 use crate::page_heap::PageHeap;
-use crate::size_class::{CLASS_PAGES, CLASS_SIZE};
+use crate::size_class::{CLASS_PAGES, CLASS_SIZE, NUM_CLASSES};
 use crate::units::{PAGES_PER_HUGE, PAGE_SIZE};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use table::{Rec, Role, Table};
@@ -63,6 +63,49 @@ static MESHED_TOTAL: AtomicUsize = AtomicUsize::new(0);
 
 /// The mesh lock and the records of meshed units.
 pub(crate) static MESH: SpinLock<Table> = SpinLock::new(Table::new());
+
+/// Classes that needed a new span while some of their spans were frozen:
+/// their units are to be unmeshed (thawed), so the frozen spans' free
+/// slots are used again.
+static THAW: [AtomicBool; NUM_CLASSES] = [const { AtomicBool::new(false) }; NUM_CLASSES];
+static THAW_ANY: AtomicBool = AtomicBool::new(false);
+
+/// Asks for `class`'s meshed units to be thawed (from the allocator's slow
+/// path, under the class's list lock: two atomic stores).
+pub(crate) fn request_thaw(class: usize) {
+    if !THAW[class].load(Ordering::Relaxed) {
+        THAW[class].store(true, Ordering::Relaxed);
+        THAW_ANY.store(true, Ordering::Release);
+    }
+}
+
+/// Whether some class asked to be thawed.
+pub(crate) fn thaw_pending() -> bool {
+    THAW_ANY.load(Ordering::Relaxed)
+}
+
+/// Thaws the classes that asked for it; returns the units unmeshed. For
+/// the background thread, also while the program is busy.
+pub(crate) fn thaw_requested() -> usize {
+    if !active() || !THAW_ANY.swap(false, Ordering::Acquire) {
+        return 0;
+    }
+    let mut table = MESH.lock();
+    thaw_marked(&mut table, &mut [false; NUM_CLASSES])
+}
+
+/// Thaws every class marked in [`THAW`] and notes it in `thawed`; the
+/// members unmeshed.
+fn thaw_marked(table: &mut Table, thawed: &mut [bool; NUM_CLASSES]) -> usize {
+    let mut done = 0;
+    for (class, t) in thawed.iter_mut().enumerate().skip(1) {
+        if THAW[class].swap(false, Ordering::Relaxed) {
+            done += thaw_class(table, class);
+            *t = true;
+        }
+    }
+    done
+}
 
 /// Pipe of a fork in progress (set between the fork handlers).
 static FORK_PIPE: SpinLock<Option<[i32; 2]>> = SpinLock::new(None);
@@ -131,8 +174,13 @@ pub(crate) fn round() -> MeshRound {
         return out;
     }
     out.unmeshed_units = unmesh_empty(&mut table);
+    let mut thawed = [false; NUM_CLASSES];
+    if THAW_ANY.swap(false, Ordering::Acquire) {
+        out.unmeshed_units += thaw_marked(&mut table, &mut thawed);
+    }
     for (class, &pages) in CLASS_PAGES.iter().enumerate().skip(1) {
-        if pages as usize <= MAX_UNIT_PAGES {
+        // A class just thawed is in use again: not meshed in this round.
+        if pages as usize <= MAX_UNIT_PAGES && !thawed[class] {
             mesh_class(&mut table, class, &mut out);
         }
     }
@@ -359,25 +407,11 @@ fn mesh_one(p: &Planned) -> bool {
         guard.unregister(p.member, len);
         return false;
     }
-    for (w, &bits) in p.mask.iter().enumerate() {
-        let mut bits = bits;
-        while bits != 0 {
-            let g = w * 64 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            // SAFETY: granule `g` of the member holds (or held) a live
-            // object and is free in the owner and every other member of the
-            // group (the masks are disjoint and the spans frozen); writers
-            // of the member wait on the write-protection, so the copy is
-            // whole.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    (p.member + g * 8) as *const u64,
-                    (p.owner + g * 8) as *mut u64,
-                    1,
-                )
-            };
-        }
-    }
+    // The member's live granules are free in the owner and every other
+    // member of the group (the masks are disjoint and the spans frozen);
+    // writers of the member wait on the write-protection, so the copy is
+    // whole.
+    copy_granules(p.member, p.owner, &p.mask);
     // SAFETY: the member's live bytes are in the owner's pages at the same
     // offsets; its virtual pages now show the owner's.
     if !unsafe { file.alias(p.member, p.owner - base, len) } {
@@ -427,29 +461,152 @@ fn unmesh_empty(table: &mut Table) -> usize {
         }
         table.remove(i);
         done += 1;
-        let Some(owner) = table.get_mut(r.owner) else {
-            continue;
-        };
-        owner.members -= 1;
-        if owner.members == 0 {
-            let o = *owner;
-            // The owner's pinned pages may hold members' old bytes.
-            file.punch_mask(o.start - base, o.pinned);
-            match unit_spans(&o) {
-                Some((class, spans, n)) => {
-                    let mut list = CENTRAL[class].lock();
-                    thaw(&mut list, &o, &spans[..n]);
-                }
-                None => {
-                    let mut heap = HEAP.lock();
-                    heap.unpin_pages(o.start, o.pinned);
-                    heap.note_meshed(o.start, -1);
-                }
-            }
-            table.remove(r.owner);
-        }
+        release_owner(table, &file, base, r.owner);
     }
     done
+}
+
+/// Unmeshes every unit of `class`: each member's live bytes are copied
+/// back to its own file pages and it is mapped onto them again (writers
+/// wait meanwhile, as when meshing); its spans and its owner's are thawed,
+/// so their free slots take objects again. Returns the members unmeshed.
+fn thaw_class(table: &mut Table, class: usize) -> usize {
+    let (Some(guard), Some(file)) = (shared::heap_guard(), shared::heap_file()) else {
+        return 0;
+    };
+    let base = shared::committed().0;
+    let mut mask: Mask = [0; GRANULES / 64];
+    let mut done = 0;
+    for i in 0..table.len() as u32 {
+        let Some(&mut r) = table.get_mut(i) else {
+            continue;
+        };
+        if !matches!(r.role, Role::Meshed | Role::Frozen) {
+            continue;
+        }
+        let Some((c, spans, n)) = unit_spans(&r) else {
+            continue;
+        };
+        if c != class {
+            continue;
+        }
+        let len = r.pages as usize * PAGE_SIZE;
+        if r.role == Role::Meshed {
+            {
+                // The live set of a frozen unit only shrinks: a mask taken
+                // now covers every byte to copy back.
+                let _list = CENTRAL[class].lock();
+                let mut u = Unit {
+                    start: r.start,
+                    pages: r.pages as usize,
+                    spans: [core::ptr::null_mut(); MAX_UNIT_PAGES],
+                    nspans: n,
+                    free: 0,
+                };
+                u.spans[..n].copy_from_slice(&spans[..n]);
+                live_mask(&u, class, &mut mask);
+            }
+            if !copy_back(&guard, &file, base, &r, &mask) {
+                continue;
+            }
+            MESHED_NOW.fetch_sub(1, Ordering::Relaxed);
+            MESHED_BYTES.fetch_sub(len, Ordering::Relaxed);
+        }
+        let mut list = CENTRAL[class].lock();
+        thaw(&mut list, &r, &spans[..n]);
+        drop(list);
+        table.remove(i);
+        done += 1;
+        release_owner(table, &file, base, r.owner);
+    }
+    done
+}
+
+/// Copies member `r`'s live granules (`mask`) from the owner's pages it
+/// shows now back to its own file pages, and maps it onto them again;
+/// `false` (nothing changed) if the kernel refuses a step.
+fn copy_back(
+    guard: &shared::WriteGuard,
+    file: &shared::SharedFile,
+    base: usize,
+    r: &Rec,
+    mask: &Mask,
+) -> bool {
+    let len = r.pages as usize * PAGE_SIZE;
+    let own = r.start - base;
+    if !guard.register(r.start, len) {
+        return false;
+    }
+    if !guard.protect(r.start, len, true) {
+        guard.unregister(r.start, len);
+        return false;
+    }
+    let Some(tmp) = file.map(own, len) else {
+        guard.protect(r.start, len, false);
+        guard.unregister(r.start, len);
+        return false;
+    };
+    copy_granules(r.start, tmp, mask);
+    // SAFETY: the member's live bytes are in its own file pages now (at
+    // `tmp`); its virtual pages show them from here on.
+    let ok = unsafe { file.alias(r.start, own, len) };
+    if ok {
+        guard.wake(r.start, len);
+    } else {
+        guard.protect(r.start, len, false);
+        guard.unregister(r.start, len);
+    }
+    // SAFETY: the temporary mapping made above, used by nothing else.
+    unsafe { file.unmap(tmp, len) };
+    ok
+}
+
+/// Copies the granules of `mask` from `from` to `to` (same offsets).
+fn copy_granules(from: usize, to: usize, mask: &Mask) {
+    for (w, &bits) in mask.iter().enumerate() {
+        let mut bits = bits;
+        while bits != 0 {
+            let g = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            // SAFETY: granule `g` lies in both units (the mask covers one
+            // unit); the caller holds the source still (write-protected)
+            // and owns the destination's bytes at these offsets.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    (from + g * 8) as *const u64,
+                    (to + g * 8) as *mut u64,
+                    1,
+                )
+            };
+        }
+    }
+}
+
+/// One member of owner record `owner` left: thaws the owner when it was
+/// the last.
+fn release_owner(table: &mut Table, file: &shared::SharedFile, base: usize, owner: u32) {
+    let Some(o) = table.get_mut(owner) else {
+        return;
+    };
+    o.members -= 1;
+    if o.members != 0 {
+        return;
+    }
+    let o = *o;
+    // The owner's pinned pages may hold members' old bytes.
+    file.punch_mask(o.start - base, o.pinned);
+    match unit_spans(&o) {
+        Some((class, spans, n)) => {
+            let mut list = CENTRAL[class].lock();
+            thaw(&mut list, &o, &spans[..n]);
+        }
+        None => {
+            let mut heap = HEAP.lock();
+            heap.unpin_pages(o.start, o.pinned);
+            heap.note_meshed(o.start, -1);
+        }
+    }
+    table.remove(owner);
 }
 
 /// The frozen spans of unit `r`, with their class.

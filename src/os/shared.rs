@@ -322,7 +322,6 @@ impl SharedFile {
         Some(file)
     }
 
-    #[cfg(test)]
     /// Maps `len` bytes of the file from `offset`, shared, readable and
     /// writable, at an address of the kernel's choosing; `None` on failure.
     pub fn map(&self, offset: usize, len: usize) -> Option<usize> {
@@ -339,6 +338,15 @@ impl SharedFile {
             )
         };
         (p != libc::MAP_FAILED).then_some(p as usize)
+    }
+
+    /// Unmaps a mapping made by [`SharedFile::map`].
+    ///
+    /// # Safety
+    /// `addr..addr + len` is such a mapping, and nothing uses it any more.
+    pub unsafe fn unmap(&self, addr: usize, len: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { libc::munmap(addr as *mut c_void, len) };
     }
 
     /// Maps the `len` bytes at `addr` onto the file's bytes at `offset`,
