@@ -46,6 +46,9 @@ use table::{Rec, Role, Table};
 
 /// Open groups a unit is tried against (the most recent ones).
 pub(crate) const GROUPS: usize = 32;
+/// Members a class that asks for its frozen spans gets back per request
+/// (each gives back a unit's free slots, most of a sparse unit).
+const THAW_UNITS: usize = 4;
 /// Members planned per class and round.
 const PLAN: usize = 1024;
 /// 8-byte granules of a unit.
@@ -466,10 +469,12 @@ fn unmesh_empty(table: &mut Table) -> usize {
     done
 }
 
-/// Unmeshes every unit of `class`: each member's live bytes are copied
-/// back to its own file pages and it is mapped onto them again (writers
-/// wait meanwhile, as when meshing); its spans and its owner's are thawed,
-/// so their free slots take objects again. Returns the members unmeshed.
+/// Unmeshes up to [`THAW_UNITS`] members of `class`: each member's live
+/// bytes are copied back to its own file pages and it is mapped onto them
+/// again (writers wait meanwhile, as when meshing); its spans are thawed,
+/// so their free slots take objects again, and so is an owner left with no
+/// member. Returns the members unmeshed. A class that still needs spans
+/// asks again.
 fn thaw_class(table: &mut Table, class: usize) -> usize {
     let (Some(guard), Some(file)) = (shared::heap_guard(), shared::heap_file()) else {
         return 0;
@@ -478,6 +483,9 @@ fn thaw_class(table: &mut Table, class: usize) -> usize {
     let mut mask: Mask = [0; GRANULES / 64];
     let mut done = 0;
     for i in 0..table.len() as u32 {
+        if done == THAW_UNITS {
+            break;
+        }
         let Some(&mut r) = table.get_mut(i) else {
             continue;
         };
