@@ -58,6 +58,21 @@ fn rss() -> usize {
     kb * 1024
 }
 
+/// The numbers that follow `marker` on the first line of `text` holding
+/// it, up to the first word that is not a number (panics without one).
+fn numbers_after(text: &str, marker: &str) -> Vec<usize> {
+    let rest = text
+        .lines()
+        .find_map(|l| l.split(marker).nth(1))
+        .unwrap_or_else(|| panic!("no {marker:?} line:\n{text}"));
+    let v: Vec<usize> = rest
+        .split_whitespace()
+        .map_while(|w| w.parse().ok())
+        .collect();
+    assert!(!v.is_empty(), "no number after {marker:?}:\n{text}");
+    v
+}
+
 /// A record's bytes: `i` everywhere but the first and last byte.
 fn pattern(i: usize, size: usize) -> Vec<u8> {
     let mut v = vec![(i % 251) as u8; size];
@@ -74,11 +89,7 @@ fn sparse_spans_are_meshed_and_every_object_keeps_its_bytes() {
         assert!(text.contains("no meshing"), "{text}");
         return;
     }
-    let line = text
-        .lines()
-        .find_map(|l| l.split("MESHED ").nth(1))
-        .unwrap_or_else(|| panic!("no MESHED line:\n{text}"));
-    let v: Vec<usize> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+    let v = numbers_after(&text, "MESHED ");
     let (units, punched, before, after) = (v[0], v[1], v[2], v[3]);
     assert!(units > 100, "{units} units meshed");
     // The RSS drops by most of what was punched out.
@@ -159,11 +170,7 @@ fn a_child_forked_from_a_meshed_heap_has_a_heap_of_its_own() {
     println!("{text}");
     assert!(text.contains("FORK OK"), "{text}");
     if meshing_possible() {
-        let units: usize = text
-            .lines()
-            .find_map(|l| l.split("FORKMESHED ").nth(1))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no FORKMESHED line:\n{text}"));
+        let units = numbers_after(&text, "FORKMESHED ")[0];
         assert!(units > 0, "nothing was meshed before the fork");
     }
 }
@@ -265,12 +272,7 @@ fn writes_while_meshing_are_never_lost() {
     println!("{text}");
     assert!(text.contains("CONCURRENT OK"), "{text}");
     if meshing_possible() {
-        let units: usize = text
-            .lines()
-            .find_map(|l| l.split("CONCURRENT OK ").nth(1))
-            .and_then(|v| v.split(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let units = numbers_after(&text, "CONCURRENT OK ")[0];
         assert!(units > 0, "nothing was meshed while the writers ran");
     }
 }

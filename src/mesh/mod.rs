@@ -403,11 +403,7 @@ fn mesh_one(p: &Planned) -> bool {
     };
     let len = p.pages * PAGE_SIZE;
     let base = shared::committed().0;
-    if !guard.register(p.member, len) {
-        return false;
-    }
-    if !guard.protect(p.member, len, true) {
-        guard.unregister(p.member, len);
+    if !guard.hold(p.member, len) {
         return false;
     }
     // The member's live granules are free in the owner and every other
@@ -418,8 +414,7 @@ fn mesh_one(p: &Planned) -> bool {
     // SAFETY: the member's live bytes are in the owner's pages at the same
     // offsets; its virtual pages now show the owner's.
     if !unsafe { file.alias(p.member, p.owner - base, len) } {
-        guard.protect(p.member, len, false);
-        guard.unregister(p.member, len);
+        guard.release(p.member, len);
         return false;
     }
     guard.wake(p.member, len);
@@ -458,15 +453,22 @@ fn unmesh_empty(table: &mut Table) -> usize {
         }
         thaw(&mut list, &r, &spans[..n]);
         drop(list);
-        if r.role == Role::Meshed {
-            MESHED_NOW.fetch_sub(1, Ordering::Relaxed);
-            MESHED_BYTES.fetch_sub(len, Ordering::Relaxed);
-        }
-        table.remove(i);
+        unmeshed(table, i, &r, &file, base);
         done += 1;
-        release_owner(table, &file, base, r.owner);
     }
     done
+}
+
+/// The end of unmeshing member record `i` (`r`), its spans thawed and, if
+/// it was meshed, its range mapped on its own pages again: the counts, the
+/// record, and its owner when it was the owner's last member.
+fn unmeshed(table: &mut Table, i: u32, r: &Rec, file: &shared::SharedFile, base: usize) {
+    if r.role == Role::Meshed {
+        MESHED_NOW.fetch_sub(1, Ordering::Relaxed);
+        MESHED_BYTES.fetch_sub(r.pages as usize * PAGE_SIZE, Ordering::Relaxed);
+    }
+    table.remove(i);
+    release_owner(table, file, base, r.owner);
 }
 
 /// Unmeshes up to [`THAW_UNITS`] members of `class`: each member's live
@@ -498,7 +500,6 @@ fn thaw_class(table: &mut Table, class: usize) -> usize {
         if c != class {
             continue;
         }
-        let len = r.pages as usize * PAGE_SIZE;
         if r.role == Role::Meshed {
             {
                 // The live set of a frozen unit only shrinks: a mask taken
@@ -517,15 +518,12 @@ fn thaw_class(table: &mut Table, class: usize) -> usize {
             if !copy_back(&guard, &file, base, &r, &mask) {
                 continue;
             }
-            MESHED_NOW.fetch_sub(1, Ordering::Relaxed);
-            MESHED_BYTES.fetch_sub(len, Ordering::Relaxed);
         }
         let mut list = CENTRAL[class].lock();
         thaw(&mut list, &r, &spans[..n]);
         drop(list);
-        table.remove(i);
+        unmeshed(table, i, &r, &file, base);
         done += 1;
-        release_owner(table, &file, base, r.owner);
     }
     done
 }
@@ -542,16 +540,11 @@ fn copy_back(
 ) -> bool {
     let len = r.pages as usize * PAGE_SIZE;
     let own = r.start - base;
-    if !guard.register(r.start, len) {
-        return false;
-    }
-    if !guard.protect(r.start, len, true) {
-        guard.unregister(r.start, len);
+    if !guard.hold(r.start, len) {
         return false;
     }
     let Some(tmp) = file.map(own, len) else {
-        guard.protect(r.start, len, false);
-        guard.unregister(r.start, len);
+        guard.release(r.start, len);
         return false;
     };
     copy_granules(r.start, tmp, mask);
@@ -561,8 +554,7 @@ fn copy_back(
     if ok {
         guard.wake(r.start, len);
     } else {
-        guard.protect(r.start, len, false);
-        guard.unregister(r.start, len);
+        guard.release(r.start, len);
     }
     // SAFETY: the temporary mapping made above, used by nothing else.
     unsafe { file.unmap(tmp, len) };

@@ -124,10 +124,9 @@ pub fn fork_prepare_protect(base: usize, len: usize) -> Option<[i32; 2]> {
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return None;
     }
-    if len == 0 || (guard.register(base, len) && guard.protect(base, len, true)) {
+    if len == 0 || guard.hold(base, len) {
         return Some(fds);
     }
-    guard.unregister(base, len);
     close_pipe(fds);
     None
 }
@@ -147,8 +146,7 @@ pub fn fork_parent_wait(base: usize, len: usize, fds: [i32; 2]) {
     }
     if let Some(guard) = heap_guard() {
         if len != 0 {
-            guard.protect(base, len, false);
-            guard.unregister(base, len);
+            guard.release(base, len);
         }
     }
 }
@@ -518,6 +516,26 @@ impl WriteGuard {
         // SAFETY: our descriptor and a correctly laid out argument; the
         // kernel checks the range.
         unsafe { libc::ioctl(self.fd, UFFDIO_REGISTER as _, &mut reg) == 0 }
+    }
+
+    /// Registers and write-protects `addr..addr + len`; `false` (nothing
+    /// left registered) when the kernel refuses either step.
+    pub fn hold(&self, addr: usize, len: usize) -> bool {
+        if !self.register(addr, len) {
+            return false;
+        }
+        if !self.protect(addr, len, true) {
+            self.unregister(addr, len);
+            return false;
+        }
+        true
+    }
+
+    /// Undoes [`WriteGuard::hold`]: lifts the protection (waking the
+    /// writers) and ends the registration.
+    pub fn release(&self, addr: usize, len: usize) {
+        self.protect(addr, len, false);
+        self.unregister(addr, len);
     }
 
     /// Ends the registration of `addr..addr + len` (waking its writers).
