@@ -67,9 +67,8 @@ unsafe extern "C" fn fork_prepare() {
         c.lock_raw();
     }
     HEAP.lock_raw();
-    // Mesh mode: the heap is shared memory; write-protect it until the
-    // child has its own copy.
-    crate::mesh::fork_prepare_protect();
+    // Mesh mode: the heap is shared memory; copy it for the child now.
+    crate::mesh::fork_prepare_copy();
 }
 
 unsafe extern "C" fn fork_parent() {
@@ -83,7 +82,7 @@ unsafe extern "C" fn fork_parent() {
 
 unsafe extern "C" fn fork_child() {
     // SAFETY: the child has only this thread, which took every lock in
-    // `fork_prepare`. The heap copy comes first: until it is made, every
+    // `fork_prepare`. The heap copy is mapped first: until it is, every
     // write to the heap would land in the parent's memory.
     unsafe {
         crate::mesh::fork_child();

@@ -41,7 +41,7 @@ use crate::page_heap::mesh::{Unit, MAX_UNIT_PAGES};
 use crate::page_heap::PageHeap;
 use crate::size_class::{CLASS_PAGES, CLASS_SIZE, NUM_CLASSES};
 use crate::units::{PAGES_PER_HUGE, PAGE_SIZE};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use table::{Rec, Role, Table};
 
 /// Open groups a unit is tried against (the most recent ones).
@@ -110,8 +110,9 @@ fn thaw_marked(table: &mut Table, thawed: &mut [bool; NUM_CLASSES]) -> usize {
     done
 }
 
-/// Pipe of a fork in progress (set between the fork handlers).
-static FORK_PIPE: SpinLock<Option<[i32; 2]>> = SpinLock::new(None);
+/// The heap's copy for the child of a fork in progress (set between the
+/// fork handlers; the mesh lock is held meanwhile).
+static FORK_COPY: AtomicI32 = AtomicI32::new(-1);
 
 /// Prepares meshing for the process heap, before the heap is reserved:
 /// the heap then lives in a shared file ([`confirm`] turns meshing on once
@@ -653,30 +654,33 @@ pub(crate) fn fork_prepare_lock() {
     MESH.lock_raw();
 }
 
-/// Fork, before, with every allocator lock held: write-protects the heap.
-pub(crate) fn fork_prepare_protect() {
+/// Fork, before, with every allocator lock held: copies the heap for the
+/// child (writers wait during the copy; nothing is protected after it).
+pub(crate) fn fork_prepare_copy() {
     if !active() {
         return;
     }
     let (base, committed) = shared::committed();
-    *FORK_PIPE.lock() = shared::fork_prepare_protect(base, committed);
+    let copy = shared::fork_prepare_copy(base, committed).unwrap_or(-1);
+    FORK_COPY.store(copy, Ordering::Relaxed);
 }
 
-/// Fork, after, in the parent: waits for the child's copy, then unlocks.
+/// Fork, after, in the parent: drops the child's copy and wakes the
+/// writers that waited since the copy, then unlocks.
 ///
 /// # Safety
-/// The calling thread took the mesh lock in [`fork_prepare_lock`].
+/// The calling thread took the mesh lock in [`fork_prepare_lock`], and
+/// still holds the heap lock (the committed size is the copy's).
 pub(crate) unsafe fn fork_parent() {
-    if let Some(fds) = FORK_PIPE.lock().take() {
-        let (base, committed) = shared::committed();
-        shared::fork_parent_wait(base, committed, fds);
-    }
+    let copy = FORK_COPY.swap(-1, Ordering::Relaxed);
+    let (base, committed) = shared::committed();
+    shared::fork_parent_done((copy >= 0).then_some(copy), base, committed);
     // SAFETY: forwarded from the caller.
     unsafe { MESH.unlock_raw() };
 }
 
-/// Fork, after, in the child: copies the heap into a file of its own,
-/// re-creates the meshed mappings, tells the parent, then unlocks.
+/// Fork, after, in the child: maps the copy made before the fork,
+/// re-creates the meshed mappings, then unlocks.
 ///
 /// # Safety
 /// The calling thread took the mesh lock in [`fork_prepare_lock`] and is
@@ -686,7 +690,8 @@ pub(crate) unsafe fn fork_child() {
         let (base, committed) = shared::committed();
         // SAFETY: forwarded from the caller: the lock is held by us alone.
         let table = unsafe { MESH.held_value() };
-        shared::fork_child_copy(committed, |file| {
+        let copy = FORK_COPY.swap(-1, Ordering::Relaxed);
+        shared::fork_child_map(committed, (copy >= 0).then_some(copy), |file| {
             for i in 0..table.len() as u32 {
                 let Some(&mut r) = table.get_mut(i) else {
                     continue;
@@ -705,9 +710,6 @@ pub(crate) unsafe fn fork_child() {
                 }
             }
         });
-        if let Some(fds) = FORK_PIPE.lock().take() {
-            shared::fork_child_done(fds);
-        }
     }
     // SAFETY: forwarded from the caller.
     unsafe { MESH.unlock_raw() };

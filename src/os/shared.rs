@@ -8,8 +8,9 @@
 //! The process heap's shared file and guard are process-wide
 //! ([`heap_file`], [`heap_guard`]): [`enable_shared_heap`] opens them before
 //! the heap is reserved, and `LinuxOs` then maps the reservation onto the
-//! file and releases pages by punching them out of it. After `fork`, the
-//! child copies the file ([`fork_child_copy`]) so parent and child stop
+//! file and releases pages by punching them out of it. On `fork`, the
+//! parent copies the file before the fork ([`fork_prepare_copy`]) and the
+//! child maps the copy ([`fork_child_map`]), so parent and child stop
 //! sharing memory.
 //!
 //! Meshing page B onto page A with these: protect B, copy B's live objects
@@ -113,59 +114,70 @@ pub fn map_reservation(base: usize, len: usize) -> bool {
     true
 }
 
-/// Fork protocol, parent side, before `fork`: write-protects the heap's
-/// committed part `base..base + len` (every writer waits, so the child's
-/// copy is a snapshot) and opens the pipe the child answers on. Returns
-/// the pipe's ends, or `None` (nothing protected) when the kernel refuses.
-pub fn fork_prepare_protect(base: usize, len: usize) -> Option<[i32; 2]> {
-    let guard = heap_guard()?;
-    let mut fds = [-1i32; 2];
-    // SAFETY: a two-element array for the pipe's ends.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+/// Fork protocol, parent side, in the prepare handler (every allocator
+/// lock held): copies the data of the heap's committed part
+/// `base..base + len` into a new shared file while every writer waits, so
+/// the copy is one instant's snapshot. Returns the copy's descriptor, for
+/// the child to map ([`fork_child_map`]); `None` when the kernel refuses
+/// (the child then aborts rather than share the parent's memory).
+///
+/// The protection is lifted before the handler returns, but the writers
+/// that waited during the copy are not woken: they sleep on through the
+/// `fork` until [`fork_parent_done`] ends the registration, so none of
+/// them can make a change the child misses and then act on it. Nothing
+/// stays write-protected: the C library's own fork code runs after the
+/// handlers on this thread and writes to memory it allocated (glibc takes
+/// and releases its NSS lock, which lives in the heap), and a write by the
+/// forking thread to a page it protected itself would wait forever.
+pub fn fork_prepare_copy(base: usize, len: usize) -> Option<i32> {
+    let _errno = super::linux::KeepErrno::new();
+    let old = HEAP_FD.load(Ordering::Relaxed);
+    if base == 0 || old < 0 {
         return None;
     }
-    if len == 0 || guard.hold(base, len) {
-        return Some(fds);
+    let new = SharedFile::create(HEAP_LEN.load(Ordering::Relaxed))?;
+    let guard = heap_guard()?;
+    if len != 0 && !guard.hold(base, len) {
+        return None;
     }
-    close_pipe(fds);
-    None
+    if len != 0 && !copy_data(old, new.fd, len) {
+        guard.release(base, len);
+        return None;
+    }
+    if len != 0 && !guard.lift_quietly(base, len) {
+        guard.release(base, len);
+        return None;
+    }
+    let fd = new.fd;
+    core::mem::forget(new);
+    Some(fd)
 }
 
-/// Fork protocol, parent side, after `fork`: waits until the child has
-/// copied the heap (or is gone), then lifts the protection.
-pub fn fork_parent_wait(base: usize, len: usize, fds: [i32; 2]) {
+/// Fork protocol, parent side, after `fork`: closes the parent's
+/// descriptor of the child's copy (if [`fork_prepare_copy`] made one),
+/// ends the registration of `base..base + len` and wakes the writers that
+/// waited since the copy.
+pub fn fork_parent_done(copy: Option<i32>, base: usize, len: usize) {
     let _errno = super::linux::KeepErrno::new();
-    // SAFETY: our own pipe's ends; a one-byte buffer.
-    unsafe {
-        libc::close(fds[1]);
-        let mut b = 0u8;
-        while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) < 0
-            && super::linux::errno() == libc::EINTR
-        {}
-        libc::close(fds[0]);
-    }
-    if let Some(guard) = heap_guard() {
-        if len != 0 {
-            guard.release(base, len);
+    if let Some(fd) = copy {
+        // SAFETY: the descriptor `fork_prepare_copy` opened, closed once.
+        unsafe { libc::close(fd) };
+        if let Some(guard) = heap_guard() {
+            if len != 0 {
+                guard.unregister(base, len);
+                guard.wake(base, len);
+            }
         }
     }
 }
 
-fn close_pipe(fds: [i32; 2]) {
-    // SAFETY: our own pipe's ends, closed once.
-    unsafe {
-        libc::close(fds[0]);
-        libc::close(fds[1]);
-    }
-}
-
-/// Fork protocol, child side: copies the shared file's data into a new
-/// file, maps the new file over the whole reservation (`committed` bytes
-/// of it readable and writable), lets `alias` re-create each meshed
-/// mapping through the new file, opens a userfaultfd of the child's own,
-/// and tells the parent. Aborts the child if it cannot: a child left on
-/// the parent's memory would corrupt it.
-pub fn fork_child_copy(committed: usize, mut alias: impl FnMut(&SharedFile)) {
+/// Fork protocol, child side: maps the copy made before the fork
+/// (`copy`, from [`fork_prepare_copy`]; `None` if it failed) over the
+/// whole reservation (`committed` bytes of it readable and writable), lets
+/// `alias` re-create each meshed mapping through it, and opens a
+/// userfaultfd of the child's own. Aborts the child if it cannot: a child
+/// left on the parent's memory would corrupt it.
+pub fn fork_child_map(committed: usize, copy: Option<i32>, mut alias: impl FnMut(&SharedFile)) {
     let _errno = super::linux::KeepErrno::new();
     let (base, len) = (
         HEAP_BASE.load(Ordering::Relaxed),
@@ -175,14 +187,12 @@ pub fn fork_child_copy(committed: usize, mut alias: impl FnMut(&SharedFile)) {
     if base == 0 || old < 0 {
         return;
     }
-    let Some(new) = SharedFile::create(len) else {
-        super::linux::abort_with(b"hugeguard: fork: no memory for the child's heap\n");
+    let Some(fd) = copy else {
+        super::linux::abort_with(b"hugeguard: fork: no copy of the heap for the child\n");
     };
-    if committed != 0 && !copy_data(old, new.fd, committed) {
-        super::linux::abort_with(b"hugeguard: fork: copying the heap failed\n");
-    }
-    // SAFETY: the reservation is the heap's own; the new file holds the
-    // same bytes at the same offsets, so every object reads the same.
+    let new = SharedFile { fd };
+    // SAFETY: the reservation is the heap's own; the copy holds the same
+    // bytes at the same offsets, so every object reads the same.
     let ok = unsafe {
         libc::mmap(
             base as *mut c_void,
@@ -220,18 +230,6 @@ pub fn fork_child_copy(committed: usize, mut alias: impl FnMut(&SharedFile)) {
     );
     HEAP_FD.store(new.fd, Ordering::Release);
     core::mem::forget(new);
-}
-
-/// Tells the parent the child's copy is done (the child's end of
-/// [`fork_prepare_protect`]'s pipe).
-pub fn fork_child_done(fds: [i32; 2]) {
-    let _errno = super::linux::KeepErrno::new();
-    // SAFETY: the inherited pipe's ends; a one-byte buffer.
-    unsafe {
-        libc::close(fds[0]);
-        libc::write(fds[1], b"k".as_ptr().cast(), 1);
-        libc::close(fds[1]);
-    }
 }
 
 /// Copies the data (not the holes) of `old`'s first `len` bytes into `new`
@@ -426,6 +424,7 @@ const UFFDIO_UNREGISTER: u64 = 0x8010_aa01;
 const UFFDIO_WAKE: u64 = 0x8010_aa02;
 const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
+const UFFDIO_WRITEPROTECT_MODE_DONTWAKE: u64 = 1 << 1;
 
 #[repr(C)]
 struct UffdioApi {
@@ -538,7 +537,24 @@ impl WriteGuard {
         self.unregister(addr, len);
     }
 
-    /// Ends the registration of `addr..addr + len` (waking its writers).
+    /// Lifts the protection of the registered range `addr..addr + len`
+    /// without waking the writers that wait on it: they sleep until
+    /// [`WriteGuard::wake`] (or a signal).
+    pub fn lift_quietly(&self, addr: usize, len: usize) -> bool {
+        let mut wp = UffdioWriteprotect {
+            range: UffdioRange {
+                start: addr as u64,
+                len: len as u64,
+            },
+            mode: UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
+        };
+        // SAFETY: our descriptor and a correctly laid out argument.
+        unsafe { libc::ioctl(self.fd, UFFDIO_WRITEPROTECT as _, &mut wp) == 0 }
+    }
+
+    /// Ends the registration of `addr..addr + len`. Writers waiting on a
+    /// write-protected page are not woken by it (the kernel wakes only
+    /// missing-page waiters here): lift the protection or wake them.
     pub fn unregister(&self, addr: usize, len: usize) -> bool {
         let mut range = UffdioRange {
             start: addr as u64,
