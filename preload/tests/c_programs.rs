@@ -402,7 +402,12 @@ fn python_thread_forks_and_the_child_thread_returns() {
         w = threading.Thread(target=worker)\n\
         w.start()\n";
     let mut cmd = Command::new("python3");
-    cmd.args(["-c", script]).env("PYTHONMALLOC", "malloc");
+    // Without SHELL, bash (python3 may be a pyenv shim, a bash script)
+    // looks the user up through NSS at start: what made every fork of
+    // that bash hang in CI in mesh mode (see nss_fork.c).
+    cmd.args(["-c", script])
+        .env("PYTHONMALLOC", "malloc")
+        .env_remove("SHELL");
     let child = spawn_preloaded(cmd);
     let t = succeed_within(child, std::time::Duration::from_secs(10), "python");
     assert!(t.contains("end of main"), "{t}");
