@@ -87,22 +87,13 @@ fn output_within(mut cmd: Command, limit: std::time::Duration) -> Output {
     };
     let out = drain(Box::new(child.stdout.take().unwrap()));
     let err = drain(Box::new(child.stderr.take().unwrap()));
-    let t0 = std::time::Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t0.elapsed() > limit {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            let (o, e) = (out.join().unwrap(), err.join().unwrap());
-            panic!(
-                "{what}: still running after {limit:?} (killed); output: {}{}",
-                String::from_utf8_lossy(&o),
-                String::from_utf8_lossy(&e)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    let Some(status) = wait_or_kill(&mut child, limit) else {
+        let (o, e) = (out.join().unwrap(), err.join().unwrap());
+        panic!(
+            "{what}: still running after {limit:?} (killed); output: {}{}",
+            String::from_utf8_lossy(&o),
+            String::from_utf8_lossy(&e)
+        );
     };
     Output {
         status,
@@ -297,25 +288,35 @@ fn spawn(prog: &Path, args: &[&str]) -> std::process::Child {
     spawn_preloaded(cmd)
 }
 
-/// Waits up to `limit` for `child` to end; kills it (SIGKILL) and fails the
-/// test if it does not, since the bug this guards against is a hang.
+/// Waits up to `limit` for `child` to end; kills it (SIGKILL) and returns
+/// `None` if it does not.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if t0.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Waits up to `limit` for `child` to end; kills it and fails the test if
+/// it does not, since the bug this guards against is a hang.
 fn wait_within(
     child: &mut std::process::Child,
     limit: std::time::Duration,
     what: &str,
 ) -> std::process::ExitStatus {
-    let t0 = std::time::Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if t0.elapsed() > limit {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("{what}: still running after {limit:?} (killed)");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_or_kill(child, limit)
+        .unwrap_or_else(|| panic!("{what}: still running after {limit:?} (killed)"))
 }
 
 /// Waits up to `limit` for `child` (as [`wait_within`]), requires a

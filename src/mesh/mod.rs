@@ -665,6 +665,12 @@ pub(crate) fn fork_prepare_copy() {
     FORK_COPY.store(copy, Ordering::Relaxed);
 }
 
+/// The copy [`fork_prepare_copy`] made, taken (at most once per fork).
+fn take_fork_copy() -> Option<i32> {
+    let copy = FORK_COPY.swap(-1, Ordering::Relaxed);
+    (copy >= 0).then_some(copy)
+}
+
 /// Fork, after, in the parent: drops the child's copy and wakes the
 /// writers that waited since the copy, then unlocks.
 ///
@@ -672,9 +678,8 @@ pub(crate) fn fork_prepare_copy() {
 /// The calling thread took the mesh lock in [`fork_prepare_lock`], and
 /// still holds the heap lock (the committed size is the copy's).
 pub(crate) unsafe fn fork_parent() {
-    let copy = FORK_COPY.swap(-1, Ordering::Relaxed);
     let (base, committed) = shared::committed();
-    shared::fork_parent_done((copy >= 0).then_some(copy), base, committed);
+    shared::fork_parent_done(take_fork_copy(), base, committed);
     // SAFETY: forwarded from the caller.
     unsafe { MESH.unlock_raw() };
 }
@@ -690,8 +695,7 @@ pub(crate) unsafe fn fork_child() {
         let (base, committed) = shared::committed();
         // SAFETY: forwarded from the caller: the lock is held by us alone.
         let table = unsafe { MESH.held_value() };
-        let copy = FORK_COPY.swap(-1, Ordering::Relaxed);
-        shared::fork_child_map(committed, (copy >= 0).then_some(copy), |file| {
+        shared::fork_child_map(committed, take_fork_copy(), |file| {
             for i in 0..table.len() as u32 {
                 let Some(&mut r) = table.get_mut(i) else {
                     continue;

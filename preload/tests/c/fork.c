@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child.h"
+
 static volatile int stop;
 
 static void *churn(void *arg) {
@@ -40,9 +42,7 @@ int main(void) {
       free(big);
       _exit(0);
     }
-    int status;
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      printf("child %d failed: status %d\n", n, status);
+    if (child_failed(pid, n)) {
       stop = 1;
       return 1;
     }

@@ -12,6 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child.h"
+
 struct shared { volatile long v; volatile long mark; };
 static struct shared *h;
 static volatile long ahead; // written after h->v, outside the heap
@@ -47,9 +49,7 @@ int main(void) {
       free(p);
       _exit(0);
     }
-    int status;
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      printf("child %d failed: status %d\n", n, status);
+    if (child_failed(pid, n)) {
       stop = 1;
       return 1;
     }
