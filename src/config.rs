@@ -298,6 +298,7 @@ pub fn ensure_loaded() {
 /// For decisions that must agree with the loaded settings: whether a thread
 /// cache may use the fast path depends on hardened mode.
 pub fn get_loaded() -> Config {
+    let mut spins = 0u32;
     loop {
         if STATE.load(Ordering::Acquire) != 1 {
             let c = get();
@@ -305,7 +306,14 @@ pub fn get_loaded() -> Config {
                 return c;
             }
         }
-        core::hint::spin_loop();
+        // Loading takes microseconds; a loader that takes longer was
+        // preempted, so sleep instead of spinning on it (once per process).
+        if spins < 1000 {
+            spins += 1;
+            core::hint::spin_loop();
+        } else {
+            linux::sleep_ms(1);
+        }
     }
 }
 

@@ -204,15 +204,6 @@ pub fn register_fork_handlers(
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
 }
 
-/// Yields the CPU.
-pub fn yield_now() {
-    let _errno = KeepErrno::new();
-    // SAFETY: sched_yield has no preconditions.
-    unsafe {
-        libc::sched_yield();
-    }
-}
-
 /// The value of environment variable `name` (NUL-terminated), without
 /// allocating. Read once at start-up, before the program could call setenv
 /// from another thread.
@@ -343,6 +334,18 @@ pub fn now_us() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
+/// CPU time the calling thread has used, in microseconds (tests of the lock).
+#[cfg(test)]
+pub fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
 /// Waits until `word` no longer holds `expected`, a wake-up, or `timeout_ms`.
 pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: u64) {
     let _errno = KeepErrno::new();
@@ -358,6 +361,23 @@ pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_m
             libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
             expected,
             &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// Sleeps while `word` holds `expected`, until a wake-up (or a signal: the
+/// caller re-checks).
+pub fn futex_wait_while(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    let _errno = KeepErrno::new();
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; a
+    // null timeout means no time limit.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            core::ptr::null::<libc::timespec>(),
         );
     }
 }
