@@ -67,6 +67,11 @@ use core::sync::atomic::{
 /// while it holds the cache (see the module overview).
 struct Bin {
     head: AtomicPtr<FreeObject>,
+    /// While `count > max / 2`: the object `max / 2 + 1` places from the
+    /// bottom of the list (pushed when `count` became that). The objects
+    /// after it are the oldest half, which an overflow gives away in one cut
+    /// instead of walking the list (see [`ThreadCache::overflow_inner`]).
+    low: AtomicPtr<FreeObject>,
     count: AtomicU32,
     /// Flush threshold; 0 while the bin is cold (before the thread's first
     /// refill of this class: every push then overflows to `remote`) and
@@ -80,6 +85,7 @@ impl Bin {
     const fn new() -> Self {
         Bin {
             head: AtomicPtr::new(ptr::null_mut()),
+            low: AtomicPtr::new(ptr::null_mut()),
             count: AtomicU32::new(0),
             max: AtomicU32::new(0),
         }
@@ -115,9 +121,20 @@ impl Bin {
         // SAFETY: the object is free and at least 8 bytes (smallest class).
         unsafe { (*obj).next = self.head.load(Ordering::Relaxed) };
         self.head.store(obj, Ordering::Relaxed);
+        self.counted_push(obj)
+    }
+
+    /// Counts a push of `obj` and keeps `low`; returns whether the list is
+    /// now longer than its limit.
+    #[inline(always)]
+    fn counted_push(&self, obj: *mut FreeObject) -> bool {
         let count = self.count.load(Ordering::Relaxed) + 1;
         self.count.store(count, Ordering::Relaxed);
-        count > self.max.load(Ordering::Relaxed)
+        let max = self.max.load(Ordering::Relaxed);
+        if count == max / 2 + 1 {
+            self.low.store(obj, Ordering::Relaxed);
+        }
+        count > max
     }
 
     /// [`Bin::pop_fast`] for the slow paths: links decoded, and in hardened
@@ -161,9 +178,7 @@ impl Bin {
         // SAFETY: the object is free and at least 8 bytes (smallest class).
         unsafe { FreeObject::set_next(obj, self.head.load(Ordering::Relaxed), links) };
         self.head.store(obj, Ordering::Relaxed);
-        let count = self.count.load(Ordering::Relaxed) + 1;
-        self.count.store(count, Ordering::Relaxed);
-        count > self.max.load(Ordering::Relaxed)
+        self.counted_push(obj)
     }
 }
 
@@ -199,6 +214,13 @@ impl Remote {
     }
 }
 
+/// States of [`ThreadCache::taking`]: the background thread is not taking
+/// the cache; is taking it; is taking it and the owner sleeps until it is
+/// done (a futex wake-up is owed).
+const NOT_TAKING: u32 = 0;
+const TAKING: u32 = 1;
+const TAKING_OWNER_ASLEEP: u32 = 2;
+
 const NEW: u8 = 0;
 const ACTIVE: u8 = 1;
 const EXITED: u8 = 2;
@@ -221,7 +243,8 @@ pub struct ThreadCache {
     fast: AtomicBool,
     /// Held by the background thread from before it clears `fast` until
     /// after it sets it again; an owner that saw `fast` clear waits for it.
-    taking: AtomicBool,
+    /// [`NOT_TAKING`], [`TAKING`] or [`TAKING_OWNER_ASLEEP`].
+    taking: AtomicU32,
     /// `NEW`, `ACTIVE` (registered, caching) or `EXITED`; owner only.
     state: AtomicU8,
     /// Registry links, and `activity` as the last scan saw it: registry lock.
@@ -240,7 +263,7 @@ impl ThreadCache {
             busy: AtomicBool::new(false),
             activity: AtomicU32::new(0),
             fast: AtomicBool::new(false),
-            taking: AtomicBool::new(false),
+            taking: AtomicU32::new(NOT_TAKING),
             state: AtomicU8::new(NEW),
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
@@ -423,7 +446,7 @@ impl ThreadCache {
     /// [`Self::wait_while_taken`]); returns at once otherwise.
     #[inline(always)]
     fn wait_if_taken(&self) {
-        if self.taking.load(Ordering::Acquire) {
+        if self.taking.load(Ordering::Acquire) != NOT_TAKING {
             self.wait_while_taken();
         }
     }
@@ -433,12 +456,25 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn wait_while_taken(&self) {
-        let backoff = crossbeam_utils::Backoff::new();
-        while self.taking.load(Ordering::Acquire) {
-            if backoff.is_completed() {
-                linux::yield_now();
-            } else {
-                backoff.snooze();
+        loop {
+            let state = self.taking.load(Ordering::Acquire);
+            if state == NOT_TAKING {
+                return;
+            }
+            // The background thread may be preempted while it holds the
+            // cache: sleep rather than spin (see `lock`).
+            if state == TAKING_OWNER_ASLEEP
+                || self
+                    .taking
+                    .compare_exchange(
+                        TAKING,
+                        TAKING_OWNER_ASLEEP,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                linux::futex_wait_while(&self.taking, TAKING_OWNER_ASLEEP);
             }
         }
     }
@@ -569,9 +605,11 @@ impl ThreadCache {
         self.flush(class, n);
     }
 
-    /// Gives the first `n` cached objects of `class` to the central list.
-    /// Called by whoever holds the lists: the owner inside an operation, or
-    /// the background thread while it takes the cache.
+    /// Gives the oldest `n` cached objects of `class` (the end of the list)
+    /// to the central list and keeps the newest, which are likely still in
+    /// the processor's cache for the thread's next allocations. Called by
+    /// whoever holds the lists: the owner inside an operation, or the
+    /// background thread while it takes the cache.
     fn flush(&self, class: usize, n: usize) {
         let bin = &self.bins[class];
         let count = bin.count.load(Ordering::Relaxed) as usize;
@@ -584,20 +622,47 @@ impl ThreadCache {
             return self.flush_checked(class, n, links);
         }
         let head = bin.head.load(Ordering::Relaxed);
-        let mut last = head;
-        for _ in 1..n {
-            // SAFETY: the bin links `count >= n` free objects.
-            last = unsafe { FreeObject::next_of(last, links) };
+        if n == count {
+            bin.head.store(ptr::null_mut(), Ordering::Relaxed);
+            bin.count.store(0, Ordering::Relaxed);
+            // SAFETY: the bin links `count` free objects of `class`.
+            return unsafe { global::central_give(class, head, n) };
         }
-        // SAFETY: `last` is the n-th cached object.
-        unsafe {
-            bin.head
-                .store(FreeObject::next_of(last, links), Ordering::Relaxed);
+        let keep = count - n;
+        let half = bin.max.load(Ordering::Relaxed) as usize / 2;
+        // The last object kept: `low` when the cut is at its place (the usual
+        // overflow, see `Bin::low`), else found by walking.
+        let last = if keep == half + 1 {
+            bin.low.load(Ordering::Relaxed)
+        } else {
+            let mut last = head;
+            for _ in 1..keep {
+                // SAFETY: the bin links `count > keep` free objects.
+                last = unsafe { FreeObject::next_of(last, links) };
+            }
+            last
+        };
+        // SAFETY: `last` is the `keep`-th cached object; the `n` after it
+        // end the list.
+        let oldest = unsafe {
+            let oldest = FreeObject::next_of(last, links);
             FreeObject::set_next(last, ptr::null_mut(), links);
+            oldest
+        };
+        self.cut_done(bin, keep);
+        // SAFETY: the cut-off chain holds `n` free objects of `class`.
+        unsafe { global::central_give(class, oldest, n) };
+    }
+
+    /// The list was cut to its first `keep` objects: count them, and set
+    /// `low` to the head when the new bottom makes it the object `max / 2 + 1`
+    /// places up (else it is set again when a push reaches that place).
+    fn cut_done(&self, bin: &Bin, keep: usize) {
+        bin.count.store(keep as u32, Ordering::Relaxed);
+        if keep == bin.max.load(Ordering::Relaxed) as usize / 2 + 1 {
+            bin.low
+                .store(bin.head.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        bin.count.store((count - n) as u32, Ordering::Relaxed);
-        // SAFETY: the chain holds `n` free objects of `class`.
-        unsafe { global::central_give(class, head, n) };
     }
 
     /// [`Self::flush`] in hardened mode: every link is checked before it is
@@ -607,10 +672,15 @@ impl ThreadCache {
     fn flush_checked(&self, class: usize, n: usize, links: Links) {
         let bin = &self.bins[class];
         let count = bin.count.load(Ordering::Relaxed) as usize;
+        let keep = count - n;
         let head = bin.head.load(Ordering::Relaxed);
         let mut last = head;
-        for i in 1..=n {
-            // SAFETY: the bin links `count >= n` free objects (checked so far).
+        let mut cut: *mut FreeObject = ptr::null_mut();
+        for i in 1..=count {
+            if i == keep {
+                cut = last;
+            }
+            // SAFETY: the bin links `count` free objects (checked so far).
             let next = unsafe { FreeObject::next_of(last, links) };
             if !link_ok(next, class, (count - i) as u32) {
                 crate::misuse::corrupt_list(last as usize);
@@ -624,19 +694,27 @@ impl ThreadCache {
                 }
                 return;
             }
-            if i == n {
-                bin.head.store(next, Ordering::Relaxed);
-                bin.count.store((count - n) as u32, Ordering::Relaxed);
-                // SAFETY: `last` is the n-th cached object; the chain holds
-                // `n` free objects of `class`.
-                unsafe {
-                    FreeObject::set_next(last, ptr::null_mut(), links);
-                    global::central_give(class, head, n);
-                }
-                return;
+            if i == count {
+                break;
             }
             last = next;
         }
+        if keep == 0 {
+            bin.head.store(ptr::null_mut(), Ordering::Relaxed);
+            bin.count.store(0, Ordering::Relaxed);
+            // SAFETY: the checked list holds `count` free objects of `class`.
+            return unsafe { global::central_give(class, head, count) };
+        }
+        // SAFETY: `cut` is the `keep`-th cached object, checked; the `n`
+        // after it end the list.
+        let oldest = unsafe {
+            let oldest = FreeObject::next_of(cut, links);
+            FreeObject::set_next(cut, ptr::null_mut(), links);
+            oldest
+        };
+        self.cut_done(bin, keep);
+        // SAFETY: the cut-off chain holds `n` checked free objects of `class`.
+        unsafe { global::central_give(class, oldest, n) };
     }
 
     /// Moves what a cold bin holds (the object just pushed) to the remote
@@ -842,7 +920,7 @@ pub fn reclaim(which: Reclaim) -> usize {
             Reclaim::All => !ptr::eq(p, me),
         };
         if eligible && !tc.busy.load(Ordering::Relaxed) && tc.cached_bytes() > 0 {
-            tc.taking.store(true, Ordering::Relaxed);
+            tc.taking.store(TAKING, Ordering::Relaxed);
             tc.fast.store(false, Ordering::Relaxed);
             picked += 1;
         }
@@ -863,12 +941,14 @@ pub fn reclaim(which: Reclaim) -> usize {
     while !p.is_null() {
         // SAFETY: registered caches are live (registry lock held).
         let tc = unsafe { &*p };
-        if tc.taking.load(Ordering::Relaxed) {
+        if tc.taking.load(Ordering::Relaxed) != NOT_TAKING {
             if barrier && !tc.busy.load(Ordering::Acquire) {
                 bytes += tc.flush_all();
             }
             tc.fast.store(!harden::active(), Ordering::Release);
-            tc.taking.store(false, Ordering::Release);
+            if tc.taking.swap(NOT_TAKING, Ordering::Release) == TAKING_OWNER_ASLEEP {
+                linux::futex_wake(&tc.taking);
+            }
         }
         p = tc.next.load(Ordering::Relaxed);
     }
@@ -902,7 +982,7 @@ pub unsafe fn reset_after_fork_child() {
     let mut reg = REGISTRY.lock();
     reg.head = ptr::null_mut();
     with_cache(|tc| {
-        tc.taking.store(false, Ordering::Relaxed);
+        tc.taking.store(NOT_TAKING, Ordering::Relaxed);
         if tc.state.load(Ordering::Relaxed) == ACTIVE {
             tc.fast.store(!harden::active(), Ordering::Relaxed);
             tc.prev.store(ptr::null_mut(), Ordering::Relaxed);
@@ -927,6 +1007,7 @@ mod tests {
         let r = Ordering::Relaxed;
         for (z, n) in zero.bins.iter().zip(&new.bins) {
             assert_eq!(z.head.load(r), n.head.load(r));
+            assert_eq!(z.low.load(r), n.low.load(r));
             assert_eq!(z.count.load(r), n.count.load(r));
             assert_eq!(z.max.load(r), n.max.load(r));
         }
@@ -942,5 +1023,34 @@ mod tests {
         assert_eq!(zero.next.load(r), new.next.load(r));
         assert_eq!(zero.prev.load(r), new.prev.load(r));
         assert_eq!(zero.seen.load(r), new.seen.load(r));
+    }
+
+    /// An overflowing list gives the central list its oldest half and keeps
+    /// the objects freed last, which are the ones still in the processor's
+    /// cache, for the thread's next allocations.
+    #[test]
+    fn overflow_keeps_the_newest_half() {
+        std::thread::spawn(|| {
+            let class = crate::size_class::class_for(16, 8).unwrap();
+            let batch = CLASS_BATCH[class.index()] as usize;
+            let n = 3 * batch;
+            let objs: Vec<*mut u8> = (0..n).map(|_| alloc(class)).collect();
+            assert!(objs.iter().all(|p| !p.is_null()));
+            for &p in &objs {
+                // SAFETY: allocated above for this class, freed once.
+                unsafe { dealloc(p, class) };
+            }
+            // One overflow (at 2 * batch + 1 objects) sent `batch` away; the
+            // 2 * batch left are the last freed, newest first.
+            let again: Vec<*mut u8> = (0..2 * batch).map(|_| alloc(class)).collect();
+            let newest: Vec<*mut u8> = objs.iter().rev().take(2 * batch).copied().collect();
+            assert_eq!(again, newest);
+            for p in again {
+                // SAFETY: allocated above, freed once.
+                unsafe { dealloc(p, class) };
+            }
+        })
+        .join()
+        .unwrap();
     }
 }
