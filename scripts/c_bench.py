@@ -26,8 +26,14 @@ import time
 LIB = "/usr/lib/x86_64-linux-gnu/"
 PEERS = [("glibc", None), ("jemalloc", LIB + "libjemalloc.so.2"),
          ("mimalloc", LIB + "libmimalloc.so.2"), ("tcmalloc", LIB + "libtcmalloc_minimal.so.4")]
-P = str(os.cpu_count() or 2)
-# Arguments as in mimalloc-bench's bench.sh, with N = the number of CPUs.
+CPUS = os.cpu_count() or 2
+P = str(CPUS)
+# Four threads per CPU: where threads outnumber the cores and a lock holder
+# is often preempted.
+P4 = str(4 * CPUS)
+# Arguments as in mimalloc-bench's bench.sh, with N = the number of CPUs
+# (sh6bench and sh8bench: 2N, as bench.sh runs them). The "4x" rows run each
+# multi-threaded program with four threads per CPU.
 TESTS = {
     "cfrac": ["cfrac", "17545186520507317056371138836327483792789528"],
     "espresso": ["espresso", "{src}/espresso/largest.espresso"],
@@ -42,6 +48,18 @@ TESTS = {
     "glibc-thread": ["glibc-thread", P],
     "mstressN": ["mstress", P, "50", "25"],
     "rptestN": ["rptest", P, "0", "1", "2", "500", "1000", "100", "8", "16000"],
+    "sh6benchN": ["sh6bench", str(2 * CPUS)],
+    "sh8benchN": ["sh8bench", str(2 * CPUS)],
+    "larson4x": ["larson", "5", "8", "1000", "5000", "100", "4141", P4],
+    "alloc-test4x": ["alloc-test", P4],
+    "xmalloc-test4x": ["xmalloc-test", "-w", P4, "-t", "5", "-s", "64"],
+    "cache-scratch4x": ["cache-scratch", P4, "1000", "1", "2000000", P4],
+    "cache-thrash4x": ["cache-thrash", P4, "1000", "1", "2000000", P4],
+    "glibc-thread4x": ["glibc-thread", P4],
+    "mstress4x": ["mstress", P4, "50", "25"],
+    "rptest4x": ["rptest", P4, "0", "1", "2", "500", "1000", "100", "8", "16000"],
+    "sh6bench4x": ["sh6bench", P4],
+    "sh8bench4x": ["sh8bench", P4],
 }
 
 
@@ -52,7 +70,7 @@ def metric(name, out, wall):
         if name.startswith(prefix):
             m = re.search(pat, out)
             return float(m.group(1)) if m else None
-    if name == "glibc-thread":
+    if name.startswith("glibc-thread"):
         m = re.match(r"\s*([0-9.]+)", out)
         return 1e9 / float(m.group(1)) if m else None
     if name.startswith("rptest"):
@@ -96,6 +114,7 @@ def main():
           + " | ".join(f"{n} / best peer" for n, _ in ours) + " |")
     print("|---|" + "---:|" * (len(allocs) + len(ours)))
     logs = {n: [] for n, _ in ours}
+    logs_mi = {n: [] for n, _ in ours}
     for name in tests:
         res = {n: [] for n, _ in allocs}
         for r in range(args.rounds):
@@ -109,10 +128,15 @@ def main():
         ratios = [med[n] / best for n, _ in ours]
         for (n, _), x in zip(ours, ratios):
             logs[n].append(math.log(x))
+            if "mimalloc" in med:
+                logs_mi[n].append(math.log(med[n] / med["mimalloc"]))
         cells = " | ".join(f"{med[n]:.3f}" for n, _ in allocs)
         print(f"| {name} | {cells} | " + " | ".join(f"{x:.2f}" for x in ratios) + " |", flush=True)
     geo = " | ".join(f"{math.exp(statistics.mean(v)):.2f}" for v in logs.values())
     print(f"| **geomean** |" + " |" * len(allocs) + f" {geo} |")
+    if any(logs_mi.values()):
+        geo_mi = " | ".join(f"{math.exp(statistics.mean(v)):.2f}" for v in logs_mi.values())
+        print(f"| **geomean / mimalloc** |" + " |" * len(allocs) + f" {geo_mi} |")
 
 
 main()
