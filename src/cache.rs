@@ -621,14 +621,12 @@ impl ThreadCache {
         if links.hardened() {
             return self.flush_checked(class, n, links);
         }
-        let head = bin.head.load(Ordering::Relaxed);
-        if n == count {
-            bin.head.store(ptr::null_mut(), Ordering::Relaxed);
-            bin.count.store(0, Ordering::Relaxed);
-            // SAFETY: the bin links `count` free objects of `class`.
-            return unsafe { global::central_give(class, head, n) };
-        }
         let keep = count - n;
+        if keep == 0 {
+            // SAFETY: the lists are ours; the whole list goes.
+            return unsafe { self.give_oldest(class, ptr::null_mut(), 0, n, links) };
+        }
+        let head = bin.head.load(Ordering::Relaxed);
         let half = bin.max.load(Ordering::Relaxed) as usize / 2;
         // The last object kept: `low` when the cut is at its place (the usual
         // overflow, see `Bin::low`), else found by walking.
@@ -642,27 +640,45 @@ impl ThreadCache {
             }
             last
         };
-        // SAFETY: `last` is the `keep`-th cached object; the `n` after it
-        // end the list.
-        let oldest = unsafe {
-            let oldest = FreeObject::next_of(last, links);
-            FreeObject::set_next(last, ptr::null_mut(), links);
-            oldest
-        };
-        self.cut_done(bin, keep);
-        // SAFETY: the cut-off chain holds `n` free objects of `class`.
-        unsafe { global::central_give(class, oldest, n) };
+        // SAFETY: the lists are ours; `last` is the `keep`-th cached object.
+        unsafe { self.give_oldest(class, last, keep, n, links) };
     }
 
-    /// The list was cut to its first `keep` objects: count them, and set
-    /// `low` to the head when the new bottom makes it the object `max / 2 + 1`
-    /// places up (else it is set again when a push reaches that place).
-    fn cut_done(&self, bin: &Bin, keep: usize) {
+    /// Gives the `n` cached objects after the `keep`-th (`last`) to the
+    /// central list, the whole list when `keep` is 0. Sets `low` to the head
+    /// when the new bottom makes it the object `max / 2 + 1` places up (else
+    /// a push sets it when it reaches that place).
+    ///
+    /// # Safety
+    /// The lists are the caller's; the list of `class` holds `keep + n`
+    /// free objects, and `last` is its `keep`-th (unused when `keep` is 0).
+    unsafe fn give_oldest(
+        &self,
+        class: usize,
+        last: *mut FreeObject,
+        keep: usize,
+        n: usize,
+        links: Links,
+    ) {
+        let bin = &self.bins[class];
+        let oldest = if keep == 0 {
+            bin.head.swap(ptr::null_mut(), Ordering::Relaxed)
+        } else {
+            // SAFETY: forwarded from the caller: `last` is a cached object
+            // and the `n` after it end the list.
+            unsafe {
+                let oldest = FreeObject::next_of(last, links);
+                FreeObject::set_next(last, ptr::null_mut(), links);
+                oldest
+            }
+        };
         bin.count.store(keep as u32, Ordering::Relaxed);
         if keep == bin.max.load(Ordering::Relaxed) as usize / 2 + 1 {
             bin.low
                 .store(bin.head.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        // SAFETY: the chain cut off holds `n` free objects of `class`.
+        unsafe { global::central_give(class, oldest, n) };
     }
 
     /// [`Self::flush`] in hardened mode: every link is checked before it is
@@ -699,22 +715,9 @@ impl ThreadCache {
             }
             last = next;
         }
-        if keep == 0 {
-            bin.head.store(ptr::null_mut(), Ordering::Relaxed);
-            bin.count.store(0, Ordering::Relaxed);
-            // SAFETY: the checked list holds `count` free objects of `class`.
-            return unsafe { global::central_give(class, head, count) };
-        }
-        // SAFETY: `cut` is the `keep`-th cached object, checked; the `n`
-        // after it end the list.
-        let oldest = unsafe {
-            let oldest = FreeObject::next_of(cut, links);
-            FreeObject::set_next(cut, ptr::null_mut(), links);
-            oldest
-        };
-        self.cut_done(bin, keep);
-        // SAFETY: the cut-off chain holds `n` checked free objects of `class`.
-        unsafe { global::central_give(class, oldest, n) };
+        // SAFETY: the lists are ours, every link checked; `cut` is the
+        // `keep`-th cached object (null and unused when `keep` is 0).
+        unsafe { self.give_oldest(class, cut, keep, n, links) };
     }
 
     /// Moves what a cold bin holds (the object just pushed) to the remote

@@ -284,13 +284,18 @@ pub fn write_stderr(msg: &[u8]) {
 /// plenty for the release clock, which the central lists read on every
 /// batch they take back, under their lock.
 pub fn now_ms() -> u64 {
+    clock_us(libc::CLOCK_MONOTONIC_COARSE) / 1000
+}
+
+/// Microseconds of clock `id`.
+fn clock_us(id: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 /// 64 random bits from the kernel (`getrandom`, not blocking); when it
@@ -325,59 +330,46 @@ pub fn random_u64() -> u64 {
 
 /// Microseconds of a monotonic clock, for timing slow kernel calls.
 pub fn now_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+    clock_us(libc::CLOCK_MONOTONIC)
 }
 
 /// CPU time the calling thread has used, in microseconds (tests of the lock).
 #[cfg(test)]
 pub fn thread_cpu_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+    clock_us(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// Waits until `word` no longer holds `expected`, a wake-up, or `timeout_ms`.
 pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: u64) {
-    let _errno = KeepErrno::new();
     let ts = libc::timespec {
         tv_sec: (timeout_ms / 1000) as libc::time_t,
         tv_nsec: ((timeout_ms % 1000) * 1_000_000) as libc::c_long,
     };
-    // SAFETY: `word` is a valid, aligned u32 for the duration of the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            &ts as *const libc::timespec,
-        );
-    }
+    futex_wait_until(word, expected, &ts);
 }
 
 /// Sleeps while `word` holds `expected`, until a wake-up (or a signal: the
 /// caller re-checks).
 pub fn futex_wait_while(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    futex_wait_until(word, expected, core::ptr::null());
+}
+
+/// `FUTEX_WAIT` with relative timeout `ts` (null: none).
+fn futex_wait_until(
+    word: &core::sync::atomic::AtomicU32,
+    expected: u32,
+    ts: *const libc::timespec,
+) {
     let _errno = KeepErrno::new();
-    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; a
-    // null timeout means no time limit.
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
+    // `ts` is null or points to a timespec that outlives the call.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
             expected,
-            core::ptr::null::<libc::timespec>(),
+            ts,
         );
     }
 }
