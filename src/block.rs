@@ -3,26 +3,9 @@
 //! `GlobalAlloc` slow paths (which know a block's `Layout`) and the size-less
 //! C entry points in `raw` (which look a pointer up in the page map first).
 
-use crate::size_class::{class_for, SizeClass};
+pub(crate) use crate::lookup::Kind;
 use crate::{cache, large};
 use core::ptr;
-
-/// What a live block is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// An object of this size class.
-    Small(SizeClass),
-    /// A large object (a page run of its own).
-    Large,
-}
-
-impl Kind {
-    /// The kind of the block that `alloc(size, align)` hands out.
-    #[inline]
-    pub(crate) fn of(size: usize, align: usize) -> Kind {
-        class_for(size, align).map_or(Kind::Large, Kind::Small)
-    }
-}
 
 /// A block of at least `size` bytes aligned to `align` (a power of two),
 /// zeroed if `zero`; null when out of memory.

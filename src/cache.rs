@@ -52,12 +52,12 @@
 //! object, then leaves the cache in pass-through mode for any allocation made
 //! later in the thread's teardown.
 
+use crate::freelist::{FreeObject, Links};
 use crate::global;
-use crate::harden::{self, Links};
+use crate::harden;
 use crate::lock::SpinLock;
 use crate::os::linux;
 use crate::size_class::{SizeClass, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
-use crate::span::FreeObject;
 use core::ptr;
 use core::sync::atomic::{
     compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
@@ -146,7 +146,7 @@ impl Bin {
     /// The lists are the caller's (the owner inside an operation, the
     /// background thread while it holds the cache).
     unsafe fn pop(&self, class: usize) -> *mut FreeObject {
-        let links = Links::get();
+        let links = harden::links();
         let obj = self.head.load(Ordering::Relaxed);
         if obj.is_null() {
             return obj;
@@ -174,7 +174,7 @@ impl Bin {
     /// # Safety
     /// As for [`Bin::pop`]; `obj` is a free object of this list's class.
     unsafe fn push(&self, obj: *mut FreeObject) -> bool {
-        let links = Links::get();
+        let links = harden::links();
         // SAFETY: the object is free and at least 8 bytes (smallest class).
         unsafe { FreeObject::set_next(obj, self.head.load(Ordering::Relaxed), links) };
         self.head.store(obj, Ordering::Relaxed);
@@ -557,7 +557,7 @@ impl ThreadCache {
             return ptr::null_mut();
         }
         let obj = chain.head;
-        let links = Links::get();
+        let links = harden::links();
         let bin = &self.bins[class];
         if self.state.load(Ordering::Relaxed) == ACTIVE && bin.max.load(Ordering::Relaxed) == 0 {
             // The thread allocates this class now: its frees of it are
@@ -617,7 +617,7 @@ impl ThreadCache {
         if n == 0 {
             return;
         }
-        let links = Links::get();
+        let links = harden::links();
         if links.hardened() {
             return self.flush_checked(class, n, links);
         }
@@ -725,7 +725,7 @@ impl ThreadCache {
     fn to_remote(&self, class: usize) {
         let bin = &self.bins[class];
         let remote = &self.remote[class];
-        let links = Links::get();
+        let links = harden::links();
         let mut obj = bin.head.load(Ordering::Relaxed);
         let mut n = remote.count.load(Ordering::Relaxed);
         while !obj.is_null() {

@@ -15,10 +15,10 @@
 //! call: the process heap (`global::ProcessHeap`) in the allocator, a heap
 //! over a fake OS in the unit tests below.
 
-use crate::harden::Links;
+use crate::freelist::{FreeObject, Links};
 use crate::page_heap::{Pass, PassResult};
 use crate::size_class::{CLASS_BATCH, CLASS_PAGES, CLASS_RECIP, CLASS_SIZE};
-use crate::span::{FreeObject, Span, SpanList};
+use crate::span::{Span, SpanList};
 use crate::units::PAGE_SIZE;
 use core::ptr;
 
@@ -61,6 +61,14 @@ pub trait SpanSource {
     /// meshing: ask for them to be thawed (mesh mode). Called with the
     /// class's list lock held; must not block or enter the kernel.
     fn frozen_wanted(&self, _class: usize) {}
+    /// How free objects link to each other in batches (hardened mode's
+    /// encoding or the identity), fixed before the first batch is made.
+    fn links(&self) -> Links;
+    /// Whether new batches take objects from random slots of their spans
+    /// (mesh mode spreads live objects so sparse spans can mesh).
+    fn mesh_slots(&self) -> bool {
+        false
+    }
 }
 
 /// A batch of free objects of one class, linked through their first word,
@@ -142,8 +150,8 @@ impl CentralList {
             };
         }
         let size = CLASS_SIZE[class] as usize;
-        let links = Links::get();
-        let random_slots = self.random_slots || crate::config::get().mesh;
+        let links = src.links();
+        let random_slots = self.random_slots || src.mesh_slots();
         let mut head: *mut FreeObject = ptr::null_mut();
         let mut count = 0;
         let mut unreleased = 0;
@@ -369,7 +377,7 @@ impl CentralList {
     /// As for [`CentralList::give`].
     unsafe fn give_to_spans<S: SpanSource>(&mut self, src: &S, chain: Batch) -> usize {
         let now = self.last_give;
-        let links = Links::get();
+        let links = src.links();
         let mut obj = chain.head;
         let mut rejected = 0;
         for _ in 0..chain.count {
@@ -495,19 +503,23 @@ pub fn init_small_span(span: &mut Span, class: usize) {
 pub(crate) struct FakeHeap {
     pub heap: crate::lock::SpinLock<crate::page_heap::PageHeap<crate::os::fake::FakeOs>>,
     pub clock: core::cell::Cell<u32>,
+    /// The link encoding its batches use.
+    pub links: Links,
 }
 
 #[cfg(any(test, fuzzing))]
 impl FakeHeap {
     /// A heap of `huge_pages` huge pages over `os` (which should be `backed`:
-    /// central lists link objects through their memory).
-    pub fn new(os: crate::os::fake::FakeOs, huge_pages: usize) -> FakeHeap {
+    /// central lists link objects through their memory), its batches linked
+    /// as `links` says (`harden::links()` for the process's mode).
+    pub fn new(os: crate::os::fake::FakeOs, huge_pages: usize, links: Links) -> FakeHeap {
         let mut heap = crate::page_heap::PageHeap::new(os);
         let len = huge_pages * crate::units::HUGE_SIZE;
         assert!(heap.init(len, len), "the fake OS refused the reservation");
         FakeHeap {
             heap: crate::lock::SpinLock::new(heap),
             clock: core::cell::Cell::new(0),
+            links,
         }
     }
 }
@@ -539,6 +551,10 @@ impl SpanSource for FakeHeap {
     fn now(&self) -> u32 {
         self.clock.get()
     }
+
+    fn links(&self) -> Links {
+        self.links
+    }
 }
 
 #[cfg(test)]
@@ -556,7 +572,7 @@ mod tests {
         fn test() -> TestHeap {
             let mut os = FakeOs::default();
             os.backed = true;
-            FakeHeap::new(os, 32)
+            FakeHeap::new(os, 32, crate::harden::links())
         }
 
         fn pages_in_use(&self) -> usize {
@@ -588,7 +604,7 @@ mod tests {
         for _ in 0..b.count {
             v.push(o);
             // SAFETY: the batch links `count` free objects.
-            o = unsafe { FreeObject::next_of(o, Links::get()) };
+            o = unsafe { FreeObject::next_of(o, crate::harden::links()) };
         }
         v
     }
@@ -598,7 +614,7 @@ mod tests {
         let mut head = ptr::null_mut();
         for &o in objs.iter().rev() {
             // SAFETY: free objects of the test heap, at least 8 bytes.
-            unsafe { FreeObject::set_next(o, head, Links::get()) };
+            unsafe { FreeObject::set_next(o, head, crate::harden::links()) };
             head = o;
         }
         Batch {

@@ -250,7 +250,8 @@ pub fn load() -> Config {
         }
     }
     if c.harden {
-        crate::harden::enable();
+        // Hardened mode's link keys, before any object is linked.
+        crate::freelist::set_keys(linux::random_u64() as usize, linux::random_u64() as usize);
     }
     c.thp = read_thp();
     if c.mode == Mode::DisableThp && !linux::disable_thp_for_process() {

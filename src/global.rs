@@ -9,12 +9,13 @@
 use crate::background;
 use crate::central::{new_small_span, Batch, CentralList, SpanSource};
 use crate::config::Mode;
+use crate::freelist::{FreeObject, Links};
 use crate::huge::{PageSpans, PageTags};
 use crate::lock::SpinLock;
 use crate::os::linux::{self, LinuxOs};
 use crate::page_heap::{HeapView, PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
 use crate::size_class::NUM_CLASSES;
-use crate::span::{FreeObject, Span};
+use crate::span::Span;
 use crate::units::{PAGES_PER_HUGE, PAGE_SHIFT};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -181,6 +182,17 @@ impl SpanSource for ProcessHeap {
 
     fn frozen_wanted(&self, class: usize) {
         crate::mesh::request_thaw(class);
+    }
+
+    #[inline]
+    fn links(&self) -> Links {
+        // The configuration (and with it the encoding) is loaded before the
+        // heap exists, so before any batch.
+        Links::current()
+    }
+
+    fn mesh_slots(&self) -> bool {
+        crate::config::get().mesh
     }
 }
 

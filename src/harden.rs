@@ -27,33 +27,16 @@
 //! Misuse is reported in one line; the C library then aborts, the Rust
 //! allocator ignores the free (as for misuse detected at the span).
 
+use crate::freelist::{FreeObject, Links};
+use crate::lookup::{classify, Kind};
+use crate::misuse::BadFree;
 use crate::size_class::SizeClass;
-use crate::span::FreeObject;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-static ON: AtomicBool = AtomicBool::new(false);
-static K0: AtomicUsize = AtomicUsize::new(0);
-static K1: AtomicUsize = AtomicUsize::new(0);
-
-/// Turns hardened mode on with fresh keys. Called once, while the
-/// configuration loads, before any object is linked.
-pub(crate) fn enable() {
-    let (a, b) = (
-        crate::os::linux::random_u64(),
-        crate::os::linux::random_u64(),
-    );
-    // k0's low bit set: the rotation (k0 & 63) is odd, never zero, so no
-    // key pair makes the encoding the identity.
-    K0.store((a as usize) | 1, Ordering::Relaxed);
-    K1.store(b as usize, Ordering::Relaxed);
-    ON.store(true, Ordering::Release);
-}
 
 /// Whether hardened mode is on (fixed once the configuration is loaded,
 /// which happens before the heap exists and so before any object is freed).
 #[inline]
 pub(crate) fn enabled() -> bool {
-    ON.load(Ordering::Acquire)
+    crate::freelist::keyed()
 }
 
 /// [`enabled`], loading the configuration first if no thread has: for a
@@ -64,76 +47,22 @@ pub(crate) fn active() -> bool {
     enabled()
 }
 
-/// How links are stored, read once per batch of link operations (so a loop
-/// that walks a list keeps the keys in registers, and the default mode's
-/// links are plain loads and stores, with no arithmetic on the path from
-/// one object to the next).
-#[derive(Clone, Copy)]
-pub(crate) struct Links {
-    on: bool,
-    k0: usize,
-    k1: usize,
-}
-
-impl Links {
-    /// The current encoding. Loads the configuration first if no thread
-    /// has (it decides the mode, and the mode must not change between a
-    /// link's store and its load). In the allocator the heap exists before
-    /// any link, so this is one load that finds it done; heaps built apart
-    /// from the process heap (tests, the `heap` fuzz driver) need it.
-    #[inline(always)]
-    pub(crate) fn get() -> Links {
-        crate::config::ensure_loaded();
-        Links {
-            on: ON.load(Ordering::Relaxed),
-            k0: K0.load(Ordering::Relaxed),
-            k1: K1.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Whether this is hardened mode's encoding (links checked as well).
-    #[inline(always)]
-    pub(crate) fn hardened(self) -> bool {
-        self.on
-    }
-
-    /// The stored word for a link to `next`.
-    #[inline(always)]
-    pub(crate) fn encode(self, next: *mut FreeObject) -> *mut FreeObject {
-        if !self.on {
-            return next;
-        }
-        ((next as usize ^ self.k1)
-            .rotate_left(self.k0 as u32 & 63)
-            .wrapping_add(self.k0)) as *mut FreeObject
-    }
-
-    /// The link a stored word stands for.
-    #[inline(always)]
-    pub(crate) fn decode(self, word: *mut FreeObject) -> *mut FreeObject {
-        if !self.on {
-            return word;
-        }
-        ((word as usize)
-            .wrapping_sub(self.k0)
-            .rotate_right(self.k0 as u32 & 63)
-            ^ self.k1) as *mut FreeObject
-    }
+/// The current link encoding ([`Links::current`]), loading the
+/// configuration first if no thread has (it decides the mode, and the mode
+/// must not change between a link's store and its load). In the allocator
+/// the heap exists before any link, so this is one load that finds it done;
+/// heaps built apart from the process heap (tests, the `heap` fuzz driver)
+/// need it.
+#[inline(always)]
+pub(crate) fn links() -> Links {
+    crate::config::ensure_loaded();
+    Links::current()
 }
 
 /// Whether `next` can be the successor of an object of `class` on a free
 /// list: null, or an object start of that class in the heap.
 pub(crate) fn plausible_link(next: *mut FreeObject, class: SizeClass) -> bool {
-    next.is_null() || crate::raw::classify(next.cast()) == Some(crate::block::Kind::Small(class))
-}
-
-/// What a hardened free found wrong.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum BadFree {
-    /// Not an object start of this class (foreign, interior, wrong size).
-    NotABlock,
-    /// Already on a free list.
-    DoubleFree,
+    next.is_null() || classify(next.cast()) == Some(Kind::Small(class))
 }
 
 /// The hardened checks of a free of `ptr` as an object of `class`.
@@ -142,12 +71,12 @@ pub(crate) enum BadFree {
 /// `ptr` is readable for 8 bytes if it is an object start of `class` in the
 /// heap (the page map says so before anything is read).
 pub(crate) unsafe fn check_free(ptr: *mut u8, class: SizeClass) -> Result<(), BadFree> {
-    if crate::raw::classify(ptr) != Some(crate::block::Kind::Small(class)) {
+    if classify(ptr) != Some(Kind::Small(class)) {
         return Err(BadFree::NotABlock);
     }
     // SAFETY: an object start of `class` (checked): at least 8 bytes.
     let word = unsafe { (*(ptr as *mut FreeObject)).next };
-    if plausible_link(Links::get().decode(word), class) {
+    if plausible_link(links().decode(word), class) {
         return Err(BadFree::DoubleFree);
     }
     Ok(())
@@ -171,13 +100,9 @@ mod tests {
     #[test]
     fn decode_inverts_encode_and_zero_keys_are_the_identity() {
         let p = 0x7f12_3456_7890usize as *mut FreeObject;
-        let links = Links::get();
+        let links = links();
         assert_eq!(links.decode(links.encode(p)), p);
-        let keyed = Links {
-            on: true,
-            k0: 0x1234_5678_9abc_def1 | 1 << 8,
-            k1: 0x0fed_cba9_8765_4321,
-        };
+        let keyed = Links::keyed(0x1234_5678_9abc_def1 | 1 << 8, 0x0fed_cba9_8765_4321);
         assert_eq!(keyed.decode(keyed.encode(p)), p);
         assert_ne!(keyed.encode(p), p);
         assert_ne!(keyed.encode(core::ptr::null_mut()), core::ptr::null_mut());

@@ -103,6 +103,7 @@ pub(crate) mod cache;
 pub(crate) mod central;
 mod check;
 pub(crate) mod config;
+pub(crate) mod freelist;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 mod global;
@@ -111,6 +112,7 @@ mod hooks;
 pub(crate) mod huge;
 pub(crate) mod large;
 pub(crate) mod lock;
+mod lookup;
 mod mesh;
 mod misuse;
 pub(crate) mod os;

@@ -56,10 +56,10 @@ pub(crate) fn bad_free(addr: usize) {
 /// Hardened mode refused a free of `addr` (see `harden`): say what was
 /// wrong and ignore the free; abort in C mode.
 #[cold]
-pub(crate) fn hardened_bad_free(addr: usize, why: crate::harden::BadFree) {
+pub(crate) fn hardened_bad_free(addr: usize, why: BadFree) {
     let tail: &[u8] = match why {
-        crate::harden::BadFree::DoubleFree => b": double free (the object is already free)\n",
-        crate::harden::BadFree::NotABlock => {
+        BadFree::DoubleFree => b": double free (the object is already free)\n",
+        BadFree::NotABlock => {
             b": not an object of its size (foreign, interior or wrongly sized pointer)\n"
         }
     };
@@ -94,4 +94,13 @@ pub(crate) fn abort_foreign(what: &[u8], addr: usize) -> ! {
         b"): not a block of this allocator (invalid or foreign pointer)\n",
     );
     linux::abort()
+}
+
+/// What a hardened free found wrong.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum BadFree {
+    /// Not an object start of this class (foreign, interior, wrong size).
+    NotABlock,
+    /// Already on a free list.
+    DoubleFree,
 }

@@ -12,11 +12,11 @@
 //! rules), so the exported symbols in `preload/` only forward, and the `raw`
 //! fuzz target drives exactly what C programs reach.
 
-use crate::block::{self, Kind};
-use crate::global;
+use crate::block;
+pub(crate) use crate::lookup::classify;
 use crate::os::linux;
-use crate::size_class::{SizeClass, CLASS_PAGES, CLASS_RECIP};
-use crate::units::{PAGE_SHIFT, PAGE_SIZE};
+
+use crate::units::PAGE_SIZE;
 use core::ptr;
 
 /// Alignment of every block from [`malloc`].
@@ -73,44 +73,6 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
     alloc_aligned(size, MIN_ALIGN, false)
-}
-
-/// What `p` is to this allocator: the kind of the block it starts, or
-/// `None` when it is not a block start of ours (outside the heap, inside an
-/// object, or on a page no span owns).
-///
-/// A small object is found from its page's tag alone (one load): the tag
-/// gives the class and where the span starts, and the offset from there
-/// must be a whole number of objects inside the span.
-#[inline(always)]
-pub(crate) fn classify(p: *mut u8) -> Option<Kind> {
-    let tag = global::page_tag(p as usize);
-    let Some(class) = SizeClass::from_index((tag & 0xff) as usize) else {
-        return classify_large(p);
-    };
-    let c = class.index();
-    let off = (p as usize & (PAGE_SIZE - 1)) + ((tag as usize >> 8) << PAGE_SHIFT);
-    // Exact division by multiplication: offsets are below 2^18 (spans are
-    // at most 64 pages) and CLASS_RECIP = ceil(2^32 / size).
-    let size = class.size();
-    let i = (off as u64 * CLASS_RECIP[c]) >> 32;
-    let whole = i as usize * size == off;
-    let inside = off + size <= (CLASS_PAGES[c] as usize) << PAGE_SHIFT;
-    (whole && inside).then_some(Kind::Small(class))
-}
-
-/// [`classify`] for a page without a small-object tag: a large object's
-/// first page, or not a block of ours.
-#[cold]
-#[inline(never)]
-fn classify_large(p: *mut u8) -> Option<Kind> {
-    let span = global::view().span_of(p as usize);
-    if span.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null page-map entry is a live span record.
-    let s = unsafe { &*span };
-    (s.class == 0 && s.start == p as usize).then_some(Kind::Large)
 }
 
 /// Frees `p` (null is ignored). Returns `false` if `p` is not a block of

@@ -8,46 +8,12 @@
 //! breaking any list, and an object never handed out is never touched. Span
 //! records live in metadata memory, so freeing pages never touches a record.
 
-use crate::harden::Links;
 use crate::units::{PAGE_SHIFT, PAGE_SIZE};
 use core::ptr;
 
 /// Most objects one span can hold (8 B objects in one page).
 pub const MAX_OBJECTS: usize = 512;
 const FREE_WORDS: usize = MAX_OBJECTS / 64;
-
-/// A free object while it sits in a thread cache or transfer batch: its first
-/// word links to the next one. (Spans do not use this link.)
-#[repr(C)]
-pub struct FreeObject {
-    /// The link to the next free object, encoded (`harden::Links`); read
-    /// and write it through [`FreeObject::next_of`] and
-    /// [`FreeObject::set_next`] (only the thread cache's fast path, which
-    /// never runs in hardened mode, reads it raw).
-    pub next: *mut FreeObject,
-}
-
-impl FreeObject {
-    /// The next object on `obj`'s list, its link stored as `links` says.
-    ///
-    /// # Safety
-    /// `obj` is a free object on a list (its first word is a link).
-    #[inline(always)]
-    pub unsafe fn next_of(obj: *mut FreeObject, links: Links) -> *mut FreeObject {
-        // SAFETY: forwarded from the caller.
-        links.decode(unsafe { (*obj).next })
-    }
-
-    /// Links free object `obj` to `next`, stored as `links` says.
-    ///
-    /// # Safety
-    /// `obj` is a free object of at least 8 bytes that the caller owns.
-    #[inline(always)]
-    pub unsafe fn set_next(obj: *mut FreeObject, next: *mut FreeObject, links: Links) {
-        // SAFETY: forwarded from the caller.
-        unsafe { (*obj).next = links.encode(next) };
-    }
-}
 
 /// A run of pages handed out by the page heap.
 ///

@@ -15,11 +15,11 @@
 
 use super::{intact_bytes, last_page_window, windows, Input};
 use crate::central::{Batch, CentralList, FakeHeap};
-use crate::harden::Links;
+use crate::freelist::FreeObject;
 use crate::os::fake::FakeOs;
 use crate::page_heap::{Pass, PassResult, Policy};
 use crate::size_class::{class_for, CLASS_BATCH, NUM_CLASSES};
-use crate::span::{FreeObject, Span};
+use crate::span::Span;
 use crate::units::PAGE_SIZE;
 
 /// A live block: small (its class) or large (its run's span).
@@ -55,7 +55,7 @@ pub fn heap(data: &[u8]) {
     let mut os = FakeOs::default();
     os.backed = true;
     os.dontneed_zeroes = true;
-    let src = FakeHeap::new(os, 64);
+    let src = FakeHeap::new(os, 64, crate::harden::links());
     let first = input.u8().unwrap_or(0);
     src.heap.lock().set_policy(Policy {
         must_mark: first % 4 != 0,
@@ -74,7 +74,7 @@ pub fn heap(data: &[u8]) {
         .collect();
     let mut live: Vec<Obj> = Vec::new();
     let mut tag = 0u8;
-    let links = Links::get();
+    let links = crate::harden::links();
     while let Some(op) = input.u8() {
         tag = tag.wrapping_add(1).max(1);
         let mut touched = 0;

@@ -1,0 +1,64 @@
+//! What a pointer is to this allocator: the kind of block it starts (an
+//! object of a size class, or a large object), found in the page map
+//! without taking a lock. Shared by the C entry points (`raw`), the block
+//! operations (`block`) and hardened mode's checks (`harden`), so none of
+//! them reaches into another for it.
+
+use crate::global;
+use crate::size_class::{class_for, SizeClass, CLASS_PAGES, CLASS_RECIP};
+use crate::units::{PAGE_SHIFT, PAGE_SIZE};
+
+/// What a live block is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// An object of this size class.
+    Small(SizeClass),
+    /// A large object (a page run of its own).
+    Large,
+}
+
+impl Kind {
+    /// The kind of the block that `alloc(size, align)` hands out.
+    #[inline]
+    pub(crate) fn of(size: usize, align: usize) -> Kind {
+        class_for(size, align).map_or(Kind::Large, Kind::Small)
+    }
+}
+
+/// What `p` is to this allocator: the kind of the block it starts, or
+/// `None` when it is not a block start of ours (outside the heap, inside an
+/// object, or on a page no span owns).
+///
+/// A small object is found from its page's tag alone (one load): the tag
+/// gives the class and where the span starts, and the offset from there
+/// must be a whole number of objects inside the span.
+#[inline(always)]
+pub(crate) fn classify(p: *mut u8) -> Option<Kind> {
+    let tag = global::page_tag(p as usize);
+    let Some(class) = SizeClass::from_index((tag & 0xff) as usize) else {
+        return classify_large(p);
+    };
+    let c = class.index();
+    let off = (p as usize & (PAGE_SIZE - 1)) + ((tag as usize >> 8) << PAGE_SHIFT);
+    // Exact division by multiplication: offsets are below 2^18 (spans are
+    // at most 64 pages) and CLASS_RECIP = ceil(2^32 / size).
+    let size = class.size();
+    let i = (off as u64 * CLASS_RECIP[c]) >> 32;
+    let whole = i as usize * size == off;
+    let inside = off + size <= (CLASS_PAGES[c] as usize) << PAGE_SHIFT;
+    (whole && inside).then_some(Kind::Small(class))
+}
+
+/// [`classify`] for a page without a small-object tag: a large object's
+/// first page, or not a block of ours.
+#[cold]
+#[inline(never)]
+fn classify_large(p: *mut u8) -> Option<Kind> {
+    let span = global::view().span_of(p as usize);
+    if span.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null page-map entry is a live span record.
+    let s = unsafe { &*span };
+    (s.class == 0 && s.start == p as usize).then_some(Kind::Large)
+}
