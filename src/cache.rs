@@ -533,7 +533,7 @@ impl ThreadCache {
 
     /// Registers the cache; its bins stay cold until each first refills.
     fn activate(&self) {
-        if crate::hooks::arm_thread_exit() {
+        if crate::global::ensure_heap() && crate::thread_exit::arm() {
             self.state.store(ACTIVE, Ordering::Relaxed);
             register(self);
             // A hardened cache keeps every operation on the slow path.

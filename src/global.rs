@@ -1,24 +1,22 @@
-//! The process-wide allocator state: the page heap, the central lists, the
-//! heap's lock-free view, and their lazy initialisation from inside the
-//! allocator; plus the small glue the central lists use to reach the heap.
+//! The process-wide allocator state: the page heap, the central lists, and
+//! their lazy initialisation from inside the allocator (which publishes the
+//! heap's lock-free view, `view.rs`); plus the small glue the central lists
+//! use to reach the heap.
 //!
 //! Initialisation happens on the first slow-path call: the heap reservation
 //! under the heap lock, then (with no lock held, because glibc may allocate
 //! inside `pthread_atfork`) the thread-exit and fork hooks (`hooks.rs`).
 
-use crate::background;
 use crate::central::{new_small_span, Batch, CentralList, SpanSource};
 use crate::config::Mode;
+use crate::doorbell;
 use crate::freelist::{FreeObject, Links};
-use crate::huge::{PageSpans, PageTags};
 use crate::lock::SpinLock;
 use crate::os::linux::{self, LinuxOs};
-use crate::page_heap::{HeapView, PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
+use crate::page_heap::{PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
 use crate::size_class::NUM_CLASSES;
 use crate::span::Span;
-use crate::units::{PAGES_PER_HUGE, PAGE_SHIFT};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// The page heap. Lock order: after any central list lock.
@@ -28,59 +26,9 @@ pub static HEAP: SpinLock<PageHeap<LinuxOs>> = SpinLock::new(PageHeap::new(Linux
 pub static CENTRAL: [CachePadded<SpinLock<CentralList>>; NUM_CLASSES] =
     [const { CachePadded::new(SpinLock::new(CentralList::new())) }; NUM_CLASSES];
 
-// The heap's address range and page-to-span map, published once the heap
-// exists so `span_of` needs no lock.
-static VIEW_BASE: AtomicUsize = AtomicUsize::new(0);
-static VIEW_END: AtomicUsize = AtomicUsize::new(0);
-static VIEW_PAGES: AtomicPtr<PageSpans> = AtomicPtr::new(ptr::null_mut());
-static VIEW_LEN: AtomicUsize = AtomicUsize::new(0);
-static VIEW_TAGS: AtomicPtr<PageTags> = AtomicPtr::new(ptr::null_mut());
-/// The heap's length in bytes; published last (release), so a reader that
-/// sees it non-zero sees `VIEW_TAGS` too. 0 before the heap exists.
-static VIEW_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-/// The heap's lock-free view (empty before initialisation).
-#[inline]
-pub fn view() -> HeapView {
-    let pages = VIEW_PAGES.load(Ordering::Acquire);
-    if pages.is_null() {
-        return HeapView::empty();
-    }
-    // SAFETY: published by `ensure_heap` from the process heap's view (the
-    // acquire load above sees the relaxed stores made before the release).
-    unsafe {
-        HeapView::from_parts(
-            VIEW_BASE.load(Ordering::Relaxed),
-            VIEW_END.load(Ordering::Relaxed),
-            pages,
-            VIEW_TAGS.load(Ordering::Relaxed),
-            VIEW_LEN.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// The tag of the page holding `addr` ([`crate::huge::page_tag`]): the size
-/// class and page-in-span of a small-object span's page, 0 for any other
-/// page and for an address outside the heap. Two loads of process-wide
-/// values and one of the tag: the size-less `free`'s first step.
-#[inline(always)]
-pub fn page_tag(addr: usize) -> u16 {
-    let off = addr.wrapping_sub(VIEW_BASE.load(Ordering::Relaxed));
-    if off >= VIEW_BYTES.load(Ordering::Acquire) {
-        return 0;
-    }
-    let tags = VIEW_TAGS.load(Ordering::Relaxed);
-    let page = off >> PAGE_SHIFT;
-    // SAFETY: `off` is inside the heap (the check above; `VIEW_BYTES` is
-    // published after `VIEW_BASE` and `VIEW_TAGS`), and the tags cover every
-    // page of it in one flat array (huge page `i`'s `PAGES_PER_HUGE` tags
-    // follow huge page `i - 1`'s) that lives for the process.
-    unsafe { (*tags.add(page / PAGES_PER_HUGE))[page % PAGES_PER_HUGE].load(Ordering::Relaxed) }
-}
-
 /// Makes sure the heap exists; `false` if the OS refused the reservation.
 pub fn ensure_heap() -> bool {
-    if !VIEW_PAGES.load(Ordering::Acquire).is_null() {
+    if crate::view::published() {
         return true;
     }
     {
@@ -101,16 +49,11 @@ pub fn ensure_heap() -> bool {
             if !heap.init(DEFAULT_RESERVE, MIN_RESERVE) {
                 return false;
             }
-            let (base, end, pages, tags, len) = heap.view().parts();
+            let view = heap.view();
             if cfg.mesh {
-                crate::mesh::confirm(base);
+                crate::mesh::confirm(view.parts().0);
             }
-            VIEW_BASE.store(base, Ordering::Relaxed);
-            VIEW_END.store(end, Ordering::Relaxed);
-            VIEW_LEN.store(len, Ordering::Relaxed);
-            VIEW_TAGS.store(tags as *mut PageTags, Ordering::Relaxed);
-            VIEW_PAGES.store(pages as *mut PageSpans, Ordering::Release);
-            VIEW_BYTES.store(end - base, Ordering::Release);
+            crate::view::publish(&view);
         }
     }
     crate::hooks::install();
@@ -129,9 +72,9 @@ pub fn central_take(class: usize, want: usize) -> Batch {
     if crate::mesh::thaw_pending() {
         // The class wanted its frozen spans back: wake the background
         // thread (outside the list lock).
-        background::note_free();
+        doorbell::note_free();
     }
-    background::maybe_start();
+    doorbell::maybe_start();
     chain
 }
 
@@ -143,8 +86,8 @@ pub unsafe fn central_give(class: usize, head: *mut FreeObject, n: usize) {
     let chain = Batch { head, count: n };
     // SAFETY: forwarded from the caller.
     unsafe { CENTRAL[class].lock().give(&ProcessHeap, class, chain) };
-    background::note_free();
-    background::maybe_start();
+    doorbell::note_free();
+    doorbell::maybe_start();
 }
 
 /// The process heap as the central lists' span source.
@@ -158,7 +101,7 @@ impl SpanSource for ProcessHeap {
     unsafe fn free_span(&self, span: *mut Span) {
         // SAFETY: forwarded from the caller.
         unsafe { HEAP.lock().free_run(span) };
-        background::note_free();
+        doorbell::note_free();
     }
 
     unsafe fn release_span_pages(&self, span: &mut Span, mask: u64) -> usize {
@@ -172,7 +115,7 @@ impl SpanSource for ProcessHeap {
 
     #[inline]
     fn span_of(&self, addr: usize) -> *mut Span {
-        view().span_of(addr)
+        crate::view::view().span_of(addr)
     }
 
     #[inline]

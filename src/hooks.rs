@@ -3,27 +3,31 @@
 //! its cache exits (its cache goes back, and the background thread hears of
 //! it), and the `fork` handlers (prepare takes every allocator lock in order,
 //! parent and child release them; the child also resets the cache registry
-//! and the background thread's state).
+//! and the background thread's state), and the doorbell's starter (how a
+//! slow path starts the background thread).
 //!
 //! Installed with no allocator lock held: glibc may allocate inside
 //! `pthread_key_create` and `pthread_atfork`.
 
 use crate::background;
-use crate::global::{self, CENTRAL, HEAP};
+use crate::doorbell;
+use crate::global::{CENTRAL, HEAP};
 use crate::os::linux::{self, ThreadExitKey};
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 const HOOKS_NONE: u8 = 0;
 const HOOKS_BUSY: u8 = 1;
 const HOOKS_DONE: u8 = 2;
 const HOOKS_FAILED: u8 = 3;
 static HOOKS: AtomicU8 = AtomicU8::new(HOOKS_NONE);
-static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
 
 /// Creates the thread-exit key and registers the fork handlers, once; a
 /// failure leaves threads without caches (they pass through to the central
 /// lists) rather than breaking anything.
 pub(crate) fn install() {
+    // Before anything can fail or return early: the doorbell can start the
+    // background thread from the caller's next slow path.
+    doorbell::set_starter(background::start);
     if HOOKS
         .compare_exchange(HOOKS_NONE, HOOKS_BUSY, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
@@ -32,8 +36,12 @@ pub(crate) fn install() {
     }
     let ok = match ThreadExitKey::create(thread_exit_dtor) {
         Some(key) => {
-            EXIT_KEY.store(key.raw(), Ordering::Relaxed);
-            linux::register_fork_handlers(fork_prepare, fork_parent, fork_child)
+            let ok = linux::register_fork_handlers(fork_prepare, fork_parent, fork_child);
+            if ok {
+                // Threads cache only once the fork handlers guard the caches.
+                crate::thread_exit::publish(&key);
+            }
+            ok
         }
         None => false,
     };
@@ -43,21 +51,11 @@ pub(crate) fn install() {
     );
 }
 
-/// Arms the calling thread's exit hook; `false` while it cannot be armed
-/// (hooks not installed yet), in which case the thread caches nothing.
-pub(crate) fn arm_thread_exit() -> bool {
-    if !global::ensure_heap() || HOOKS.load(Ordering::Acquire) != HOOKS_DONE {
-        return false;
-    }
-    ThreadExitKey::from_raw(EXIT_KEY.load(Ordering::Relaxed)).arm(1 as *mut u8);
-    true
-}
-
 unsafe extern "C" fn thread_exit_dtor(_: *mut core::ffi::c_void) {
     crate::cache::on_thread_exit();
     // Perhaps the program's last thread: the background thread must not
     // outlive it.
-    background::note_thread_exit();
+    doorbell::note_thread_exit();
 }
 
 unsafe extern "C" fn fork_prepare() {

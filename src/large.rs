@@ -21,7 +21,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let Some(run) = HEAP.lock().alloc_run(npages, align_pages, 0) else {
         return ptr::null_mut();
     };
-    crate::background::maybe_start();
+    crate::doorbell::maybe_start();
     // SAFETY: a live span just handed out.
     let start = unsafe { (*run.span).start } as *mut u8;
     if zero && !run.clean {
@@ -33,7 +33,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 
 /// The large-object span starting exactly at `ptr`, or null.
 fn span_at(ptr: *mut u8) -> *mut crate::span::Span {
-    let span = global::view().span_of(ptr as usize);
+    let span = crate::view::view().span_of(ptr as usize);
     // SAFETY: a non-null entry is a live span record.
     if span.is_null() || unsafe { (*span).start != ptr as usize || (*span).class != 0 } {
         return ptr::null_mut();
@@ -53,7 +53,7 @@ pub unsafe fn dealloc(ptr: *mut u8) -> bool {
     }
     // SAFETY: the caller gives up the object; the span is live.
     unsafe { global::ProcessHeap.free_span(span) };
-    crate::background::maybe_start();
+    crate::doorbell::maybe_start();
     true
 }
 

@@ -103,6 +103,7 @@ pub(crate) mod cache;
 pub(crate) mod central;
 mod check;
 pub(crate) mod config;
+mod doorbell;
 pub(crate) mod freelist;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
@@ -123,7 +124,9 @@ pub(crate) mod size_class;
 pub(crate) mod span;
 pub(crate) mod span_pool;
 mod stats;
+pub(crate) mod thread_exit;
 pub(crate) mod units;
+mod view;
 
 use block::Kind;
 use core::alloc::{GlobalAlloc, Layout};

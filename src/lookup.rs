@@ -4,7 +4,6 @@
 //! operations (`block`) and hardened mode's checks (`harden`), so none of
 //! them reaches into another for it.
 
-use crate::global;
 use crate::size_class::{class_for, SizeClass, CLASS_PAGES, CLASS_RECIP};
 use crate::units::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -34,7 +33,7 @@ impl Kind {
 /// must be a whole number of objects inside the span.
 #[inline(always)]
 pub(crate) fn classify(p: *mut u8) -> Option<Kind> {
-    let tag = global::page_tag(p as usize);
+    let tag = crate::view::page_tag(p as usize);
     let Some(class) = SizeClass::from_index((tag & 0xff) as usize) else {
         return classify_large(p);
     };
@@ -54,7 +53,7 @@ pub(crate) fn classify(p: *mut u8) -> Option<Kind> {
 #[cold]
 #[inline(never)]
 fn classify_large(p: *mut u8) -> Option<Kind> {
-    let span = global::view().span_of(p as usize);
+    let span = crate::view::view().span_of(p as usize);
     if span.is_null() {
         return None;
     }

@@ -117,7 +117,7 @@ pub const fn page_tag(class: u8, page_in_span: usize) -> u16 {
 }
 
 /// The page-to-span map and the page tags: written under the page heap
-/// lock, read without it (`HeapView::span_of`, `global::page_tag`). Every
+/// lock, read without it (`HeapView::span_of`, `view::page_tag`). Every
 /// span entry is null or a live span record, which `set`'s contract keeps
 /// true. Copied freely: it is a view of memory that lives for the rest of
 /// the process.

@@ -612,7 +612,7 @@ fn release_owner(table: &mut Table, file: &shared::SharedFile, base: usize, owne
 
 /// The frozen spans of unit `r`, with their class.
 fn unit_spans(r: &Rec) -> Option<(usize, [*mut crate::span::Span; MAX_UNIT_PAGES], usize)> {
-    let view = crate::global::view();
+    let view = crate::view::view();
     let mut spans = [core::ptr::null_mut(); MAX_UNIT_PAGES];
     let mut n = 0;
     let mut class = 0;

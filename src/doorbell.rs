@@ -1,0 +1,152 @@
+//! The background thread's doorbell: the few atomics through which the
+//! allocator's slow paths and hooks signal the background thread, without
+//! importing it.
+//!
+//! * [`note_free`]: a slow path returned memory; wakes the thread if it is
+//!   parked (one futex wake, only then).
+//! * [`note_thread_exit`]: a thread is ending, perhaps the program's last.
+//! * [`maybe_start`]: start the thread if none runs. The doorbell does not
+//!   know how: the background module registers its starter
+//!   ([`set_starter`]) when the hooks are installed, which happens before
+//!   the first slow path that rings (every ringing path has made the heap
+//!   exist first). Until then, ringing starts nothing.
+//!
+//! The other side (the thread's park, its state after `fork`) reads and
+//! writes the same words through the `pub(crate)` functions below. A leaf:
+//! it imports only the OS layer's futex.
+
+use crate::os::linux;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+
+/// No background thread runs (none started yet, or it ended, or a fork).
+pub(crate) const NONE: u8 = 0;
+/// The thread runs (or is being spawned).
+pub(crate) const RUNNING: u8 = 1;
+/// It must not or could not run: configured off, or the spawn failed.
+pub(crate) const FAILED: u8 = 2;
+static STATE: AtomicU8 = AtomicU8::new(NONE);
+/// The futex word the thread parks on; bumped to wake it.
+static WORD: AtomicU32 = AtomicU32::new(0);
+static PARKED: AtomicBool = AtomicBool::new(false);
+/// Set by the thread-exit hook: a thread is ending, perhaps the last one.
+static THREAD_ENDING: AtomicBool = AtomicBool::new(false);
+/// Set by slow paths when memory was freed since the last pass.
+static FREED: AtomicBool = AtomicBool::new(false);
+/// How to start the thread (a `fn()`), null until registered.
+static STARTER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Called from allocator slow paths that return memory: wakes the parked
+/// background thread (a system call only when it is parked).
+#[inline]
+pub(crate) fn note_free() {
+    if !FREED.load(Ordering::Relaxed) {
+        FREED.store(true, Ordering::Relaxed);
+    }
+    if PARKED.load(Ordering::Relaxed) && PARKED.swap(false, Ordering::AcqRel) {
+        ring();
+    }
+}
+
+/// Called from the thread-exit hook of an ending thread: wakes the
+/// background thread so it can end too if that thread was the last one.
+pub(crate) fn note_thread_exit() {
+    if STATE.load(Ordering::Relaxed) != RUNNING {
+        return;
+    }
+    THREAD_ENDING.store(true, Ordering::Release);
+    ring();
+}
+
+fn ring() {
+    WORD.fetch_add(1, Ordering::Release);
+    linux::futex_wake(&WORD);
+}
+
+/// Starts the background thread if none runs and a starter is registered.
+/// Call with no allocator lock held.
+#[inline]
+pub(crate) fn maybe_start() {
+    if STATE.load(Ordering::Relaxed) != NONE {
+        return;
+    }
+    start_slow();
+}
+
+#[cold]
+fn start_slow() {
+    let f = STARTER.load(Ordering::Acquire);
+    if !f.is_null() {
+        // SAFETY: only `set_starter` stores into `STARTER`, and it stores a
+        // `fn()`.
+        let start: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(f) };
+        start();
+    }
+}
+
+/// Registers how [`maybe_start`] starts the thread (idempotent).
+pub(crate) fn set_starter(start: fn()) {
+    STARTER.store(start as *mut (), Ordering::Release);
+}
+
+/// The thread's state: [`NONE`], [`RUNNING`] or [`FAILED`].
+pub(crate) fn state() -> u8 {
+    STATE.load(Ordering::Relaxed)
+}
+
+/// Sets the thread's state.
+pub(crate) fn set_state(s: u8) {
+    STATE.store(s, Ordering::Relaxed);
+}
+
+/// Claims the start: `true` for the one caller that moves the state from
+/// [`NONE`] to [`RUNNING`].
+pub(crate) fn claim_start() -> bool {
+    STATE
+        .compare_exchange(NONE, RUNNING, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Whether memory was freed since [`clear_freed`].
+pub(crate) fn freed() -> bool {
+    FREED.load(Ordering::Relaxed)
+}
+
+/// Forgets earlier frees (the thread is about to run a pass).
+pub(crate) fn clear_freed() {
+    FREED.store(false, Ordering::Relaxed);
+}
+
+/// Takes the "a thread is ending" signal.
+pub(crate) fn take_thread_ending() -> bool {
+    THREAD_ENDING.swap(false, Ordering::Acquire)
+}
+
+/// Waits on the doorbell for `ms` at most. With `park`, a [`note_free`]
+/// rings it too (otherwise only [`note_thread_exit`] and [`wake`] do), and
+/// a free that came before the park returns at once.
+pub(crate) fn wait(ms: u64, park: bool) {
+    let word = WORD.load(Ordering::Acquire);
+    if park {
+        PARKED.store(true, Ordering::Release);
+        if FREED.load(Ordering::Relaxed) {
+            PARKED.store(false, Ordering::Relaxed);
+            return;
+        }
+    }
+    linux::futex_wait(&WORD, word, ms);
+    if park {
+        PARKED.store(false, Ordering::Relaxed);
+    }
+}
+
+/// In a forked child: no background thread exists there. Returns whether
+/// the parent had one running (the child starts its own on next need).
+pub(crate) fn after_fork_child() -> bool {
+    PARKED.store(false, Ordering::Relaxed);
+    THREAD_ENDING.store(false, Ordering::Relaxed);
+    let was_running = STATE.load(Ordering::Relaxed) == RUNNING;
+    if was_running {
+        STATE.store(NONE, Ordering::Relaxed);
+    }
+    was_running
+}
