@@ -56,6 +56,7 @@ use crate::freelist::{FreeObject, Links};
 use crate::global;
 use crate::harden;
 use crate::lock::SpinLock;
+use crate::lock_rank::Rank;
 use crate::os::linux;
 use crate::size_class::{SizeClass, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
 use core::ptr;
@@ -348,10 +349,14 @@ struct Registry {
 // leaves the registry (under the lock) before its thread's storage goes away.
 unsafe impl Send for Registry {}
 
-/// Lock order: before every central list lock and the heap lock.
-static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry {
-    head: ptr::null_mut(),
-});
+/// Ranks `Registry` in the lock order (`lock_rank.rs`): central lists and
+/// the heap are taken under it.
+static REGISTRY: SpinLock<Registry> = SpinLock::new(
+    Rank::Registry,
+    Registry {
+        head: ptr::null_mut(),
+    },
+);
 
 /// Runs `f` on the calling thread's cache.
 #[inline(always)]

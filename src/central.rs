@@ -8,8 +8,8 @@
 //! goes back to the page heap at once, so its pages can drain out of their
 //! huge page.
 //!
-//! Lock order: a central list's lock, then the page heap lock; never the
-//! reverse.
+//! Its lock ranks `Central` in the lock order (`lock_rank.rs`): under it
+//! only the page heap's lock and higher classes' lists are taken.
 //!
 //! A list gets and returns spans through a [`SpanSource`] passed to each
 //! call: the process heap (`global::ProcessHeap`) in the allocator, a heap
@@ -517,7 +517,7 @@ impl FakeHeap {
         let len = huge_pages * crate::units::HUGE_SIZE;
         assert!(heap.init(len, len), "the fake OS refused the reservation");
         FakeHeap {
-            heap: crate::lock::SpinLock::new(heap),
+            heap: crate::lock::SpinLock::new(crate::lock_rank::Rank::Heap, heap),
             clock: core::cell::Cell::new(0),
             links,
         }

@@ -12,6 +12,7 @@ use crate::config::Mode;
 use crate::doorbell;
 use crate::freelist::{FreeObject, Links};
 use crate::lock::SpinLock;
+use crate::lock_rank::Rank;
 use crate::os::linux::{self, LinuxOs};
 use crate::page_heap::{PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
 use crate::size_class::NUM_CLASSES;
@@ -19,12 +20,12 @@ use crate::span::Span;
 use core::ptr;
 use crossbeam_utils::CachePadded;
 
-/// The page heap. Lock order: after any central list lock.
-pub static HEAP: SpinLock<PageHeap<LinuxOs>> = SpinLock::new(PageHeap::new(LinuxOs));
+/// The page heap; its lock ranks highest (`lock_rank.rs`).
+pub static HEAP: SpinLock<PageHeap<LinuxOs>> = SpinLock::new(Rank::Heap, PageHeap::new(LinuxOs));
 
 /// One central list per size class, each on its own cache line.
 pub static CENTRAL: [CachePadded<SpinLock<CentralList>>; NUM_CLASSES] =
-    [const { CachePadded::new(SpinLock::new(CentralList::new())) }; NUM_CLASSES];
+    [const { CachePadded::new(SpinLock::new(Rank::Central, CentralList::new())) }; NUM_CLASSES];
 
 /// Makes sure the heap exists; `false` if the OS refused the reservation.
 pub fn ensure_heap() -> bool {

@@ -113,6 +113,7 @@ mod hooks;
 pub(crate) mod huge;
 pub(crate) mod large;
 pub(crate) mod lock;
+mod lock_rank;
 mod lookup;
 mod mesh;
 mod misuse;

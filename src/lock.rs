@@ -10,7 +10,11 @@
 //! spinning waiter would burn the time slice the holder needs to finish.
 //! Unlocking is one atomic swap, plus a wake-up system call only when some
 //! thread went to sleep.
+//!
+//! Every lock has a rank in the lock order (`lock_rank.rs`); debug builds
+//! check on every acquire that a thread's ranks only increase.
 
+use crate::lock_rank::Rank;
 use crate::os::linux;
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -28,6 +32,8 @@ const SPINS: u32 = 100;
 /// A mutual-exclusion lock around `T`, usable in `static`s.
 pub struct SpinLock<T> {
     state: AtomicU32,
+    #[cfg(debug_assertions)]
+    rank: Rank,
     value: UnsafeCell<T>,
 }
 
@@ -38,18 +44,37 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
-    /// A new, unlocked lock.
-    pub const fn new(value: T) -> Self {
+    /// A new, unlocked lock of `rank` in the lock order (kept by debug
+    /// builds only).
+    #[cfg_attr(not(debug_assertions), allow(unused_variables))]
+    pub const fn new(rank: Rank, value: T) -> Self {
         SpinLock {
             state: AtomicU32::new(UNLOCKED),
+            #[cfg(debug_assertions)]
+            rank,
             value: UnsafeCell::new(value),
         }
+    }
+
+    /// Debug builds: checks the lock order and records the acquire.
+    #[inline(always)]
+    fn note_acquire(&self) {
+        #[cfg(debug_assertions)]
+        crate::lock_rank::acquire(self.rank, self as *const Self as usize);
+    }
+
+    /// Debug builds: records the release.
+    #[inline(always)]
+    fn note_release(&self) {
+        #[cfg(debug_assertions)]
+        crate::lock_rank::release(self as *const Self as usize);
     }
 
     /// Takes the lock, spinning briefly and then sleeping while another
     /// thread holds it.
     #[inline]
     pub fn lock(&self) -> SpinGuard<'_, T> {
+        self.note_acquire();
         if self
             .state
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
@@ -103,6 +128,7 @@ impl<T> SpinLock<T> {
     /// Releases the lock; wakes a sleeper if one announced itself.
     #[inline]
     fn unlock(&self) {
+        self.note_release();
         if self.state.swap(UNLOCKED, Ordering::Release) == SLEEPERS {
             self.wake();
         }
@@ -119,7 +145,10 @@ impl<T> SpinLock<T> {
         self.state
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .ok()
-            .map(|_| SpinGuard { lock: self })
+            .map(|_| {
+                self.note_acquire();
+                SpinGuard { lock: self }
+            })
     }
 
     /// Takes the lock and leaves it held with no guard (for `fork` preparation).
@@ -184,7 +213,7 @@ mod tests {
 
     #[test]
     fn counts_correctly_under_contention() {
-        let lock = Arc::new(SpinLock::new(0u64));
+        let lock = Arc::new(SpinLock::new(Rank::Heap, 0u64));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let lock = lock.clone();
@@ -203,7 +232,7 @@ mod tests {
 
     #[test]
     fn try_lock_fails_while_held_and_raw_unlock_frees() {
-        let lock = SpinLock::new(1);
+        let lock = SpinLock::new(Rank::Heap, 1);
         lock.lock_raw();
         assert!(lock.try_lock().is_none());
         // SAFETY: we hold it through lock_raw.
@@ -217,7 +246,7 @@ mod tests {
     /// once it is released.
     #[test]
     fn waiters_sleep_while_the_holder_keeps_the_lock() {
-        let lock = Arc::new(SpinLock::new(0u64));
+        let lock = Arc::new(SpinLock::new(Rank::Heap, 0u64));
         let guard = lock.lock();
         let waiters: Vec<_> = (0..4)
             .map(|_| {

@@ -10,6 +10,7 @@
 use crate::config::{self, Mode};
 use crate::global::{self, CENTRAL, HEAP};
 use crate::lock::SpinLock;
+use crate::lock_rank::Rank;
 use crate::os::linux;
 use crate::os::{Advice, Os};
 use crate::page_heap::PageHeap;
@@ -23,7 +24,7 @@ const SLOW_COLLAPSE_US: u64 = 20_000;
 
 /// Collapse back-off (used by the background thread only).
 pub(super) static COLLAPSE_BACKOFF: SpinLock<CollapseBackoff> =
-    SpinLock::new(CollapseBackoff::new());
+    SpinLock::new(Rank::CollapseBackoff, CollapseBackoff::new());
 
 /// When `MADV_COLLAPSE` may be tried again: after a failure or a slow
 /// collapse, wait 1 s, doubling up to 60 s; a quick success resets it.
@@ -194,7 +195,7 @@ mod tests {
         for _ in 0..3 * 512 {
             h.alloc_run(1, 1, 1).unwrap();
         }
-        SpinLock::new(h)
+        SpinLock::new(Rank::Heap, h)
     }
 
     /// `collapse_step` over a fake-OS heap and a fake OS: nothing is

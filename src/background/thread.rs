@@ -26,6 +26,7 @@ use crate::config::{self, Mode};
 use crate::doorbell;
 use crate::global;
 use crate::lock::SpinLock;
+use crate::lock_rank::Rank;
 use crate::os::linux;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -53,7 +54,7 @@ pub(super) static ENABLED: AtomicBool = AtomicBool::new(true);
 /// Held by the background thread for each round of work (cache scan,
 /// release pass, collapses), so that `set_background(false)` can wait for a
 /// round under way to end.
-pub(super) static WORK: SpinLock<()> = SpinLock::new(());
+pub(super) static WORK: SpinLock<()> = SpinLock::new(Rank::Work, ());
 
 /// The doorbell's starter: spawns the thread if the configuration wants
 /// one and no other caller claimed the start.

@@ -26,8 +26,8 @@
 //! is thawed. Frozen spans take no new objects until then: that is how a
 //! page that "fills again" is kept correct.
 //!
-//! Lock order: the mesh lock, then a class's list lock, then the heap lock.
-//! `fork` takes the mesh lock first, so the child never sees a half-done
+//! The mesh lock ranks `Mesh` (`lock_rank.rs`): lists and the heap are
+//! taken under it, never it under them. `fork` takes the mesh lock first, so the child never sees a half-done
 //! mesh; the child copies the shared file ([`crate::os::shared`]).
 
 mod table;
@@ -35,6 +35,7 @@ mod table;
 use crate::central::CentralList;
 use crate::global::{ProcessHeap, CENTRAL, HEAP};
 use crate::lock::SpinLock;
+use crate::lock_rank::Rank;
 use crate::os::linux::LinuxOs;
 use crate::os::shared;
 use crate::page_heap::mesh::{Unit, MAX_UNIT_PAGES};
@@ -65,7 +66,7 @@ static MESHED_BYTES: AtomicUsize = AtomicUsize::new(0);
 static MESHED_TOTAL: AtomicUsize = AtomicUsize::new(0);
 
 /// The mesh lock and the records of meshed units.
-pub(crate) static MESH: SpinLock<Table> = SpinLock::new(Table::new());
+pub(crate) static MESH: SpinLock<Table> = SpinLock::new(Rank::Mesh, Table::new());
 
 /// Classes that needed a new span while some of their spans were frozen:
 /// their units are to be unmeshed (thawed), so the frozen spans' free
