@@ -5,15 +5,7 @@ use std::alloc::{GlobalAlloc, Layout};
 #[global_allocator]
 static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
 
-fn rss() -> usize {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    s.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<usize>()
-        .unwrap()
-        * 4096
-}
+use hugeguard_testkit::procfs::rss;
 
 #[test]
 fn release_now_returns_freed_memory_at_once() {

@@ -7,17 +7,9 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
 
-/// Bytes mapped by huge pages: anonymous ones, and shared-memory ones (the
-/// heap of mesh mode is a shared memory file).
-fn anon_huge_bytes() -> usize {
-    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    s.lines()
-        .filter(|l| l.starts_with("AnonHugePages:") || l.starts_with("ShmemPmdMapped:"))
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .filter_map(|v| v.parse::<usize>().ok())
-        .sum::<usize>()
-        * 1024
-}
+// Bytes mapped by huge pages: anonymous ones, and shared-memory ones (the
+// heap of mesh mode is a shared memory file).
+use hugeguard_testkit::procfs::huge_mapped as anon_huge_bytes;
 
 fn thp_available() -> bool {
     let s =

@@ -8,29 +8,12 @@
 use hugeguard::HugeGuard;
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashSet;
-use std::process::Command;
 
 #[global_allocator]
 static A: HugeGuard = HugeGuard;
 
 fn run_child(case: &str, harden: &str) -> (bool, String) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            case,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("HUGEGUARD_HARDEN", harden)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    hugeguard_testkit::child::run(case, &[("HUGEGUARD_HARDEN", harden)])
 }
 
 #[test]

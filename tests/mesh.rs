@@ -10,29 +10,14 @@
 #[global_allocator]
 static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
 
-use std::process::Command;
-
 /// Runs the ignored test `name` of this binary with mesh mode on; its
 /// standard output and error.
 fn child(name: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("HUGEGUARD_MESH", "on")
-        .env("HUGEGUARD_HOLDBACK_MS", "100")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = hugeguard_testkit::child::run(
+        name,
+        &[("HUGEGUARD_MESH", "on"), ("HUGEGUARD_HOLDBACK_MS", "100")],
     );
-    assert!(out.status.success(), "{name} failed:\n{text}");
+    assert!(ok, "{name} failed:\n{text}");
     text
 }
 
@@ -44,19 +29,7 @@ fn meshing_possible() -> bool {
     root || sysctl
 }
 
-/// Resident bytes of this process (VmRSS).
-fn rss() -> usize {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: usize = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .parse()
-        .unwrap();
-    kb * 1024
-}
+use hugeguard_testkit::procfs::rss;
 
 /// The numbers that follow `marker` on the first line of `text` holding
 /// it, up to the first word that is not a number (panics without one).

@@ -60,14 +60,7 @@ fn a_sparse_class_shows_its_floor_and_meshable_spans() {
 /// set to `mesh`; returns (pages holding a live byte, meshable pages in
 /// pairs, meshable pages merging sets) of the class of 64-byte objects.
 fn regular_records_under(mesh: &str) -> (usize, usize, usize) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_regular_records",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let out = hugeguard_testkit::child::command("child_regular_records")
         .env("HUGEGUARD_MESH", mesh)
         .output()
         .unwrap();

@@ -7,7 +7,6 @@
 //!
 //! `HUGEGUARD_STRESS_SECS` sets the length (default 3 s; run longer by hand).
 
-use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -131,14 +130,7 @@ fn stress_child() {
 
 #[test]
 fn threads_exchange_cookie_checked_blocks_under_aggressive_release() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "stress_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let out = hugeguard_testkit::child::command("stress_child")
         .env(CHILD_ENV, "1")
         .env("HUGEGUARD_HOLDBACK_MS", "0")
         .output()

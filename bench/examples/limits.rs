@@ -1,5 +1,5 @@
 //! hugeguard against the real kernel's limits, one case per argument; run
-//! by `scripts/kernel_limits.py`, which sets and restores the system
+//! by `scripts/kernel/kernel_limits.py`, which sets and restores the system
 //! settings (`vm.max_map_count`, a cgroup) around it. Each case prints one
 //! `RESULT key=value ...` line and exits 0 when the allocator behaved.
 //!

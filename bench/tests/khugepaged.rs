@@ -9,7 +9,6 @@
 use hugeguard_bench::batch;
 
 use batch::get;
-use std::process::Command;
 use std::time::Duration;
 
 #[global_allocator]
@@ -45,16 +44,9 @@ fn run(workload: &str, total_mb: usize, env: &[(&str, &str)]) -> Outcome {
 }
 
 fn run_idle(workload: &str, total_mb: usize, env: &[(&str, &str)], idle: Duration) -> Outcome {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "batch_child",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_ENV, format!("{workload}:{total_mb}"))
-    .env("HUGEGUARD_HOLDBACK_MS", "200");
+    let mut cmd = hugeguard_testkit::child::command("batch_child");
+    cmd.env(CHILD_ENV, format!("{workload}:{total_mb}"))
+        .env("HUGEGUARD_HOLDBACK_MS", "200");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -132,8 +124,7 @@ fn go_legacy_and_disable_thp_modes_also_hold_rss_down() {
 
 #[test]
 fn invalid_configuration_warns_once_and_uses_the_default() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["batch_child", "--exact", "--ignored", "--test-threads=1"])
+    let out = hugeguard_testkit::child::command("batch_child")
         .env("HUGEGUARD_RELEASE", "sometimes")
         .env("HUGEGUARD_HOLDBACK_MS", "soon")
         .output()

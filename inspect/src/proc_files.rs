@@ -214,6 +214,36 @@ pub fn status(pid: u32) -> Result<Status, Error> {
     Ok(parse_status(&read_proc(pid, "status")?))
 }
 
+/// The huge-page lines of `/proc/PID/smaps_rollup` (bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rollup {
+    /// `AnonHugePages`: anonymous memory mapped by huge pages.
+    pub anon_huge_pages: u64,
+    /// `ShmemPmdMapped`: shared memory mapped by huge pages.
+    pub shmem_pmd_mapped: u64,
+}
+
+pub fn parse_rollup(text: &str) -> Rollup {
+    let mut r = Rollup::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key {
+            "AnonHugePages" => r.anon_huge_pages = kb_field(value),
+            "ShmemPmdMapped" => r.shmem_pmd_mapped = kb_field(value),
+            _ => {}
+        }
+    }
+    r
+}
+
+/// The totals over every mapping (one file read, cheap even for a large
+/// process, unlike `smaps`).
+pub fn smaps_rollup(pid: u32) -> Result<Rollup, Error> {
+    Ok(parse_rollup(&read_proc(pid, "smaps_rollup")?))
+}
+
 /// CPU time the process has used (user + system), in clock ticks; `None`
 /// when `stat` cannot be parsed. Also its state letter (`Z` for a zombie).
 pub fn parse_stat(text: &str) -> Option<(char, u64)> {
@@ -410,5 +440,17 @@ VmFlags: rd ex mr mw me
         let c = pm.count(base, 64, &mut Vec::new()).unwrap();
         assert!(c.present >= 32, "{c:?}");
         assert!(matches!(smaps(u32::MAX - 1), Err(Error::Exited(_))));
+    }
+
+    #[test]
+    fn rollup_reads_the_huge_page_lines() {
+        let text = "55a4c0000000-7ffd5d7fe000 ---p 00000000 00:00 0 [rollup]\n\
+                    Rss:              123456 kB\n\
+                    AnonHugePages:      4096 kB\n\
+                    ShmemPmdMapped:     2048 kB\n\
+                    FilePmdMapped:         0 kB\n";
+        let r = parse_rollup(text);
+        assert_eq!(r.anon_huge_pages, 4096 * 1024);
+        assert_eq!(r.shmem_pmd_mapped, 2048 * 1024);
     }
 }

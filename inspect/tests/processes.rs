@@ -30,51 +30,16 @@ impl Drop for Proc {
     }
 }
 
-fn target_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use hugeguard_testkit::paths::{preload_library, target_dir};
 
 /// Compiles `tests/c/NAME.c` next to this test binary.
 fn compile(name: &str) -> PathBuf {
-    // Tests run in parallel and several use the same program: compile each
-    // once per test process, under a lock, into a temporary file renamed
-    // into place, so no test can execute a half-written binary (the CI saw
-    // EACCES from exactly that race).
-    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/c")
-        .join(format!("{name}.c"));
-    let out = target_dir().join(format!("inspect-c-{name}"));
-    if done.iter().any(|d| d == name) {
-        return out;
-    }
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    let st = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-O2", "-w", "-o"])
-        .arg(&tmp)
-        .arg(&src)
-        .status()
-        .expect("a C compiler (cc)");
-    assert!(st.success(), "compiling {name}.c failed");
-    std::fs::rename(&tmp, &out).expect("renaming the compiled program into place");
-    done.push(name.to_string());
-    out
-}
-
-fn preload_library() -> PathBuf {
-    let dir = target_dir();
-    [
-        dir.join("libhugeguard_preload.so"),
-        dir.parent().unwrap().join("libhugeguard_preload.so"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .expect("libhugeguard_preload.so is built with the tests (dev-dependency)")
+    hugeguard_testkit::c::compile_once(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c"),
+        name,
+        &target_dir().join(format!("inspect-c-{name}")),
+        &["-O2", "-w"],
+    )
 }
 
 /// Starts `cmd` and waits for its `READY` line. The child keeps running
@@ -227,15 +192,8 @@ fn rust_child() {
 
 #[test]
 fn a_rust_program_using_hugeguard_leaves_nothing_exposed() {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "rust_child",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_ENV, "1");
+    let mut cmd = hugeguard_testkit::child::command("rust_child");
+    cmd.env(CHILD_ENV, "1");
     assert_left_unexposed("hugeguard (Rust)", cmd);
 }
 

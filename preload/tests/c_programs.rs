@@ -5,50 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `libhugeguard_preload.so` built next to this test binary.
-fn library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    // `cargo test` leaves it in deps/, `cargo build` in the profile directory.
-    [
-        deps.join("libhugeguard_preload.so"),
-        deps.parent().unwrap().join("libhugeguard_preload.so"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .expect("libhugeguard_preload.so not built")
-}
+use hugeguard_testkit::paths::preload_library as library;
 
 /// Compiles `tests/c/NAME.c` into the target directory.
 fn compile(name: &str) -> PathBuf {
-    // Tests run in parallel and several use the same program: compile each
-    // once per test process, under a lock, into a temporary file renamed
-    // into place, so no test can execute a half-written binary (the CI saw
-    // EACCES from exactly that race).
-    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/c")
-        .join(format!("{name}.c"));
-    let out = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join(format!("c-{name}"));
-    if done.iter().any(|d| d == name) {
-        return out;
-    }
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    let st = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-O2", "-pthread", "-w", "-o"])
-        .arg(&tmp)
-        .arg(&src)
-        .status()
-        .expect("a C compiler (cc)");
-    assert!(st.success(), "compiling {name}.c failed");
-    std::fs::rename(&tmp, &out).expect("renaming the compiled program into place");
-    done.push(name.to_string());
-    out
+    hugeguard_testkit::c::compile_once(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c"),
+        name,
+        &hugeguard_testkit::paths::target_dir().join(format!("c-{name}")),
+        &["-O2", "-pthread", "-w"],
+    )
 }
 
 fn run(prog: &Path, args: &[&str], preload: bool) -> Output {
@@ -219,11 +185,7 @@ fn python_and_sort_give_the_same_output() {
     let input: String = (0..200_000u64)
         .map(|i| format!("{}\n", i.wrapping_mul(2_654_435_761) % 1_000_003))
         .collect();
-    let file = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("sort-input.txt");
+    let file = hugeguard_testkit::paths::target_dir().join("sort-input.txt");
     std::fs::write(&file, input).unwrap();
     let sort = |preload: bool| {
         let mut c = Command::new("sort");

@@ -605,20 +605,11 @@ mod tests {
     /// lets the child hold back every write: root).
     #[test]
     fn replay_mesh_corpus_and_random_inputs_in_mesh_mode() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "fuzz::tests::replay_mesh_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("HUGEGUARD_MESH", "on")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "mesh replay failed:\n{text}");
+        let (ok, text) = hugeguard_testkit::child::run(
+            "fuzz::tests::replay_mesh_child",
+            &[("HUGEGUARD_MESH", "on")],
+        );
+        assert!(ok, "mesh replay failed:\n{text}");
         assert!(text.contains("MESH REPLAYED"), "{text}");
     }
 

@@ -4,7 +4,7 @@
 on Ctrl-C.
 
     cargo build --release --workspace --examples
-    sudo python3 scripts/kernel_limits.py [vma] [forks] [oom] [cgroup]
+    sudo python3 scripts/kernel/kernel_limits.py [vma] [forks] [oom] [cgroup]
 
 * vma:    vm.max_map_count lowered to 2000 while `limits vma 3 4096` fragments
           the heap until marking degrades on ENOMEM; nothing may crash and
@@ -13,7 +13,7 @@ on Ctrl-C.
           each child allocates, checks and exits; none may hang.
 * oom:    under `ulimit -v` (RLIMIT_AS 2 GB): the Rust program's try_reserve
           must fail with an error and the allocator stay usable; the C program
-          (scripts/limits/oom.c under LD_PRELOAD) must get NULL with ENOMEM.
+          (scripts/kernel/oom.c under LD_PRELOAD) must get NULL with ENOMEM.
 * cgroup: a memory cgroup limited to 256 MiB (v2 memory.max, no swap; or v1
           memory.limit_in_bytes) around
           `limits touch 1024`: records what the kernel does.
@@ -28,9 +28,11 @@ import signal
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIMITS = os.path.join(ROOT, "target/release/examples/limits")
-PRELOAD = os.path.join(ROOT, "target/release/libhugeguard_preload.so")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import paths  # noqa: E402
+ROOT = paths.ROOT
+LIMITS = paths.release("examples", "limits")
+PRELOAD = paths.release("libhugeguard_preload.so")
 MAX_MAP = "/proc/sys/vm/max_map_count"
 CGROUP = "/sys/fs/cgroup/hugeguard-limits"
 
@@ -100,7 +102,7 @@ def case_oom(nbytes=2_000_000_000):
     print(f"oom, Rust (ulimit -v {nbytes >> 20} MiB): exit {rc}\n  {result_line(out)}")
     ok &= rc == 0
     exe = "/tmp/hugeguard-limits-oom"
-    subprocess.run(["cc", "-O2", "-o", exe, os.path.join(ROOT, "scripts/limits/oom.c")], check=True)
+    subprocess.run(["cc", "-O2", "-o", exe, os.path.join(ROOT, "scripts/kernel/oom.c")], check=True)
     for name, env in [("glibc", {}), ("hugeguard", {"LD_PRELOAD": PRELOAD})]:
         rc, out, err = run([exe], 600, preexec_fn=limit_as(nbytes), env={**os.environ, **env})
         print(f"oom, C under {name}: exit {rc}\n  {result_line(out)}")

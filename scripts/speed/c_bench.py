@@ -3,7 +3,7 @@
 builds of jemalloc, mimalloc and tcmalloc, and one or more hugeguard preload
 libraries, side by side in one run.
 
-    python3 scripts/c_bench.py --bin DIR [--rounds 3] LIB.so [LIB2.so] [TEST ...]
+    python3 scripts/speed/c_bench.py --bin DIR [--rounds 3] LIB.so [LIB2.so] [TEST ...]
 
 DIR holds the programs of the mimalloc-bench suite (daanx/mimalloc-bench),
 built from their C sources as docs/BENCHMARKS.md describes; this script only

@@ -7,7 +7,7 @@
  * write-protection of shmem (UFFD_FEATURE_WP_HUGETLBFS_SHMEM), with and
  * without UFFD_USER_MODE_ONLY.
  *
- * cc -O2 -o /tmp/mesh_probe scripts/placement/mesh_probe.c && /tmp/mesh_probe */
+ * cc -O2 -o /tmp/mesh_probe scripts/kernel/mesh_probe.c && /tmp/mesh_probe */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -3,7 +3,7 @@
 library, side by side; prints a Markdown table (one row per test file).
 
     cargo build --release --workspace
-    python3 scripts/cpython_tests.py [--jobs 2] [--timeout 300] [FILE ...]
+    python3 scripts/compat/cpython_tests.py [--jobs 2] [--timeout 300] [FILE ...]
 
 Both runs use PYTHONMALLOC=malloc, so every Python object comes from the C
 allocator under test. Each run writes JUnit XML (regrtest's --junit-xml), from
@@ -32,8 +32,10 @@ test_zlib test_hashlib test_socket test_select test_selectors test_tracemalloc
 test_sys test_io
 """.split()
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIBRARY = os.path.join(ROOT, "target", "release", "libhugeguard_preload.so")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import paths  # noqa: E402
+ROOT = paths.ROOT
+LIBRARY = paths.release("libhugeguard_preload.so")
 
 
 def run(name, preload, files, jobs, timeout, outdir):
@@ -104,7 +106,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=300)
     ap.add_argument("--library", default=LIBRARY)
-    ap.add_argument("--outdir", default=os.path.join(ROOT, "target", "cpython-tests"))
+    ap.add_argument("--outdir", default=os.path.join(paths.target_dir(), "cpython-tests"))
     ap.add_argument("--report-only", action="store_true",
                     help="print the table from the last run's files")
     ap.add_argument("files", nargs="*", default=DEFAULT_FILES)

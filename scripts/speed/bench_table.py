@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns `cargo bench -p hugeguard-bench --bench alloc` output into a Markdown table of medians
 and ratios (HugeGuard against System and against the faster of mimalloc and
-jemalloc). Usage: cargo bench -p hugeguard-bench --bench alloc -- --noplot | python3 scripts/bench_table.py"""
+jemalloc). Usage: cargo bench -p hugeguard-bench --bench alloc -- --noplot | python3 scripts/speed/bench_table.py"""
 import re
 import sys
 

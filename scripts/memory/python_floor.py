@@ -2,7 +2,7 @@
 """The placement floor's python scenario (issue 15), in one run.
 
 python3 with PYTHONMALLOC=malloc builds 1.5 M dict records, keeps 1 in 64
-(scripts/inspect/records.py), then idles. Three allocators: glibc with
+(scripts/workloads/records.py), then idles. Three allocators: glibc with
 malloc_trim(0), hugeguard, and hugeguard with HUGEGUARD_MESH=on (random
 slots, class homes, meshing when idle). For each: RSS after the idle wait and after simulated khugepaged
 (hugeguard-inspect run --always: process_madvise(MADV_COLLAPSE) on every
@@ -11,13 +11,15 @@ for hugeguard the placement floor (hugeguard_print_placement) after the
 idle wait, in the same process. PYTHONHASHSEED=0 in every run.
 
 Build first: cargo build --release --workspace
-Run as root from the repository root: python3 scripts/placement/python_floor.py
+Run as root from the repository root: python3 scripts/memory/python_floor.py
 """
 import json, os, re, subprocess, sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-INSPECT = os.path.join(ROOT, "target/release/hugeguard-inspect")
-SCRIPT = os.path.join(ROOT, "scripts/inspect/records.py")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import paths  # noqa: E402
+ROOT = paths.ROOT
+INSPECT = paths.release("hugeguard-inspect")
+SCRIPT = os.path.join(ROOT, "scripts/workloads/records.py")
 
 
 def run(allocator, mesh, trim):

@@ -5,7 +5,7 @@ example the previous commit against this one), side by side in one run.
     git worktree add /tmp/base HEAD~1
     (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base/target cargo build --release --workspace --examples)
     cargo build --release --workspace --examples
-    python3 scripts/ab_workers.py /tmp/base/target/release/examples/suite_worker_hugeguard \\
+    python3 scripts/speed/ab_workers.py /tmp/base/target/release/examples/suite_worker_hugeguard \\
         target/release/examples/suite_worker_hugeguard [--runs 7] [WORKLOAD ...]
 
 Each round runs every workload once with A and once with B, alternating which

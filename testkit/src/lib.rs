@@ -1,0 +1,16 @@
+//! What hugeguard's tests share, written once:
+//!
+//! * [`child`]: re-run this test binary as a child process that runs one
+//!   ignored test, with its own environment (the allocator reads its
+//!   configuration once, at start-up, so a mode needs a process).
+//! * [`c`]: compile a C program of the tests once per test process, safely
+//!   under parallel tests.
+//! * [`paths`]: the target directory of the running test and the
+//!   `LD_PRELOAD` library built there (found, never hard-coded).
+//! * [`procfs`]: this process's resident and huge-page-mapped memory, read
+//!   with the inspector's `/proc` readers.
+
+pub mod c;
+pub mod child;
+pub mod paths;
+pub mod procfs;
