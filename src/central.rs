@@ -254,7 +254,7 @@ impl CentralList {
                 return false;
             }
         }
-        if s.meshed {
+        if s.frozen {
             // A frozen span stays off the list and stays a span, even
             // wholly free, until the mesher unmeshes its unit.
             return true;
@@ -298,10 +298,10 @@ impl CentralList {
             unsafe { self.nonempty.remove(span) };
             s.in_list = false;
         }
-        if !s.meshed {
+        if !s.frozen {
             self.frozen += 1;
         }
-        s.meshed = true;
+        s.frozen = true;
     }
 
     /// Ends the freeze of `span`: back on the list when it has a free
@@ -313,10 +313,10 @@ impl CentralList {
     pub unsafe fn thaw<S: SpanSource>(&mut self, src: &S, span: *mut Span) {
         // SAFETY: forwarded from the caller; we hold this list's lock.
         let s = unsafe { &mut *span };
-        if s.meshed {
+        if s.frozen {
             self.frozen -= 1;
         }
-        s.meshed = false;
+        s.frozen = false;
         if s.used == 0 {
             self.spans -= 1;
             // SAFETY: no object of the span is in use.

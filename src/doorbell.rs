@@ -5,6 +5,8 @@
 //! * [`note_free`]: a slow path returned memory; wakes the thread if it is
 //!   parked (one futex wake, only then).
 //! * [`note_thread_exit`]: a thread is ending, perhaps the program's last.
+//! * [`request_thaw`]: mesh mode: a class needed a new span while some of
+//!   its spans were frozen; the thread is to thaw them.
 //! * [`maybe_start`]: start the thread if none runs. The doorbell does not
 //!   know how: the background module registers its starter
 //!   ([`set_starter`]) when the hooks are installed, which happens before
@@ -16,6 +18,7 @@
 //! it imports only the OS layer's futex.
 
 use crate::os::linux;
+use crate::size_class::NUM_CLASSES;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 
 /// No background thread runs (none started yet, or it ended, or a fork).
@@ -45,6 +48,37 @@ pub(crate) fn note_free() {
     if PARKED.load(Ordering::Relaxed) && PARKED.swap(false, Ordering::AcqRel) {
         ring();
     }
+}
+
+/// Classes that needed a new span while some of their spans were frozen
+/// for meshing: their units are to be thawed, so the frozen spans' free
+/// slots are used again.
+static THAW: [AtomicBool; NUM_CLASSES] = [const { AtomicBool::new(false) }; NUM_CLASSES];
+static THAW_ANY: AtomicBool = AtomicBool::new(false);
+
+/// Asks for `class`'s frozen units to be thawed (from the allocator's slow
+/// path, under the class's list lock: two atomic stores). The caller rings
+/// [`note_free`] once it has dropped the lock.
+pub(crate) fn request_thaw(class: usize) {
+    if !THAW[class].load(Ordering::Relaxed) {
+        THAW[class].store(true, Ordering::Relaxed);
+        THAW_ANY.store(true, Ordering::Release);
+    }
+}
+
+/// Whether some class asked to be thawed.
+pub(crate) fn thaw_pending() -> bool {
+    THAW_ANY.load(Ordering::Relaxed)
+}
+
+/// Takes the "some class asked" signal.
+pub(crate) fn take_thaw_any() -> bool {
+    THAW_ANY.swap(false, Ordering::Acquire)
+}
+
+/// Takes `class`'s request.
+pub(crate) fn take_thaw(class: usize) -> bool {
+    THAW[class].swap(false, Ordering::Relaxed)
 }
 
 /// Called from the thread-exit hook of an ending thread: wakes the

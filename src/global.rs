@@ -70,7 +70,7 @@ pub fn central_take(class: usize, want: usize) -> Batch {
         };
     }
     let chain = CENTRAL[class].lock().take(&ProcessHeap, class, want);
-    if crate::mesh::thaw_pending() {
+    if doorbell::thaw_pending() {
         // The class wanted its frozen spans back: wake the background
         // thread (outside the list lock).
         doorbell::note_free();
@@ -125,7 +125,7 @@ impl SpanSource for ProcessHeap {
     }
 
     fn frozen_wanted(&self, class: usize) {
-        crate::mesh::request_thaw(class);
+        doorbell::request_thaw(class);
     }
 
     #[inline]

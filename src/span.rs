@@ -34,7 +34,7 @@ pub struct Span {
     pub release_pending: bool,
     /// Frozen for meshing (mesh mode): on no list, hands out nothing, and
     /// stays a span when wholly free until its unit is unmeshed.
-    pub meshed: bool,
+    pub frozen: bool,
     /// Objects handed out and not yet returned.
     pub used: u32,
     /// Objects the span holds.
@@ -60,7 +60,7 @@ impl Span {
             class: 0,
             in_list: false,
             release_pending: false,
-            meshed: false,
+            frozen: false,
             used: 0,
             capacity: 0,
             freed_at: 0,

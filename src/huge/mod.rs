@@ -93,9 +93,9 @@ pub struct HugePageMeta {
     /// In mesh mode, the size class this filler huge page was taken for
     /// as its home (0: none; `u8::MAX`: large objects' runs).
     pub home: u8,
-    /// Meshed units inside this huge page (mesh mode): while any is, the
-    /// release policy neither re-marks nor collapses it.
-    pub meshed: u16,
+    /// Units frozen for meshing inside this huge page (mesh mode): while any
+    /// is, the release policy neither re-marks nor collapses it.
+    pub frozen_units: u16,
 }
 
 /// The owning span of each page of one huge page: every page of a

@@ -2,7 +2,7 @@
 //! scratch memory, both in metadata memory of their own: the mesher runs
 //! inside the allocator and allocates nothing from the heap.
 
-use super::{Group, Planned, GROUPS, PLAN};
+use super::engine::{Group, Planned, GROUPS, PLAN};
 use crate::os::Os;
 
 /// What a record is.
@@ -39,10 +39,12 @@ pub struct Rec {
 /// Most records (owners and members): each member adds up to two kernel
 /// mappings, and the process has `vm.max_map_count` (65,530 by default)
 /// for everything.
-const CAPACITY: usize = 24_576;
+pub(crate) const CAPACITY: usize = 24_576;
 
 /// The records and the scratch memory, under the mesh lock.
 pub struct Table {
+    /// Most records (the mapping budget).
+    capacity: usize,
     recs: *mut Rec,
     /// Records in use or freed (free ones are reused first).
     len: usize,
@@ -57,8 +59,10 @@ pub struct Table {
 unsafe impl Send for Table {}
 
 impl Table {
-    pub const fn new() -> Self {
+    /// An empty table of at most `capacity` records (mapped on first use).
+    pub const fn new(capacity: usize) -> Self {
         Table {
+            capacity,
             recs: core::ptr::null_mut(),
             len: 0,
             used: 0,
@@ -74,7 +78,7 @@ impl Table {
 
     /// Maps the table's memory; `false` when the OS refuses.
     pub fn init(&mut self, os: &impl Os) -> bool {
-        let rec_bytes = CAPACITY * core::mem::size_of::<Rec>();
+        let rec_bytes = self.capacity * core::mem::size_of::<Rec>();
         let group_bytes = GROUPS * core::mem::size_of::<Group>();
         let plan_bytes = PLAN * core::mem::size_of::<Planned>();
         let Some(m) = os.map_metadata(rec_bytes + group_bytes + plan_bytes + 64) else {
@@ -120,12 +124,12 @@ impl Table {
 
     /// Members that may still be meshed.
     pub fn members_left(&self) -> usize {
-        CAPACITY / 2 - self.members
+        self.capacity / 2 - self.members
     }
 
     /// Free record slots.
     pub fn free_records(&self) -> usize {
-        CAPACITY - self.used
+        self.capacity - self.used
     }
 
     /// Record `i`, if `i < len` (indices come from the table itself, so
@@ -133,20 +137,20 @@ impl Table {
     /// allocator).
     pub fn get_mut(&mut self, i: u32) -> Option<&mut Rec> {
         let i = i as usize;
-        // SAFETY: `i < len <= CAPACITY`, inside the table's memory.
+        // SAFETY: `i < len <= capacity`, inside the table's memory.
         (i < self.len).then(|| unsafe { &mut *self.recs.add(i) })
     }
 
     /// Adds a record; its index, or `None` when the table is full.
     pub fn add(&mut self, rec: Rec) -> Option<u32> {
-        if self.recs.is_null() || self.used == CAPACITY {
+        if self.recs.is_null() || self.used == self.capacity {
             return None;
         }
         // SAFETY: slots below `len` are initialised records.
         let i = (0..self.len)
             .find(|&i| unsafe { (*self.recs.add(i)).role } == Role::Free)
             .unwrap_or(self.len);
-        // SAFETY: `i < CAPACITY` (fewer than CAPACITY are used).
+        // SAFETY: `i < capacity` (fewer than `capacity` are used).
         unsafe { *self.recs.add(i) = rec };
         self.len = self.len.max(i + 1);
         self.used += 1;

@@ -5,8 +5,8 @@
 //!
 //! A meshed unit's free pages are *pinned*: marked used in their huge
 //! page's record, with no span, so the filler never hands them out (their
-//! virtual pages share physical pages with another unit). `meshed` in the
-//! huge page's record counts its meshed units, and the release policy
+//! virtual pages share physical pages with another unit). `frozen_units` in the
+//! huge page's record counts its frozen units, and the release policy
 //! neither re-marks nor collapses such a huge page.
 
 use super::PageHeap;
@@ -84,7 +84,7 @@ impl<O: Os> PageHeap<O> {
             let sp = unsafe { &*s };
             let s_page = (sp.start - self.base) >> PAGE_SHIFT;
             let first = (idx << (HUGE_SHIFT - PAGE_SHIFT)) + page;
-            if sp.class != class || sp.meshed || s_page < first {
+            if sp.class != class || sp.frozen || s_page < first {
                 return None;
             }
             let end = p + sp.npages as usize;
@@ -129,11 +129,11 @@ impl<O: Os> PageHeap<O> {
         }
     }
 
-    /// Counts a unit meshed (`+1`) or unmeshed (`-1`) in its huge page.
-    pub fn note_meshed(&mut self, start: usize, delta: i32) {
+    /// Counts a unit frozen (`+1`) or thawed (`-1`) in its huge page.
+    pub fn note_frozen(&mut self, start: usize, delta: i32) {
         let (idx, _) = self.locate(start);
         // SAFETY: `idx < top`; heap lock held.
         let m = unsafe { self.metas.get_mut(idx) };
-        m.meshed = (m.meshed as i32 + delta) as u16;
+        m.frozen_units = (m.frozen_units as i32 + delta) as u16;
     }
 }

@@ -326,7 +326,7 @@ impl<O: Os> PageHeap<O> {
                 m.dense_seen = false;
                 continue;
             }
-            if m.collapsed || m.meshed != 0 {
+            if m.collapsed || m.frozen_units != 0 {
                 continue;
             }
             if !m.dense_seen {
