@@ -14,6 +14,7 @@ use crate::freelist::{FreeObject, Links};
 use crate::lock::SpinLock;
 use crate::lock_rank::Rank;
 use crate::os::linux::{self, LinuxOs};
+use crate::os::shared::SharedHeap;
 use crate::page_heap::{PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
 use crate::size_class::NUM_CLASSES;
 use crate::span::Span;
@@ -21,7 +22,12 @@ use core::ptr;
 use crossbeam_utils::CachePadded;
 
 /// The page heap; its lock ranks highest (`lock_rank.rs`).
-pub static HEAP: SpinLock<PageHeap<LinuxOs>> = SpinLock::new(Rank::Heap, PageHeap::new(LinuxOs));
+pub static HEAP: SpinLock<PageHeap<LinuxOs>> =
+    SpinLock::new(Rank::Heap, PageHeap::new(LinuxOs::over(&SHARED)));
+
+/// The heap's shared file and its userfaultfd, enabled in mesh mode before
+/// the heap is reserved (the heap then lives in the file).
+pub static SHARED: SharedHeap = SharedHeap::new();
 
 /// One central list per size class, each on its own cache line.
 pub static CENTRAL: [CachePadded<SpinLock<CentralList>>; NUM_CLASSES] =
@@ -45,16 +51,12 @@ pub fn ensure_heap() -> bool {
             if cfg.mesh {
                 // Before the reservation: the heap then lives in a shared
                 // file that meshing can map twice.
-                crate::mesh::enable();
+                SHARED.enable_or_say_why();
             }
             if !heap.init(DEFAULT_RESERVE, MIN_RESERVE) {
                 return false;
             }
-            let view = heap.view();
-            if cfg.mesh {
-                crate::mesh::confirm(view.parts().0);
-            }
-            crate::view::publish(&view);
+            crate::view::publish(&heap.view());
         }
     }
     crate::hooks::install();

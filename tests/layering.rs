@@ -7,10 +7,9 @@
 //!   from the process (the link encoding, mesh mode's slot choice, spans,
 //!   the clock) comes through the `SpanSource` they are given.
 //! * **No import cycle** but through the runtime doors ([`DOORS`]: the
-//!   background thread and the C library's hooks) or inside the knot still
-//!   to untangle ([`KNOT`]: the process-wide heap state, meshing, the
-//!   shared-heap OS files). The rooms of one module (`page_heap` and
-//!   `page_heap::release`) may call each other. The knot only shrinks.
+//!   background thread and the C library's hooks). The rooms of one module
+//!   (`page_heap` and `page_heap::release`: a parent and its child) may call
+//!   each other; siblings may not.
 //! * **The allocator rings the doorbell**: no module but the hooks and the
 //!   statistics imports `background`; slow paths signal the thread through
 //!   the `doorbell` leaf.
@@ -47,12 +46,6 @@ const ABOVE_THE_FLOOR: &[&str] = &["global", "raw", "block", "config", "mesh"];
 /// a DAG.
 const DOORS: &[&str] = &["background", "hooks"];
 
-/// The modules that still form import cycles without the doors: the
-/// process-wide heap state and meshing, and the two OS files that share the
-/// mesh heap's state. Issue 23's mesh wing untangles them; the list only
-/// shrinks.
-const KNOT: &[&str] = &["global", "mesh", "os::linux", "os::shared"];
-
 /// Who may import the background thread's module: the hooks (which
 /// register its starter and reset it after `fork`) and the statistics. The
 /// allocator's paths ring the doorbell instead.
@@ -63,9 +56,11 @@ fn within(m: &str, of: &str) -> bool {
     m == of || m.strip_prefix(of).is_some_and(|r| r.starts_with("::"))
 }
 
-/// The top-level module `m` belongs to.
-fn family(m: &str) -> &str {
-    m.split("::").next().unwrap()
+/// Whether one of `a` and `b` is the other's parent module (a `mod.rs`
+/// and a file of it: one module's rooms).
+fn parent_and_child(a: &str, b: &str) -> bool {
+    let parent = |m: &str| m.rsplit_once("::").map(|(p, _)| p.to_string());
+    parent(a).as_deref() == Some(b) || parent(b).as_deref() == Some(a)
 }
 
 /// Module path (`a::b`) of every `.rs` file under `src/`, with its text.
@@ -234,25 +229,16 @@ fn the_data_floor_imports_nothing_above_it() {
 }
 
 #[test]
-fn no_import_cycle_outside_the_doors_and_the_knot() {
+fn no_import_cycle_but_through_the_doors() {
     let mut graph = graph();
     assert!(graph.len() > 20, "read only {} modules", graph.len());
     // Without the doors, and without a module's rooms calling each other.
     graph.retain(|m, _| !DOORS.iter().any(|d| within(m, d)));
     for (m, edges) in graph.iter_mut() {
-        edges.retain(|e| !DOORS.iter().any(|d| within(e, d)) && family(e) != family(m));
+        edges.retain(|e| !DOORS.iter().any(|d| within(e, d)) && !parent_and_child(e, m));
     }
-    let mut bad = Vec::new();
-    for scc in cycles(&graph) {
-        let outside: Vec<&String> = scc
-            .iter()
-            .filter(|m| !KNOT.iter().any(|k| within(m, k)))
-            .collect();
-        if !outside.is_empty() {
-            bad.push(format!("{outside:?} in the cycle {scc:?}"));
-        }
-    }
-    assert!(bad.is_empty(), "import cycles outside the knot: {bad:?}");
+    let bad = cycles(&graph);
+    assert!(bad.is_empty(), "import cycles not through a door: {bad:?}");
 }
 
 #[test]

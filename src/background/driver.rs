@@ -117,11 +117,11 @@ pub(super) fn regain_huge_pages(now: u32) -> bool {
     if !cfg.collapse {
         return false;
     }
-    // SAFETY: the process heap's OS is the kernel, `LinuxOs`.
+    // SAFETY: the process heap's OS: the kernel, over the heap's file.
     unsafe {
         collapse_step(
             &HEAP,
-            &linux::LinuxOs,
+            &linux::LinuxOs::over(&global::SHARED),
             &mut COLLAPSE_BACKOFF.lock(),
             now,
             cfg.holdback_ms,

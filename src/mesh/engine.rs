@@ -4,6 +4,7 @@
 //! that asked for their frozen spans back. The steps are described in
 //! [`super`].
 
+use super::plan::{disjoint, live_mask, unit_pages, Group, Mask, Planned, GRANULES};
 use super::table::{Rec, Role, Table};
 use super::world::MeshWorld;
 use super::MeshRound;
@@ -12,22 +13,14 @@ use crate::lock::SpinLock;
 use crate::lock_rank::Rank;
 use crate::page_heap::mesh::{Unit, MAX_UNIT_PAGES};
 use crate::page_heap::PageHeap;
-use crate::size_class::{CLASS_PAGES, CLASS_SIZE, NUM_CLASSES};
+use crate::size_class::{CLASS_PAGES, NUM_CLASSES};
 use crate::span::Span;
 use crate::units::{PAGES_PER_HUGE, PAGE_SIZE};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// Open groups a unit is tried against (the most recent ones).
-pub(crate) const GROUPS: usize = 32;
 /// Members a class that asks for its frozen spans gets back per request
 /// (each gives back a unit's free slots, most of a sparse unit).
 const THAW_UNITS: usize = 4;
-/// Members planned per class and round.
-pub(crate) const PLAN: usize = 1024;
-/// 8-byte granules of a unit.
-const GRANULES: usize = MAX_UNIT_PAGES * PAGE_SIZE / 8;
-/// A unit's live-byte mask.
-pub(crate) type Mask = [u64; GRANULES / 64];
 
 /// The mesh table under the mesh lock, and the counts.
 pub(crate) struct Mesher {
@@ -251,57 +244,6 @@ impl Mesher {
         }
         done
     }
-}
-
-/// A group being filled: its owner unit (frozen once a member joins) and
-/// the union of its members' masks.
-pub(crate) struct Group {
-    owner: Unit,
-    rec: Option<u32>,
-    union: Mask,
-}
-
-/// A member to mesh: its unit, its owner's start, and its live mask.
-pub(crate) struct Planned {
-    member: usize,
-    owner: usize,
-    pages: usize,
-    rec: u32,
-    mask: Mask,
-}
-
-/// Pages of a unit of `class`: as many whole spans as fit in 16 pages.
-pub(crate) fn unit_pages(class: usize) -> usize {
-    let p = CLASS_PAGES[class] as usize;
-    MAX_UNIT_PAGES / p * p
-}
-
-/// Sets `mask`'s granules for every live object of the unit's spans;
-/// returns the live bytes.
-pub(crate) fn live_mask(u: &Unit, class: usize, mask: &mut Mask) -> usize {
-    mask.fill(0);
-    let size = CLASS_SIZE[class] as usize;
-    let mut live = 0;
-    for &s in &u.spans[..u.nspans] {
-        // SAFETY: the unit's spans are live spans of `class`, read under
-        // the class's list lock (held by the caller).
-        let sp = unsafe { &*s };
-        let off = sp.start - u.start;
-        for i in 0..sp.capacity as usize {
-            if !sp.is_free(i) {
-                let (lo, hi) = ((off + i * size) / 8, (off + (i + 1) * size).div_ceil(8));
-                for g in lo..hi {
-                    mask[g / 64] |= 1 << (g % 64);
-                }
-                live += size;
-            }
-        }
-    }
-    live
-}
-
-pub(crate) fn disjoint(a: &Mask, b: &Mask) -> bool {
-    a.iter().zip(b).all(|(x, y)| x & y == 0)
 }
 
 /// Step 1 for `class`: groups its sparse units, freezes each group's owner

@@ -31,19 +31,16 @@
 //! mesh; the child copies the shared file ([`crate::os::shared`]).
 
 mod engine;
+mod plan;
 mod table;
 mod world;
 
-use crate::os::shared;
+use crate::global::SHARED;
 use crate::units::PAGE_SIZE;
-use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use core::sync::atomic::{AtomicI32, Ordering};
 use engine::Mesher;
 use table::{Rec, Role};
 use world::ProcessWorld;
-
-/// Whether meshing is on (mesh mode with a shared heap and a userfaultfd
-/// that holds back every write).
-static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// The process's mesher: the mesh lock, its table and the counts.
 static MESHER: Mesher = Mesher::new(table::CAPACITY);
@@ -62,35 +59,11 @@ pub(crate) fn thaw_requested() -> usize {
 /// fork handlers; the mesh lock is held meanwhile).
 static FORK_COPY: AtomicI32 = AtomicI32::new(-1);
 
-/// Prepares meshing for the process heap, before the heap is reserved:
-/// the heap then lives in a shared file ([`confirm`] turns meshing on once
-/// it does). Says in one line why not when the kernel refuses (mesh mode
-/// then keeps its layout only).
-pub(crate) fn enable() {
-    match shared::enable_shared_heap() {
-        Ok(()) => {}
-        Err(errno) => {
-            let mut msg = *b"hugeguard: HUGEGUARD_MESH=on: no userfaultfd for all faults (errno 00); random slots and class homes only, no meshing\n";
-            let at = msg.iter().position(|&b| b == b'0').unwrap_or(0);
-            msg[at] = b'0' + (errno / 10 % 10) as u8;
-            msg[at + 1] = b'0' + (errno % 10) as u8;
-            crate::os::linux::write_stderr(&msg);
-        }
-    }
-}
-
-/// Turns meshing on if the heap reserved at `base` lives in the shared
-/// file (a reservation the file could not be mapped over stays private
-/// memory, which must never be meshed).
-pub(crate) fn confirm(base: usize) {
-    if base != 0 && shared::committed().0 == base {
-        ACTIVE.store(true, Ordering::Release);
-    }
-}
-
-/// Whether meshing is on.
+/// Whether meshing is on: mesh mode, and the heap was reserved in the
+/// shared file (a userfaultfd holds back every write). A reservation the
+/// file could not be mapped over stays private memory, never meshed.
 pub(crate) fn active() -> bool {
-    ACTIVE.load(Ordering::Acquire)
+    SHARED.mapped()
 }
 
 /// What a meshing round did.
@@ -130,8 +103,8 @@ pub(crate) fn fork_prepare_copy() {
     if !active() {
         return;
     }
-    let (base, committed) = shared::committed();
-    let copy = shared::fork_prepare_copy(base, committed).unwrap_or(-1);
+    let (base, committed) = SHARED.committed();
+    let copy = SHARED.fork_prepare_copy(base, committed).unwrap_or(-1);
     FORK_COPY.store(copy, Ordering::Relaxed);
 }
 
@@ -148,8 +121,8 @@ fn take_fork_copy() -> Option<i32> {
 /// The calling thread took the mesh lock in [`fork_prepare_lock`], and
 /// still holds the heap lock (the committed size is the copy's).
 pub(crate) unsafe fn fork_parent() {
-    let (base, committed) = shared::committed();
-    shared::fork_parent_done(take_fork_copy(), base, committed);
+    let (base, committed) = SHARED.committed();
+    SHARED.fork_parent_done(take_fork_copy(), base, committed);
     // SAFETY: forwarded from the caller.
     unsafe { MESHER.table().unlock_raw() };
 }
@@ -162,10 +135,10 @@ pub(crate) unsafe fn fork_parent() {
 /// the child's only thread.
 pub(crate) unsafe fn fork_child() {
     if active() {
-        let (base, committed) = shared::committed();
+        let (base, committed) = SHARED.committed();
         // SAFETY: forwarded from the caller: the lock is held by us alone.
         let table = unsafe { MESHER.table().held_value() };
-        shared::fork_child_map(committed, take_fork_copy(), |file| {
+        SHARED.fork_child_map(committed, take_fork_copy(), |file| {
             for i in 0..table.len() as u32 {
                 let Some(&mut r) = table.get_mut(i) else {
                     continue;

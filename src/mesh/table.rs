@@ -2,7 +2,7 @@
 //! scratch memory, both in metadata memory of their own: the mesher runs
 //! inside the allocator and allocates nothing from the heap.
 
-use super::engine::{Group, Planned, GROUPS, PLAN};
+use super::plan::{Group, Planned, GROUPS, PLAN};
 use crate::os::Os;
 
 /// What a record is.

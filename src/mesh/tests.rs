@@ -3,7 +3,8 @@
 //! fake of the shared file: grouping, freezing, meshing, unmeshing,
 //! thawing and the mapping budget, without the kernel.
 
-use super::engine::{unit_pages, Mesher};
+use super::engine::Mesher;
+use super::plan::unit_pages;
 use super::world::MeshWorld;
 use crate::central::{Batch, CentralList, FakeHeap, SpanSource};
 use crate::freelist::FreeObject;

@@ -8,10 +8,10 @@
 //! a recording fake of the file, so the engine is tested without the kernel.
 
 use crate::central::{CentralList, SpanSource};
-use crate::global::{ProcessHeap, CENTRAL, HEAP};
+use crate::global::{ProcessHeap, CENTRAL, HEAP, SHARED};
 use crate::lock::SpinGuard;
 use crate::os::linux::LinuxOs;
-use crate::os::{shared, Os};
+use crate::os::Os;
 use crate::page_heap::PageHeap;
 
 /// What the mesher works on and through.
@@ -48,7 +48,7 @@ pub(crate) trait MeshWorld {
     /// Maps `addr..+len` onto the file's pages at `offset`.
     ///
     /// # Safety
-    /// As [`shared::SharedFile::alias`]: the caller owns the range, and its
+    /// As [`crate::os::shared::SharedFile::alias`]: the caller owns the range, and its
     /// live bytes are at `offset` in the file.
     unsafe fn alias(&self, addr: usize, offset: usize, len: usize) -> bool;
     /// Frees the file pages `offset..+len`.
@@ -85,7 +85,7 @@ impl MeshWorld for ProcessWorld {
     }
 
     fn table_os(&self) -> &LinuxOs {
-        &LinuxOs
+        &LinuxOs::PRIVATE
     }
 
     fn take_thaw_any(&self) -> bool {
@@ -97,52 +97,54 @@ impl MeshWorld for ProcessWorld {
     }
 
     fn file_open(&self) -> bool {
-        shared::heap_guard().is_some() && shared::heap_file().is_some()
+        SHARED.guard().is_some() && SHARED.file().is_some()
     }
 
     fn base(&self) -> usize {
-        shared::committed().0
+        SHARED.committed().0
     }
 
     fn hold(&self, addr: usize, len: usize) -> bool {
-        shared::heap_guard().is_some_and(|g| g.hold(addr, len))
+        SHARED.guard().is_some_and(|g| g.hold(addr, len))
     }
 
     fn release(&self, addr: usize, len: usize) {
-        if let Some(g) = shared::heap_guard() {
+        if let Some(g) = SHARED.guard() {
             g.release(addr, len);
         }
     }
 
     fn wake(&self, addr: usize, len: usize) {
-        if let Some(g) = shared::heap_guard() {
+        if let Some(g) = SHARED.guard() {
             g.wake(addr, len);
         }
     }
 
     unsafe fn alias(&self, addr: usize, offset: usize, len: usize) -> bool {
         // SAFETY: forwarded from the caller.
-        shared::heap_file().is_some_and(|f| unsafe { f.alias(addr, offset, len) })
+        SHARED
+            .file()
+            .is_some_and(|f| unsafe { f.alias(addr, offset, len) })
     }
 
     fn punch(&self, offset: usize, len: usize) {
-        if let Some(f) = shared::heap_file() {
+        if let Some(f) = SHARED.file() {
             f.punch(offset, len);
         }
     }
 
     fn punch_mask(&self, offset: usize, mask: u64) {
-        if let Some(f) = shared::heap_file() {
+        if let Some(f) = SHARED.file() {
             f.punch_mask(offset, mask);
         }
     }
 
     fn map(&self, offset: usize, len: usize) -> Option<usize> {
-        shared::heap_file()?.map(offset, len)
+        SHARED.file()?.map(offset, len)
     }
 
     unsafe fn unmap(&self, addr: usize, len: usize) {
-        if let Some(f) = shared::heap_file() {
+        if let Some(f) = SHARED.file() {
             // SAFETY: forwarded from the caller.
             unsafe { f.unmap(addr, len) };
         }

@@ -62,7 +62,7 @@ impl FakeOs {
     fn map_zeroed(&self, len: usize, align: usize) -> Option<*mut u8> {
         let total = len.checked_add(align.max(4096))?;
         // The kernel's metadata mapping: fresh, zeroed, private.
-        let raw = super::linux::LinuxOs.map_metadata(total)?;
+        let raw = super::linux::LinuxOs::PRIVATE.map_metadata(total)?;
         self.mapped.borrow_mut().push((raw.cast(), total));
         Some((raw as usize).next_multiple_of(align.max(1)) as *mut u8)
     }

@@ -1,11 +1,30 @@
 //! [`Os`] on Linux, and the few other libc services the allocator needs
 //! (thread-exit hook, fork handlers). Nothing here allocates.
 
+use super::shared::SharedHeap;
+pub(crate) use super::sys::KeepErrno;
+pub use super::sys::{abort, abort_with, errno, read_file, set_errno, write_stderr};
 use super::{Advice, Os};
 
-/// The real kernel.
+/// The real kernel, for a heap of private memory or one in a shared file
+/// ([`SharedHeap`], mesh mode).
 #[derive(Clone, Copy, Default, Debug)]
-pub struct LinuxOs;
+pub struct LinuxOs {
+    shared: Option<&'static SharedHeap>,
+}
+
+impl LinuxOs {
+    /// A heap of private anonymous memory (and metadata, which always is).
+    pub const PRIVATE: LinuxOs = LinuxOs { shared: None };
+
+    /// A heap reserved in `shared`'s file once that is enabled (private
+    /// memory until then, or if the kernel refuses).
+    pub const fn over(shared: &'static SharedHeap) -> LinuxOs {
+        LinuxOs {
+            shared: Some(shared),
+        }
+    }
+}
 
 // SAFETY: `reserve` and `map_metadata` return fresh anonymous mappings of
 // the kernel's choosing; `commit` and `advise` act on the range given only.
@@ -43,7 +62,9 @@ unsafe impl Os for LinuxOs {
             }
         }
         // Mesh mode: the heap lives in a shared file (a no-op otherwise).
-        super::shared::map_reservation(start, len);
+        if let Some(shared) = self.shared {
+            shared.map_reservation(start, len);
+        }
         Some(start)
     }
 
@@ -58,8 +79,8 @@ unsafe impl Os for LinuxOs {
                 libc::PROT_READ | libc::PROT_WRITE,
             ) == 0
         };
-        if ok {
-            super::shared::note_commit(addr + len);
+        if let (true, Some(shared)) = (ok, self.shared) {
+            shared.note_commit(addr + len);
         }
         ok
     }
@@ -99,7 +120,7 @@ unsafe impl Os for LinuxOs {
         let flag = match advice {
             // In a shared heap DONTNEED would only unmap the page; REMOVE
             // punches it out of the file (it reads as zero afterwards).
-            Advice::DontNeed if super::shared::in_shared_heap(addr) => libc::MADV_REMOVE,
+            Advice::DontNeed if self.shared.is_some_and(|s| s.contains(addr)) => libc::MADV_REMOVE,
             Advice::DontNeed => libc::MADV_DONTNEED,
             Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
             Advice::HugePage => libc::MADV_HUGEPAGE,
@@ -126,37 +147,6 @@ unsafe impl Os for LinuxOs {
 
 /// `MADV_COLLAPSE` (Linux 6.1), spelled out in case the libc crate lacks it.
 pub const MADV_COLLAPSE: libc::c_int = 25;
-
-/// The calling thread's `errno`.
-pub fn errno() -> i32 {
-    // SAFETY: `__errno_location` returns the calling thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
-
-/// Sets the calling thread's `errno`.
-pub fn set_errno(value: i32) {
-    // SAFETY: `__errno_location` returns the calling thread's errno slot.
-    unsafe { *libc::__errno_location() = value }
-}
-
-/// Puts the calling thread's `errno` back when dropped. Every function here
-/// that makes a system call holds one, so no allocator entry point changes
-/// the program's `errno`: C's `free` must not, and `malloc` and friends set
-/// it only where they fail (in `preload`), not because an `madvise` inside
-/// a slow path failed. The fast paths make no system call and pay nothing.
-pub(crate) struct KeepErrno(i32);
-
-impl KeepErrno {
-    pub(crate) fn new() -> Self {
-        KeepErrno(errno())
-    }
-}
-
-impl Drop for KeepErrno {
-    fn drop(&mut self) {
-        set_errno(self.0);
-    }
-}
 
 /// A pthread key whose destructor runs at thread exit for threads that set it.
 pub struct ThreadExitKey(libc::pthread_key_t);
@@ -219,21 +209,6 @@ pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
 }
 
-/// Reads up to `buf.len()` bytes of the file at `path` into `buf`.
-pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
-    let _errno = KeepErrno::new();
-    // SAFETY: `path` is NUL-terminated.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `buf` is valid for `buf.len()` bytes.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-    // SAFETY: closing the descriptor we opened.
-    unsafe { libc::close(fd) };
-    (n >= 0).then_some(n as usize)
-}
-
 /// Live threads of this process other than the calling one, from
 /// `/proc/self/stat` (three system calls, no allocation); `None` when it
 /// cannot be read (no `/proc`). A thread-group leader that has ended while
@@ -266,16 +241,6 @@ pub(crate) fn parse_other_live_threads(stat: &[u8]) -> Option<usize> {
     }
     let zombie_leader = usize::from(state == b'Z');
     Some(count.saturating_sub(1 + zombie_leader))
-}
-
-/// Writes `msg` to standard error (one `write`, no buffering, no allocation).
-pub fn write_stderr(msg: &[u8]) {
-    let _errno = KeepErrno::new();
-    // SAFETY: `msg` is valid for its length; fd 2 may be closed, then the
-    // write just fails.
-    unsafe {
-        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
-    }
 }
 
 /// Milliseconds of the coarse monotonic clock (vDSO: no system call, and a
@@ -473,18 +438,6 @@ pub fn sleep_ms(ms: u64) {
     unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
 }
 
-/// Ends the process with SIGABRT (after detected heap misuse in C mode).
-/// Writes `msg` to standard error and aborts.
-pub fn abort_with(msg: &[u8]) -> ! {
-    write_stderr(msg);
-    abort()
-}
-
-pub fn abort() -> ! {
-    // SAFETY: abort has no preconditions and does not return.
-    unsafe { libc::abort() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,7 +453,7 @@ mod tests {
 
     #[test]
     fn system_calls_leave_errno_alone() {
-        let os = LinuxOs;
+        let os = LinuxOs::PRIVATE;
         let map = os.map_metadata(1 << 16).unwrap() as usize;
         set_errno(77);
         // SAFETY: an unaligned start makes madvise fail with EINVAL before

@@ -9,6 +9,7 @@
 pub mod fake;
 pub mod linux;
 pub mod shared;
+pub(crate) mod sys;
 
 /// Memory advice the allocator gives the kernel, always on whole pages.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -5,12 +5,12 @@
 //! page that is being copied ([`WriteGuard`]). `docs/MESH.md` says why
 //! userfaultfd and not `mprotect`.
 //!
-//! The process heap's shared file and guard are process-wide
-//! ([`heap_file`], [`heap_guard`]): [`enable_shared_heap`] opens them before
-//! the heap is reserved, and `LinuxOs` then maps the reservation onto the
-//! file and releases pages by punching them out of it. On `fork`, the
-//! parent copies the file before the fork ([`fork_prepare_copy`]) and the
-//! child maps the copy ([`fork_child_map`]), so parent and child stop
+//! A heap's shared file and guard are a value, [`SharedHeap`]:
+//! [`SharedHeap::enable`] opens them before the heap is reserved, and a
+//! `LinuxOs` over it then maps the reservation onto the file and releases
+//! pages by punching them out of it. On `fork`, the parent copies the file
+//! before the fork ([`SharedHeap::fork_prepare_copy`]) and the child maps
+//! the copy ([`SharedHeap::fork_child_map`]), so parent and child stop
 //! sharing memory.
 //!
 //! Meshing page B onto page A with these: protect B, copy B's live objects
@@ -23,213 +23,261 @@ use core::ffi::c_void;
 use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
-/// The process heap's shared file (-1: the heap is private memory).
-static HEAP_FD: AtomicI32 = AtomicI32::new(-1);
-/// The process heap's userfaultfd (-1: none).
-static HEAP_UFFD: AtomicI32 = AtomicI32::new(-1);
-/// The heap's reservation, once mapped onto the file (0: not yet).
-static HEAP_BASE: AtomicUsize = AtomicUsize::new(0);
-static HEAP_LEN: AtomicUsize = AtomicUsize::new(0);
-/// End of the committed part of the shared heap.
-static HEAP_TOP: AtomicUsize = AtomicUsize::new(0);
-
-/// Notes that `addr..end` of the heap was made accessible.
-pub fn note_commit(end: usize) {
-    HEAP_TOP.fetch_max(end, Ordering::Relaxed);
+/// A heap that lives in a shared memory file, with the userfaultfd that
+/// holds its writers back: descriptors and the mapped range. A value (the
+/// process keeps one, `global::SHARED`, and hands it to its `LinuxOs`);
+/// this module holds no state of its own.
+#[derive(Debug)]
+pub struct SharedHeap {
+    /// The shared file (-1: the heap is private memory).
+    fd: AtomicI32,
+    /// The userfaultfd (-1: none).
+    uffd: AtomicI32,
+    /// The reservation, once mapped onto the file (0: not yet).
+    base: AtomicUsize,
+    len: AtomicUsize,
+    /// End of the committed part.
+    top: AtomicUsize,
 }
 
-/// The shared heap's base and committed bytes ((0, 0): no shared heap).
-pub fn committed() -> (usize, usize) {
-    let base = HEAP_BASE.load(Ordering::Acquire);
-    if base == 0 {
-        return (0, 0);
+impl Default for SharedHeap {
+    fn default() -> Self {
+        Self::new()
     }
-    (base, HEAP_TOP.load(Ordering::Relaxed).saturating_sub(base))
 }
 
-/// Opens the process heap's shared file and a userfaultfd that holds back
-/// every write (kernel ones included); the heap reserved afterwards lives
-/// in the file. The errno when the kernel refuses either; then nothing is
-/// changed.
-pub fn enable_shared_heap() -> Result<(), i32> {
-    if HEAP_FD.load(Ordering::Acquire) >= 0 {
-        return Ok(());
+impl SharedHeap {
+    /// Not enabled: a heap reserved with it is private memory.
+    pub const fn new() -> Self {
+        SharedHeap {
+            fd: AtomicI32::new(-1),
+            uffd: AtomicI32::new(-1),
+            base: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+            top: AtomicUsize::new(0),
+        }
     }
-    let guard = WriteGuard::open(Faults::All)?;
-    let file = SharedFile::create(0).ok_or_else(super::linux::errno)?;
-    HEAP_UFFD.store(guard.fd, Ordering::Relaxed);
-    HEAP_FD.store(file.fd, Ordering::Release);
-    core::mem::forget((guard, file));
-    Ok(())
-}
 
-/// The process heap's shared file, once [`enable_shared_heap`] succeeded.
-pub fn heap_file() -> Option<ManuallyDrop<SharedFile>> {
-    let fd = HEAP_FD.load(Ordering::Acquire);
-    (fd >= 0).then_some(ManuallyDrop::new(SharedFile { fd }))
-}
+    /// Notes that `..end` of the heap was made accessible.
+    pub fn note_commit(&self, end: usize) {
+        self.top.fetch_max(end, Ordering::Relaxed);
+    }
 
-/// The process heap's userfaultfd, once [`enable_shared_heap`] succeeded.
-pub fn heap_guard() -> Option<ManuallyDrop<WriteGuard>> {
-    let fd = HEAP_UFFD.load(Ordering::Acquire);
-    (fd >= 0).then_some(ManuallyDrop::new(WriteGuard { fd }))
-}
+    /// The shared heap's base and committed bytes ((0, 0): no shared heap).
+    pub fn committed(&self) -> (usize, usize) {
+        let base = self.base.load(Ordering::Acquire);
+        if base == 0 {
+            return (0, 0);
+        }
+        (base, self.top.load(Ordering::Relaxed).saturating_sub(base))
+    }
 
-/// Whether `addr` lies in the shared heap (so releasing it must punch the
-/// file: `MADV_DONTNEED` would only unmap the page).
-pub fn in_shared_heap(addr: usize) -> bool {
-    let base = HEAP_BASE.load(Ordering::Relaxed);
-    base != 0 && addr.wrapping_sub(base) < HEAP_LEN.load(Ordering::Relaxed)
-}
+    /// Whether the heap was reserved in the file (meshing can work on it).
+    pub fn mapped(&self) -> bool {
+        self.base.load(Ordering::Acquire) != 0
+    }
 
-/// Maps the fresh reservation `base..base + len` onto the shared file
-/// (still inaccessible); `false` if there is no shared file or the kernel
-/// refuses (the reservation is then unchanged).
-pub fn map_reservation(base: usize, len: usize) -> bool {
-    let fd = HEAP_FD.load(Ordering::Acquire);
-    if fd < 0 || HEAP_BASE.load(Ordering::Relaxed) != 0 {
-        return false;
+    /// Opens the shared file and a userfaultfd that holds back every write
+    /// (kernel ones included); the heap reserved afterwards lives in the
+    /// file. The errno when the kernel refuses either; then nothing is
+    /// changed.
+    pub fn enable(&self) -> Result<(), i32> {
+        if self.fd.load(Ordering::Acquire) >= 0 {
+            return Ok(());
+        }
+        let guard = WriteGuard::open(Faults::All)?;
+        let file = SharedFile::create(0).ok_or_else(super::sys::errno)?;
+        self.uffd.store(guard.fd, Ordering::Relaxed);
+        self.fd.store(file.fd, Ordering::Release);
+        core::mem::forget((guard, file));
+        Ok(())
     }
-    // SAFETY: our own descriptor; no memory is passed.
-    if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
-        return false;
-    }
-    // SAFETY: the caller's fresh PROT_NONE reservation, replaced in one
-    // step by an equally inaccessible mapping of the file.
-    let p = unsafe {
-        libc::mmap(
-            base as *mut c_void,
-            len,
-            libc::PROT_NONE,
-            libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
-            fd,
-            0,
-        )
-    };
-    if p as usize != base {
-        return false;
-    }
-    HEAP_LEN.store(len, Ordering::Relaxed);
-    HEAP_BASE.store(base, Ordering::Release);
-    true
-}
 
-/// Fork protocol, parent side, in the prepare handler (every allocator
-/// lock held): copies the data of the heap's committed part
-/// `base..base + len` into a new shared file while every writer waits, so
-/// the copy is one instant's snapshot. Returns the copy's descriptor, for
-/// the child to map ([`fork_child_map`]); `None` when the kernel refuses
-/// (the child then aborts rather than share the parent's memory).
-///
-/// The protection is lifted before the handler returns, but the writers
-/// that waited during the copy are not woken: they sleep on through the
-/// `fork` until [`fork_parent_done`] ends the registration, so none of
-/// them can make a change the child misses and then act on it. Nothing
-/// stays write-protected: the C library's own fork code runs after the
-/// handlers on this thread and writes to memory it allocated (glibc takes
-/// and releases its NSS lock, which lives in the heap), and a write by the
-/// forking thread to a page it protected itself would wait forever.
-pub fn fork_prepare_copy(base: usize, len: usize) -> Option<i32> {
-    let _errno = super::linux::KeepErrno::new();
-    let old = HEAP_FD.load(Ordering::Relaxed);
-    if base == 0 || old < 0 {
-        return None;
+    /// [`SharedHeap::enable`], saying in one line why not when the kernel
+    /// refuses (mesh mode then keeps its layout only).
+    pub fn enable_or_say_why(&self) {
+        if let Err(errno) = self.enable() {
+            let mut msg = *b"hugeguard: HUGEGUARD_MESH=on: no userfaultfd for all faults (errno 00); random slots and class homes only, no meshing\n";
+            let at = msg.iter().position(|&b| b == b'0').unwrap_or(0);
+            msg[at] = b'0' + (errno / 10 % 10) as u8;
+            msg[at + 1] = b'0' + (errno % 10) as u8;
+            super::sys::write_stderr(&msg);
+        }
     }
-    let new = SharedFile::create(HEAP_LEN.load(Ordering::Relaxed))?;
-    let guard = heap_guard()?;
-    if len != 0 && !guard.hold(base, len) {
-        return None;
-    }
-    if len != 0 && !copy_data(old, new.fd, len) {
-        guard.release(base, len);
-        return None;
-    }
-    if len != 0 && !guard.lift_quietly(base, len) {
-        guard.release(base, len);
-        return None;
-    }
-    let fd = new.fd;
-    core::mem::forget(new);
-    Some(fd)
-}
 
-/// Fork protocol, parent side, after `fork`: closes the parent's
-/// descriptor of the child's copy (if [`fork_prepare_copy`] made one),
-/// ends the registration of `base..base + len` and wakes the writers that
-/// waited since the copy.
-pub fn fork_parent_done(copy: Option<i32>, base: usize, len: usize) {
-    let _errno = super::linux::KeepErrno::new();
-    if let Some(fd) = copy {
-        // SAFETY: the descriptor `fork_prepare_copy` opened, closed once.
-        unsafe { libc::close(fd) };
-        if let Some(guard) = heap_guard() {
-            if len != 0 {
-                guard.unregister(base, len);
-                guard.wake(base, len);
+    /// The shared file, once [`SharedHeap::enable`] succeeded.
+    pub fn file(&self) -> Option<ManuallyDrop<SharedFile>> {
+        let fd = self.fd.load(Ordering::Acquire);
+        (fd >= 0).then_some(ManuallyDrop::new(SharedFile { fd }))
+    }
+
+    /// The userfaultfd, once [`SharedHeap::enable`] succeeded.
+    pub fn guard(&self) -> Option<ManuallyDrop<WriteGuard>> {
+        let fd = self.uffd.load(Ordering::Acquire);
+        (fd >= 0).then_some(ManuallyDrop::new(WriteGuard { fd }))
+    }
+
+    /// Whether `addr` lies in the shared heap (so releasing it must punch
+    /// the file: `MADV_DONTNEED` would only unmap the page).
+    pub fn contains(&self, addr: usize) -> bool {
+        let base = self.base.load(Ordering::Relaxed);
+        base != 0 && addr.wrapping_sub(base) < self.len.load(Ordering::Relaxed)
+    }
+
+    /// Maps the fresh reservation `base..base + len` onto the shared file
+    /// (still inaccessible); `false` if there is no shared file or the
+    /// kernel refuses (the reservation is then unchanged).
+    pub fn map_reservation(&self, base: usize, len: usize) -> bool {
+        let fd = self.fd.load(Ordering::Acquire);
+        if fd < 0 || self.base.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        // SAFETY: our own descriptor; no memory is passed.
+        if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
+            return false;
+        }
+        // SAFETY: the caller's fresh PROT_NONE reservation, replaced in one
+        // step by an equally inaccessible mapping of the file.
+        let p = unsafe {
+            libc::mmap(
+                base as *mut c_void,
+                len,
+                libc::PROT_NONE,
+                libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                fd,
+                0,
+            )
+        };
+        if p as usize != base {
+            return false;
+        }
+        self.len.store(len, Ordering::Relaxed);
+        self.base.store(base, Ordering::Release);
+        true
+    }
+
+    /// Fork protocol, parent side, in the prepare handler (every allocator
+    /// lock held): copies the data of the heap's committed part
+    /// `base..base + len` into a new shared file while every writer waits, so
+    /// the copy is one instant's snapshot. Returns the copy's descriptor, for
+    /// the child to map ([`fork_child_map`]); `None` when the kernel refuses
+    /// (the child then aborts rather than share the parent's memory).
+    ///
+    /// The protection is lifted before the handler returns, but the writers
+    /// that waited during the copy are not woken: they sleep on through the
+    /// `fork` until [`fork_parent_done`] ends the registration, so none of
+    /// them can make a change the child misses and then act on it. Nothing
+    /// stays write-protected: the C library's own fork code runs after the
+    /// handlers on this thread and writes to memory it allocated (glibc takes
+    /// and releases its NSS lock, which lives in the heap), and a write by the
+    /// forking thread to a page it protected itself would wait forever.
+    pub fn fork_prepare_copy(&self, base: usize, len: usize) -> Option<i32> {
+        let _errno = super::sys::KeepErrno::new();
+        let old = self.fd.load(Ordering::Relaxed);
+        if base == 0 || old < 0 {
+            return None;
+        }
+        let new = SharedFile::create(self.len.load(Ordering::Relaxed))?;
+        let guard = self.guard()?;
+        if len != 0 && !guard.hold(base, len) {
+            return None;
+        }
+        if len != 0 && !copy_data(old, new.fd, len) {
+            guard.release(base, len);
+            return None;
+        }
+        if len != 0 && !guard.lift_quietly(base, len) {
+            guard.release(base, len);
+            return None;
+        }
+        let fd = new.fd;
+        core::mem::forget(new);
+        Some(fd)
+    }
+
+    /// Fork protocol, parent side, after `fork`: closes the parent's
+    /// descriptor of the child's copy (if [`fork_prepare_copy`] made one),
+    /// ends the registration of `base..base + len` and wakes the writers that
+    /// waited since the copy.
+    pub fn fork_parent_done(&self, copy: Option<i32>, base: usize, len: usize) {
+        let _errno = super::sys::KeepErrno::new();
+        if let Some(fd) = copy {
+            // SAFETY: the descriptor `fork_prepare_copy` opened, closed once.
+            unsafe { libc::close(fd) };
+            if let Some(guard) = self.guard() {
+                if len != 0 {
+                    guard.unregister(base, len);
+                    guard.wake(base, len);
+                }
             }
         }
     }
-}
 
-/// Fork protocol, child side: maps the copy made before the fork
-/// (`copy`, from [`fork_prepare_copy`]; `None` if it failed) over the
-/// whole reservation (`committed` bytes of it readable and writable), lets
-/// `alias` re-create each meshed mapping through it, and opens a
-/// userfaultfd of the child's own. Aborts the child if it cannot: a child
-/// left on the parent's memory would corrupt it.
-pub fn fork_child_map(committed: usize, copy: Option<i32>, mut alias: impl FnMut(&SharedFile)) {
-    let _errno = super::linux::KeepErrno::new();
-    let (base, len) = (
-        HEAP_BASE.load(Ordering::Relaxed),
-        HEAP_LEN.load(Ordering::Relaxed),
-    );
-    let old = HEAP_FD.load(Ordering::Relaxed);
-    if base == 0 || old < 0 {
-        return;
+    /// Fork protocol, child side: maps the copy made before the fork
+    /// (`copy`, from [`fork_prepare_copy`]; `None` if it failed) over the
+    /// whole reservation (`committed` bytes of it readable and writable), lets
+    /// `alias` re-create each meshed mapping through it, and opens a
+    /// userfaultfd of the child's own. Aborts the child if it cannot: a child
+    /// left on the parent's memory would corrupt it.
+    pub fn fork_child_map(
+        &self,
+        committed: usize,
+        copy: Option<i32>,
+        mut alias: impl FnMut(&SharedFile),
+    ) {
+        let _errno = super::sys::KeepErrno::new();
+        let (base, len) = (
+            self.base.load(Ordering::Relaxed),
+            self.len.load(Ordering::Relaxed),
+        );
+        let old = self.fd.load(Ordering::Relaxed);
+        if base == 0 || old < 0 {
+            return;
+        }
+        let Some(fd) = copy else {
+            super::sys::abort_with(b"hugeguard: fork: no copy of the heap for the child\n");
+        };
+        let new = SharedFile { fd };
+        // SAFETY: the reservation is the heap's own; the copy holds the same
+        // bytes at the same offsets, so every object reads the same.
+        let ok = unsafe {
+            libc::mmap(
+                base as *mut c_void,
+                len,
+                libc::PROT_NONE,
+                libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                new.fd,
+                0,
+            ) as usize
+                == base
+                && (committed == 0
+                    || libc::mprotect(
+                        base as *mut c_void,
+                        committed,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                    ) == 0)
+        };
+        if !ok {
+            super::sys::abort_with(b"hugeguard: fork: remapping the heap failed\n");
+        }
+        alias(&new);
+        // SAFETY: the inherited descriptors are this process's copies; the
+        // userfaultfd belongs to the parent's memory and must not be used here.
+        unsafe {
+            libc::close(old);
+            libc::close(self.uffd.load(Ordering::Relaxed));
+        }
+        self.uffd.store(
+            WriteGuard::open(Faults::All).map_or(-1, |g| {
+                let fd = g.fd;
+                core::mem::forget(g);
+                fd
+            }),
+            Ordering::Relaxed,
+        );
+        self.fd.store(new.fd, Ordering::Release);
+        core::mem::forget(new);
     }
-    let Some(fd) = copy else {
-        super::linux::abort_with(b"hugeguard: fork: no copy of the heap for the child\n");
-    };
-    let new = SharedFile { fd };
-    // SAFETY: the reservation is the heap's own; the copy holds the same
-    // bytes at the same offsets, so every object reads the same.
-    let ok = unsafe {
-        libc::mmap(
-            base as *mut c_void,
-            len,
-            libc::PROT_NONE,
-            libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
-            new.fd,
-            0,
-        ) as usize
-            == base
-            && (committed == 0
-                || libc::mprotect(
-                    base as *mut c_void,
-                    committed,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                ) == 0)
-    };
-    if !ok {
-        super::linux::abort_with(b"hugeguard: fork: remapping the heap failed\n");
-    }
-    alias(&new);
-    // SAFETY: the inherited descriptors are this process's copies; the
-    // userfaultfd belongs to the parent's memory and must not be used here.
-    unsafe {
-        libc::close(old);
-        libc::close(HEAP_UFFD.load(Ordering::Relaxed));
-    }
-    HEAP_UFFD.store(
-        WriteGuard::open(Faults::All).map_or(-1, |g| {
-            let fd = g.fd;
-            core::mem::forget(g);
-            fd
-        }),
-        Ordering::Relaxed,
-    );
-    HEAP_FD.store(new.fd, Ordering::Release);
-    core::mem::forget(new);
 }
 
 /// Copies the data (not the holes) of `old`'s first `len` bytes into `new`
@@ -486,7 +534,7 @@ impl WriteGuard {
         // SAFETY: the userfaultfd system call takes flags only.
         let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) } as i32;
         if fd < 0 {
-            return Err(super::linux::errno());
+            return Err(super::sys::errno());
         }
         let guard = WriteGuard { fd };
         let mut api = UffdioApi {
@@ -496,7 +544,7 @@ impl WriteGuard {
         };
         // SAFETY: our descriptor and a correctly laid out argument.
         if unsafe { libc::ioctl(fd, UFFDIO_API as _, &mut api) } != 0 {
-            return Err(super::linux::errno());
+            return Err(super::sys::errno());
         }
         Ok(guard)
     }
@@ -644,7 +692,7 @@ mod tests {
     fn all_faults_need_root_or_the_sysctl_and_are_refused_with_eperm() {
         let mut buf = [0u8; 8];
         let sysctl =
-            super::super::linux::read_file(c"/proc/sys/vm/unprivileged_userfaultfd", &mut buf)
+            super::super::sys::read_file(c"/proc/sys/vm/unprivileged_userfaultfd", &mut buf)
                 .is_some_and(|n| buf[..n].starts_with(b"1"));
         // SAFETY: no arguments.
         let root = unsafe { libc::geteuid() } == 0;
