@@ -21,14 +21,7 @@ fn child(name: &str) -> String {
     text
 }
 
-fn meshing_possible() -> bool {
-    // SAFETY: no arguments.
-    let root = unsafe { libc::geteuid() } == 0;
-    let sysctl = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
-        .is_ok_and(|s| s.trim() == "1");
-    root || sysctl
-}
-
+use hugeguard_testkit::meshing_possible;
 use hugeguard_testkit::procfs::rss;
 
 /// The numbers that follow `marker` on the first line of `text` holding

@@ -1,6 +1,6 @@
 //! `hugeguard::placement()`: after a batch frees all but 1 object in 63,
 //! the survivors' class shows one live object per page holding a live
-//! byte, and disjoint spans that meshing could merge.
+//! byte; in mesh mode the mesher's planner, run dry, finds units to mesh.
 
 use hugeguard::HugeGuard;
 
@@ -36,19 +36,15 @@ fn a_sparse_class_shows_its_floor_and_meshable_spans() {
         "mostly one object per page: {c:?}"
     );
     assert!(c.resident_pages >= c.live_pages, "{c:?}");
-    // Spans with one survivor each at different slots pair up.
-    assert!(c.pairs.pages > 0 && c.pairs.vmas > 0, "{c:?}");
-    // Merging sets frees at least what pairing does; a mesh costs mappings.
-    assert!(c.merged.pages >= c.pairs.pages, "{c:?}");
+    // Without mesh mode no class has home huge pages: the mesher would
+    // mesh nothing.
+    assert_eq!(c.meshable, hugeguard::MeshEstimate::default(), "{c:?}");
     let (live_bytes, live_pages, resident) = p.totals();
-    let [pairs, merged, runs] = p.mesh_totals();
     assert!(
         live_bytes >= kept.len() * 1000
             && live_pages >= c.live_pages
             && resident >= live_pages
-            && pairs.pages >= c.pairs.pages
-            && merged.pages >= c.merged.pages
-            && runs.pages >= c.runs.pages
+            && p.meshable().pages >= c.meshable.pages
     );
     assert!(kept
         .iter()
@@ -57,8 +53,8 @@ fn a_sparse_class_shows_its_floor_and_meshable_spans() {
 }
 
 /// Runs `child_regular_records` in a child process with `HUGEGUARD_MESH`
-/// set to `mesh`; returns (pages holding a live byte, meshable pages in
-/// pairs, meshable pages merging sets) of the class of 64-byte objects.
+/// set to `mesh`; returns (pages holding a live byte, meshable pages,
+/// mappings meshing would add) of the class of 64-byte objects.
 fn regular_records_under(mesh: &str) -> (usize, usize, usize) {
     let out = hugeguard_testkit::child::command("child_regular_records")
         .env("HUGEGUARD_MESH", mesh)
@@ -75,22 +71,42 @@ fn regular_records_under(mesh: &str) -> (usize, usize, usize) {
 }
 
 #[test]
-fn mesh_mode_scatters_the_survivors_of_regular_records_so_spans_could_mesh() {
-    let (live_off, pairs_off, merged_off) = regular_records_under("off");
-    let (live_on, pairs_on, merged_on) = regular_records_under("on");
-    println!("off: {live_off} {pairs_off} {merged_off}; on: {live_on} {pairs_on} {merged_on}");
-    // Handed out in address order, every record's objects take the same
-    // slots span after span, and so do the survivors: nothing pairs.
-    assert!(pairs_off * 20 < live_off, "off: {pairs_off} of {live_off}");
-    // Random slots leave the survivors at scattered offsets: most spans
-    // pair, and merged sets free most pages.
-    assert!(pairs_on * 3 > live_on, "on: {pairs_on} of {live_on}");
-    assert!(merged_on * 3 > live_on * 2, "on: {merged_on} of {live_on}");
-    assert!(merged_on >= pairs_on);
+fn in_mesh_mode_the_planner_finds_the_scattered_survivors_meshable() {
+    let (live_off, meshable_off, vmas_off) = regular_records_under("off");
+    let (live_on, meshable_on, vmas_on) = regular_records_under("on");
+    println!("off: {live_off} {meshable_off} {vmas_off}; on: {live_on} {meshable_on} {vmas_on}");
+    // Without mesh mode there are no class homes: nothing to mesh.
+    assert_eq!((meshable_off, vmas_off), (0, 0));
+    // Random slots in class homes leave the survivors at scattered offsets:
+    // the planner meshes units holding most of the class's live pages.
+    assert!(meshable_on * 3 > live_on, "on: {meshable_on} of {live_on}");
+    assert!(vmas_on > 0 && vmas_on % 2 == 0, "two mappings per unit");
+}
+
+use hugeguard_testkit::meshing_possible;
+
+#[test]
+fn where_meshing_is_possible_a_round_meshes_what_the_dry_run_counted() {
+    if !meshing_possible() {
+        println!("skipped: no userfaultfd for all faults here (not root)");
+        return;
+    }
+    let out = hugeguard_testkit::child::command("child_regular_records")
+        .env("HUGEGUARD_MESH", "on")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "child failed:\n{text}");
+    let meshed: usize = text
+        .lines()
+        .find_map(|l| l.split("MESHED ").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no MESHED line:\n{text}"));
+    assert!(meshed > 0, "{text}");
 }
 
 #[test]
-#[ignore = "run by mesh_mode_scatters_the_survivors_of_regular_records_so_spans_could_mesh"]
+#[ignore = "run by the two tests above it"]
 fn child_regular_records() {
     // Records of two 64-byte objects made in the same order; 1 in 32 kept.
     type Record = (Box<[u8; 64]>, Box<[u8; 64]>);
@@ -107,8 +123,21 @@ fn child_regular_records() {
         .expect("a class of 64-byte objects");
     println!(
         "FLOOR {} {} {}",
-        c.live_pages, c.pairs.pages, c.merged.pages
+        c.live_pages, c.meshable.pages, c.meshable.vmas
     );
+    // The dry run is the planner a meshing round runs: where meshing is on
+    // (mesh mode, and the kernel holds back writes), a round meshes at
+    // least the units it counted (a second round may add more).
+    let r = hugeguard::mesh_now();
+    println!("MESHED {}", r.meshed_units);
+    if r.meshed_units != 0 {
+        assert!(
+            r.meshed_units * 2 >= c.meshable.vmas,
+            "meshed {} units, the dry run counted {}",
+            r.meshed_units,
+            c.meshable.vmas / 2
+        );
+    }
     assert!(kept
         .iter()
         .enumerate()

@@ -1,13 +1,13 @@
-//! The placement floor of issue 15, measured in one run against glibc +
+//! The placement floor, measured in one run against glibc +
 //! `malloc_trim(0)`: the records scenario (`hugeguard_bench::records`: 2 M
 //! records of five small objects each, 1 in 64 kept, then idle) in three
 //! child processes: the System worker with `malloc_trim(0)`, and this
 //! program under hugeguard with `HUGEGUARD_MESH=off` and `=on` (random
 //! slots). Each reports its RSS after the idle wait and after the
 //! simulated khugepaged; the hugeguard children also report
-//! `hugeguard::placement()`: the pages holding a live byte, and what
-//! meshing could free and the mappings it would add (pairs, merged sets,
-//! merged runs of up to 16 neighbouring spans).
+//! `hugeguard::placement()`: the pages holding a live byte, and what a
+//! meshing round would free now and the mappings it would add (the
+//! mesher's planner run dry; nothing without mesh mode's class homes).
 //!
 //! `cargo build --release -p hugeguard-bench --examples && cargo run --release -p hugeguard-bench --example placement`
 //! (`-- --child` runs one hugeguard child and prints its placement table.)
@@ -25,17 +25,12 @@ fn child() {
     hugeguard::release_now();
     let p = hugeguard::placement();
     let (live, live_pages, _) = p.totals();
-    let [pairs, merged, runs] = p.mesh_totals();
+    let meshable = p.meshable();
     println!(
-        "RESULT peak={peak} {result} live={live} live_pages={} pairs={} merged={} runs={} \
-         pairs_vmas={} merged_vmas={} runs_vmas={}",
+        "RESULT peak={peak} {result} live={live} live_pages={} meshable={} meshable_vmas={}",
         live_pages * 4096,
-        pairs.pages * 4096,
-        merged.pages * 4096,
-        runs.pages * 4096,
-        pairs.vmas,
-        merged.vmas,
-        runs.vmas
+        meshable.pages * 4096,
+        meshable.vmas
     );
     println!("{p}");
     println!("{}", hugeguard::stats());
@@ -80,8 +75,8 @@ fn main() {
             c
         }),
     ];
-    println!("| allocator | peak RSS | RSS after idle | after simulated khugepaged | mappings (VMAs) when idle | pages holding a live byte | meshing could free (mappings added): pairs | merged sets | merged runs of 16 |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| allocator | peak RSS | RSS after idle | after simulated khugepaged | mappings (VMAs) when idle | pages holding a live byte | a meshing round now would free (mappings added) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, cmd) in rows {
         let r = run(cmd);
         let mb = |k: &str| {
@@ -101,15 +96,13 @@ fn main() {
             }
         };
         println!(
-            "| {name} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {:.0} | {} | {} |",
             mb("peak"),
             mb("idle"),
             mb("after"),
             field(&r, "vmas") * 1e6,
             mb("live_pages"),
-            with_vmas("pairs"),
-            with_vmas("merged"),
-            with_vmas("runs")
+            with_vmas("meshable")
         );
     }
 }

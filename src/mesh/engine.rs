@@ -4,7 +4,8 @@
 //! that asked for their frozen spans back. The steps are described in
 //! [`super`].
 
-use super::plan::{disjoint, live_mask, unit_pages, Group, Mask, Planned, GRANULES};
+use super::plan::unit_pages;
+use super::plan::{group_class, live_mask, Group, Mask, Planned, Step, GRANULES};
 use super::table::{Rec, Role, Table};
 use super::world::MeshWorld;
 use super::MeshRound;
@@ -15,7 +16,7 @@ use crate::page_heap::mesh::{Unit, MAX_UNIT_PAGES};
 use crate::page_heap::PageHeap;
 use crate::size_class::{CLASS_PAGES, NUM_CLASSES};
 use crate::span::Span;
-use crate::units::{PAGES_PER_HUGE, PAGE_SIZE};
+use crate::units::PAGE_SIZE;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Members a class that asks for its frozen spans gets back per request
@@ -246,8 +247,9 @@ impl Mesher {
     }
 }
 
-/// Step 1 for `class`: groups its sparse units, freezes each group's owner
-/// and members, and writes the members to mesh into `plan`; how many.
+/// Step 1 for `class`: groups its sparse units ([`group_class`]), freezes
+/// each group's owner and members, and writes the members to mesh into
+/// `plan`; how many.
 fn plan_class<W: MeshWorld>(
     w: &W,
     table: &mut Table,
@@ -259,84 +261,42 @@ fn plan_class<W: MeshWorld>(
     let mut list = w.list(class);
     let mut heap = w.heap();
     let pages = unit_pages(class);
-    let mut ngroups = 0usize;
-    let mut next_group = 0usize;
-    let mut mask: Mask = [0; GRANULES / 64];
-    let mut idx = 0;
-    'homes: while let Some(h) = heap.next_home(class as u8, idx) {
-        idx = h + 1;
-        let mut page = 0;
-        while page + pages <= PAGES_PER_HUGE {
-            let mut skip = page + 1;
-            let Some(u) = heap.unit_at(h, page, pages, class as u8, &mut skip) else {
-                page = skip;
-                continue;
-            };
-            page += pages;
-            let live = live_mask(&u, class, &mut mask);
-            if live == 0 || live * 2 > pages * PAGE_SIZE {
-                continue;
-            }
-            let found = groups[..ngroups]
-                .iter()
-                .position(|g| disjoint(&g.union, &mask));
-            let Some(gi) = found else {
-                // A new group with this unit as its owner, replacing the
-                // oldest when all are taken.
-                let slot = if ngroups < groups.len() {
-                    ngroups += 1;
-                    ngroups - 1
-                } else {
-                    next_group = (next_group + 1) % groups.len();
-                    next_group
-                };
-                groups[slot] = Group {
-                    owner: u,
-                    rec: None,
-                    union: mask,
-                };
-                continue;
-            };
-            if table.members_left() == 0 || table.free_records() < 2 {
-                break 'homes;
-            }
-            let g = &mut groups[gi];
-            let owner_rec = match g.rec {
-                Some(r) => r,
-                None => {
-                    let Some(r) = freeze(table, &mut list, &mut heap, &g.owner, Role::Owner, 0)
-                    else {
-                        break 'homes;
-                    };
-                    g.rec = Some(r);
-                    r
-                }
-            };
-            let Some(rec) = freeze(table, &mut list, &mut heap, &u, Role::Pending, owner_rec)
-            else {
-                break 'homes;
-            };
-            if let Some(o) = table.get_mut(owner_rec) {
-                o.members += 1;
-            }
-            for (x, y) in g.union.iter_mut().zip(&mask) {
-                *x |= y;
-            }
-            // The owner's pages that receive copies stop reading as zero.
-            clear_released(&g.owner, &mask, &mut heap);
-            plan[nplan] = Planned {
-                member: u.start,
-                owner: g.owner.start,
-                pages,
-                rec,
-                mask,
-            };
-            nplan += 1;
-            if nplan == plan.len() {
-                break 'homes;
-            }
+    group_class(&mut heap, class, groups, |heap, g, u, mask| {
+        if table.members_left() == 0 || table.free_records() < 2 {
+            return Step::Stop;
         }
-    }
+        let owner_rec = match g.rec {
+            Some(r) => r,
+            None => {
+                let Some(r) = freeze(table, &mut list, heap, &g.owner, Role::Owner, 0) else {
+                    return Step::Stop;
+                };
+                g.rec = Some(r);
+                r
+            }
+        };
+        let Some(rec) = freeze(table, &mut list, heap, u, Role::Pending, owner_rec) else {
+            return Step::Stop;
+        };
+        if let Some(o) = table.get_mut(owner_rec) {
+            o.members += 1;
+        }
+        // The owner's pages that receive copies stop reading as zero.
+        clear_released(&g.owner, mask, heap);
+        plan[nplan] = Planned {
+            member: u.start,
+            owner: g.owner.start,
+            pages,
+            rec,
+            mask: *mask,
+        };
+        nplan += 1;
+        if nplan == plan.len() {
+            Step::Stop
+        } else {
+            Step::Go
+        }
+    });
     nplan
 }
 

@@ -31,7 +31,7 @@
 //! mesh; the child copies the shared file ([`crate::os::shared`]).
 
 mod engine;
-mod plan;
+pub(crate) mod plan;
 mod table;
 mod world;
 

@@ -9,8 +9,18 @@
 //!   `LD_PRELOAD` library built there (found, never hard-coded).
 //! * [`procfs`]: this process's resident and huge-page-mapped memory, read
 //!   with the inspector's `/proc` readers.
+//! * [`meshing_possible`]: whether mesh mode can mesh here.
 
 pub mod c;
 pub mod child;
 pub mod paths;
 pub mod procfs;
+
+/// Whether this process may mesh: the kernel gives it a userfaultfd that
+/// holds back every write (root, or `vm.unprivileged_userfaultfd=1`).
+pub fn meshing_possible() -> bool {
+    // SAFETY: no arguments.
+    let root = unsafe { libc::geteuid() } == 0;
+    root || std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
+        .is_ok_and(|s| s.trim() == "1")
+}
