@@ -24,8 +24,8 @@ SCRIPT = os.path.join(ROOT, "scripts/workloads/records.py")
 
 def run(allocator, mesh, trim):
     """RSS after idle, after the simulated khugepaged, and for hugeguard the
-    placement floor (pages holding a live byte, meshable in pairs, merging
-    sets), all from one run of the program."""
+    placement floor (pages holding a live byte, what a meshing round would
+    free now), all from one run of the program."""
     env = dict(os.environ, PYTHONMALLOC="malloc", PYTHONHASHSEED="0", HUGEGUARD_MESH=mesh)
     # Idle is when the program says so (SIGUSR1 after its wait), not after
     # two quiet seconds, which come before its 6 s wait ends.
@@ -35,15 +35,14 @@ def run(allocator, mesh, trim):
     d = json.loads(out.stdout[out.stdout.index("{"):])
     cells = [mb(d["rss_bytes"]), mb(d.get("rss_after_simulation_bytes")),
              str(len(d["mappings"]) + d["other_mappings"])]
-    m = re.search(r"live on ([\d.]+) MiB of pages holding a live byte .*could free "
-                  r"([\d.]+) MiB in pairs, ([\d.]+) MiB merging sets, ([\d.]+) MiB merging runs "
-                  r"\(adding (\d+), (\d+) and (\d+) mappings\)", out.stderr)
+    m = re.search(r"live on ([\d.]+) MiB of pages holding a live byte .*would free "
+                  r"([\d.]+) MiB \(adding (\d+) mappings\)", out.stderr)
     if m:
         g = m.groups()
         mib = lambda x: mb(float(x) * 1048576)
-        cells += [mib(g[0])] + ["%s (%s)" % (mib(g[i]), g[i + 3]) for i in (1, 2, 3)]
+        cells += [mib(g[0]), "%s (%s)" % (mib(g[1]), g[2])]
     else:
-        cells += [""] * 4
+        cells += [""] * 2
     return cells
 
 
@@ -56,8 +55,8 @@ def main():
         sys.exit("python_floor.py: needs root (the simulated khugepaged acts on another process)")
     print("| allocator | RSS after idle | after simulated khugepaged (THP always) "
           "| mappings (VMAs) when idle | pages holding a live byte (before meshing) "
-          "| meshing could free (mappings added): pairs | merged sets | merged runs of 16 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| a meshing round now would free (mappings added) |")
+    print("|---|---:|---:|---:|---:|---:|")
     rows = [("glibc + malloc_trim(0)", "system", "off", True),
             ("hugeguard", "hugeguard", "off", False),
             ("hugeguard, HUGEGUARD_MESH=on (meshing)", "hugeguard", "on", False)]
