@@ -4,6 +4,7 @@ builds of jemalloc, mimalloc and tcmalloc, and one or more hugeguard preload
 libraries, side by side in one run.
 
     python3 scripts/speed/c_bench.py --bin DIR [--rounds 3] LIB.so [LIB2.so] [TEST ...]
+    python3 scripts/speed/c_bench.py --bin DIR --ab [--rounds 5] OLD.so NEW.so [TEST ...]
 
 DIR holds the programs of the mimalloc-bench suite (daanx/mimalloc-bench),
 built from their C sources as docs/BENCHMARKS.md describes; this script only
@@ -12,7 +13,10 @@ order rotated by one per round, each run in its own process; the table gives
 the median per allocator (the program's own time where it prints one, else
 wall seconds; lower is better) and, per hugeguard library, the ratio to the
 best of the four peers. Needs `apt-get install libjemalloc2 libmimalloc2.0
-libtcmalloc-minimal4`; a missing peer is skipped.
+libtcmalloc-minimal4`; a missing peer is skipped. With `--ab` it runs only
+the two hugeguard libraries, alternating which goes first, and gives per
+test both medians, NEW/OLD of the medians and the range of the per-round
+NEW/OLD ratios, then the geomean of NEW/OLD.
 """
 import argparse
 import math
@@ -95,14 +99,44 @@ def run(args, name, lib):
     return metric(name, p.stdout + p.stderr, wall)
 
 
+def ab(args):
+    """A/B of two libraries: medians, ratio of medians, per-round range."""
+    args.bin = os.path.abspath(args.bin)
+    args.src = os.path.abspath(args.src or os.path.join(args.bin, "..", "bench"))
+    libs = [os.path.abspath(a) for a in args.items if a.endswith(".so")]
+    if len(libs) != 2:
+        sys.exit("--ab takes exactly two libraries: OLD.so NEW.so")
+    tests = [a for a in args.items if not a.endswith(".so")] or list(TESTS)
+    print("| test | old | new | new / old | per-round new / old |")
+    print("|---|---:|---:|---:|---:|")
+    logs = []
+    for name in tests:
+        old, new = [], []
+        for r in range(args.rounds):
+            order = [(old, libs[0]), (new, libs[1])]
+            for out, lib in (order if r % 2 == 0 else order[::-1]):
+                v = run(args, name, lib)
+                out.append(v if v is not None else math.nan)
+        pairs = [n / o for o, n in zip(old, new) if o > 0 and not math.isnan(o + n)]
+        mo, mn = statistics.median(old), statistics.median(new)
+        ratio = mn / mo
+        logs.append(math.log(ratio))
+        spread = f"{min(pairs):.2f}-{max(pairs):.2f}" if pairs else ""
+        print(f"| {name} | {mo:.3f} | {mn:.3f} | {ratio:.3f} | {spread} |", flush=True)
+    print(f"| **geomean** | | | {math.exp(statistics.mean(logs)):.3f} | |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", required=True, help="directory of the built programs")
     ap.add_argument("--src", help="mimalloc-bench's bench/ directory (espresso's input)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ab", action="store_true", help="A/B of two hugeguard builds, no peers")
     ap.add_argument("items", nargs="+", help="hugeguard .so files, then test names")
     args = ap.parse_args()
+    if args.ab:
+        return ab(args)
     args.bin = os.path.abspath(args.bin)
     args.src = os.path.abspath(args.src or os.path.join(args.bin, "..", "bench"))
     libs = [os.path.abspath(a) for a in args.items if a.endswith(".so")]
