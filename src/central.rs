@@ -56,7 +56,7 @@ pub trait SpanSource {
     /// The span that owns the page of `addr`, or null.
     fn span_of(&self, addr: usize) -> *mut Span;
     /// The release clock (ms, wrapping).
-    fn now(&self) -> u32;
+    fn release_clock(&self) -> u32;
     /// `class` needs a new span while some of its spans are frozen for
     /// meshing: ask for them to be thawed (mesh mode). Called with the
     /// class's list lock held; must not block or enter the kernel.
@@ -218,7 +218,7 @@ impl CentralList {
     /// Every object in the chain was handed out for `class` and is free.
     pub unsafe fn give<S: SpanSource>(&mut self, src: &S, class: usize, chain: Batch) {
         self.objects_out -= chain.count;
-        self.last_give = src.now();
+        self.last_give = src.release_clock();
         if chain.count == CLASS_BATCH[class] as usize && self.ntransfer < transfer_limit(class) {
             self.transfer[self.ntransfer] = chain.head;
             self.ntransfer += 1;
@@ -548,7 +548,7 @@ impl SpanSource for FakeHeap {
         self.heap.lock().view().span_of(addr)
     }
 
-    fn now(&self) -> u32 {
+    fn release_clock(&self) -> u32 {
         self.clock.get()
     }
 

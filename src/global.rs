@@ -122,8 +122,8 @@ impl SpanSource for ProcessHeap {
     }
 
     #[inline]
-    fn now(&self) -> u32 {
-        now()
+    fn release_clock(&self) -> u32 {
+        release_clock()
     }
 
     fn frozen_wanted(&self, class: usize) {
@@ -145,7 +145,7 @@ impl SpanSource for ProcessHeap {
 /// The release clock: milliseconds of a monotonic clock, wrapping at 2^32
 /// (read through the vDSO: no system call).
 #[inline]
-pub fn now() -> u32 {
+pub fn release_clock() -> u32 {
     linux::now_ms() as u32
 }
 

@@ -92,7 +92,7 @@ pub fn release_pass(force: bool) -> PassResult {
         return out;
     }
     let pass = Pass {
-        now: global::now(),
+        now: global::release_clock(),
         holdback: cfg.holdback_ms,
         force: force || over_limit(cfg.memory_limit),
     };

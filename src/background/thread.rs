@@ -115,7 +115,7 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             // meshing gets them back first (mesh mode; also while busy).
             crate::mesh::thaw_requested();
             let r = release_pass(false);
-            let more_dense = regain_huge_pages(global::now());
+            let more_dense = regain_huge_pages(global::release_clock());
             // Idle and released: mesh mode merges sparse units now, round
             // after round while they mesh something and nothing is freed.
             let mut meshed = false;

@@ -491,7 +491,7 @@ impl<O: Os> PageHeap<O> {
             self.filler.put_pages(&mut self.metas, idx, page, n);
             return None;
         }
-        let now = self.now();
+        let now = self.release_clock();
         // SAFETY: valid record under the heap lock.
         let m = unsafe { self.metas.get_mut(idx as usize) };
         let dirty_before = m.dirty.count_range(page, n);
@@ -543,7 +543,7 @@ impl<O: Os> PageHeap<O> {
         }
         let mut clean = true;
         let mut left = npages;
-        let now = self.now();
+        let now = self.release_clock();
         for j in idx..idx + k {
             self.free.remove(j);
             // SAFETY: `j < top`; heap lock held.
@@ -572,7 +572,7 @@ impl<O: Os> PageHeap<O> {
     }
 
     /// The release clock: milliseconds, wrapping at 2^32.
-    pub fn now(&self) -> u32 {
+    pub fn release_clock(&self) -> u32 {
         self.os.now_ms() as u32
     }
 
@@ -600,7 +600,7 @@ impl<O: Os> PageHeap<O> {
         let (idx, page) = self.locate(start);
         // SAFETY: the caller passes a live span of this heap.
         let released = unsafe { (*span).released };
-        let now = self.now();
+        let now = self.release_clock();
         // SAFETY: `idx` is inside the table; heap lock held.
         let m = unsafe { self.metas.get_mut(idx) };
         m.touched_at = now;
@@ -642,7 +642,7 @@ impl<O: Os> PageHeap<O> {
     }
 
     fn release_huge_pages(&mut self, idx: usize, k: usize) {
-        let now = self.now();
+        let now = self.release_clock();
         for j in idx..idx + k {
             // SAFETY: `j < top`; heap lock held.
             let m = unsafe { self.metas.get_mut(j) };
