@@ -36,9 +36,15 @@ fn a_sparse_class_shows_its_floor_and_meshable_spans() {
         "mostly one object per page: {c:?}"
     );
     assert!(c.resident_pages >= c.live_pages, "{c:?}");
-    // Without mesh mode no class has home huge pages: the mesher would
-    // mesh nothing.
-    assert_eq!(c.meshable, hugeguard::MeshEstimate::default(), "{c:?}");
+    if std::env::var("HUGEGUARD_MESH").as_deref() == Ok("on") {
+        // Mesh mode (CI's second pass): the survivors sit in class homes at
+        // scattered slots, and the planner finds most of their units.
+        assert!(c.meshable.pages * 2 > c.live_pages, "{c:?}");
+    } else {
+        // Without mesh mode no class has home huge pages: the mesher would
+        // mesh nothing.
+        assert_eq!(c.meshable, hugeguard::MeshEstimate::default(), "{c:?}");
+    }
     let (live_bytes, live_pages, resident) = p.totals();
     assert!(
         live_bytes >= kept.len() * 1000
