@@ -1,22 +1,14 @@
 //! Per-thread caches of small objects: the allocation fast path, and how the
 //! background thread takes back what idle threads hold.
 //!
-//! Each thread has, per size class, an array of free objects' addresses
-//! (slots, newest last) and a count. `alloc` pops, `dealloc` pushes: no
-//! lock, no atomic read-modify-write, no system call, and no access to the
-//! object's memory (a list linked through the objects would load a cold
-//! word on every pop). An empty bin refills with a batch from the central
-//! list; a full one (at [`CLASS_CACHE_MAX`]) first gives its oldest batch
-//! back, so a thread holds at most the bytes checked in `size_class` tests
-//! (2.6 MiB), and keeps its newest objects, the ones still in the
-//! processor's cache. Batches move as arrays of pointers both ways
-//! (`central.rs`). A thread's slots live in one block of metadata memory
-//! ([`CACHE_SLOTS`] pointers, about 50 KiB, touched only for the classes it
-//! uses), mapped when its cache activates and kept for the next thread when
-//! it exits. An object freed by a thread that did not allocate it joins that
-//! thread's cache, once that thread allocates the class too; until then (a
-//! cold bin) it waits in the bin's slots as a remote object, which
-//! allocation never takes (see [`ThreadCache::remote`]).
+//! Each thread has, per size class, a singly linked list of free objects and a
+//! count. `alloc` pops, `dealloc` pushes: no lock, no atomic read-modify-write,
+//! no system call. An empty list refills with a batch from the central list; a
+//! list longer than [`CLASS_CACHE_MAX`] flushes a batch back, so a thread holds
+//! at most the bytes checked in `size_class` tests (2.6 MiB). An object freed
+//! by a thread that did not allocate it joins that thread's cache, once that
+//! thread allocates the class too; until then (a cold bin) it waits on a
+//! remote list that allocation never reads (see [`Remote`]).
 //!
 //! **Taking an idle thread's cache.** A worker pool that handles a burst and
 //! then blocks would otherwise keep every cached object, and every span and
@@ -31,14 +23,14 @@
 //! reads `busy` again:
 //! * clear: the owner is outside an operation, and any operation it starts
 //!   now reads `fast` after the barrier, so sees it clear and waits for
-//!   `taking` to clear. The background thread owns the bins: it gives every
+//!   `taking` to clear. The background thread owns the lists: it gives every
 //!   cached object back to its central list.
 //! * set: the owner is inside an operation that may not have seen `fast`;
-//!   the bins are left alone.
+//!   the lists are left alone.
 //!
 //! Either way it sets `fast` again (unless the cache is hardened), then
 //! clears `taking` (release), and an owner that
-//! waited continues with its (perhaps emptied) bins. Every field is an
+//! waited continues with its (perhaps emptied) lists. Every field is an
 //! atomic accessed with relaxed loads and stores by its owner (the same
 //! instructions as plain ones on x86-64), so no access is a data race in
 //! Rust's model; the ordering between the owner's `busy` store and its
@@ -51,9 +43,7 @@
 //! `fast` is clear in a new cache (a zeroed TLS block), so a thread's first
 //! operations take the slow path, which activates the cache; in hardened
 //! mode (`harden`) it stays clear, and every operation takes the slow path,
-//! where frees are checked, every cached object carries the free mark, and
-//! a pop that finds the mark overwritten (a write after free) drops the
-//! object instead of handing it out.
+//! where frees are checked and links encoded.
 //!
 //! The cache lives in a `const`-initialised `thread_local!` without `Drop`, so
 //! access compiles to a plain TLS load and never allocates or registers a
@@ -62,41 +52,31 @@
 //! object, then leaves the cache in pass-through mode for any allocation made
 //! later in the thread's teardown.
 
-use crate::freelist::FreeObject;
+use crate::freelist::{FreeObject, Links};
 use crate::global;
 use crate::harden;
 use crate::lock::SpinLock;
 use crate::lock_rank::Rank;
-use crate::os::linux::{self, LinuxOs};
-use crate::os::Os;
-use crate::size_class::{
-    SizeClass, CACHE_SLOTS, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES,
-};
-use crate::units::PAGE_SIZE;
+use crate::os::linux;
+use crate::size_class::{SizeClass, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
 use core::ptr;
 use core::sync::atomic::{
     compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
 };
 
-/// A cached free object's address. Slots are atomics for the same reason
-/// as every field here (see the module overview); the owner inside an
-/// operation, and the background thread while it holds the cache, are the
-/// only ones to touch them, so runs of them are also read and written as
-/// plain pointers (`slots_mut`).
-type Slot = AtomicPtr<FreeObject>;
-
-/// One size class's cached objects. Written by the owner, or by the
-/// background thread while it holds the cache (see the module overview).
+/// One size class's list. Written by the owner, or by the background thread
+/// while it holds the cache (see the module overview).
 struct Bin {
-    /// This class's slots in the thread's slot block; null until the cache
-    /// activates, and again after its thread exits.
-    slots: AtomicPtr<Slot>,
-    /// Objects cached: the first `count` slots, the newest last.
+    head: AtomicPtr<FreeObject>,
+    /// While `count > max / 2`: the object `max / 2 + 1` places from the
+    /// bottom of the list (pushed when `count` became that). The objects
+    /// after it are the oldest half, which an overflow gives away in one cut
+    /// instead of walking the list (see [`ThreadCache::overflow_inner`]).
+    low: AtomicPtr<FreeObject>,
     count: AtomicU32,
-    /// The bin's capacity, [`CLASS_CACHE_MAX`]; 0 while the bin is cold
-    /// (before the thread's first refill of this class: every push then
-    /// takes the slow path, to the remote objects) and whenever the cache
-    /// is not active (new or exited: pass-through).
+    /// Flush threshold; 0 while the bin is cold (before the thread's first
+    /// refill of this class: every push then overflows to `remote`) and
+    /// after the thread exits (pass-through).
     max: AtomicU32,
 }
 
@@ -105,62 +85,133 @@ impl Bin {
     #[cfg_attr(feature = "initial-exec-tls", allow(dead_code))]
     const fn new() -> Self {
         Bin {
-            slots: AtomicPtr::new(ptr::null_mut()),
+            head: AtomicPtr::new(ptr::null_mut()),
+            low: AtomicPtr::new(ptr::null_mut()),
             count: AtomicU32::new(0),
             max: AtomicU32::new(0),
         }
     }
 
-    /// Takes the newest cached object, or null when the bin is empty. The
-    /// fast path.
+    /// Takes the first cached object, or null when the list is empty. The
+    /// fast path: links read raw, which is their encoding outside hardened
+    /// mode (the only mode in which this runs; see `harden`).
     ///
     /// # Safety
-    /// The bin is the caller's (the owner inside an operation with `fast`
-    /// set).
+    /// The lists are the caller's (the owner inside an operation with
+    /// `fast` set).
     #[inline(always)]
     unsafe fn pop_fast(&self) -> *mut FreeObject {
-        let count = self.count.load(Ordering::Relaxed);
-        if count == 0 {
-            return ptr::null_mut();
+        let obj = self.head.load(Ordering::Relaxed);
+        if !obj.is_null() {
+            // SAFETY: cached objects are free and link through their first
+            // word.
+            self.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
+            self.count
+                .store(self.count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         }
-        self.count.store(count - 1, Ordering::Relaxed);
-        // SAFETY: a bin with objects is active: `slots` points at `max >=
-        // count` slots.
-        unsafe { &*self.slots.load(Ordering::Relaxed).add(count as usize - 1) }
-            .load(Ordering::Relaxed)
+        obj
     }
 
-    /// Caches free object `obj` if the bin has room; returns whether it
-    /// did. The fast path, as for [`Bin::pop_fast`].
+    /// Caches free object `obj`; returns whether the list is now longer
+    /// than its limit. The fast path, as for [`Bin::pop_fast`].
     ///
     /// # Safety
-    /// As for [`Bin::pop_fast`]; `obj` is a free object of this bin's class.
+    /// As for [`Bin::pop_fast`]; `obj` is a free object of this list's class.
     #[inline(always)]
     unsafe fn push_fast(&self, obj: *mut FreeObject) -> bool {
-        let count = self.count.load(Ordering::Relaxed);
-        if count >= self.max.load(Ordering::Relaxed) {
-            return false;
-        }
-        // SAFETY: `max > count`: the bin is active and `slots` points at
-        // `max` slots.
-        unsafe { &*self.slots.load(Ordering::Relaxed).add(count as usize) }
-            .store(obj, Ordering::Relaxed);
-        self.count.store(count + 1, Ordering::Relaxed);
-        true
+        // SAFETY: the object is free and at least 8 bytes (smallest class).
+        unsafe { (*obj).next = self.head.load(Ordering::Relaxed) };
+        self.head.store(obj, Ordering::Relaxed);
+        self.counted_push(obj)
     }
 
-    /// Slots `from..to` as plain pointers.
+    /// Counts a push of `obj` and keeps `low`; returns whether the list is
+    /// now longer than its limit.
+    #[inline(always)]
+    fn counted_push(&self, obj: *mut FreeObject) -> bool {
+        let count = self.count.load(Ordering::Relaxed) + 1;
+        self.count.store(count, Ordering::Relaxed);
+        let max = self.max.load(Ordering::Relaxed);
+        if count == max / 2 + 1 {
+            self.low.store(obj, Ordering::Relaxed);
+        }
+        count > max
+    }
+
+    /// [`Bin::pop_fast`] for the slow paths: links decoded, and in hardened
+    /// mode checked: a link that is not an object of `class` (a write after
+    /// free) is reported and the rest of the list dropped (leaked) rather
+    /// than followed.
     ///
     /// # Safety
-    /// The bin is the caller's and active, `from <= to <= ` its capacity,
-    /// and the slice is dropped before the bin is touched otherwise.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slots_mut(&self, from: usize, to: usize) -> &mut [*mut FreeObject] {
-        let base = self.slots.load(Ordering::Relaxed);
-        // SAFETY: `AtomicPtr<T>` has the layout of `*mut T`; the slots are
-        // in bounds and, the bin being the caller's, no one else accesses
-        // them meanwhile.
-        unsafe { core::slice::from_raw_parts_mut(base.add(from).cast(), to - from) }
+    /// The lists are the caller's (the owner inside an operation, the
+    /// background thread while it holds the cache).
+    unsafe fn pop(&self, class: usize) -> *mut FreeObject {
+        let links = harden::links();
+        let obj = self.head.load(Ordering::Relaxed);
+        if obj.is_null() {
+            return obj;
+        }
+        // SAFETY: cached objects are free and link through their first word.
+        let next = unsafe { FreeObject::next_of(obj, links) };
+        let count = self.count.load(Ordering::Relaxed) - 1;
+        if links.hardened() && !link_ok(next, class, count) {
+            crate::misuse::corrupt_list(obj as usize);
+            self.head.store(ptr::null_mut(), Ordering::Relaxed);
+            self.count.store(0, Ordering::Relaxed);
+        } else {
+            self.head.store(next, Ordering::Relaxed);
+            self.count.store(count, Ordering::Relaxed);
+        }
+        if links.hardened() {
+            // SAFETY: just taken from the list, at least 8 bytes.
+            unsafe { harden::clear_link(obj.cast()) };
+        }
+        obj
+    }
+
+    /// [`Bin::push_fast`] for the slow paths: the link encoded.
+    ///
+    /// # Safety
+    /// As for [`Bin::pop`]; `obj` is a free object of this list's class.
+    unsafe fn push(&self, obj: *mut FreeObject) -> bool {
+        let links = harden::links();
+        // SAFETY: the object is free and at least 8 bytes (smallest class).
+        unsafe { FreeObject::set_next(obj, self.head.load(Ordering::Relaxed), links) };
+        self.head.store(obj, Ordering::Relaxed);
+        self.counted_push(obj)
+    }
+}
+
+/// Whether `next`, read from a free object of `class` with `after` objects
+/// left behind it on its list, can be that list's next object: null exactly
+/// at the end, else an object of the class.
+fn link_ok(next: *mut FreeObject, class: usize, after: u32) -> bool {
+    let Some(c) = SizeClass::from_index(class) else {
+        return false;
+    };
+    (after == 0) == next.is_null() && harden::plausible_link(next, c)
+}
+
+/// Objects of one class freed by a thread that does not allocate that
+/// class (its bin is still cold: never refilled). They wait here, where
+/// allocation never looks, and go to the central list a batch at a time. An
+/// object freed by a thread that only frees its class is usually another
+/// thread's, and its neighbours on the same cache line are in use there:
+/// handing it to this thread's next allocation would make the two threads
+/// write one line (false sharing, the suite's cache-scratch).
+struct Remote {
+    head: AtomicPtr<FreeObject>,
+    count: AtomicU32,
+}
+
+impl Remote {
+    #[cfg_attr(feature = "initial-exec-tls", allow(dead_code))]
+    const fn new() -> Self {
+        Remote {
+            head: AtomicPtr::new(ptr::null_mut()),
+            count: AtomicU32::new(0),
+        }
     }
 }
 
@@ -177,19 +228,11 @@ const EXITED: u8 = 2;
 
 /// One thread's cache.
 pub struct ThreadCache {
+    /// A bin is cold (`max` 0) until its first refill: every push then
+    /// overflows, and the object goes to `remote` instead.
     bins: [Bin; NUM_CLASSES],
-    /// Objects of a cold bin's class freed by this thread, in that bin's
-    /// first slots (its count stays 0, so allocation never takes them). An
-    /// object freed by a thread that only frees its class is usually
-    /// another thread's, and its neighbours on the same cache line are in
-    /// use there: handing it to this thread's next allocation would make
-    /// the two threads write one line (false sharing, the suite's
-    /// cache-scratch). A batch of them, or all when the bin warms up, goes
-    /// to the central list.
-    remote: [AtomicU32; NUM_CLASSES],
-    /// The slot block (null until the cache activates).
-    block: AtomicPtr<Slot>,
-    /// Set by the owner while it runs an operation on its bins.
+    remote: [Remote; NUM_CLASSES],
+    /// Set by the owner while it runs an operation on its lists.
     busy: AtomicBool,
     /// Slow paths (refills and flushes) of the owner: a thread whose count
     /// did not move between two scans counts as idle. Owner only.
@@ -217,8 +260,7 @@ impl ThreadCache {
     const fn new() -> Self {
         ThreadCache {
             bins: [const { Bin::new() }; NUM_CLASSES],
-            remote: [const { AtomicU32::new(0) }; NUM_CLASSES],
-            block: AtomicPtr::new(ptr::null_mut()),
+            remote: [const { Remote::new() }; NUM_CLASSES],
             busy: AtomicBool::new(false),
             activity: AtomicU32::new(0),
             fast: AtomicBool::new(false),
@@ -298,32 +340,14 @@ mod static_tls {
 
 const _: () = assert!(core::mem::align_of::<ThreadCache>() <= 64);
 
-/// The registered (active) caches, linked through their `next`/`prev`, and
-/// the slot blocks exited threads left, linked through their first slot.
+/// The registered (active) caches, linked through their `next`/`prev`.
 struct Registry {
     head: *mut ThreadCache,
-    spare_blocks: *mut Slot,
 }
 
 // SAFETY: the pointers are only followed under the registry lock, and a cache
-// leaves the registry (under the lock) before its thread's storage goes away;
-// a spare block belongs to no thread.
+// leaves the registry (under the lock) before its thread's storage goes away.
 unsafe impl Send for Registry {}
-
-/// Bytes of one thread's slot block (whole pages, so it can be discarded).
-const BLOCK_BYTES: usize = (CACHE_SLOTS * core::mem::size_of::<Slot>()).next_multiple_of(PAGE_SIZE);
-
-/// Gives the pages of an emptied slot block back to the OS (its slots are
-/// never read before written again).
-///
-/// # Safety
-/// `block` is a slot block whose cache holds nothing (or no cache), and no
-/// one writes it meanwhile.
-unsafe fn discard_block(block: *mut Slot) {
-    // SAFETY: a slot block is a whole-page metadata mapping of `LinuxOs`,
-    // holding nothing anyone needs (forwarded from the caller).
-    unsafe { LinuxOs::PRIVATE.discard_metadata(block as usize, BLOCK_BYTES) };
-}
 
 /// Ranks `Registry` in the lock order (`lock_rank.rs`): central lists and
 /// the heap are taken under it.
@@ -331,7 +355,6 @@ static REGISTRY: SpinLock<Registry> = SpinLock::new(
     Rank::Registry,
     Registry {
         head: ptr::null_mut(),
-        spare_blocks: ptr::null_mut(),
     },
 );
 
@@ -361,7 +384,7 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
         // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
         let bin = unsafe { tc.bins.get_unchecked(class) };
         if tc.fast.load(Ordering::Acquire) {
-            // SAFETY: the bins are ours (`fast` was set after `begin`).
+            // SAFETY: the lists are ours (`fast` was set after `begin`).
             let obj = unsafe { bin.pop_fast() };
             if !obj.is_null() {
                 tc.end();
@@ -388,12 +411,11 @@ pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
         }
         // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
         let bin = unsafe { tc.bins.get_unchecked(class) };
-        // SAFETY: the bins are ours (`fast` was set after `begin`); the
+        // SAFETY: the lists are ours (`fast` was set after `begin`); the
         // caller gives up a free object of this class.
-        if !unsafe { bin.push_fast(ptr as *mut FreeObject) } {
+        if unsafe { bin.push_fast(ptr as *mut FreeObject) } {
             // Ends the operation itself.
-            // SAFETY: as above.
-            return unsafe { tc.overflow(class, ptr as *mut FreeObject) };
+            return tc.overflow(class);
         }
         tc.end();
     })
@@ -418,7 +440,7 @@ impl ThreadCache {
         compiler_fence(Ordering::SeqCst);
     }
 
-    /// Marks the end of an operation: every access to the bins before it is
+    /// Marks the end of an operation: every access to the lists before it is
     /// visible to a background thread that then reads `busy` clear.
     #[inline(always)]
     fn end(&self) {
@@ -435,7 +457,7 @@ impl ThreadCache {
     }
 
     /// The background thread is deciding whether to take (or is taking) this
-    /// cache: wait until it is done, after which the bins are ours again.
+    /// cache: wait until it is done, after which the lists are ours again.
     #[cold]
     #[inline(never)]
     fn wait_while_taken(&self) {
@@ -468,44 +490,24 @@ impl ThreadCache {
         self.activity.store(a.wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// `alloc` when the bin is empty or `fast` is clear (a new or hardened
+    /// `alloc` when the list is empty or `fast` is clear (a new or hardened
     /// cache, or the background thread asking for it); ends the operation.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, class: usize) -> *mut u8 {
         let _end = EndOnDrop(self);
-        // With `fast` set the fast path found the bin empty: refill.
+        // With `fast` set the fast path found the list empty: refill.
         if !self.fast.load(Ordering::Relaxed) {
             self.wait_if_taken();
-            // The background thread may have left the bins alone, and a
+            // The background thread may have left the lists alone, and a
             // hardened cache holds objects the fast path never took.
-            let obj = self.pop_checked(class);
+            // SAFETY: the lists are ours (no one is taking them).
+            let obj = unsafe { self.bins[class].pop(class) };
             if !obj.is_null() {
                 return obj as *mut u8;
             }
         }
         self.refill(class)
-    }
-
-    /// Takes the newest cached object of `class`, or null; in hardened mode
-    /// an object whose free mark was overwritten is reported and dropped,
-    /// and the mark of the one handed out is cleared. The bins must be the
-    /// caller's.
-    fn pop_checked(&self, class: usize) -> *mut FreeObject {
-        let bin = &self.bins[class];
-        loop {
-            let count = bin.count.load(Ordering::Relaxed) as usize;
-            if count == 0 {
-                return ptr::null_mut();
-            }
-            bin.count.store(count as u32 - 1, Ordering::Relaxed);
-            // SAFETY: the bin is ours and holds `count` objects.
-            let obj = unsafe { self.bins[class].slots_mut(count - 1, count) }[0];
-            // SAFETY: a cached object is free, ours, at least 8 bytes.
-            if let Some(obj) = unsafe { hand_out(obj) } {
-                return obj;
-            }
-        }
     }
 
     /// `dealloc` when `fast` is clear; ends the operation. In hardened mode
@@ -527,231 +529,263 @@ impl ThreadCache {
                 return;
             }
         }
-        // SAFETY: the bins are ours; the caller gives up a free object of
+        // SAFETY: the lists are ours; the caller gives up a free object of
         // this class (checked in hardened mode).
-        unsafe { self.push_slow(class, ptr as *mut FreeObject) };
-    }
-
-    /// The fast path found the bin of `class` full (or cold, or the cache
-    /// not active): caches `obj` the slow way; ends the operation.
-    ///
-    /// # Safety
-    /// As for [`Self::push_slow`].
-    #[cold]
-    #[inline(never)]
-    unsafe fn overflow(&self, class: usize, obj: *mut FreeObject) {
-        let _end = EndOnDrop(self);
-        // SAFETY: forwarded from the caller.
-        unsafe { self.push_slow(class, obj) };
-    }
-
-    /// Caches free object `obj` of `class`: after giving the bin's oldest
-    /// batch away when it is full, among the remote objects when the bin is
-    /// cold, straight to the central list when the cache is not active. In
-    /// hardened mode the object gets its free mark first.
-    ///
-    /// # Safety
-    /// The bins are the caller's; `obj` is a free object of `class`.
-    unsafe fn push_slow(&self, class: usize, obj: *mut FreeObject) {
-        if self.state.load(Ordering::Relaxed) == NEW {
-            self.note_activity();
-            self.activate();
-        }
-        // (The configuration is loaded: activating loads it.)
-        if harden::enabled() {
-            // SAFETY: forwarded from the caller: a free object, ours.
-            unsafe { harden::mark_free(obj.cast()) };
-        }
-        if self.state.load(Ordering::Relaxed) != ACTIVE {
-            // SAFETY: forwarded from the caller.
-            unsafe { global::central_give(class, &[obj]) };
-            return global::after_central(true);
-        }
-        let bin = &self.bins[class];
-        let max = bin.max.load(Ordering::Relaxed) as usize;
-        if max == 0 {
-            if self.to_remote(class, obj) {
-                global::after_central(true);
-            }
-            return;
-        }
-        let count = bin.count.load(Ordering::Relaxed) as usize;
-        let gave = count >= max;
-        if gave {
-            self.note_activity();
-            self.flush(class, CLASS_BATCH[class] as usize);
-        }
-        let count = bin.count.load(Ordering::Relaxed) as usize;
-        // SAFETY: the bin is ours, active, and has room after the flush.
-        let slot = unsafe { bin.slots_mut(count, count + 1) };
-        slot[0] = obj;
-        bin.count.store(count as u32 + 1, Ordering::Relaxed);
-        if gave {
-            global::after_central(true);
+        if unsafe { self.bins[class].push(ptr as *mut FreeObject) } {
+            self.overflow_inner(class);
         }
     }
 
-    /// Registers the cache with a slot block; its bins stay cold until each
-    /// first refills. Without memory for the block, or a heap, the cache
-    /// stays new and passes every object through.
+    /// Registers the cache; its bins stay cold until each first refills.
     fn activate(&self) {
-        if !(crate::global::ensure_heap() && crate::thread_exit::arm()) {
-            return;
+        if crate::global::ensure_heap() && crate::thread_exit::arm() {
+            self.state.store(ACTIVE, Ordering::Relaxed);
+            register(self);
+            // A hardened cache keeps every operation on the slow path.
+            self.fast.store(!harden::active(), Ordering::Relaxed);
         }
-        let Some(block) = register(self) else {
-            return;
-        };
-        self.block.store(block, Ordering::Relaxed);
-        let mut at = 0;
-        for (class, bin) in self.bins.iter().enumerate().skip(1) {
-            // SAFETY: the block holds CACHE_SLOTS slots, the sum of the
-            // classes' limits.
-            bin.slots.store(unsafe { block.add(at) }, Ordering::Relaxed);
-            at += CLASS_CACHE_MAX[class] as usize;
-        }
-        self.state.store(ACTIVE, Ordering::Relaxed);
-        // A hardened cache keeps every operation on the slow path.
-        self.fast.store(!harden::active(), Ordering::Relaxed);
     }
 
-    /// Takes a batch from the central list (the bins are the caller's, and
-    /// the bin of `class` is empty).
+    /// Takes a batch from the central list (the lists are the caller's).
     fn refill(&self, class: usize) -> *mut u8 {
         self.note_activity();
         if self.state.load(Ordering::Relaxed) == NEW {
             self.activate();
         }
-        // (The configuration is loaded: activating loads it.)
-        let hardened = harden::enabled();
-        if self.state.load(Ordering::Relaxed) != ACTIVE {
-            let mut one = [ptr::null_mut()];
-            let got = global::central_take(class, &mut one);
-            global::after_central(false);
-            if got == 1 && hardened {
-                // SAFETY: just taken: free, ours, at least 8 bytes.
-                unsafe { harden::clear_link(one[0].cast()) };
-            }
-            return one[0].cast();
+        let want = if self.state.load(Ordering::Relaxed) == ACTIVE {
+            CLASS_BATCH[class] as usize
+        } else {
+            1
+        };
+        let chain = global::central_take(class, want);
+        if chain.count == 0 {
+            return ptr::null_mut();
         }
+        let obj = chain.head;
+        let links = harden::links();
         let bin = &self.bins[class];
-        let mut gave = false;
-        if bin.max.load(Ordering::Relaxed) == 0 {
+        if self.state.load(Ordering::Relaxed) == ACTIVE && bin.max.load(Ordering::Relaxed) == 0 {
             // The thread allocates this class now: its frees of it are
             // cached from here on, and what waited as remote goes home.
-            gave = self.flush_remote(class);
             bin.max
                 .store(CLASS_CACHE_MAX[class] as u32, Ordering::Relaxed);
+            self.flush_remote(class);
         }
-        // SAFETY: the bin is ours, active and empty; its capacity is at
-        // least a batch. (The central list calls nothing outside the
-        // allocator, so nothing else runs on this cache meanwhile.)
-        let got = global::central_take(class, unsafe {
-            bin.slots_mut(0, CLASS_BATCH[class] as usize)
-        });
-        if hardened {
-            // SAFETY: the bin is ours and holds the `got` objects just taken.
-            for &obj in unsafe { bin.slots_mut(0, got) }.iter() {
-                // SAFETY: a free object, ours, at least 8 bytes.
-                unsafe { harden::mark_free(obj.cast()) };
-            }
-        }
-        bin.count.store(got as u32, Ordering::Relaxed);
-        let obj = self.pop_checked(class);
-        // The bin is whole: the background thread may be started (which
-        // allocates, on this cache).
-        global::after_central(gave);
-        if obj.is_null() && got != 0 {
-            // Every object taken was dropped (hardened mode): try again.
-            return self.refill(class);
+        // SAFETY: the chain links `count` free objects of this class.
+        bin.head.store(
+            unsafe { FreeObject::next_of(obj, links) },
+            Ordering::Relaxed,
+        );
+        bin.count.store(chain.count as u32 - 1, Ordering::Relaxed);
+        if links.hardened() {
+            // SAFETY: just taken from the chain, at least 8 bytes.
+            unsafe { harden::clear_link(obj.cast()) };
         }
         obj as *mut u8
     }
 
-    /// Gives the oldest `n` cached objects of `class` to the central list
-    /// and keeps the newest, which are likely still in the processor's
-    /// cache for the thread's next allocations. Called by whoever holds the
-    /// bins: the owner inside an operation, or the background thread while
-    /// it takes the cache.
-    /// The caller calls `global::after_central` afterwards; returns whether
-    /// anything went.
-    fn flush(&self, class: usize, n: usize) -> bool {
+    /// A list grew past its limit; ends the operation.
+    #[cold]
+    #[inline(never)]
+    fn overflow(&self, class: usize) {
+        let _end = EndOnDrop(self);
+        self.overflow_inner(class);
+    }
+
+    fn overflow_inner(&self, class: usize) {
+        self.note_activity();
+        let bin = &self.bins[class];
+        if self.state.load(Ordering::Relaxed) == NEW {
+            self.activate();
+        }
+        if self.state.load(Ordering::Relaxed) == ACTIVE && bin.max.load(Ordering::Relaxed) == 0 {
+            self.to_remote(class);
+            return;
+        }
+        let n = if self.state.load(Ordering::Relaxed) == ACTIVE {
+            CLASS_BATCH[class] as usize
+        } else {
+            bin.count.load(Ordering::Relaxed) as usize
+        };
+        self.flush(class, n);
+    }
+
+    /// Gives the oldest `n` cached objects of `class` (the end of the list)
+    /// to the central list and keeps the newest, which are likely still in
+    /// the processor's cache for the thread's next allocations. Called by
+    /// whoever holds the lists: the owner inside an operation, or the
+    /// background thread while it takes the cache.
+    fn flush(&self, class: usize, n: usize) {
         let bin = &self.bins[class];
         let count = bin.count.load(Ordering::Relaxed) as usize;
         let n = n.min(count);
         if n == 0 {
-            return false;
+            return;
         }
-        // SAFETY: the bin is ours and holds `count >= n` objects: free
-        // objects of `class`.
-        unsafe { global::central_give(class, bin.slots_mut(0, n)) };
-        // SAFETY: the bin is ours; the `count - n` kept move to the front.
-        unsafe {
-            let base = bin.slots.load(Ordering::Relaxed);
-            ptr::copy(base.add(n), base, count - n);
+        let links = harden::links();
+        if links.hardened() {
+            return self.flush_checked(class, n, links);
         }
-        bin.count.store((count - n) as u32, Ordering::Relaxed);
-        true
+        let keep = count - n;
+        if keep == 0 {
+            // SAFETY: the lists are ours; the whole list goes.
+            return unsafe { self.give_oldest(class, ptr::null_mut(), 0, n, links) };
+        }
+        let head = bin.head.load(Ordering::Relaxed);
+        let half = bin.max.load(Ordering::Relaxed) as usize / 2;
+        // The last object kept: `low` when the cut is at its place (the usual
+        // overflow, see `Bin::low`), else found by walking.
+        let last = if keep == half + 1 {
+            bin.low.load(Ordering::Relaxed)
+        } else {
+            let mut last = head;
+            for _ in 1..keep {
+                // SAFETY: the bin links `count > keep` free objects.
+                last = unsafe { FreeObject::next_of(last, links) };
+            }
+            last
+        };
+        // SAFETY: the lists are ours; `last` is the `keep`-th cached object.
+        unsafe { self.give_oldest(class, last, keep, n, links) };
     }
 
-    /// Keeps `obj`, freed into the cold bin of `class`, as a remote object;
-    /// a full batch of them goes to the central list (then `true`: the
-    /// caller calls `global::after_central`).
-    fn to_remote(&self, class: usize, obj: *mut FreeObject) -> bool {
-        let remote = self.remote[class].load(Ordering::Relaxed) as usize;
-        // SAFETY: the bin is ours and active; remote objects stay below a
-        // batch, within its capacity.
-        let slot = unsafe { self.bins[class].slots_mut(remote, remote + 1) };
-        slot[0] = obj;
-        self.remote[class].store(remote as u32 + 1, Ordering::Relaxed);
-        if remote + 1 < CLASS_BATCH[class] as usize {
-            return false;
+    /// Gives the `n` cached objects after the `keep`-th (`last`) to the
+    /// central list, the whole list when `keep` is 0. Sets `low` to the head
+    /// when the new bottom makes it the object `max / 2 + 1` places up (else
+    /// a push sets it when it reaches that place).
+    ///
+    /// # Safety
+    /// The lists are the caller's; the list of `class` holds `keep + n`
+    /// free objects, and `last` is its `keep`-th (unused when `keep` is 0).
+    unsafe fn give_oldest(
+        &self,
+        class: usize,
+        last: *mut FreeObject,
+        keep: usize,
+        n: usize,
+        links: Links,
+    ) {
+        let bin = &self.bins[class];
+        let oldest = if keep == 0 {
+            bin.head.swap(ptr::null_mut(), Ordering::Relaxed)
+        } else {
+            // SAFETY: forwarded from the caller: `last` is a cached object
+            // and the `n` after it end the list.
+            unsafe {
+                let oldest = FreeObject::next_of(last, links);
+                FreeObject::set_next(last, ptr::null_mut(), links);
+                oldest
+            }
+        };
+        bin.count.store(keep as u32, Ordering::Relaxed);
+        if keep == bin.max.load(Ordering::Relaxed) as usize / 2 + 1 {
+            bin.low
+                .store(bin.head.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        self.note_activity();
-        self.flush_remote(class)
+        // SAFETY: the chain cut off holds `n` free objects of `class`.
+        unsafe { global::central_give(class, oldest, n) };
     }
 
-    /// Gives the remote objects of `class` to the central list; returns
-    /// whether there were any (the caller calls `global::after_central`).
-    fn flush_remote(&self, class: usize) -> bool {
-        let n = self.remote[class].load(Ordering::Relaxed) as usize;
+    /// [`Self::flush`] in hardened mode: every link is checked before it is
+    /// followed; at a broken one (a write after free) the objects before it
+    /// go back and the rest of the list is dropped (leaked).
+    #[cold]
+    fn flush_checked(&self, class: usize, n: usize, links: Links) {
+        let bin = &self.bins[class];
+        let count = bin.count.load(Ordering::Relaxed) as usize;
+        let keep = count - n;
+        let head = bin.head.load(Ordering::Relaxed);
+        let mut last = head;
+        let mut cut: *mut FreeObject = ptr::null_mut();
+        for i in 1..=count {
+            if i == keep {
+                cut = last;
+            }
+            // SAFETY: the bin links `count` free objects (checked so far).
+            let next = unsafe { FreeObject::next_of(last, links) };
+            if !link_ok(next, class, (count - i) as u32) {
+                crate::misuse::corrupt_list(last as usize);
+                bin.head.store(ptr::null_mut(), Ordering::Relaxed);
+                bin.count.store(0, Ordering::Relaxed);
+                // SAFETY: `last` is the i-th cached object; the chain up to
+                // it holds `i` free objects of `class`.
+                unsafe {
+                    FreeObject::set_next(last, ptr::null_mut(), links);
+                    global::central_give(class, head, i);
+                }
+                return;
+            }
+            if i == count {
+                break;
+            }
+            last = next;
+        }
+        // SAFETY: the lists are ours, every link checked; `cut` is the
+        // `keep`-th cached object (null and unused when `keep` is 0).
+        unsafe { self.give_oldest(class, cut, keep, n, links) };
+    }
+
+    /// Moves what a cold bin holds (the object just pushed) to the remote
+    /// list; a full batch there goes to the central list.
+    fn to_remote(&self, class: usize) {
+        let bin = &self.bins[class];
+        let remote = &self.remote[class];
+        let links = harden::links();
+        let mut obj = bin.head.load(Ordering::Relaxed);
+        let mut n = remote.count.load(Ordering::Relaxed);
+        while !obj.is_null() {
+            // SAFETY: cached objects are free and link through their first
+            // word; the lists are the caller's.
+            let next = unsafe { FreeObject::next_of(obj, links) };
+            // SAFETY: as above.
+            unsafe { FreeObject::set_next(obj, remote.head.load(Ordering::Relaxed), links) };
+            remote.head.store(obj, Ordering::Relaxed);
+            n += 1;
+            obj = next;
+        }
+        bin.head.store(ptr::null_mut(), Ordering::Relaxed);
+        bin.count.store(0, Ordering::Relaxed);
+        remote.count.store(n, Ordering::Relaxed);
+        if n >= CLASS_BATCH[class] as u32 {
+            self.flush_remote(class);
+        }
+    }
+
+    /// Gives the remote list of `class` to the central list.
+    fn flush_remote(&self, class: usize) {
+        let remote = &self.remote[class];
+        let n = remote.count.load(Ordering::Relaxed) as usize;
         if n == 0 {
-            return false;
+            return;
         }
-        // SAFETY: the bin is ours and cold (or warming up, still empty):
-        // its first `n` slots hold the remote objects, free objects of
-        // `class`.
-        unsafe { global::central_give(class, self.bins[class].slots_mut(0, n)) };
-        self.remote[class].store(0, Ordering::Relaxed);
-        true
+        let head = remote.head.load(Ordering::Relaxed);
+        remote.head.store(ptr::null_mut(), Ordering::Relaxed);
+        remote.count.store(0, Ordering::Relaxed);
+        // SAFETY: the remote list links `n` free objects of `class`.
+        unsafe { global::central_give(class, head, n) };
     }
 
-    /// Returns every cached object, remote ones included (the bins must be
+    /// Returns every cached object, remote ones included (the lists must be
     /// the caller's).
     fn flush_all(&self) -> usize {
         let mut bytes = 0;
         for (class, size) in CLASS_SIZE.iter().enumerate().skip(1) {
             let count = self.bins[class].count.load(Ordering::Relaxed) as usize;
-            let remote = self.remote[class].load(Ordering::Relaxed) as usize;
+            let remote = self.remote[class].count.load(Ordering::Relaxed) as usize;
             bytes += (count + remote) * *size as usize;
             self.flush(class, count);
             self.flush_remote(class);
         }
-        if bytes != 0 {
-            global::after_central(true);
-        }
         bytes
     }
 
-    /// Returns every cached object and switches to pass-through mode; the
-    /// slot block is the caller's to keep for another thread.
-    fn exit(&self) -> *mut Slot {
+    /// Returns every cached object and switches to pass-through mode.
+    fn exit(&self) {
         self.flush_all();
         for bin in &self.bins {
             bin.max.store(0, Ordering::Relaxed);
-            bin.slots.store(ptr::null_mut(), Ordering::Relaxed);
         }
         self.state.store(EXITED, Ordering::Relaxed);
-        self.block.swap(ptr::null_mut(), Ordering::Relaxed)
     }
 
     /// Bytes held by this cache (any thread may ask; a moment's view).
@@ -759,58 +793,17 @@ impl ThreadCache {
         (1..NUM_CLASSES)
             .map(|c| {
                 let n = self.bins[c].count.load(Ordering::Relaxed)
-                    + self.remote[c].load(Ordering::Relaxed);
+                    + self.remote[c].count.load(Ordering::Relaxed);
                 n as usize * CLASS_SIZE[c] as usize
             })
             .sum()
     }
 }
 
-/// Hands out `obj`, just taken from a cache or the central list: in
-/// hardened mode only if its free mark is intact (else reported, dropped:
-/// `None`), and with the mark cleared.
-///
-/// # Safety
-/// `obj` is a free object of at least 8 bytes that the caller owns.
-unsafe fn hand_out(obj: *mut FreeObject) -> Option<*mut FreeObject> {
-    // A cache holds objects only once active: the configuration is loaded.
-    if harden::enabled() {
-        // SAFETY: forwarded from the caller.
-        if !unsafe { harden::free_mark_intact(obj.cast()) } {
-            crate::misuse::written_after_free(obj as usize);
-            return None;
-        }
-        // SAFETY: as above.
-        unsafe { harden::clear_link(obj.cast()) };
-    }
-    Some(obj)
-}
-
-/// Adds the calling thread's cache to the registry with a slot block (a
-/// spare one, else freshly mapped); `None` (not registered) when no memory
-/// is left for the block.
-fn register(tc: &ThreadCache) -> Option<*mut Slot> {
+/// Adds the calling thread's cache to the registry.
+fn register(tc: &ThreadCache) {
     let p = tc as *const ThreadCache as *mut ThreadCache;
-    let mut fresh = ptr::null_mut();
-    if REGISTRY.lock().spare_blocks.is_null() {
-        // Mapped outside the lock (a system call, once per thread at most).
-        fresh = LinuxOs::PRIVATE.map_metadata(BLOCK_BYTES)? as *mut Slot;
-    }
     let mut reg = REGISTRY.lock();
-    let block = if fresh.is_null() && !reg.spare_blocks.is_null() {
-        let block = reg.spare_blocks;
-        // SAFETY: a spare block links to the next through its first slot.
-        reg.spare_blocks = unsafe { &*block }.load(Ordering::Relaxed) as *mut Slot;
-        block
-    } else if fresh.is_null() {
-        // Another thread took the spare block meanwhile.
-        drop(reg);
-        fresh = LinuxOs::PRIVATE.map_metadata(BLOCK_BYTES)? as *mut Slot;
-        reg = REGISTRY.lock();
-        fresh
-    } else {
-        fresh
-    };
     tc.prev.store(ptr::null_mut(), Ordering::Relaxed);
     tc.next.store(reg.head, Ordering::Relaxed);
     if !reg.head.is_null() {
@@ -818,7 +811,6 @@ fn register(tc: &ThreadCache) -> Option<*mut Slot> {
         unsafe { (*reg.head).prev.store(p, Ordering::Relaxed) };
     }
     reg.head = p;
-    Some(block)
 }
 
 /// Removes a registered cache (registry lock held by the caller).
@@ -846,15 +838,7 @@ pub fn on_thread_exit() {
             // Under the registry lock no background thread holds this cache.
             unlink(&mut REGISTRY.lock(), tc);
         }
-        let block = tc.exit();
-        if !block.is_null() {
-            // SAFETY: the cache gave everything back and let go of it.
-            unsafe { discard_block(block) };
-            let mut reg = REGISTRY.lock();
-            // SAFETY: the block is no thread's now; its first slot links it.
-            unsafe { &*block }.store(reg.spare_blocks.cast(), Ordering::Relaxed);
-            reg.spare_blocks = block;
-        }
+        tc.exit();
         tc.end();
     });
 }
@@ -968,9 +952,6 @@ pub fn reclaim(which: Reclaim) -> usize {
         if tc.taking.load(Ordering::Relaxed) != NOT_TAKING {
             if barrier && !tc.busy.load(Ordering::Acquire) {
                 bytes += tc.flush_all();
-                // SAFETY: the cache is ours until `taking` clears, and now
-                // empty; its block is its own.
-                unsafe { discard_block(tc.block.load(Ordering::Relaxed)) };
             }
             tc.fast.store(!harden::active(), Ordering::Release);
             if tc.taking.swap(NOT_TAKING, Ordering::Release) == TAKING_OWNER_ASLEEP {
@@ -1033,14 +1014,15 @@ mod tests {
         let new = ThreadCache::new();
         let r = Ordering::Relaxed;
         for (z, n) in zero.bins.iter().zip(&new.bins) {
-            assert_eq!(z.slots.load(r), n.slots.load(r));
+            assert_eq!(z.head.load(r), n.head.load(r));
+            assert_eq!(z.low.load(r), n.low.load(r));
             assert_eq!(z.count.load(r), n.count.load(r));
             assert_eq!(z.max.load(r), n.max.load(r));
         }
         for (z, n) in zero.remote.iter().zip(&new.remote) {
-            assert_eq!(z.load(r), n.load(r));
+            assert_eq!(z.head.load(r), n.head.load(r));
+            assert_eq!(z.count.load(r), n.count.load(r));
         }
-        assert_eq!(zero.block.load(r), new.block.load(r));
         assert_eq!(zero.busy.load(r), new.busy.load(r));
         assert_eq!(zero.activity.load(r), new.activity.load(r));
         assert_eq!(zero.fast.load(r), new.fast.load(r));
@@ -1051,7 +1033,7 @@ mod tests {
         assert_eq!(zero.seen.load(r), new.seen.load(r));
     }
 
-    /// A full bin gives the central list its oldest half and keeps
+    /// An overflowing list gives the central list its oldest half and keeps
     /// the objects freed last, which are the ones still in the processor's
     /// cache, for the thread's next allocations.
     #[test]
@@ -1066,9 +1048,8 @@ mod tests {
                 // SAFETY: allocated above for this class, freed once.
                 unsafe { dealloc(p, class) };
             }
-            // One overflow (at the push of object 2 * batch + 1) sent the
-            // oldest `batch` away; the 2 * batch left are the last freed,
-            // handed out newest first.
+            // One overflow (at 2 * batch + 1 objects) sent `batch` away; the
+            // 2 * batch left are the last freed, newest first.
             let again: Vec<*mut u8> = (0..2 * batch).map(|_| alloc(class)).collect();
             let newest: Vec<*mut u8> = objs.iter().rev().take(2 * batch).copied().collect();
             assert_eq!(again, newest);

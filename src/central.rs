@@ -1,15 +1,12 @@
 //! Central free lists: one per size class, shared by all threads.
 //!
 //! A thread cache refills from and flushes to its class's central list in
-//! batches ([`CLASS_BATCH`] objects), handed over as arrays of pointers: no
-//! object's memory is read or written on the way (a free object's memory is
-//! usually cold; a list linked through the objects costs a cache miss per
-//! object). Batches are parked in a small transfer cache first, a stack of
-//! pointers, so objects moving from a freeing thread to an allocating one
-//! (producer/consumer) cost one lock, one copy and no span work. Past that,
-//! objects go back to their spans (a bit in the span's bitmap); a span whose
-//! objects are all free goes back to the page heap at once, so its pages can
-//! drain out of their huge page.
+//! batches ([`CLASS_BATCH`] objects). Whole batches are parked in a small
+//! transfer cache first, so objects moving from a freeing thread to an
+//! allocating one (producer/consumer) cost one lock and no span work. Past
+//! that, objects go back to their spans; a span whose objects are all free
+//! goes back to the page heap at once, so its pages can drain out of their
+//! huge page.
 //!
 //! Its lock ranks `Central` in the lock order (`lock_rank.rs`): under it
 //! only the page heap's lock and higher classes' lists are taken.
@@ -18,16 +15,15 @@
 //! call: the process heap (`global::ProcessHeap`) in the allocator, a heap
 //! over a fake OS in the unit tests below.
 
-use crate::freelist::FreeObject;
+use crate::freelist::{FreeObject, Links};
 use crate::page_heap::{Pass, PassResult};
 use crate::size_class::{CLASS_BATCH, CLASS_PAGES, CLASS_RECIP, CLASS_SIZE};
 use crate::span::{Span, SpanList};
 use crate::units::PAGE_SIZE;
 use core::ptr;
 
-/// Objects one class's transfer cache can hold (64 batches of the smallest
-/// classes).
-pub const TRANSFER_OBJECTS: usize = 4096;
+/// Batches one class's transfer cache can hold.
+pub const TRANSFER_SLOTS: usize = 64;
 /// Bytes one class's transfer cache may hold (bounds idle memory there).
 const TRANSFER_BYTES: usize = 1024 * 1024;
 /// Bytes of wholly free spans a class keeps for reuse instead of returning
@@ -65,6 +61,9 @@ pub trait SpanSource {
     /// meshing: ask for them to be thawed (mesh mode). Called with the
     /// class's list lock held; must not block or enter the kernel.
     fn frozen_wanted(&self, _class: usize) {}
+    /// How free objects link to each other in batches (hardened mode's
+    /// encoding or the identity), fixed before the first batch is made.
+    fn links(&self) -> Links;
     /// Whether new batches take objects from random slots of their spans
     /// (mesh mode spreads live objects so sparse spans can mesh).
     fn mesh_slots(&self) -> bool {
@@ -72,12 +71,18 @@ pub trait SpanSource {
     }
 }
 
+/// A batch of free objects of one class, linked through their first word,
+/// handed between a thread cache and a central list.
+pub struct Batch {
+    pub head: *mut FreeObject,
+    pub count: usize,
+}
+
 /// The shared free list of one size class.
 ///
 /// Protected by its own lock (`global::CENTRAL[class]`).
 pub struct CentralList {
-    /// The transfer cache: free objects parked whole, newest last.
-    transfer: [*mut FreeObject; TRANSFER_OBJECTS],
+    transfer: [*mut FreeObject; TRANSFER_SLOTS],
     ntransfer: usize,
     /// Spans with at least one free object.
     nonempty: SpanList,
@@ -85,7 +90,7 @@ pub struct CentralList {
     pub spans: usize,
     /// Spans on `nonempty` with no object in use.
     empty: usize,
-    /// Release clock when objects were last parked.
+    /// Release clock when a batch was last parked.
     transfer_at: u32,
     /// Release clock of the last object or batch given back.
     last_give: u32,
@@ -110,18 +115,16 @@ impl Default for CentralList {
     }
 }
 
-/// Objects of `class` the transfer cache keeps: whole batches,
-/// [`TRANSFER_BYTES`] worth, at least one.
+/// Batches of `class` the transfer cache keeps.
 fn transfer_limit(class: usize) -> usize {
-    let batch = CLASS_BATCH[class] as usize;
-    let batches = (TRANSFER_BYTES / (batch * CLASS_SIZE[class] as usize)).max(1);
-    (batches * batch).min(TRANSFER_OBJECTS / batch * batch)
+    let batch_bytes = CLASS_BATCH[class] as usize * CLASS_SIZE[class] as usize;
+    (TRANSFER_BYTES / batch_bytes).clamp(1, TRANSFER_SLOTS)
 }
 
 impl CentralList {
     pub const fn new() -> Self {
         CentralList {
-            transfer: [ptr::null_mut(); TRANSFER_OBJECTS],
+            transfer: [ptr::null_mut(); TRANSFER_SLOTS],
             ntransfer: 0,
             nonempty: SpanList::new(),
             spans: 0,
@@ -135,28 +138,22 @@ impl CentralList {
         }
     }
 
-    /// Takes up to `out.len()` objects of `class` into `out` (a parked batch
-    /// when it asks for one); returns how many. Fewer than asked only when memory is
-    /// exhausted. Reads and writes no object's memory.
-    pub fn take<S: SpanSource>(
-        &mut self,
-        src: &S,
-        class: usize,
-        out: &mut [*mut FreeObject],
-    ) -> usize {
-        let want = out.len();
-        // Whole batches are parked, and handed out whole.
-        let parked = if want == CLASS_BATCH[class] as usize && self.ntransfer >= want {
-            want
-        } else {
-            0
-        };
-        let rest = self.ntransfer - parked;
-        out[..parked].copy_from_slice(&self.transfer[rest..self.ntransfer]);
-        self.ntransfer = rest;
+    /// Takes up to `want` objects of `class`. Returns an empty chain only when
+    /// memory is exhausted.
+    pub fn take<S: SpanSource>(&mut self, src: &S, class: usize, want: usize) -> Batch {
+        if want == CLASS_BATCH[class] as usize && self.ntransfer > 0 {
+            self.ntransfer -= 1;
+            self.objects_out += want;
+            return Batch {
+                head: self.transfer[self.ntransfer],
+                count: want,
+            };
+        }
         let size = CLASS_SIZE[class] as usize;
+        let links = src.links();
         let random_slots = self.random_slots || src.mesh_slots();
-        let mut count = parked;
+        let mut head: *mut FreeObject = ptr::null_mut();
+        let mut count = 0;
         let mut unreleased = 0;
         while count < want {
             let mut span = self.nonempty.first();
@@ -198,7 +195,8 @@ impl CentralList {
                     if obj.is_null() {
                         break;
                     }
-                    out[count] = obj;
+                    FreeObject::set_next(obj, head, links);
+                    head = obj;
                     count += 1;
                 }
                 if !s.has_free() {
@@ -211,33 +209,24 @@ impl CentralList {
             src.pages_reused(unreleased);
         }
         self.objects_out += count;
-        count
+        Batch { head, count }
     }
 
-    /// Returns free objects of `class` (as thread caches hold them): parked
-    /// when they are a whole batch and the transfer cache has room, else
-    /// back to their spans.
+    /// Returns a chain of `class` objects (as linked by thread caches).
     ///
     /// # Safety
-    /// Every object in `objs` was handed out for `class` and is free.
-    pub unsafe fn give<S: SpanSource>(&mut self, src: &S, class: usize, objs: &[*mut FreeObject]) {
-        self.objects_out -= objs.len();
+    /// Every object in the chain was handed out for `class` and is free.
+    pub unsafe fn give<S: SpanSource>(&mut self, src: &S, class: usize, chain: Batch) {
+        self.objects_out -= chain.count;
         self.last_give = src.release_clock();
-        let end = self.ntransfer + objs.len();
-        if objs.len() == CLASS_BATCH[class] as usize && end <= transfer_limit(class) {
-            self.transfer[self.ntransfer..end].copy_from_slice(objs);
-            self.ntransfer = end;
+        if chain.count == CLASS_BATCH[class] as usize && self.ntransfer < transfer_limit(class) {
+            self.transfer[self.ntransfer] = chain.head;
+            self.ntransfer += 1;
             self.transfer_at = self.last_give;
             return;
         }
-        let now = self.last_give;
-        let mut rejected = 0;
-        for &obj in objs {
-            // SAFETY: forwarded from the caller.
-            if !unsafe { self.return_object(src, obj, now) } {
-                rejected += 1;
-            }
-        }
+        // SAFETY: forwarded from the caller.
+        let rejected = unsafe { self.give_to_spans(src, chain) };
         // What was not a live object of ours stays counted as handed out.
         self.objects_out += rejected;
     }
@@ -367,18 +356,41 @@ impl CentralList {
         self.free_empty_spans(src);
     }
 
-    /// Moves every parked object back into its span.
-    fn drain_transfer<S: SpanSource>(&mut self, src: &S, _class: usize) {
-        let now = self.last_give;
+    /// Moves every parked batch back into its spans.
+    fn drain_transfer<S: SpanSource>(&mut self, src: &S, class: usize) {
         while self.ntransfer > 0 {
             self.ntransfer -= 1;
-            let obj = self.transfer[self.ntransfer];
-            // SAFETY: parked objects are free objects of this class.
-            if !unsafe { self.return_object(src, obj, now) } {
-                // Not a live object of ours: stays counted as handed out.
-                self.objects_out += 1;
-            }
+            let chain = Batch {
+                head: self.transfer[self.ntransfer],
+                count: CLASS_BATCH[class] as usize,
+            };
+            // SAFETY: parked chains hold free objects of this class.
+            let rejected = unsafe { self.give_to_spans(src, chain) };
+            self.objects_out += rejected;
         }
+    }
+
+    /// Puts every object of `chain` back into its span; returns how many
+    /// were rejected as not in use (double frees).
+    ///
+    /// # Safety
+    /// As for [`CentralList::give`].
+    unsafe fn give_to_spans<S: SpanSource>(&mut self, src: &S, chain: Batch) -> usize {
+        let now = self.last_give;
+        let links = src.links();
+        let mut obj = chain.head;
+        let mut rejected = 0;
+        for _ in 0..chain.count {
+            // SAFETY: the chain holds `count` free objects linked by their
+            // first word.
+            let next = unsafe { FreeObject::next_of(obj, links) };
+            // SAFETY: the object belongs to a live span of this class.
+            if !unsafe { self.return_object(src, obj, now) } {
+                rejected += 1;
+            }
+            obj = next;
+        }
+        rejected
     }
 
     /// Release pass over this class: parked batches that sat idle go back
@@ -458,8 +470,8 @@ impl CentralList {
     }
 
     /// Objects parked in the transfer cache.
-    pub fn parked_objects(&self, _class: usize) -> usize {
-        self.ntransfer
+    pub fn parked_objects(&self, class: usize) -> usize {
+        self.ntransfer * CLASS_BATCH[class] as usize
     }
 }
 
@@ -491,19 +503,23 @@ pub fn init_small_span(span: &mut Span, class: usize) {
 pub(crate) struct FakeHeap {
     pub heap: crate::lock::SpinLock<crate::page_heap::PageHeap<crate::os::fake::FakeOs>>,
     pub clock: core::cell::Cell<u32>,
+    /// The link encoding its batches use.
+    pub links: Links,
 }
 
 #[cfg(any(test, fuzzing))]
 impl FakeHeap {
-    /// A heap of `huge_pages` huge pages over `os` (`backed` when its user
-    /// writes into the objects).
-    pub fn new(os: crate::os::fake::FakeOs, huge_pages: usize) -> FakeHeap {
+    /// A heap of `huge_pages` huge pages over `os` (which should be `backed`:
+    /// central lists link objects through their memory), its batches linked
+    /// as `links` says (`harden::links()` for the process's mode).
+    pub fn new(os: crate::os::fake::FakeOs, huge_pages: usize, links: Links) -> FakeHeap {
         let mut heap = crate::page_heap::PageHeap::new(os);
         let len = huge_pages * crate::units::HUGE_SIZE;
         assert!(heap.init(len, len), "the fake OS refused the reservation");
         FakeHeap {
             heap: crate::lock::SpinLock::new(crate::lock_rank::Rank::Heap, heap),
             clock: core::cell::Cell::new(0),
+            links,
         }
     }
 }
@@ -535,6 +551,10 @@ impl SpanSource for FakeHeap {
     fn release_clock(&self) -> u32 {
         self.clock.get()
     }
+
+    fn links(&self) -> Links {
+        self.links
+    }
 }
 
 #[cfg(test)]
@@ -552,7 +572,7 @@ mod tests {
         fn test() -> TestHeap {
             let mut os = FakeOs::default();
             os.backed = true;
-            FakeHeap::new(os, 32)
+            FakeHeap::new(os, 32, crate::harden::links())
         }
 
         fn pages_in_use(&self) -> usize {
@@ -577,17 +597,30 @@ mod tests {
         }
     }
 
-    /// Takes up to `n` objects.
-    fn take(
-        list: &mut CentralList,
-        src: &TestHeap,
-        class: usize,
-        n: usize,
-    ) -> Vec<*mut FreeObject> {
-        let mut out = vec![ptr::null_mut(); n];
-        let got = list.take(src, class, &mut out);
-        out.truncate(got);
-        out
+    /// The objects of a batch, in order.
+    fn objects(b: &Batch) -> Vec<*mut FreeObject> {
+        let mut v = Vec::new();
+        let mut o = b.head;
+        for _ in 0..b.count {
+            v.push(o);
+            // SAFETY: the batch links `count` free objects.
+            o = unsafe { FreeObject::next_of(o, crate::harden::links()) };
+        }
+        v
+    }
+
+    /// Links `objs` into a batch.
+    fn batch_of(objs: &[*mut FreeObject]) -> Batch {
+        let mut head = ptr::null_mut();
+        for &o in objs.iter().rev() {
+            // SAFETY: free objects of the test heap, at least 8 bytes.
+            unsafe { FreeObject::set_next(o, head, crate::harden::links()) };
+            head = o;
+        }
+        Batch {
+            head,
+            count: objs.len(),
+        }
     }
 
     #[test]
@@ -600,7 +633,7 @@ mod tests {
         let per_span = CLASS_PAGES[class] as usize * PAGE_SIZE / 64;
         let mut objs = Vec::new();
         while objs.len() < 3 * per_span {
-            objs.extend(take(&mut list, &src, class, 7));
+            objs.extend(objects(&list.take(&src, class, 7)));
         }
         let distinct: HashSet<_> = objs.iter().collect();
         assert_eq!(distinct.len(), objs.len());
@@ -612,7 +645,7 @@ mod tests {
         // SAFETY: a live span of the test heap.
         assert!(!unsafe { &*span }.has_free(), "the first span is full");
         // SAFETY: the objects were taken above and are not used.
-        unsafe { list.give(&src, class, &objs) };
+        unsafe { list.give(&src, class, batch_of(&objs)) };
         assert_eq!(list.objects_out, 0);
     }
 
@@ -622,8 +655,9 @@ mod tests {
         let class = class_of_small(64).index();
         let batch = CLASS_BATCH[class] as usize;
         let mut list = CentralList::new();
-        let objs = take(&mut list, &src, class, batch);
-        assert_eq!(objs.len(), batch);
+        let b = list.take(&src, class, batch);
+        assert_eq!(b.count, batch);
+        let objs = objects(&b);
         let distinct: HashSet<_> = objs.iter().collect();
         assert_eq!(distinct.len(), batch);
         for &o in &objs {
@@ -637,14 +671,14 @@ mod tests {
         assert_eq!(list.check(class), Ok(batch));
         // A whole batch given back is parked, and handed out again as is.
         // SAFETY: the objects were taken above and are free.
-        unsafe { list.give(&src, class, &objs) };
+        unsafe { list.give(&src, class, b) };
         assert_eq!(list.objects_out, 0);
         assert_eq!(list.parked_objects(class), batch);
-        let again = take(&mut list, &src, class, batch);
-        assert_eq!(again, objs);
+        let again = list.take(&src, class, batch);
+        assert_eq!(objects(&again), objs);
         assert_eq!(list.parked_objects(class), 0);
         // SAFETY: as above.
-        unsafe { list.give(&src, class, &again) };
+        unsafe { list.give(&src, class, again) };
         assert_eq!(list.check(class), Ok(batch));
     }
 
@@ -654,20 +688,19 @@ mod tests {
         let class = class_of_small(1024).index();
         let batch = CLASS_BATCH[class] as usize;
         let limit = transfer_limit(class);
-        assert_eq!(limit % batch, 0);
         let mut list = CentralList::new();
-        let taken: Vec<Vec<*mut FreeObject>> = (0..limit / batch + 3)
-            .map(|_| take(&mut list, &src, class, batch))
+        let taken: Vec<Batch> = (0..limit + 3)
+            .map(|_| list.take(&src, class, batch))
             .collect();
-        assert!(taken.iter().all(|b| b.len() == batch));
+        assert!(taken.iter().all(|b| b.count == batch));
         for b in taken {
             // SAFETY: taken above, free.
-            unsafe { list.give(&src, class, &b) };
+            unsafe { list.give(&src, class, b) };
         }
-        assert_eq!(list.parked_objects(class), limit);
+        assert_eq!(list.parked_objects(class), limit * batch);
         assert_eq!(list.objects_out, 0);
         // The parked objects are the only ones out of their spans.
-        assert_eq!(list.check(class), Ok(limit));
+        assert_eq!(list.check(class), Ok(limit * batch));
         // Draining puts them back and returns the emptied spans.
         list.drain(&src, class);
         assert_eq!(list.check(class), Ok(0));
@@ -687,16 +720,16 @@ mod tests {
         let n = 3 * 1024 * 1024 / CLASS_SIZE[class] as usize;
         let objs: Vec<*mut FreeObject> = (0..n)
             .map(|_| {
-                let b = take(&mut list, &src, class, 1);
-                assert_eq!(b.len(), 1);
-                b[0]
+                let b = list.take(&src, class, 1);
+                assert_eq!(b.count, 1);
+                b.head
             })
             .collect();
         let spans = list.spans;
         assert_eq!(spans, n.div_ceil(per_span));
         for &o in &objs {
             // SAFETY: taken above, free.
-            unsafe { list.give(&src, class, &[o]) };
+            unsafe { list.give(&src, class, batch_of(&[o])) };
         }
         // Empty spans beyond 1 MiB went back to the heap at once.
         let kept = list.spans;
@@ -719,7 +752,7 @@ mod tests {
         let mut list = CentralList::new();
         let per_span = CLASS_PAGES[class] as usize * PAGE_SIZE / CLASS_SIZE[class] as usize;
         let objs: Vec<*mut FreeObject> = (0..per_span)
-            .map(|_| take(&mut list, &src, class, 1)[0])
+            .map(|_| list.take(&src, class, 1).head)
             .collect();
         assert_eq!(list.spans, 1);
         // Keep the first object; free the rest: the span's later pages are
@@ -727,7 +760,7 @@ mod tests {
         src.clock.set(100);
         for &o in &objs[1..] {
             // SAFETY: taken above, free.
-            unsafe { list.give(&src, class, &[o]) };
+            unsafe { list.give(&src, class, batch_of(&[o])) };
         }
         let pass = |now: u32| Pass {
             now,
@@ -749,13 +782,13 @@ mod tests {
         assert_eq!(released, out.released_pages);
         // Handing the objects out again makes those pages resident again.
         let again: Vec<*mut FreeObject> = (1..per_span)
-            .map(|_| take(&mut list, &src, class, 1)[0])
+            .map(|_| list.take(&src, class, 1).head)
             .collect();
         assert_eq!(src.heap.lock().stats().span_released_pages, 0);
         assert_eq!(list.check(class), Ok(per_span));
         for &o in again.iter().chain(&objs[..1]) {
             // SAFETY: taken above, free.
-            unsafe { list.give(&src, class, &[o]) };
+            unsafe { list.give(&src, class, batch_of(&[o])) };
         }
         assert_eq!(list.check(class), Ok(0));
     }
@@ -765,19 +798,19 @@ mod tests {
         let src = TestHeap::test();
         let class = class_of_small(32).index();
         let mut list = CentralList::new();
-        let a = take(&mut list, &src, class, 1)[0];
-        let b = take(&mut list, &src, class, 1)[0];
+        let a = list.take(&src, class, 1).head;
+        let b = list.take(&src, class, 1).head;
         // SAFETY: `a` was taken and is free.
-        unsafe { list.give(&src, class, &[a]) };
+        unsafe { list.give(&src, class, batch_of(&[a])) };
         // `a` again: the misuse under test (it breaks `give`'s contract on
         // purpose). The object's memory is still the heap's, and the list
         // checks every object it puts back into a span: it reports this one
         // on stderr and ignores it, so the free bitmap and counts stay right.
         // SAFETY: see above; nothing but the span's bitmap is read.
-        unsafe { list.give(&src, class, &[a]) };
+        unsafe { list.give(&src, class, batch_of(&[a])) };
         assert_eq!(list.check(class), Ok(1), "only `b` is out");
         // SAFETY: `b` was taken and is free.
-        unsafe { list.give(&src, class, &[b]) };
+        unsafe { list.give(&src, class, batch_of(&[b])) };
         assert_eq!(list.check(class), Ok(0));
     }
 }

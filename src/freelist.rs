@@ -1,10 +1,9 @@
-//! The free mark's codec: what hardened mode writes into the first word of
-//! a free object, and how that word is encoded (`harden` sets the keys; with
-//! none set the encoding is the identity). Thread caches and central lists
-//! hold free objects as arrays of pointers and never link them through their
-//! memory; the word is a mark only (`harden::mark_free`), written and read
-//! on hardened mode's slow paths. A leaf: it imports nothing from the crate,
-//! so the data floor can use it without reaching up.
+//! The free-list codec: how a free object sitting in a thread cache or a
+//! transfer batch links to the next one through its first word, and how
+//! hardened mode encodes that word (`harden` sets the keys; with none set
+//! the encoding is the identity, so the thread cache's fast path may read
+//! links raw). A leaf: it imports nothing from the crate, so the data floor
+//! (spans, central lists, the page heap) can use it without reaching up.
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -29,12 +28,14 @@ pub(crate) fn keyed() -> bool {
     ON.load(Ordering::Acquire)
 }
 
-/// A free object: its first word, in hardened mode, holds an encoded link
-/// (the free mark is the encoded null link).
+/// A free object while it sits in a thread cache or transfer batch: its first
+/// word links to the next one. (Spans do not use this link.)
 #[repr(C)]
 pub struct FreeObject {
-    /// The link, encoded ([`Links`]); read and write it through
-    /// [`FreeObject::next_of`] and [`FreeObject::set_next`].
+    /// The link to the next free object, encoded ([`Links`]); read
+    /// and write it through [`FreeObject::next_of`] and
+    /// [`FreeObject::set_next`] (only the thread cache's fast path, which
+    /// never runs in hardened mode, reads it raw).
     pub next: *mut FreeObject,
 }
 
@@ -88,6 +89,12 @@ impl Links {
     #[cfg(test)]
     pub(crate) fn keyed(k0: usize, k1: usize) -> Links {
         Links { on: true, k0, k1 }
+    }
+
+    /// Whether this is hardened mode's encoding (links checked as well).
+    #[inline(always)]
+    pub(crate) fn hardened(self) -> bool {
+        self.on
     }
 
     /// The stored word for a link to `next`.

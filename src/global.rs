@@ -7,10 +7,10 @@
 //! under the heap lock, then (with no lock held, because glibc may allocate
 //! inside `pthread_atfork`) the thread-exit and fork hooks (`hooks.rs`).
 
-use crate::central::{new_small_span, CentralList, SpanSource};
+use crate::central::{new_small_span, Batch, CentralList, SpanSource};
 use crate::config::Mode;
 use crate::doorbell;
-use crate::freelist::FreeObject;
+use crate::freelist::{FreeObject, Links};
 use crate::lock::SpinLock;
 use crate::lock_rank::Rank;
 use crate::os::linux::{self, LinuxOs};
@@ -18,6 +18,7 @@ use crate::os::shared::SharedHeap;
 use crate::page_heap::{PageHeap, Policy, DEFAULT_RESERVE, MIN_RESERVE};
 use crate::size_class::NUM_CLASSES;
 use crate::span::Span;
+use core::ptr;
 use crossbeam_utils::CachePadded;
 
 /// The page heap; its lock ranks highest (`lock_rank.rs`).
@@ -62,37 +63,33 @@ pub fn ensure_heap() -> bool {
     true
 }
 
-/// Takes up to `out.len()` objects of `class` from its central list into
-/// `out`; returns how many (0 only when memory is exhausted). Calls nothing
-/// outside the allocator: the caller calls [`after_central`] once its own
-/// state is whole again.
-pub fn central_take(class: usize, out: &mut [*mut FreeObject]) -> usize {
+/// Takes up to `want` objects of `class` from its central list.
+pub fn central_take(class: usize, want: usize) -> Batch {
     if !ensure_heap() {
-        return 0;
+        return Batch {
+            head: ptr::null_mut(),
+            count: 0,
+        };
     }
-    CENTRAL[class].lock().take(&ProcessHeap, class, out)
-}
-
-/// Gives free objects of `class` back to its central list. As for
-/// [`central_take`], the caller then calls [`after_central`].
-///
-/// # Safety
-/// Every object in `objs` was handed out for `class` and is free.
-pub unsafe fn central_give(class: usize, objs: &[*mut FreeObject]) {
-    // SAFETY: forwarded from the caller.
-    unsafe { CENTRAL[class].lock().give(&ProcessHeap, class, objs) };
-}
-
-/// After objects moved to (`gave`) or from the central lists, with no lock
-/// held and the caller's state whole: wakes the background thread for
-/// what was given back, or for a class that wanted its frozen spans thawed,
-/// starting it first if it is not running. Starting it allocates (the
-/// thread's creation calls `malloc`), so the caller's thread cache must be
-/// usable again.
-pub fn after_central(gave: bool) {
-    if gave || doorbell::thaw_pending() {
+    let chain = CENTRAL[class].lock().take(&ProcessHeap, class, want);
+    if doorbell::thaw_pending() {
+        // The class wanted its frozen spans back: wake the background
+        // thread (outside the list lock).
         doorbell::note_free();
     }
+    doorbell::maybe_start();
+    chain
+}
+
+/// Gives `n` linked objects of `class` back to its central list.
+///
+/// # Safety
+/// The chain holds `n` free objects of `class`, linked by their first word.
+pub unsafe fn central_give(class: usize, head: *mut FreeObject, n: usize) {
+    let chain = Batch { head, count: n };
+    // SAFETY: forwarded from the caller.
+    unsafe { CENTRAL[class].lock().give(&ProcessHeap, class, chain) };
+    doorbell::note_free();
     doorbell::maybe_start();
 }
 
@@ -131,6 +128,13 @@ impl SpanSource for ProcessHeap {
 
     fn frozen_wanted(&self, class: usize) {
         doorbell::request_thaw(class);
+    }
+
+    #[inline]
+    fn links(&self) -> Links {
+        // The configuration (and with it the encoding) is loaded before the
+        // heap exists, so before any batch.
+        Links::current()
     }
 
     fn mesh_slots(&self) -> bool {

@@ -2,26 +2,27 @@
 //! assertions, off with `HUGEGUARD_HARDEN=0`): the checks a C library's
 //! secure mode makes, paid for only when asked.
 //!
-//! * **Free marks.** Free objects are held as arrays of pointers (thread
-//!   caches, transfer caches) or bits (spans), never linked through their
-//!   memory, so a use-after-free write cannot steer an allocation. In
-//!   hardened mode every object a thread cache holds, and every object it
-//!   gives back, carries a mark in its first word: the null link encoded as
-//!   `rotl(next ^ k1, k0) + k0` with two random keys ([`mark_free`]). A pop
-//!   that finds the mark overwritten reports a write after free in one line
-//!   and drops (leaks) the object instead of handing it out
-//!   ([`free_mark_intact`]); an allocation clears the word.
+//! * **Encoded links.** A free object's first word links it to the next
+//!   free object of its list. In hardened mode that word holds
+//!   `rotl(next ^ k1, k0) + k0` with two random keys, so a use-after-free
+//!   write cannot name an address the allocator will later hand out: it
+//!   decodes to a random value, which the next allocation from that list
+//!   rejects (see [`plausible_link`]), dropping the rest of the list with a
+//!   one-line report instead of following it. With both keys zero (the
+//!   default mode) the encoding is the identity, so code that reads links
+//!   raw (the thread cache's fast path, which hardened mode never runs) and
+//!   code that decodes agree.
 //! * **Every free checked.** Thread caches take the slow path for every
 //!   operation (`cache.rs`: the cache's `fast` flag stays clear). A free
 //!   looks its pointer up in the page map (it must be an object start of
 //!   the class its `Layout` or size says: a foreign or interior pointer is
 //!   refused) and reads the object's first word: if it decodes to a
-//!   plausible link (the mark included), the object is already free (in a
-//!   thread cache, a transfer cache, or its span after a flush), and the
-//!   free is a double free. A live object never holds a plausible link by
-//!   chance: an allocation clears the word, and what a program writes
-//!   there decodes to a plausible link only if it knows the keys (or wrote
-//!   the value the allocator wrote, which is a use after free).
+//!   plausible link, the object is already on a free list (a thread cache,
+//!   a transfer batch, or its span after a flush), and the free is a double
+//!   free. A live object never holds a plausible link by chance: an
+//!   allocation clears the word, and what a program writes there decodes
+//!   to a plausible link only if it knows the keys (or wrote the value the
+//!   allocator wrote, which is a use after free).
 //!
 //! Misuse is reported in one line; the C library then aborts, the Rust
 //! allocator ignores the free (as for misuse detected at the span).
@@ -79,29 +80,6 @@ pub(crate) unsafe fn check_free(ptr: *mut u8, class: SizeClass) -> Result<(), Ba
         return Err(BadFree::DoubleFree);
     }
     Ok(())
-}
-
-/// Writes the free mark into free object `obj`'s first word: the encoded
-/// null link, which a later free of `obj` reads as "already free"
-/// ([`check_free`]) and a pop from a thread cache finds intact unless the
-/// object was written after its free ([`free_mark_intact`]).
-///
-/// # Safety
-/// `obj` is a free object, at least 8 bytes, that the caller owns.
-#[inline]
-pub(crate) unsafe fn mark_free(obj: *mut u8) {
-    // SAFETY: forwarded from the caller.
-    unsafe { FreeObject::set_next(obj.cast(), core::ptr::null_mut(), links()) };
-}
-
-/// Whether free object `obj` still holds the mark [`mark_free`] wrote.
-///
-/// # Safety
-/// `obj` is a free object, at least 8 bytes, that the caller owns.
-#[inline]
-pub(crate) unsafe fn free_mark_intact(obj: *mut u8) -> bool {
-    // SAFETY: forwarded from the caller.
-    unsafe { FreeObject::next_of(obj.cast(), links()) }.is_null()
 }
 
 /// Makes a just-allocated object's first word implausible as a link (see

@@ -70,13 +70,13 @@ pub(crate) fn hardened_bad_free(addr: usize, why: BadFree) {
     write_line(&[b"hugeguard: ignoring free of 0x"], addr, tail);
 }
 
-/// Hardened mode found the free mark of the cached object at `addr`
-/// overwritten (a write after free): say so; the object is dropped
-/// (leaked), never handed out. Abort in C mode.
+/// Hardened mode found a free list whose link after the object at `addr`
+/// is not an object of its class (a write after free): say so; the rest of
+/// the list is dropped (leaked), never followed. Abort in C mode.
 #[cold]
-pub(crate) fn written_after_free(addr: usize) {
+pub(crate) fn corrupt_list(addr: usize) {
     let tail: &[u8] =
-        b": free object written after its free (its free mark is gone); dropping it\n";
+        b": free list corrupted after this object (write after free?); dropping the rest\n";
     if aborts() {
         write_line(&[b"hugeguard: aborting at 0x"], addr, tail);
         linux::abort();

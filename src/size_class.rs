@@ -135,21 +135,6 @@ const fn build_cache_max() -> [u16; NUM_CLASSES] {
     t
 }
 
-/// Slots a thread cache holds: every class's [`CLASS_CACHE_MAX`] (a
-/// thread's slot block, `cache.rs`).
-pub const CACHE_SLOTS: usize = cache_slots();
-
-const fn cache_slots() -> usize {
-    let max = build_cache_max();
-    let mut n = 0;
-    let mut i = 1;
-    while i < NUM_CLASSES {
-        n += max[i] as usize;
-        i += 1;
-    }
-    n
-}
-
 // The lookup table stores classes as u8.
 const _: () = assert!(NUM_CLASSES <= 256);
 

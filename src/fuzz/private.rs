@@ -14,7 +14,7 @@
 //! end, every list's count of objects out against the model's.
 
 use super::{intact_bytes, last_page_window, windows, Input};
-use crate::central::{CentralList, FakeHeap};
+use crate::central::{Batch, CentralList, FakeHeap};
 use crate::freelist::FreeObject;
 use crate::os::fake::FakeOs;
 use crate::page_heap::{Pass, PassResult, Policy};
@@ -55,7 +55,7 @@ pub fn heap(data: &[u8]) {
     let mut os = FakeOs::default();
     os.backed = true;
     os.dontneed_zeroes = true;
-    let src = FakeHeap::new(os, 64);
+    let src = FakeHeap::new(os, 64, crate::harden::links());
     let first = input.u8().unwrap_or(0);
     src.heap.lock().set_policy(Policy {
         must_mark: first % 4 != 0,
@@ -74,6 +74,7 @@ pub fn heap(data: &[u8]) {
         .collect();
     let mut live: Vec<Obj> = Vec::new();
     let mut tag = 0u8;
+    let links = crate::harden::links();
     while let Some(op) = input.u8() {
         tag = tag.wrapping_add(1).max(1);
         let mut touched = 0;
@@ -83,10 +84,12 @@ pub fn heap(data: &[u8]) {
                 if let Some(c) = class_for(size, align) {
                     let c = c.index();
                     let want = 1 + input.u8().unwrap_or(0) as usize % CLASS_BATCH[c] as usize;
-                    let mut batch = [core::ptr::null_mut(); 64];
-                    let got = lists[c].take(&src, c, &mut batch[..want]);
-                    for &o in &batch[..got] {
+                    let batch = lists[c].take(&src, c, want);
+                    let mut o = batch.head;
+                    for _ in 0..batch.count {
                         assert_eq!(o as usize % align, 0, "misaligned object");
+                        // SAFETY: the batch links `count` free objects.
+                        let next = unsafe { FreeObject::next_of(o, links) };
                         let obj = Obj {
                             ptr: o.cast(),
                             len: size,
@@ -96,6 +99,7 @@ pub fn heap(data: &[u8]) {
                         };
                         fill(&obj);
                         live.push(obj);
+                        o = next;
                     }
                     touched = c;
                 } else {
@@ -138,9 +142,18 @@ pub fn heap(data: &[u8]) {
                         }
                     }
                     let class = chain[0].class;
-                    let objs: Vec<*mut FreeObject> = chain.iter().map(|x| x.ptr.cast()).collect();
-                    // SAFETY: live objects of `class`, given up here.
-                    unsafe { lists[class].give(&src, class, &objs) };
+                    let mut head: *mut FreeObject = core::ptr::null_mut();
+                    for x in &chain {
+                        // SAFETY: a live object of this heap, given up here.
+                        unsafe { FreeObject::set_next(x.ptr.cast(), head, links) };
+                        head = x.ptr.cast();
+                    }
+                    let batch = Batch {
+                        head,
+                        count: chain.len(),
+                    };
+                    // SAFETY: `count` live objects of `class`, linked, given up.
+                    unsafe { lists[class].give(&src, class, batch) };
                     touched = class;
                 }
             }
@@ -194,7 +207,17 @@ pub fn heap(data: &[u8]) {
             unsafe { src.heap.lock().free_run(o.run) };
         } else {
             // SAFETY: a live object of this heap, given up here.
-            unsafe { lists[o.class].give(&src, o.class, &[o.ptr.cast()]) };
+            unsafe {
+                FreeObject::set_next(o.ptr.cast(), core::ptr::null_mut(), links);
+                lists[o.class].give(
+                    &src,
+                    o.class,
+                    Batch {
+                        head: o.ptr.cast(),
+                        count: 1,
+                    },
+                );
+            }
         }
     }
     check_heap(&src);

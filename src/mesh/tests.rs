@@ -6,7 +6,7 @@
 use super::engine::Mesher;
 use super::plan::unit_pages;
 use super::world::MeshWorld;
-use crate::central::{CentralList, FakeHeap};
+use crate::central::{Batch, CentralList, FakeHeap, SpanSource};
 use crate::freelist::FreeObject;
 use crate::lock::{SpinGuard, SpinLock};
 use crate::lock_rank::Rank;
@@ -47,7 +47,7 @@ impl FakeWorld {
     fn new() -> FakeWorld {
         let mut os = FakeOs::default();
         os.backed = true;
-        let heap = FakeHeap::new(os, 8);
+        let heap = FakeHeap::new(os, 8, crate::harden::links());
         // Mesh mode's layout: each class fills huge pages of its own.
         heap.heap.lock().set_class_homes(true);
         FakeWorld {
@@ -158,9 +158,13 @@ fn sparse_units(w: &FakeWorld, keep: &[usize]) -> BTreeMap<usize, Vec<usize>> {
     let mut objs = Vec::new();
     let mut list = w.list(class);
     while objs.len() < want {
-        let mut b = [core::ptr::null_mut(); 7];
-        let got = list.take(&w.heap, class, &mut b);
-        objs.extend(b[..got].iter().map(|&o| o as usize));
+        let b = list.take(&w.heap, class, 7);
+        let mut o = b.head;
+        for _ in 0..b.count {
+            objs.push(o as usize);
+            // SAFETY: the batch links `count` free objects.
+            o = unsafe { FreeObject::next_of(o, w.heap.links()) };
+        }
     }
     objs.sort_unstable();
     let first = objs[0] / unit * unit;
@@ -191,8 +195,18 @@ fn sparse_units(w: &FakeWorld, keep: &[usize]) -> BTreeMap<usize, Vec<usize>> {
 /// transfer cache).
 fn give(w: &FakeWorld, list: &mut CentralList, class: usize, objs: &[*mut FreeObject]) {
     for chunk in objs.chunks(5) {
+        let mut head = core::ptr::null_mut();
+        for &o in chunk.iter().rev() {
+            // SAFETY: free objects of the test heap, at least 8 bytes.
+            unsafe { FreeObject::set_next(o, head, w.heap.links()) };
+            head = o;
+        }
+        let b = Batch {
+            head,
+            count: chunk.len(),
+        };
         // SAFETY: objects taken from this list and no longer used.
-        unsafe { list.give(&w.heap, class, chunk) };
+        unsafe { list.give(&w.heap, class, b) };
     }
 }
 
@@ -231,9 +245,8 @@ fn disjoint_sparse_units_mesh_onto_the_first_and_the_owner_gets_the_bytes() {
     let spans_per_unit = (member - owner) / PAGE_SIZE;
     assert_eq!(frozen_spans(&w), 2 * spans_per_unit);
     let class = class_of_small(CLASS_BYTES).index();
-    let mut b = [core::ptr::null_mut(); 7];
-    assert_eq!(w.list(class).take(&w.heap, class, &mut b), 7);
-    let o = b[0] as usize;
+    let b = w.list(class).take(&w.heap, class, 7);
+    let o = b.head as usize;
     assert!(
         !(owner..member + (member - owner)).contains(&o),
         "a new object came from a frozen unit"
