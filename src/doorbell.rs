@@ -16,6 +16,19 @@
 //! The other side (the thread's park, its state after `fork`) reads and
 //! writes the same words through the `pub(crate)` functions below. A leaf:
 //! it imports only the OS layer's futex.
+//!
+//! **Quiet while the initial thread is watched.** The background thread must
+//! end when it is the process's last thread, which can only happen after
+//! the program's initial thread has ended (with `pthread_exit`: a return
+//! from `main` ends the process). Once the initial thread has armed its
+//! exit hook ([`note_initial_thread_watched`]), its end rings the doorbell,
+//! and until then the background thread needs no timer to look for it
+//! ([`quiet`]): an idle process sees one wake-up per long park. After the
+//! initial thread's end, and in a forked child, the thread looks every
+//! 250 ms as before. (A pidfd of the initial thread, `PIDFD_THREAD`, is not
+//! enough: measured on Linux 6.18, a thread-group leader's pidfd does not
+//! become readable while other threads live on, so a process whose main
+//! called `pthread_exit` was left with our thread parked in `poll`.)
 
 use crate::os::linux;
 use crate::size_class::NUM_CLASSES;
@@ -35,6 +48,8 @@ static PARKED: AtomicBool = AtomicBool::new(false);
 static THREAD_ENDING: AtomicBool = AtomicBool::new(false);
 /// Set by slow paths when memory was freed since the last pass.
 static FREED: AtomicBool = AtomicBool::new(false);
+/// The initial thread armed its exit hook, and has not ended.
+static INITIAL_WATCHED: AtomicBool = AtomicBool::new(false);
 /// How to start the thread (a `fn()`), null until registered.
 static STARTER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
@@ -84,11 +99,27 @@ pub(crate) fn take_thaw(class: usize) -> bool {
 /// Called from the thread-exit hook of an ending thread: wakes the
 /// background thread so it can end too if that thread was the last one.
 pub(crate) fn note_thread_exit() {
+    if INITIAL_WATCHED.load(Ordering::Relaxed) && linux::is_initial_thread() {
+        // From now on the background thread must look for itself.
+        INITIAL_WATCHED.store(false, Ordering::Release);
+    }
     if STATE.load(Ordering::Relaxed) != RUNNING {
         return;
     }
     THREAD_ENDING.store(true, Ordering::Release);
     ring();
+}
+
+/// The initial thread has armed its exit hook (see the module overview).
+pub(crate) fn note_initial_thread_watched() {
+    INITIAL_WATCHED.store(true, Ordering::Release);
+}
+
+/// Whether the background thread may wait without a timer for the end of
+/// the program's last thread: the initial thread lives, and its exit hook
+/// will ring.
+pub(crate) fn quiet() -> bool {
+    INITIAL_WATCHED.load(Ordering::Acquire)
 }
 
 fn ring() {
@@ -177,6 +208,9 @@ pub(crate) fn wait(ms: u64, park: bool) {
 /// the parent had one running (the child starts its own on next need).
 pub(crate) fn after_fork_child() -> bool {
     PARKED.store(false, Ordering::Relaxed);
+    // The child's initial thread is the one that forked, whose hook may or
+    // may not be armed: look every 250 ms there.
+    INITIAL_WATCHED.store(false, Ordering::Relaxed);
     THREAD_ENDING.store(false, Ordering::Relaxed);
     let was_running = STATE.load(Ordering::Relaxed) == RUNNING;
     if was_running {

@@ -24,5 +24,8 @@ pub(crate) fn arm() -> bool {
         return false;
     }
     ThreadExitKey::from_raw(k as u32).arm(1 as *mut u8);
+    if crate::os::linux::is_initial_thread() {
+        crate::doorbell::note_initial_thread_watched();
+    }
     true
 }

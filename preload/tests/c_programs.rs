@@ -321,6 +321,47 @@ fn last_thread_ending_with_pthread_exit_ends_the_process() {
     }
 }
 
+/// Voluntary and involuntary context switches of all of `pid`'s threads.
+fn context_switches(pid: u32) -> u64 {
+    let mut n = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap_or_default();
+        n += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    n
+}
+
+#[test]
+fn an_idle_process_wakes_at_most_once_per_10_s() {
+    // Issue 24, point 4: once the memory is released, the background
+    // thread parks until there is work. It used to wake every 250 ms to
+    // look for the program's last thread (41 switches in 10 s of an idle
+    // `sleep`); while the initial thread's exit hook is armed it needs no
+    // timer for that, and parks 10 s at a time.
+    let prog = compile("last_thread");
+    let mut cmd = Command::new(&prog);
+    cmd.arg("idle").env("HUGEGUARD_HOLDBACK_MS", "200");
+    let mut child = spawn_preloaded(cmd);
+    assert_eq!(
+        first_line_threads(&mut child),
+        2,
+        "the background thread runs"
+    );
+    // Past the hold-back and the release pass, the thread is parked.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let before = context_switches(child.id());
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let switches = context_switches(child.id()) - before;
+    println!("context switches in 5 s of idle: {switches}");
+    assert!(switches <= 2, "{switches} context switches in 5 s of idle");
+    let st = wait_within(&mut child, std::time::Duration::from_secs(10), "idle");
+    assert_eq!(st.code(), Some(0), "{st}");
+}
+
 #[test]
 fn sigterm_ends_a_program_whose_main_thread_has_ended() {
     let prog = compile("last_thread");

@@ -11,10 +11,13 @@
 //! park, never on the fast path). After `fork` the child starts its own
 //! thread when it next needs one.
 //!
-//! The thread never keeps the process alive: no wait lasts longer than
-//! [`LIVENESS_MS`], and between waits it checks whether any other thread of
-//! the process still lives (`/proc/self/stat`, at most once per
-//! [`LIVENESS_MS`], and at once when an ending thread's exit hook says so).
+//! The thread never keeps the process alive. It looks whether any other
+//! thread of the process still lives (`/proc/self/stat`) at once when an
+//! ending thread's exit hook says so, and otherwise at most once per
+//! [`LIVENESS_MS`], no wait lasting longer, except while the program's
+//! initial thread lives with its exit hook armed: that thread's end rings
+//! the doorbell (`doorbell::quiet`), so an idle process sees one wake-up
+//! per [`QUIET_PARK_MS`].
 //! When none does, it returns from its start routine; glibc (and musl) end
 //! the process with status 0 when the last thread ends, as POSIX says for a
 //! program whose last thread called `pthread_exit`. Without this, a program
@@ -32,7 +35,10 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Period of the background thread while work is pending.
 pub const TICK_MS: u64 = 100;
-/// Longest park before the thread runs a pass on its own.
+/// Longest park before the thread runs a pass on its own, while quiet (an
+/// idle process then sees one wake-up per park) and otherwise (it wakes
+/// every [`LIVENESS_MS`] anyway).
+const QUIET_PARK_MS: u64 = 10_000;
 const PARK_MS: u64 = 2000;
 /// Meshing rounds the background thread runs back to back at most.
 const MESH_ROUNDS: usize = 16;
@@ -100,8 +106,13 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
         let cfg = config::get();
         let work = WORK.lock();
         doorbell::clear_freed();
+        let park_ms = if doorbell::quiet() {
+            QUIET_PARK_MS
+        } else {
+            PARK_MS
+        };
         let wait = if !ENABLED.load(Ordering::Relaxed) {
-            Wait::Park(PARK_MS)
+            Wait::Park(park_ms)
         } else {
             let now = linux::now_ms();
             if now.saturating_sub(scanned_at) >= CACHE_SCAN_MS {
@@ -140,7 +151,7 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             } else if meshed {
                 Wait::Sleep(TICK_MS)
             } else {
-                Wait::Park(PARK_MS)
+                Wait::Park(park_ms)
             }
         };
         drop(work);
@@ -169,6 +180,10 @@ impl Liveness {
             self.checked_at = linux::now_ms();
             return alone_once_ending_thread_left();
         }
+        if doorbell::quiet() {
+            // The initial thread lives: not alone.
+            return false;
+        }
         let now = linux::now_ms();
         if now.saturating_sub(self.checked_at) < LIVENESS_MS {
             return false;
@@ -191,9 +206,9 @@ fn alone_once_ending_thread_left() -> bool {
     false
 }
 
-/// Waits as `wait` says, in slices of at most [`LIVENESS_MS`] (of
-/// [`TICK_MS`] under a soft `limit`), checking between slices whether the
-/// background thread has become the last thread. Returns `false` when it
+/// Waits as `wait` says, in slices of at most [`LIVENESS_MS`] (none while
+/// quiet; of [`TICK_MS`] under a soft `limit`), checking between
+/// slices whether the background thread has become the last thread. Returns `false` when it
 /// has (the thread must end), `true` when it is time for the next pass.
 fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness) -> bool {
     let (total, park) = match wait {
@@ -206,7 +221,10 @@ fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness) -> bool {
         if elapsed >= total {
             return true;
         }
-        let mut slice = (total - elapsed).min(LIVENESS_MS);
+        let mut slice = total - elapsed;
+        if !doorbell::quiet() {
+            slice = slice.min(LIVENESS_MS);
+        }
         if limit != 0 {
             slice = slice.min(TICK_MS);
         }

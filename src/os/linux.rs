@@ -194,6 +194,13 @@ pub fn register_fork_handlers(
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
 }
 
+/// Whether the calling thread is the process's initial thread (its thread
+/// id is the process id; in a forked child, the thread that forked).
+pub fn is_initial_thread() -> bool {
+    // SAFETY: gettid and getpid take no arguments and cannot fail.
+    unsafe { libc::gettid() == libc::getpid() }
+}
+
 /// The value of environment variable `name` (NUL-terminated), without
 /// allocating. Read once at start-up, before the program could call setenv
 /// from another thread.

@@ -12,6 +12,8 @@
  *                         the parent checks the child's status
  *   last_thread wait      main calls pthread_exit; a worker waits for a
  *                         signal (the test sends SIGTERM)
+ *   last_thread idle      main churns, then sleeps 9 s and returns (the test
+ *                         counts the context switches of the idle process)
  * Each prints "threads=N" (the process's threads, ours included) once the
  * background thread has had time to start, so the test can tell it ran. */
 #include <pthread.h>
@@ -120,6 +122,13 @@ int main(int argc, char **argv) {
     churn();
     pthread_create(&t, 0, forker, 0);
     pthread_join(t, 0);
+    return 0;
+  } else if (!strcmp(mode, "idle")) {
+    churn();
+    sleep_ms(50);
+    printf("threads=%d\n", threads());
+    fflush(stdout);
+    sleep_ms(9000);
     return 0;
   } else if (!strcmp(mode, "wait")) {
     churn();
