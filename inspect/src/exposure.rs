@@ -150,6 +150,7 @@ mod tests {
             defrag: "madvise".into(),
             max_ptes_none: none,
             max_ptes_swap: 64,
+            sizes: Vec::new(),
         }
     }
 

@@ -39,6 +39,9 @@ pub struct Report {
     pub thp_defrag: String,
     pub max_ptes_none: u32,
     pub max_ptes_swap: u32,
+    /// Multi-size THP: `(size in KiB, setting)` per size, smallest first
+    /// (empty before Linux 6.8). The exposure is judged for 2 MiB only.
+    pub mthp_sizes: Vec<(u32, String)>,
     /// The rules applied: the configured ones, or THP `always`.
     pub assumed: Assume,
     /// Bytes khugepaged could add to RSS.
@@ -92,6 +95,7 @@ pub fn inspect(pid: u32, assume: Assume) -> Result<Report, Error> {
         thp_defrag: settings.defrag,
         max_ptes_none: settings.max_ptes_none,
         max_ptes_swap: settings.max_ptes_swap,
+        mthp_sizes: settings.sizes,
         assumed: assume,
         exposure_bytes: exposure,
         predicted_rss_bytes: status.rss + exposure,

@@ -274,6 +274,32 @@ pub struct ThpSettings {
     pub max_ptes_none: u32,
     /// Swapped-out PTEs khugepaged accepts in such a range.
     pub max_ptes_swap: u32,
+    /// Multi-size THP (Linux 6.8+): each size's `hugepages-<size>kB/enabled`
+    /// (`always`, `inherit`, `madvise`, `never`), smallest first; empty on
+    /// older kernels.
+    pub sizes: Vec<(u32, String)>,
+}
+
+/// The multi-size THP settings under `dir`: `(size in KiB, selected word)`
+/// for each `hugepages-<size>kB/enabled`, smallest size first.
+pub fn mthp_sizes(dir: &std::path::Path) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut sizes: Vec<(u32, String)> = entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let kb = name
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
+            let text = std::fs::read_to_string(dir.join(&name).join("enabled")).ok()?;
+            Some((kb, selected(&text)))
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes
 }
 
 const THP_DIR: &str = "/sys/kernel/mm/transparent_hugepage";
@@ -299,12 +325,14 @@ pub fn thp_settings() -> ThpSettings {
             defrag: "unavailable".into(),
             max_ptes_none: 0,
             max_ptes_swap: 0,
+            sizes: Vec::new(),
         },
         Some(enabled) => ThpSettings {
             enabled: selected(&enabled),
             defrag: read("defrag").map_or("unknown".into(), |t| selected(&t)),
             max_ptes_none: number("khugepaged/max_ptes_none", 511),
             max_ptes_swap: number("khugepaged/max_ptes_swap", 64),
+            sizes: mthp_sizes(std::path::Path::new(THP_DIR)),
         },
     }
 }
@@ -378,6 +406,32 @@ Rss:                   4 kB
 THPeligible:           0
 VmFlags: rd ex mr mw me
 ";
+
+    #[test]
+    fn mthp_sizes_are_read_smallest_first_with_their_selected_word() {
+        let dir = std::env::temp_dir().join(format!("hg-mthp-{}", std::process::id()));
+        for (kb, text) in [
+            (64, "always inherit madvise [never]\n"),
+            (16, "[always] inherit madvise never\n"),
+            (2048, "always [inherit] madvise never\n"),
+        ] {
+            let d = dir.join(format!("hugepages-{kb}kB"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("enabled"), text).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("khugepaged")).unwrap();
+        let sizes = mthp_sizes(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            sizes,
+            vec![
+                (16, "always".to_string()),
+                (64, "never".to_string()),
+                (2048, "inherit".to_string())
+            ]
+        );
+        assert!(mthp_sizes(std::path::Path::new("/nonexistent")).is_empty());
+    }
 
     #[test]
     fn smaps_fields_and_paths_with_spaces() {

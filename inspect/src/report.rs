@@ -23,6 +23,18 @@ pub fn render(r: &Report, limit: usize) -> String {
         "THP enabled={} defrag={} max_ptes_none={} max_ptes_swap={}; rules: {assumed}",
         r.thp_enabled, r.thp_defrag, r.max_ptes_none, r.max_ptes_swap
     );
+    if !r.mthp_sizes.is_empty() {
+        let sizes: Vec<String> = r
+            .mthp_sizes
+            .iter()
+            .map(|(kb, setting)| format!("{kb}K={setting}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "mTHP sizes: {} (exposure judged for 2 MiB pages only)",
+            sizes.join(" ")
+        );
+    }
     let _ = writeln!(
         s,
         "RSS {} (anonymous {}), in huge pages {}",
