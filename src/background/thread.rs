@@ -207,9 +207,10 @@ fn alone_once_ending_thread_left() -> bool {
 }
 
 /// Waits as `wait` says, in slices of at most [`LIVENESS_MS`] (none while
-/// quiet; of [`TICK_MS`] under a soft `limit`), checking between
-/// slices whether the background thread has become the last thread. Returns `false` when it
-/// has (the thread must end), `true` when it is time for the next pass.
+/// quiet; of [`TICK_MS`] under a soft `limit`), checking between slices
+/// whether the background thread has become the last thread. Returns
+/// `false` when it has (the thread must end), `true` when it is time for
+/// the next pass.
 fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness) -> bool {
     let (total, park) = match wait {
         Wait::Sleep(ms) => (ms, false),
