@@ -339,9 +339,9 @@ fn context_switches(pid: u32) -> u64 {
 fn an_idle_process_wakes_at_most_once_per_10_s() {
     // Issue 24, point 4: once the memory is released, the background
     // thread parks until there is work. It used to wake every 250 ms to
-    // look for the program's last thread (41 switches in 10 s of an idle
-    // `sleep`); while the initial thread's exit hook is armed it needs no
-    // timer for that, and parks 10 s at a time.
+    // look for the program's last thread (22 switches in these 5 s);
+    // while the initial thread's exit hook is armed it needs no timer for
+    // that, and parks 10 s at a time.
     let prog = compile("last_thread");
     let mut cmd = Command::new(&prog);
     cmd.arg("idle").env("HUGEGUARD_HOLDBACK_MS", "200");
