@@ -20,7 +20,7 @@
 //!
 //! ## The API
 //! * [`HugeGuard`]: the allocator, for `#[global_allocator]` or direct
-//!   [`GlobalAlloc`] calls.
+//!   [`GlobalAlloc`](core::alloc::GlobalAlloc) calls.
 //! * [`stats`] returns [`Stats`] (with [`AdviceCounts`]): bytes allocated,
 //!   resident and released, huge pages by state, bytes in thread caches,
 //!   `madvise` counts; it implements `Display`.
@@ -91,154 +91,82 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+// The fallback build leaves most of the size-class and page arithmetic unused.
+#![cfg_attr(any(hugeguard_fallback, not(target_os = "linux")), allow(dead_code))]
 
 // The internals are crate-private: safe code outside the crate reaches the
 // heap only through the items re-exported below, and through `raw`. Every
 // public function that looks at memory through a pointer it is given (`free`,
 // `realloc`, `usable_size`, `owns`, and `usable_size` here) is `unsafe fn`.
-mod background;
-pub(crate) mod bitmap;
-mod block;
-pub(crate) mod cache;
-pub(crate) mod central;
-mod check;
-pub(crate) mod config;
-mod doorbell;
-pub(crate) mod freelist;
-#[cfg(any(test, fuzzing))]
-pub mod fuzz;
-mod global;
-mod harden;
-mod hooks;
-pub(crate) mod huge;
-pub(crate) mod large;
-pub(crate) mod lock;
-mod lock_rank;
-mod lookup;
-mod mesh;
-mod misuse;
-pub(crate) mod os;
-pub(crate) mod page_heap;
-mod placement;
-pub mod raw;
+//
+// Two builds: the Linux heap, and the fallback (`fallback.rs`), selected on
+// other targets or by `--cfg hugeguard_fallback`, which forwards to
+// `std::alloc::System`. The macros below put each item in its build.
+
+/// Items of the Linux heap (left out of the fallback build).
+macro_rules! linux_heap {
+    ($($item:item)*) => {
+        $( #[cfg(not(any(hugeguard_fallback, not(target_os = "linux"))))] $item )*
+    };
+}
+
+/// Items of the fallback build.
+macro_rules! fallback_build {
+    ($($item:item)*) => {
+        $( #[cfg(any(hugeguard_fallback, not(target_os = "linux")))] $item )*
+    };
+}
+
+linux_heap! {
+    mod background;
+    pub(crate) mod bitmap;
+    mod block;
+    pub(crate) mod cache;
+    pub(crate) mod central;
+    mod check;
+    pub(crate) mod config;
+    mod doorbell;
+    mod entry;
+    pub(crate) mod freelist;
+    #[cfg(any(test, fuzzing))]
+    pub mod fuzz;
+    mod global;
+    mod harden;
+    mod hooks;
+    pub(crate) mod huge;
+    pub(crate) mod large;
+    pub(crate) mod lock;
+    mod lock_rank;
+    mod lookup;
+    mod mesh;
+    mod misuse;
+    pub(crate) mod os;
+    pub(crate) mod page_heap;
+    mod placement;
+    pub mod raw;
+    pub(crate) mod span;
+    pub(crate) mod span_pool;
+    mod stats;
+    pub(crate) mod thread_exit;
+    mod view;
+
+    pub use background::{mesh_now, release_now, set_background};
+    pub use check::check_invariants;
+    pub use entry::{flush_caches, usable_size, HugeGuard};
+    pub use placement::placement;
+    pub use stats::stats;
+}
+
+fallback_build! {
+    mod fallback;
+    pub use fallback::{
+        check_invariants, flush_caches, mesh_now, placement, release_now, set_background, stats,
+        usable_size, HugeGuard,
+    };
+}
+
+mod report;
 pub(crate) mod size_class;
-pub(crate) mod span;
-pub(crate) mod span_pool;
-mod stats;
-pub(crate) mod thread_exit;
 pub(crate) mod units;
-mod view;
 
-use block::Kind;
-use core::alloc::{GlobalAlloc, Layout};
-use core::ptr;
-use size_class::{class_of_small, fast_path_ok};
-
-pub use background::{mesh_now, release_now, set_background};
-pub use check::check_invariants;
-pub use mesh::MeshRound;
-pub use page_heap::AdviceCounts;
-pub use placement::{placement, ClassPlacement, MeshEstimate, Placement};
-pub use stats::{stats, Stats};
-
-/// The allocator. Use it as
-/// `#[global_allocator] static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;`
-/// or call it through [`GlobalAlloc`] directly; every instance shares one
-/// process-wide heap.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HugeGuard;
-
-#[cold]
-#[inline(never)]
-fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
-    block::alloc(size, align, zero)
-}
-
-/// # Safety
-/// `ptr` was allocated by hugeguard with this `size` and `align`.
-#[cold]
-#[inline(never)]
-unsafe fn dealloc_slow(ptr: *mut u8, size: usize, align: usize) {
-    // SAFETY: forwarded from the caller: the layout gives the block's kind.
-    unsafe { block::free(ptr, Kind::of(size, align)) };
-}
-
-// SAFETY: every path returns either null or a block of at least
-// `layout.size()` bytes aligned to `layout.align()` that no other live
-// allocation overlaps; `dealloc` and `realloc` rely on the caller's layout as
-// the `GlobalAlloc` contract allows.
-unsafe impl GlobalAlloc for HugeGuard {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        if fast_path_ok(size, align) {
-            return cache::alloc(class_of_small(size));
-        }
-        alloc_slow(size, align, false)
-    }
-
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let (size, align) = (layout.size(), layout.align());
-        if fast_path_ok(size, align) {
-            // SAFETY: the caller passes the layout `ptr` was allocated with,
-            // which maps to the same class.
-            unsafe { cache::dealloc(ptr, class_of_small(size)) };
-            return;
-        }
-        // SAFETY: forwarded from the caller.
-        unsafe { dealloc_slow(ptr, size, align) };
-    }
-
-    #[inline]
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        if Kind::of(size, align) == Kind::Large {
-            // Large blocks skip zeroing the pages never written.
-            return large::alloc(size, align, true);
-        }
-        // SAFETY: forwarded from the caller.
-        let p = unsafe { self.alloc(layout) };
-        if !p.is_null() {
-            // SAFETY: `p` holds at least `size` bytes.
-            unsafe { ptr::write_bytes(p, 0, size) };
-        }
-        p
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        // SAFETY: the caller passes the layout `ptr` was allocated with (its
-        // kind, and `size` bytes of data) and a non-zero `new_size`.
-        unsafe { block::resize(ptr, Kind::of(size, align), size, new_size, align) }
-    }
-}
-
-/// Usable size of a block allocated with `layout` (at least `layout.size()`).
-///
-/// ```
-/// use std::alloc::{GlobalAlloc, Layout};
-/// let l = Layout::from_size_align(100, 8).unwrap();
-/// // SAFETY: a non-zero layout; the block is freed with it below.
-/// unsafe {
-///     let p = hugeguard::HugeGuard.alloc(l);
-///     assert!(hugeguard::usable_size(p, l) >= 100);
-///     hugeguard::HugeGuard.dealloc(p, l);
-/// }
-/// ```
-///
-/// # Safety
-/// `ptr` is a live block that hugeguard allocated with `layout`. For a large
-/// layout the size is read from the block's span record without a lock,
-/// which is sound only while no other thread can free that block.
-pub unsafe fn usable_size(ptr: *mut u8, layout: Layout) -> usize {
-    block::usable_size(ptr, Kind::of(layout.size(), layout.align()))
-}
-
-/// Returns the calling thread's cached free objects and every batch parked
-/// in the central transfer caches to their spans, so that fully free spans
-/// and huge pages go back to the page heap.
-pub fn flush_caches() {
-    cache::flush_current_thread();
-    global::drain_transfer_caches();
-}
+pub use report::{AdviceCounts, ClassPlacement, MeshEstimate, MeshRound, Placement, Stats};

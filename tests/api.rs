@@ -5,10 +5,36 @@ use std::alloc::{GlobalAlloc, Layout};
 #[global_allocator]
 static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
 
-use hugeguard_testkit::procfs::rss;
+#[test]
+fn stats_say_which_heap_serves_the_blocks() {
+    let l = Layout::from_size_align(4096, 8).unwrap();
+    // SAFETY: a non-zero layout, freed once below.
+    let p = unsafe { hugeguard::HugeGuard.alloc(l) };
+    assert!(!p.is_null());
+    let s = hugeguard::stats();
+    let report = s.to_string();
+    // SAFETY: allocated above with `l`.
+    unsafe { hugeguard::HugeGuard.dealloc(p, l) };
+    assert_eq!(s.forwarding_to_system, cfg!(hugeguard_fallback));
+    if s.forwarding_to_system {
+        assert_eq!((s.mapped_bytes, s.allocated_bytes), (0, 0));
+        assert!(
+            report.contains("forwarded to the system allocator"),
+            "{report}"
+        );
+        assert_eq!(hugeguard::release_now(), 0);
+        assert_eq!(hugeguard::mesh_now(), hugeguard::MeshRound::default());
+    } else {
+        assert!(s.allocated_bytes >= 4096 && s.mapped_bytes >= s.resident_bytes);
+        assert!(report.contains("resident"), "{report}");
+    }
+    assert!(hugeguard::check_invariants().is_ok());
+}
 
 #[test]
+#[cfg(not(hugeguard_fallback))]
 fn release_now_returns_freed_memory_at_once() {
+    use hugeguard_testkit::procfs::rss;
     // The background thread must not do the work for us here.
     hugeguard::set_background(false);
     let a = hugeguard::HugeGuard;

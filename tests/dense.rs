@@ -2,6 +2,9 @@
 //! mostly huge-page backed through the background thread's MADV_COLLAPSE,
 //! also when THP is in `madvise` mode (where nothing else would do it).
 
+// The Linux heap's own behaviour (the fallback build forwards to `System`).
+#![cfg(not(hugeguard_fallback))]
+
 use std::time::{Duration, Instant};
 
 #[global_allocator]

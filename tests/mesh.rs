@@ -7,6 +7,9 @@
 //! `vm.unprivileged_userfaultfd=0`), mesh mode does no meshing; the tests
 //! then check that it said so and that nothing was meshed.
 
+// The Linux heap's own behaviour (the fallback build forwards to `System`).
+#![cfg(not(hugeguard_fallback))]
+
 #[global_allocator]
 static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
 

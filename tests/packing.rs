@@ -1,6 +1,9 @@
 //! Packing: small objects fill huge pages densely, and freed memory gathers
 //! into whole free huge pages.
 
+// The Linux heap's own behaviour (the fallback build forwards to `System`).
+#![cfg(not(hugeguard_fallback))]
+
 use std::alloc::{GlobalAlloc, Layout};
 
 #[global_allocator]

@@ -2,6 +2,9 @@
 //! the survivors' class shows one live object per page holding a live
 //! byte; in mesh mode the mesher's planner, run dry, finds units to mesh.
 
+// The Linux heap's own behaviour (the fallback build forwards to `System`).
+#![cfg(not(hugeguard_fallback))]
+
 use hugeguard::HugeGuard;
 
 #[global_allocator]

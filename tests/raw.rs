@@ -3,6 +3,9 @@
 //! pointers inside objects, past a span's last object or outside the heap
 //! are not.
 
+// `raw` is the Linux heap's (the fallback build has no C entry points).
+#![cfg(not(hugeguard_fallback))]
+
 use hugeguard::raw;
 
 /// Usable sizes of small blocks, one per class reached by `malloc`.

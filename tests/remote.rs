@@ -6,7 +6,7 @@
 //!
 //! One process per file: `Stats` counts every thread of the process.
 
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::thread;
 
 /// The tests of this file run one at a time: the second reads
@@ -55,7 +55,9 @@ fn a_freed_foreign_object_does_not_come_back_on_the_freeing_thread() {
 }
 
 #[test]
+#[cfg(not(hugeguard_fallback))]
 fn remote_frees_count_as_cached_and_leave_with_the_thread() {
+    use std::sync::mpsc;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     hugeguard::set_background(false);
     // 200 objects of a class the worker never allocates.

@@ -154,8 +154,9 @@ fn threads_exchange_cookie_checked_blocks_under_aggressive_release() {
     };
     assert_eq!(field("bad"), 0, "corrupted blocks");
     assert!(field("checked") > 10_000);
+    // The fallback build forwards to `System`: no release of ours.
     assert!(
-        field("dontneed") > 0,
+        field("dontneed") > 0 || cfg!(hugeguard_fallback),
         "the release never ran during the stress"
     );
 }

@@ -43,7 +43,7 @@ pub fn release_now() -> usize {
 /// write), releases what it can ([`release_now`]) and meshes sparse spans
 /// now instead of waiting for the program to go idle; what it did. Does
 /// nothing else otherwise (all zero).
-pub fn mesh_now() -> crate::mesh::MeshRound {
+pub fn mesh_now() -> crate::report::MeshRound {
     if !crate::mesh::active() {
         return Default::default();
     }

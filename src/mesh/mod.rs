@@ -36,6 +36,7 @@ mod table;
 mod world;
 
 use crate::global::SHARED;
+use crate::report::MeshRound;
 use crate::units::PAGE_SIZE;
 use core::sync::atomic::{AtomicI32, Ordering};
 use engine::Mesher;
@@ -64,18 +65,6 @@ static FORK_COPY: AtomicI32 = AtomicI32::new(-1);
 /// file could not be mapped over stays private memory, never meshed.
 pub(crate) fn active() -> bool {
     SHARED.mapped()
-}
-
-/// What a meshing round did.
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct MeshRound {
-    /// Units meshed onto another unit this round.
-    pub meshed_units: usize,
-    /// Bytes those units span: their own pages were punched out of the
-    /// heap file, so what was resident there went back to the OS.
-    pub punched_bytes: usize,
-    /// Units unmeshed (wholly free) this round.
-    pub unmeshed_units: usize,
 }
 
 /// Units meshed now, the bytes they span, and units meshed since start.

@@ -32,27 +32,7 @@ pub mod mesh;
 pub mod release;
 pub use release::{Pass, PassResult, Policy};
 
-/// Counts of the `madvise` calls the release policy made, and whether it
-/// had to stop marking. Kept by the page heap; reported as is by `stats()`.
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct AdviceCounts {
-    /// `MADV_DONTNEED` calls (memory returned to the OS).
-    pub dontneed_calls: usize,
-    /// `MADV_NOHUGEPAGE` calls (huge pages protected before partial release).
-    pub nohugepage_calls: usize,
-    /// `MADV_HUGEPAGE` calls (dense huge pages made eligible again).
-    pub hugepage_calls: usize,
-    /// `MADV_COLLAPSE` calls by the background thread.
-    pub collapse_attempts: usize,
-    /// `MADV_COLLAPSE` calls that failed.
-    pub collapse_failures: usize,
-    /// Failed `madvise` calls other than collapses.
-    pub advise_failures: usize,
-    /// Whether NOHUGEPAGE marking stopped after ENOMEM or EAGAIN (the VMA
-    /// limit).
-    pub marking_degraded: bool,
-}
+use crate::report::AdviceCounts;
 
 /// Counters kept by the page heap (under its lock).
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]

@@ -1,0 +1,111 @@
+//! The entry points of the Linux heap: [`HugeGuard`]'s `GlobalAlloc`
+//! methods (the fast paths inline, the rest out of line), the usable size
+//! of a block, and flushing the calling thread's cache.
+
+use crate::block::{self, Kind};
+use crate::size_class::{class_of_small, fast_path_ok};
+use crate::{cache, global, large};
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+
+/// The allocator. Use it as
+/// `#[global_allocator] static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;`
+/// or call it through [`GlobalAlloc`] directly; every instance shares one
+/// process-wide heap.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HugeGuard;
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+    block::alloc(size, align, zero)
+}
+
+/// # Safety
+/// `ptr` was allocated by hugeguard with this `size` and `align`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_slow(ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded from the caller: the layout gives the block's kind.
+    unsafe { block::free(ptr, Kind::of(size, align)) };
+}
+
+// SAFETY: every path returns either null or a block of at least
+// `layout.size()` bytes aligned to `layout.align()` that no other live
+// allocation overlaps; `dealloc` and `realloc` rely on the caller's layout as
+// the `GlobalAlloc` contract allows.
+unsafe impl GlobalAlloc for HugeGuard {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        if fast_path_ok(size, align) {
+            return cache::alloc(class_of_small(size));
+        }
+        alloc_slow(size, align, false)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let (size, align) = (layout.size(), layout.align());
+        if fast_path_ok(size, align) {
+            // SAFETY: the caller passes the layout `ptr` was allocated with,
+            // which maps to the same class.
+            unsafe { cache::dealloc(ptr, class_of_small(size)) };
+            return;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { dealloc_slow(ptr, size, align) };
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        if Kind::of(size, align) == Kind::Large {
+            // Large blocks skip zeroing the pages never written.
+            return large::alloc(size, align, true);
+        }
+        // SAFETY: forwarded from the caller.
+        let p = unsafe { self.alloc(layout) };
+        if !p.is_null() {
+            // SAFETY: `p` holds at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        // SAFETY: the caller passes the layout `ptr` was allocated with (its
+        // kind, and `size` bytes of data) and a non-zero `new_size`.
+        unsafe { block::resize(ptr, Kind::of(size, align), size, new_size, align) }
+    }
+}
+
+/// Usable size of a block allocated with `layout` (at least `layout.size()`).
+///
+/// ```
+/// use std::alloc::{GlobalAlloc, Layout};
+/// let l = Layout::from_size_align(100, 8).unwrap();
+/// // SAFETY: a non-zero layout; the block is freed with it below.
+/// unsafe {
+///     let p = hugeguard::HugeGuard.alloc(l);
+///     assert!(hugeguard::usable_size(p, l) >= 100);
+///     hugeguard::HugeGuard.dealloc(p, l);
+/// }
+/// ```
+///
+/// # Safety
+/// `ptr` is a live block that hugeguard allocated with `layout`. For a large
+/// layout the size is read from the block's span record without a lock,
+/// which is sound only while no other thread can free that block.
+pub unsafe fn usable_size(ptr: *mut u8, layout: Layout) -> usize {
+    block::usable_size(ptr, Kind::of(layout.size(), layout.align()))
+}
+
+/// Returns the calling thread's cached free objects and every batch parked
+/// in the central transfer caches to their spans, so that fully free spans
+/// and huge pages go back to the page heap.
+pub fn flush_caches() {
+    cache::flush_current_thread();
+    global::drain_transfer_caches();
+}

@@ -1,0 +1,310 @@
+//! The public report types: what [`crate::stats`], [`crate::placement`]
+//! and [`crate::mesh_now`] return, with their `Display` reports. Plain
+//! data, compiled in every build (the fallback's too: `fallback.rs`).
+
+use crate::size_class::NUM_CLASSES;
+use crate::units::{HUGE_SIZE, PAGE_SIZE};
+use core::fmt;
+
+/// Counts of the `madvise` calls the release policy made, and whether it
+/// had to stop marking. Kept by the page heap; reported as is by `stats()`.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct AdviceCounts {
+    /// `MADV_DONTNEED` calls (memory returned to the OS).
+    pub dontneed_calls: usize,
+    /// `MADV_NOHUGEPAGE` calls (huge pages protected before partial release).
+    pub nohugepage_calls: usize,
+    /// `MADV_HUGEPAGE` calls (dense huge pages made eligible again).
+    pub hugepage_calls: usize,
+    /// `MADV_COLLAPSE` calls by the background thread.
+    pub collapse_attempts: usize,
+    /// `MADV_COLLAPSE` calls that failed.
+    pub collapse_failures: usize,
+    /// Failed `madvise` calls other than collapses.
+    pub advise_failures: usize,
+    /// Whether NOHUGEPAGE marking stopped after ENOMEM or EAGAIN (the VMA
+    /// limit).
+    pub marking_degraded: bool,
+}
+
+/// Counters read at one moment (each under its own lock).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Stats {
+    /// Bytes handed out: small objects (including those waiting in thread
+    /// caches) at their class size, and large objects at their page size.
+    pub allocated_bytes: usize,
+    /// Heap address space made read-write (the most RSS the heap can have).
+    pub mapped_bytes: usize,
+    /// Bytes in spans handed out (small-object spans and large objects).
+    pub span_bytes: usize,
+    /// Bytes that may be resident: written and not released since.
+    pub resident_bytes: usize,
+    /// Bytes returned to the OS so far (cumulative).
+    pub released_bytes: usize,
+    /// Free heap bytes that may still be resident: pages in no span,
+    /// written since they were last released, waiting for the hold-back
+    /// and the next release pass (what an idle process gives back soon).
+    pub held_back_bytes: usize,
+    /// Huge pages holding small-object spans or sub-2 MiB runs.
+    pub filler_huge_pages: usize,
+    /// Huge pages holding large objects.
+    pub large_huge_pages: usize,
+    /// Whole free huge pages below the heap top.
+    pub free_huge_pages: usize,
+    /// Huge pages in use with nothing released: THP-eligible.
+    pub backed_huge_pages: usize,
+    /// Huge pages with some of their 4 KiB pages released (and marked
+    /// `MADV_NOHUGEPAGE` first, so khugepaged cannot refill them).
+    pub partial_huge_pages: usize,
+    /// Huge pages wholly returned to the OS.
+    pub released_huge_pages: usize,
+    /// Huge pages carrying MADV_NOHUGEPAGE now.
+    pub nohugepage_huge_pages: usize,
+    /// Huge pages collapsed by the background thread (and not split since).
+    pub collapsed_huge_pages: usize,
+    /// `madvise` calls by kind, and whether marking was degraded.
+    pub advice: AdviceCounts,
+    /// Objects parked in the central transfer caches.
+    pub parked_objects: usize,
+    /// Bytes of free objects held in threads' caches (all live threads; the
+    /// background thread takes back those of idle threads).
+    pub thread_cache_bytes: usize,
+    /// Bytes taken back from threads' caches without their help (idle
+    /// threads, by the background thread; all threads, by `release_now`),
+    /// since start.
+    pub thread_cache_reclaimed_bytes: usize,
+    /// Span records in use (one per span; 120 bytes each).
+    pub span_records: usize,
+    /// Metadata bytes given back to the OS since start by the release pass:
+    /// pages of span records left empty after a batch, and the span entries
+    /// of huge pages released whole.
+    pub metadata_released_bytes: usize,
+    /// Times the OS refused memory.
+    pub os_refusals: usize,
+    /// Whether the background release thread is running.
+    pub background_running: bool,
+    /// Mesh mode: units (runs of up to 16 pages) mapped onto another
+    /// unit's pages now.
+    pub meshed_units: usize,
+    /// Mesh mode: the bytes those units span (their own memory went back to
+    /// the OS; `resident_bytes` does not count it).
+    pub meshed_bytes: usize,
+    /// Mesh mode: units meshed since start (cumulative).
+    pub meshed_units_total: usize,
+    /// The fallback build (targets other than Linux, or a Linux build with
+    /// `--cfg hugeguard_fallback`): every allocation goes to
+    /// `std::alloc::System`, and every other counter stays zero.
+    pub forwarding_to_system: bool,
+}
+
+impl Stats {
+    /// Huge pages holding anything.
+    pub fn huge_pages_in_use(&self) -> usize {
+        self.filler_huge_pages + self.large_huge_pages
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.forwarding_to_system {
+            return write!(
+                f,
+                "hugeguard: fallback build, every allocation forwarded to the system allocator (no counters)"
+            );
+        }
+        let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+        writeln!(f, "hugeguard: memory")?;
+        writeln!(f, "  allocated      {:10.1} MiB", mib(self.allocated_bytes))?;
+        writeln!(f, "  in spans       {:10.1} MiB", mib(self.span_bytes))?;
+        writeln!(f, "  resident (est) {:10.1} MiB", mib(self.resident_bytes))?;
+        writeln!(f, "  mapped         {:10.1} MiB", mib(self.mapped_bytes))?;
+        writeln!(f, "  released total {:10.1} MiB", mib(self.released_bytes))?;
+        writeln!(f, "  held back      {:10.1} MiB", mib(self.held_back_bytes))?;
+        writeln!(f, "huge pages ({} MiB each)", HUGE_SIZE >> 20)?;
+        writeln!(
+            f,
+            "  in use         {} filler, {} large; {} free",
+            self.filler_huge_pages, self.large_huge_pages, self.free_huge_pages
+        )?;
+        writeln!(
+            f,
+            "  states         {} backed, {} partial, {} released",
+            self.backed_huge_pages, self.partial_huge_pages, self.released_huge_pages
+        )?;
+        writeln!(
+            f,
+            "  advice         {} NOHUGEPAGE now, {} collapsed",
+            self.nohugepage_huge_pages, self.collapsed_huge_pages
+        )?;
+        writeln!(f, "madvise calls")?;
+        writeln!(
+            f,
+            "  DONTNEED {}, NOHUGEPAGE {}, HUGEPAGE {}, COLLAPSE {} ({} failed), other failures {}",
+            self.advice.dontneed_calls,
+            self.advice.nohugepage_calls,
+            self.advice.hugepage_calls,
+            self.advice.collapse_attempts,
+            self.advice.collapse_failures,
+            self.advice.advise_failures
+        )?;
+        writeln!(
+            f,
+            "  marking        {}",
+            if self.advice.marking_degraded {
+                "DEGRADED (VMA limit): whole huge pages only"
+            } else {
+                "normal"
+            }
+        )?;
+        writeln!(
+            f,
+            "metadata       {} span records; {:.1} MiB given back",
+            self.span_records,
+            mib(self.metadata_released_bytes)
+        )?;
+        if self.meshed_units_total != 0 {
+            writeln!(
+                f,
+                "meshing        {} units meshed now ({:.1} MiB shared), {} since start",
+                self.meshed_units,
+                mib(self.meshed_bytes),
+                self.meshed_units_total
+            )?;
+        }
+        write!(
+            f,
+            "background thread {}; {:.1} MiB in thread caches; {} objects parked; {} OS refusals",
+            if self.background_running {
+                "running"
+            } else {
+                "not running"
+            },
+            mib(self.thread_cache_bytes),
+            self.parked_objects,
+            self.os_refusals
+        )
+    }
+}
+
+/// What a meshing round did.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct MeshRound {
+    /// Units meshed onto another unit this round.
+    pub meshed_units: usize,
+    /// Bytes those units span: their own pages were punched out of the
+    /// heap file, so what was resident there went back to the OS.
+    pub punched_bytes: usize,
+    /// Units unmeshed (wholly free) this round.
+    pub unmeshed_units: usize,
+}
+
+/// What the mesher would do with a class now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshEstimate {
+    /// Resident pages of the units it would mesh (it punches them out).
+    pub pages: usize,
+    /// Mappings it would add (two per meshed unit: the unit's own, and the
+    /// rest of the mapping it was cut from).
+    pub vmas: usize,
+}
+
+/// Histogram buckets of live objects per page holding a live byte:
+/// 1, 2, 3-4, 5-8, 9-16, 17-32, 33-64, 65 or more.
+const BUCKETS: [&str; 8] = ["1", "2", "3-4", "5-8", "9-16", "17-32", "33-64", "65+"];
+
+/// One size class's placement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassPlacement {
+    /// Object size in bytes (0 for the unused class 0).
+    pub object_size: usize,
+    /// Spans of the class.
+    pub spans: usize,
+    /// Objects in use (including thread caches).
+    pub live_objects: usize,
+    /// Pages of the class's spans not released to the OS.
+    pub resident_pages: usize,
+    /// Pages holding at least one byte of an object in use.
+    pub live_pages: usize,
+    /// Pages holding a live byte, by the live objects on the page: 1, 2,
+    /// 3-4, 5-8, 9-16, 17-32, 33-64, 65 or more.
+    pub histogram: [usize; 8],
+    /// The mesher's planner run dry over the class's home huge pages (mesh
+    /// mode's layout; zero without it): the units it would mesh onto
+    /// another, as a meshing round now would, before its mapping budget.
+    pub meshable: MeshEstimate,
+}
+
+/// Every class's placement; see [`crate::placement`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Indexed by size class (class 0 is unused).
+    pub classes: [ClassPlacement; NUM_CLASSES],
+}
+
+impl Placement {
+    /// Sums over the classes: (live objects' bytes, pages holding a live
+    /// byte, resident pages).
+    pub fn totals(&self) -> (usize, usize, usize) {
+        self.classes.iter().fold((0, 0, 0), |t, c| {
+            (
+                t.0 + c.live_objects * c.object_size,
+                t.1 + c.live_pages,
+                t.2 + c.resident_pages,
+            )
+        })
+    }
+
+    /// [`ClassPlacement::meshable`] summed over the classes.
+    pub fn meshable(&self) -> MeshEstimate {
+        self.classes
+            .iter()
+            .fold(MeshEstimate::default(), |t, c| MeshEstimate {
+                pages: t.pages + c.meshable.pages,
+                vmas: t.vmas + c.meshable.vmas,
+            })
+    }
+}
+
+impl core::fmt::Display for Placement {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mib = |pages: usize| (pages * PAGE_SIZE) as f64 / 1048576.0;
+        let (live, live_pages, resident) = self.totals();
+        let meshable = self.meshable();
+        writeln!(
+            f,
+            "small objects: {:.1} MiB live on {:.1} MiB of pages holding a live byte ({:.1} MiB resident); meshing now would free {:.1} MiB (adding {} mappings)",
+            live as f64 / 1048576.0,
+            mib(live_pages),
+            mib(resident),
+            mib(meshable.pages),
+            meshable.vmas
+        )?;
+        write!(
+            f,
+            "class   size  spans  live objs  live MiB  pages w/ live  resident"
+        )?;
+        for b in BUCKETS {
+            write!(f, " {b:>6}")?;
+        }
+        writeln!(f, "  meshable pages")?;
+        for (i, c) in self.classes.iter().enumerate().filter(|(_, c)| c.spans > 0) {
+            write!(
+                f,
+                "{i:>5} {:>6} {:>6} {:>10} {:>9.1} {:>14} {:>9}",
+                c.object_size,
+                c.spans,
+                c.live_objects,
+                (c.live_objects * c.object_size) as f64 / 1048576.0,
+                c.live_pages,
+                c.resident_pages
+            )?;
+            for n in c.histogram {
+                write!(f, " {n:>6}")?;
+            }
+            writeln!(f, " {:>15}", c.meshable.pages)?;
+        }
+        Ok(())
+    }
+}
