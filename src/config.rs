@@ -45,13 +45,44 @@ pub enum ThpEnabled {
 pub struct Thp {
     pub enabled: ThpEnabled,
     pub max_ptes_none: u32,
+    /// Multi-size THP (Linux 6.8+, `hugepages-<size>kB/enabled`).
+    pub mthp: Mthp,
+}
+
+/// Orders of the mTHP sizes read: 16 KiB (order 2) up to the 2 MiB huge
+/// page (order 9); bit `k` of each mask is the size `PAGE_SIZE << k`.
+pub const MTHP_ORDERS: core::ops::RangeInclusive<u32> = 2..=9;
+
+/// Each mTHP size's setting, as bit masks by order (absent sizes in none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mthp {
+    pub always: u32,
+    pub madvise: u32,
+    pub inherit: u32,
 }
 
 impl Thp {
-    /// Whether khugepaged could re-inflate a partly released huge page, so
-    /// that marking it NOHUGEPAGE first is worth a system call.
+    /// Orders a page fault may map as one folio in the heap's memory: sizes
+    /// set to `always` or `madvise` (the heap's dense huge pages are
+    /// `MADV_HUGEPAGE`), and `inherit` ones while THP itself is on.
+    pub fn mthp_enabled(&self) -> u32 {
+        let thp_on = matches!(self.enabled, ThpEnabled::Always | ThpEnabled::Madvise);
+        self.mthp.always | self.mthp.madvise | if thp_on { self.mthp.inherit } else { 0 }
+    }
+
+    /// Whether memory released inside a huge page could come back larger
+    /// than it went, so that marking the huge page NOHUGEPAGE first is worth
+    /// a system call: khugepaged could re-inflate the 2 MiB page, or a
+    /// fault in a released range could map a whole mTHP folio there
+    /// (`MADV_NOHUGEPAGE` turns off every size).
     pub fn inflation_possible(&self) -> bool {
-        matches!(self.enabled, ThpEnabled::Always | ThpEnabled::Madvise) && self.max_ptes_none > 0
+        let pmd_order = 1 << MTHP_ORDERS.end();
+        let enabled = self.mthp_enabled();
+        // The 2 MiB size's own file overrides THP's switch unless `inherit`.
+        let pmd = (matches!(self.enabled, ThpEnabled::Always | ThpEnabled::Madvise)
+            || enabled & pmd_order != 0)
+            && self.max_ptes_none > 0;
+        pmd || enabled & !pmd_order != 0
     }
 }
 
@@ -86,6 +117,11 @@ impl Config {
         thp: Thp {
             enabled: ThpEnabled::Unknown,
             max_ptes_none: 511,
+            mthp: Mthp {
+                always: 0,
+                madvise: 0,
+                inherit: 0,
+            },
         },
     };
 
@@ -148,16 +184,22 @@ pub fn parse_size(v: &[u8]) -> Option<usize> {
 
 /// Parses the bracketed choice of a sysfs THP file ("always [madvise] never").
 pub fn parse_thp_enabled(v: &[u8]) -> ThpEnabled {
+    match bracketed(v) {
+        b"always" => ThpEnabled::Always,
+        b"madvise" => ThpEnabled::Madvise,
+        b"never" => ThpEnabled::Never,
+        _ => ThpEnabled::Unknown,
+    }
+}
+
+/// The bracketed word of a sysfs choice ("always [madvise] never"), or
+/// nothing.
+fn bracketed(v: &[u8]) -> &[u8] {
     let open = v.iter().position(|&c| c == b'[');
     let close = v.iter().position(|&c| c == b']');
     match (open, close) {
-        (Some(o), Some(c)) if o < c => match &v[o + 1..c] {
-            b"always" => ThpEnabled::Always,
-            b"madvise" => ThpEnabled::Madvise,
-            b"never" => ThpEnabled::Never,
-            _ => ThpEnabled::Unknown,
-        },
-        _ => ThpEnabled::Unknown,
+        (Some(o), Some(c)) if o < c => &v[o + 1..c],
+        _ => &[],
     }
 }
 
@@ -201,7 +243,55 @@ fn read_thp() -> Thp {
     Thp {
         enabled,
         max_ptes_none,
+        mthp: read_mthp(),
     }
+}
+
+/// Reads `hugepages-<size>kB/enabled` for every order of [`MTHP_ORDERS`]
+/// (paths built on the stack: nothing is allocated).
+fn read_mthp() -> Mthp {
+    const DIR: &[u8] = b"/sys/kernel/mm/transparent_hugepage/hugepages-";
+    let mut m = Mthp::default();
+    for order in MTHP_ORDERS {
+        let mut path = [0u8; 96];
+        let mut len = DIR.len();
+        path[..len].copy_from_slice(DIR);
+        len += write_decimal(&mut path[len..], (crate::units::PAGE_SIZE >> 10) << order);
+        let tail = b"kB/enabled\0";
+        path[len..len + tail.len()].copy_from_slice(tail);
+        let Ok(path) = core::ffi::CStr::from_bytes_with_nul(&path[..len + tail.len()]) else {
+            continue;
+        };
+        let mut buf = [0u8; 64];
+        let Some(n) = linux::read_file(path, &mut buf) else {
+            continue;
+        };
+        match bracketed(&buf[..n]) {
+            b"always" => m.always |= 1 << order,
+            b"madvise" => m.madvise |= 1 << order,
+            b"inherit" => m.inherit |= 1 << order,
+            _ => {}
+        }
+    }
+    m
+}
+
+/// Writes `n` in decimal at the start of `out`; returns the digits written.
+fn write_decimal(out: &mut [u8], mut n: usize) -> usize {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        out[i] = digits[len - 1 - i];
+    }
+    len
 }
 
 /// Reads the environment and sysfs into a `Config`.
@@ -362,5 +452,53 @@ mod tests {
         assert!(c.must_mark());
         c.mode = Mode::DisableThp;
         assert!(!c.must_mark());
+    }
+
+    #[test]
+    fn an_enabled_mthp_size_makes_aware_mode_mark() {
+        let mut c = Config::DEFAULT;
+        c.thp.enabled = ThpEnabled::Never;
+        assert!(!c.must_mark());
+        // hugepages-64kB/enabled = always (order 4), THP itself off: a fault
+        // in a released 64 KiB range could map a whole folio.
+        c.thp.mthp.always = 1 << 4;
+        assert!(c.must_mark() && c.thp.mthp_enabled() == 1 << 4);
+        // `inherit` follows THP: off under `never`, on under `madvise`.
+        c.thp.mthp = Mthp {
+            inherit: 1 << 5,
+            ..Mthp::default()
+        };
+        assert!(!c.must_mark());
+        c.thp.enabled = ThpEnabled::Madvise;
+        c.thp.max_ptes_none = 0;
+        assert!(c.must_mark(), "a 128 KiB size inherits madvise");
+        // The 2 MiB size alone, with max_ptes_none = 0: nothing to fear.
+        c.thp.mthp = Mthp {
+            inherit: 1 << 9,
+            ..Mthp::default()
+        };
+        assert!(!c.must_mark());
+        // ... but set to `always` under THP `never`, it is khugepaged's.
+        c.thp.enabled = ThpEnabled::Never;
+        c.thp.max_ptes_none = 511;
+        c.thp.mthp = Mthp {
+            always: 1 << 9,
+            ..Mthp::default()
+        };
+        assert!(c.must_mark());
+    }
+
+    #[test]
+    fn mthp_paths_and_words() {
+        let mut out = [0u8; 8];
+        assert_eq!(write_decimal(&mut out, 2048), 4);
+        assert_eq!(&out[..4], b"2048");
+        assert_eq!(write_decimal(&mut out, 0), 1);
+        assert_eq!(bracketed(b"always inherit [madvise] never\n"), b"madvise");
+        assert_eq!(bracketed(b"[inherit"), b"");
+        // This kernel's settings are read without failing (absent sizes
+        // stay out of every mask).
+        let m = read_mthp();
+        assert_eq!(m.always & m.madvise, 0);
     }
 }

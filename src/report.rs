@@ -3,7 +3,7 @@
 //! data, compiled in every build (the fallback's too: `fallback.rs`).
 
 use crate::size_class::NUM_CLASSES;
-use crate::units::{HUGE_SIZE, PAGE_SIZE};
+use crate::units::PAGE_SIZE;
 use core::fmt;
 
 /// Counts of the `madvise` calls the release policy made, and whether it
@@ -97,9 +97,28 @@ pub struct Stats {
     /// `--cfg hugeguard_fallback`): every allocation goes to
     /// `std::alloc::System`, and every other counter stays zero.
     pub forwarding_to_system: bool,
+    /// The base page size the heap works in (bytes).
+    pub page_size: usize,
+    /// The huge page size the heap packs into and guards (bytes).
+    pub huge_page_size: usize,
+    /// Multi-size THP as the kernel set it at start-up: bit `k` set when a
+    /// page fault may map a folio of `page_size << k` bytes in the heap's
+    /// memory (its `hugepages-<size>kB/enabled` is `always` or `madvise`,
+    /// or `inherit` while THP is on). Any size below the huge page makes
+    /// `aware` mode mark a huge page NOHUGEPAGE before releasing part of
+    /// it; see [`Stats::mthp_sizes`].
+    pub mthp_enabled_sizes: u32,
 }
 
 impl Stats {
+    /// The folio sizes (bytes) of [`Stats::mthp_enabled_sizes`], smallest
+    /// first.
+    pub fn mthp_sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..32)
+            .filter(|k| self.mthp_enabled_sizes >> k & 1 != 0)
+            .map(|k| self.page_size << k)
+    }
+
     /// Huge pages holding anything.
     pub fn huge_pages_in_use(&self) -> usize {
         self.filler_huge_pages + self.large_huge_pages
@@ -122,7 +141,19 @@ impl fmt::Display for Stats {
         writeln!(f, "  mapped         {:10.1} MiB", mib(self.mapped_bytes))?;
         writeln!(f, "  released total {:10.1} MiB", mib(self.released_bytes))?;
         writeln!(f, "  held back      {:10.1} MiB", mib(self.held_back_bytes))?;
-        writeln!(f, "huge pages ({} MiB each)", HUGE_SIZE >> 20)?;
+        write!(
+            f,
+            "geometry       {} KiB pages, {} MiB huge pages; mTHP sizes on:",
+            self.page_size >> 10,
+            self.huge_page_size >> 20
+        )?;
+        let mut any = false;
+        for size in self.mthp_sizes() {
+            write!(f, " {}K", size >> 10)?;
+            any = true;
+        }
+        writeln!(f, "{}", if any { "" } else { " none" })?;
+        writeln!(f, "huge pages ({} MiB each)", self.huge_page_size >> 20)?;
         writeln!(
             f,
             "  in use         {} filler, {} large; {} free",

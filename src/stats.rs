@@ -54,6 +54,9 @@ pub fn stats() -> Stats {
         meshed_bytes: mesh.1,
         meshed_units_total: mesh.2,
         forwarding_to_system: false,
+        page_size: PAGE_SIZE,
+        huge_page_size: crate::units::HUGE_SIZE,
+        mthp_enabled_sizes: crate::config::get().thp.mthp_enabled(),
     }
 }
 

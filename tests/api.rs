@@ -27,6 +27,30 @@ fn stats_say_which_heap_serves_the_blocks() {
     } else {
         assert!(s.allocated_bytes >= 4096 && s.mapped_bytes >= s.resident_bytes);
         assert!(report.contains("resident"), "{report}");
+        assert_eq!((s.page_size, s.huge_page_size), (4096, 2 << 20));
+        // The mTHP sizes a fault may map, as this test reads sysfs itself.
+        let word = |p: &str| {
+            let t = std::fs::read_to_string(p).unwrap_or_default();
+            let word = t.split('[').nth(1).and_then(|r| r.split(']').next());
+            word.unwrap_or("").to_string()
+        };
+        let thp = word("/sys/kernel/mm/transparent_hugepage/enabled");
+        let thp_on = thp == "always" || thp == "madvise";
+        let expected: Vec<usize> = (2..=9)
+            .map(|k| 4096usize << k)
+            .filter(|size| {
+                let w = word(&format!(
+                    "/sys/kernel/mm/transparent_hugepage/hugepages-{}kB/enabled",
+                    size >> 10
+                ));
+                w == "always" || w == "madvise" || (w == "inherit" && thp_on)
+            })
+            .collect();
+        assert_eq!(s.mthp_sizes().collect::<Vec<_>>(), expected, "{report}");
+        assert!(
+            report.contains("geometry       4 KiB pages, 2 MiB huge pages; mTHP sizes on:"),
+            "{report}"
+        );
     }
     assert!(hugeguard::check_invariants().is_ok());
 }

@@ -10,6 +10,8 @@
 //! cargo run --release -p hugeguard-bench --example khugepaged            # simulated khugepaged
 //! cargo run --release -p hugeguard-bench --example khugepaged -- --real  # the real daemon (root)
 //! options: --mb N (default 1024)  --idle SECS (default 6)  --svg PATH
+//!          --mthp KB (root: set hugepages-<KB>kB/enabled=always for the run)
+//!          --thp always|madvise|never (root: set THP's own switch for the run)
 //! ```
 //! With `--real` the parent sets THP `enabled=always` and khugepaged's
 //! `scan_sleep_millisecs=100`, `pages_to_scan=4096`, waits while the real
@@ -107,9 +109,26 @@ struct Run {
     refused: usize,
     collapsed: usize,
     corrupted: usize,
+    /// With `--mthp`: the size's folios in the system (`nr_anon`, and
+    /// `nr_anon_partially_mapped`) at the end of the idle period.
+    folios_idle: Option<(usize, usize)>,
 }
 
-fn run(name: &'static str, mb: usize, idle: Duration, real: bool) -> Run {
+/// `nr_anon` and `nr_anon_partially_mapped` of the mTHP size of `kb` KiB
+/// (system-wide counters; the children run one at a time).
+fn mthp_folios(kb: usize) -> Option<(usize, usize)> {
+    let dir = format!("/sys/kernel/mm/transparent_hugepage/hugepages-{kb}kB/stats");
+    let read = |f: &str| -> Option<usize> {
+        std::fs::read_to_string(format!("{dir}/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((read("nr_anon")?, read("nr_anon_partially_mapped")?))
+}
+
+fn run(name: &'static str, mb: usize, idle: Duration, real: bool, mthp_kb: Option<usize>) -> Run {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     let alloc = if name == "hugeguard" {
         "hugeguard"
@@ -137,6 +156,7 @@ fn run(name: &'static str, mb: usize, idle: Duration, real: bool) -> Run {
         since_frees(w.sample(idle, Duration::from_millis(250))).collect();
     let idle_rss = samples.last().map(|s| s.1).unwrap_or(0);
     let idle_secs = samples.last().map(|s| s.0);
+    let folios_idle = mthp_kb.and_then(mthp_folios);
     let (refused, collapsed) = if real {
         // The real daemon: wait while it scans (a full pass over 1 GB takes
         // a few seconds at the sped-up rate).
@@ -171,6 +191,7 @@ fn run(name: &'static str, mb: usize, idle: Duration, real: bool) -> Run {
         refused,
         collapsed,
         corrupted: batch::get(&checked, "corrupted"),
+        folios_idle,
     }
 }
 
@@ -235,17 +256,51 @@ fn main() {
     } else {
         None
     };
+    let _thp_guard = arg("--thp").map(|word| match sysfs::thp_enabled(&word) {
+        Ok(g) => g,
+        Err(e) => {
+            sysfs::restore();
+            eprintln!("--thp: {e}");
+            std::process::exit(2);
+        }
+    });
+    let mthp_kb: Option<usize> = arg("--mthp").and_then(|v| v.parse().ok());
+    let _mthp_guard = mthp_kb.map(|kb| match sysfs::mthp_always(kb) {
+        Ok(g) => g,
+        Err(e) => {
+            sysfs::restore();
+            eprintln!("--mthp: {e}");
+            std::process::exit(2);
+        }
+    });
     let thp =
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
     let mpn =
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none")
             .unwrap_or_default();
     println!("THP enabled: {}; max_ptes_none: {}", thp.trim(), mpn.trim());
+    let mthp: Vec<String> = (2..=9)
+        .filter_map(|k| {
+            let kb = 4usize << k;
+            let path = format!("/sys/kernel/mm/transparent_hugepage/hugepages-{kb}kB/enabled");
+            let t = std::fs::read_to_string(path).ok()?;
+            let w = t.split('[').nth(1)?.split(']').next()?.to_string();
+            (w != "never").then(|| format!("{kb}K={w}"))
+        })
+        .collect();
+    println!(
+        "mTHP sizes not `never`: {}",
+        if mthp.is_empty() {
+            "none".to_string()
+        } else {
+            mthp.join(" ")
+        }
+    );
     println!("workload: {mb} MB of mixed objects (70% 16-256 B, 25% 256 B-4 KiB, 5% 4-64 KiB), 63 of 64 freed, then idle\n");
     let mut runs = Vec::new();
     for name in ["system", "system+malloc_trim", "hugeguard"] {
         eprintln!("running {name} ...");
-        runs.push(run(name, mb, idle, real));
+        runs.push(run(name, mb, idle, real, mthp_kb));
     }
     let mbf = |b: usize| b as f64 / 1048576.0;
     let after_label = if real {
@@ -269,6 +324,18 @@ fn main() {
             r.refused
         );
         assert_eq!(r.corrupted, 0, "{}: live objects corrupted", r.name);
+    }
+    if let Some(kb) = mthp_kb {
+        println!("\n{kb} KiB folios in the system at the end of each idle period (nr_anon / nr_anon_partially_mapped):");
+        for r in &runs {
+            if let Some((n, partial)) = r.folios_idle {
+                println!(
+                    "  {:<20} {n} / {partial} ({:.1} MB in such folios)",
+                    r.name,
+                    mbf(n * kb * 1024)
+                );
+            }
+        }
     }
     let hg = runs.last().unwrap();
     println!(

@@ -1,7 +1,8 @@
 //! The THP sysfs settings that make the real khugepaged fast enough for a
 //! demonstration (`enabled=always`, `scan_sleep_millisecs=100`,
 //! `pages_to_scan=4096`), for `--real` of the khugepaged and service
-//! examples: saved first, restored when the guard drops, on failure, or on
+//! examples, and an mTHP size set to `always` (`--mthp` of the khugepaged
+//! example): saved first, restored when the guard drops, on failure, or on
 //! SIGINT/SIGTERM (with raw system calls from the handler). Root only; never
 //! used by `cargo test`.
 
@@ -20,7 +21,8 @@ const FILES: [(&str, &str); 3] = [
 ];
 // Saved values as NUL-terminated path and value buffers, so the signal
 // handler can restore them with raw system calls.
-static mut SAVED: [([u8; 128], [u8; 32], usize); 3] = [([0; 128], [0; 32], 0); 3];
+const MAX_SAVED: usize = 4;
+static mut SAVED: [([u8; 128], [u8; 32], usize); MAX_SAVED] = [([0; 128], [0; 32], 0); MAX_SAVED];
 static NSAVED: Mutex<usize> = Mutex::new(0);
 
 fn current(path: &str) -> Option<String> {
@@ -38,7 +40,8 @@ pub fn restore() {
     // read afterwards; raw open/write/close are async-signal-safe.
     unsafe {
         let saved = &*core::ptr::addr_of!(SAVED);
-        for (path, value, len) in saved.iter() {
+        // Newest first: a file saved twice ends with its first value.
+        for (path, value, len) in saved.iter().rev() {
             if *len == 0 {
                 continue;
             }
@@ -60,14 +63,43 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// Saves and sets the values; restores on Drop of the guard.
+/// Saves and sets the values that speed khugepaged up; restores on Drop
+/// of the guard.
 pub fn speed_up() -> Result<Guard, String> {
+    set(&FILES)
+}
+
+/// The mTHP size of `kb` KiB set to `always` (`hugepages-<kb>kB/enabled`,
+/// Linux 6.8+), for `--mthp` of the khugepaged example; restored on Drop of
+/// the guard.
+pub fn mthp_always(kb: usize) -> Result<Guard, String> {
+    let path = format!("/sys/kernel/mm/transparent_hugepage/hugepages-{kb}kB/enabled");
+    set(&[(path.as_str(), "always")])
+}
+
+/// THP's own switch (`transparent_hugepage/enabled`) set to `word`
+/// (`always`, `madvise`, `never`) for `--thp` of the khugepaged example;
+/// restored on Drop of the guard.
+pub fn thp_enabled(word: &str) -> Result<Guard, String> {
+    set(&[("/sys/kernel/mm/transparent_hugepage/enabled", word)])
+}
+
+/// Saves each file's value, then writes the new one; a signal or the
+/// guard's Drop restores them all. At most [`MAX_SAVED`] files in all.
+pub fn set(files: &[(&str, &str)]) -> Result<Guard, String> {
     let mut n = NSAVED.lock().unwrap();
-    for (i, (path, _)) in FILES.iter().enumerate() {
+    if *n + files.len() > MAX_SAVED {
+        return Err("too many sysfs files to save".to_string());
+    }
+    for (path, _) in files {
         let v = current(path).ok_or(format!("cannot read {path}"))?;
-        // SAFETY: single-threaded set-up before the handler exists.
+        if path.len() >= 128 || v.len() > 32 {
+            return Err(format!("{path}: path or value too long to save"));
+        }
+        // SAFETY: SAVED is written only here, under NSAVED's lock, in a
+        // slot the handler does not read until its length is set.
         unsafe {
-            let slot = &mut (*core::ptr::addr_of_mut!(SAVED))[i];
+            let slot = &mut (*core::ptr::addr_of_mut!(SAVED))[*n];
             slot.0[..path.len()].copy_from_slice(path.as_bytes());
             slot.1[..v.len()].copy_from_slice(v.as_bytes());
             slot.2 = v.len();
@@ -86,7 +118,7 @@ pub fn speed_up() -> Result<Guard, String> {
         );
     }
     let guard = Guard;
-    for (path, value) in FILES {
+    for (path, value) in files {
         std::fs::write(path, value)
             .map_err(|e| format!("cannot write {path}: {e} (run as root)"))?;
     }
