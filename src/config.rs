@@ -6,7 +6,7 @@
 //! | `HUGEGUARD_RELEASE` | `aware`, `go-legacy`, `disable-thp`, `off` | `aware` |
 //! | `HUGEGUARD_HOLDBACK_MS` | milliseconds freed memory is kept before release | `1000` |
 //! | `HUGEGUARD_BACKGROUND` | `on`, `off`: the background release thread | `on` |
-//! | `HUGEGUARD_MEMORY_LIMIT` | soft limit in bytes, suffix `k`, `m`, `g` allowed; `0` none | none |
+//! | `HUGEGUARD_MEMORY_LIMIT` | soft limit in bytes, suffix `k`, `m`, `g` allowed; `0` none | the cgroup's lowest memory limit (`soft_limit.rs`), else none |
 //! | `HUGEGUARD_COLLAPSE` | `on`, `off`: background `MADV_COLLAPSE` of dense huge pages | `on` |
 //! | `HUGEGUARD_HARDEN` | `on`/`1`, `off`/`0`: hardened mode (`harden`: every free checked, links encoded) | `off` (`on` in builds with debug assertions) |
 //! | `HUGEGUARD_MESH` | `on`, `off`: mesh mode (`docs/MESH.md`): a shared-memory heap, objects from random slots of their span, each class's spans in huge pages of their own, and sparse units meshed when idle | `off` |
@@ -92,8 +92,10 @@ pub struct Config {
     pub mode: Mode,
     pub holdback_ms: u32,
     pub background: bool,
-    /// Soft memory limit in bytes; 0 for none.
-    pub memory_limit: usize,
+    /// Soft memory limit in bytes from `HUGEGUARD_MEMORY_LIMIT` (0: none);
+    /// `None` when the variable is unset, so the cgroup's limit applies
+    /// (`soft_limit.rs`).
+    pub memory_limit: Option<usize>,
     pub collapse: bool,
     /// Hardened mode (`harden`).
     pub harden: bool,
@@ -110,7 +112,7 @@ impl Config {
         mode: Mode::Aware,
         holdback_ms: 1000,
         background: true,
-        memory_limit: 0,
+        memory_limit: None,
         collapse: true,
         harden: cfg!(debug_assertions),
         mesh: false,
@@ -317,7 +319,7 @@ pub fn load() -> Config {
     }
     if let Some(v) = linux::getenv(c"HUGEGUARD_MEMORY_LIMIT") {
         match parse_size(v) {
-            Some(n) => c.memory_limit = n,
+            Some(n) => c.memory_limit = Some(n),
             None => warn("HUGEGUARD_MEMORY_LIMIT", v, "none"),
         }
     }

@@ -144,6 +144,7 @@ linux_heap! {
     pub(crate) mod page_heap;
     mod placement;
     pub mod raw;
+    mod soft_limit;
     pub(crate) mod span;
     pub(crate) mod span_pool;
     mod stats;
@@ -169,4 +170,6 @@ mod report;
 pub(crate) mod size_class;
 pub(crate) mod units;
 
-pub use report::{AdviceCounts, ClassPlacement, MeshEstimate, MeshRound, Placement, Stats};
+pub use report::{
+    AdviceCounts, ClassPlacement, LimitSource, MeshEstimate, MeshRound, Placement, Stats,
+};

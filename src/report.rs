@@ -6,6 +6,21 @@ use crate::size_class::NUM_CLASSES;
 use crate::units::PAGE_SIZE;
 use core::fmt;
 
+/// Where the soft memory limit ([`Stats::memory_limit_bytes`]) comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum LimitSource {
+    /// No limit: the variable is unset (or `0`) and the cgroup sets none.
+    #[default]
+    None,
+    /// `HUGEGUARD_MEMORY_LIMIT`.
+    Variable,
+    /// The process's cgroup v1 memory controller.
+    CgroupV1,
+    /// The process's cgroup v2 `memory.max` or `memory.high`.
+    CgroupV2,
+}
+
 /// Counts of the `madvise` calls the release policy made, and whether it
 /// had to stop marking. Kept by the page heap; reported as is by `stats()`.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -108,6 +123,11 @@ pub struct Stats {
     /// `aware` mode mark a huge page NOHUGEPAGE before releasing part of
     /// it; see [`Stats::mthp_sizes`].
     pub mthp_enabled_sizes: u32,
+    /// The soft memory limit (bytes; 0 for none): above 95 % of it, freed
+    /// memory goes back at once, without the hold-back.
+    pub memory_limit_bytes: usize,
+    /// Where [`Stats::memory_limit_bytes`] comes from.
+    pub memory_limit_source: LimitSource,
 }
 
 impl Stats {
@@ -153,6 +173,19 @@ impl fmt::Display for Stats {
             any = true;
         }
         writeln!(f, "{}", if any { "" } else { " none" })?;
+        match self.memory_limit_source {
+            LimitSource::None => writeln!(f, "soft limit     none")?,
+            s => writeln!(
+                f,
+                "soft limit     {:.1} MiB (from {})",
+                mib(self.memory_limit_bytes),
+                match s {
+                    LimitSource::Variable => "HUGEGUARD_MEMORY_LIMIT",
+                    LimitSource::CgroupV1 => "the cgroup v1 memory limits",
+                    _ => "the cgroup's memory.max/memory.high",
+                }
+            )?,
+        }
         writeln!(f, "huge pages ({} MiB each)", self.huge_page_size >> 20)?;
         writeln!(
             f,

@@ -7,6 +7,7 @@ use crate::units::PAGE_SIZE;
 
 /// Reads the counters. Takes each lock briefly; not for hot paths.
 pub fn stats() -> Stats {
+    crate::soft_limit::refresh();
     let mesh = crate::mesh::totals();
     let thread_cache_bytes = crate::cache::all_cached_bytes();
     let mut parked = 0;
@@ -57,6 +58,8 @@ pub fn stats() -> Stats {
         page_size: PAGE_SIZE,
         huge_page_size: crate::units::HUGE_SIZE,
         mthp_enabled_sizes: crate::config::get().thp.mthp_enabled(),
+        memory_limit_bytes: crate::soft_limit::get(),
+        memory_limit_source: crate::soft_limit::source(),
     }
 }
 

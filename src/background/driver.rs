@@ -94,7 +94,7 @@ pub fn release_pass(force: bool) -> PassResult {
     let pass = Pass {
         now: global::release_clock(),
         holdback: cfg.holdback_ms,
-        force: force || over_limit(cfg.memory_limit),
+        force: force || over_limit(crate::soft_limit::get()),
     };
     HEAP.lock().release_free_huge_pages(&pass, &mut out);
     for (class, c) in CENTRAL.iter().enumerate().skip(1) {

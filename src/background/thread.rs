@@ -104,6 +104,8 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
     let mut scanned_at = 0;
     loop {
         let cfg = config::get();
+        crate::soft_limit::refresh();
+        let limit = crate::soft_limit::get();
         let work = WORK.lock();
         doorbell::clear_freed();
         let park_ms = if doorbell::quiet() {
@@ -139,7 +141,10 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
                     }
                 }
             }
-            if over_limit(cfg.memory_limit) {
+            if over_limit(limit) && (r.released_pages != 0 || r.pending) {
+                // Over the soft limit and still giving back: go on at once.
+                // (Once a pass finds nothing to give, only a free can change
+                // that, and a free rings the doorbell: park below.)
                 Wait::Sleep(TICK_MS / 10)
             } else if more_dense {
                 Wait::Sleep(TICK_MS)
@@ -155,7 +160,7 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             }
         };
         drop(work);
-        if !wait_alive(wait, cfg.memory_limit, &mut liveness) {
+        if !wait_alive(wait, limit, &mut liveness) {
             break;
         }
     }
@@ -207,15 +212,22 @@ fn alone_once_ending_thread_left() -> bool {
 }
 
 /// Waits as `wait` says, in slices of at most [`LIVENESS_MS`] (none while
-/// quiet; of [`TICK_MS`] under a soft `limit`), checking between slices
-/// whether the background thread has become the last thread. Returns
-/// `false` when it has (the thread must end), `true` when it is time for
-/// the next pass.
+/// quiet), checking between slices whether the background thread has
+/// become the last thread. Under a soft `limit`, a sleep (the program is
+/// busy freeing) is cut into [`TICK_MS`] slices and ends early when the
+/// heap goes over the limit, or is over it and something was freed since:
+/// memory goes back at once. A park is not cut: a parked thread is rung by
+/// every free, and without frees there is nothing more to give back,
+/// however high the heap stands (an idle process stays quiet under a
+/// limit). Returns `false` when the thread must end, `true` when it is
+/// time for the next pass.
 fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness) -> bool {
     let (total, park) = match wait {
         Wait::Sleep(ms) => (ms, false),
         Wait::Park(ms) => (ms, true),
     };
+    let watch = limit != 0 && !park;
+    let was_over = watch && over_limit(limit);
     let start = linux::now_ms();
     loop {
         let elapsed = linux::now_ms().saturating_sub(start);
@@ -226,14 +238,17 @@ fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness) -> bool {
         if !doorbell::quiet() {
             slice = slice.min(LIVENESS_MS);
         }
-        if limit != 0 {
+        if watch {
             slice = slice.min(TICK_MS);
         }
         doorbell::wait(slice, park);
         if liveness.alone() {
             return false;
         }
-        if (park && doorbell::freed()) || over_limit(limit) {
+        if park && doorbell::freed() {
+            return true;
+        }
+        if watch && over_limit(limit) && (!was_over || doorbell::freed()) {
             return true;
         }
     }

@@ -8,6 +8,7 @@
 #[cfg(any(test, fuzzing))]
 pub mod fake;
 pub mod linux;
+pub mod cgroup;
 pub mod shared;
 pub(crate) mod sys;
 

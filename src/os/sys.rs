@@ -1,6 +1,6 @@
 //! The process basics every OS file needs: the thread's `errno` (read, set,
 //! kept across a call), one line to standard error, an abort, and reading
-//! a small file into a buffer. A leaf of the OS layer: no allocation, no
+//! a small file into a buffer or line by line. A leaf of the OS layer: no allocation, no
 //! state.
 
 /// The calling thread's `errno`.
@@ -70,4 +70,58 @@ pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: closing the descriptor we opened.
     unsafe { libc::close(fd) };
     (n >= 0).then_some(n as usize)
+}
+
+/// Calls `f` with each line of the file at `path` (without its newline),
+/// read through a 4 KiB stack buffer: lines longer than that are skipped.
+/// Stops when `f` returns `false`. Returns `false` when the file cannot be
+/// opened.
+pub fn for_each_line(path: &core::ffi::CStr, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+    let _errno = KeepErrno::new();
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    // Bytes of an unfinished line at the start of `buf`; `skipping` while
+    // the rest of an overlong line passes.
+    let mut len = 0;
+    let mut skipping = false;
+    'read: loop {
+        // SAFETY: `buf[len..]` is valid for its length.
+        let n = unsafe {
+            libc::read(
+                fd,
+                buf[len..].as_mut_ptr() as *mut libc::c_void,
+                buf.len() - len,
+            )
+        };
+        if n <= 0 {
+            if n == 0 && len > 0 && !skipping {
+                f(&buf[..len]);
+            }
+            break;
+        }
+        let end = len + n as usize;
+        let mut start = 0;
+        while let Some(nl) = buf[start..end].iter().position(|&c| c == b'\n') {
+            if !skipping && !f(&buf[start..start + nl]) {
+                break 'read;
+            }
+            skipping = false;
+            start += nl + 1;
+        }
+        if start == 0 && end == buf.len() {
+            // A line longer than the buffer: drop what we have of it.
+            skipping = true;
+            len = 0;
+        } else {
+            buf.copy_within(start..end, 0);
+            len = end - start;
+        }
+    }
+    // SAFETY: closing the descriptor we opened.
+    unsafe { libc::close(fd) };
+    true
 }
