@@ -86,6 +86,57 @@ impl Thp {
     }
 }
 
+/// The kernel's page sizes, read at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Base page size (`sysconf(_SC_PAGESIZE)`).
+    pub page_size: usize,
+    /// Huge page size (`hpage_pmd_size`; 0 without THP).
+    pub huge_size: usize,
+}
+
+/// Fits the configuration to a kernel whose pages are not the heap's
+/// (`units.rs`: 4 KiB pages, 2 MiB huge pages) and returns the one line to
+/// say so, or `None` when they are. Base pages of another size: nothing is
+/// ever given back (mode `off`, no meshing, no collapse), since a release
+/// of one 4 KiB unit would drop the whole larger page around it. Huge pages
+/// of another size with 4 KiB base pages: packing, release and marking
+/// keep working in 2 MiB units (marking a 2 MiB part of a larger huge page
+/// splits its mapping, which khugepaged then cannot collapse), but
+/// `MADV_COLLAPSE` of 2 MiB is off.
+pub fn fit_geometry(c: &mut Config, g: Geometry) -> Option<&'static [u8]> {
+    use crate::units::{HUGE_SIZE, PAGE_SIZE};
+    if g.page_size != PAGE_SIZE {
+        c.mode = Mode::Off;
+        c.mesh = false;
+        c.collapse = false;
+        return Some(
+            b"hugeguard: this kernel's base pages are not 4 KiB, the only size hugeguard is built for: it gives no memory back here (as HUGEGUARD_RELEASE=off)\n",
+        );
+    }
+    if g.huge_size != 0 && g.huge_size != HUGE_SIZE {
+        c.collapse = false;
+        return Some(
+            b"hugeguard: this kernel's huge pages are not 2 MiB: memory is packed, released and guarded in 2 MiB units, and never collapsed\n",
+        );
+    }
+    None
+}
+
+fn read_geometry() -> Geometry {
+    let mut buf = [0u8; 32];
+    let huge_size = linux::read_file(
+        c"/sys/kernel/mm/transparent_hugepage/hpage_pmd_size",
+        &mut buf,
+    )
+    .and_then(|n| parse_size(trim(&buf[..n])))
+    .unwrap_or(0);
+    Geometry {
+        page_size: linux::page_size(),
+        huge_size,
+    }
+}
+
 /// The allocator's settings.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
@@ -104,6 +155,8 @@ pub struct Config {
     /// (`mesh`) where the kernel allows it.
     pub mesh: bool,
     pub thp: Thp,
+    /// The kernel's page sizes.
+    pub geometry: Geometry,
 }
 
 impl Config {
@@ -124,6 +177,10 @@ impl Config {
                 madvise: 0,
                 inherit: 0,
             },
+        },
+        geometry: Geometry {
+            page_size: crate::units::PAGE_SIZE,
+            huge_size: crate::units::HUGE_SIZE,
         },
     };
 
@@ -346,6 +403,11 @@ pub fn load() -> Config {
         crate::freelist::set_keys(linux::random_u64() as usize, linux::random_u64() as usize);
     }
     c.thp = read_thp();
+    let geometry = read_geometry();
+    c.geometry = geometry;
+    if let Some(line) = fit_geometry(&mut c, geometry) {
+        linux::write_stderr(line);
+    }
     if c.mode == Mode::DisableThp && !linux::disable_thp_for_process() {
         linux::write_stderr(b"hugeguard: PR_SET_THP_DISABLE failed; releasing without it\n");
     }
@@ -488,6 +550,36 @@ mod tests {
             ..Mthp::default()
         };
         assert!(c.must_mark());
+    }
+
+    #[test]
+    fn other_page_geometries_get_a_policy_that_stays_correct() {
+        let geometry = |page_size, huge_size| Geometry {
+            page_size,
+            huge_size,
+        };
+        // This machine's shape, and a kernel without THP: as configured.
+        for g in [geometry(4096, 2 << 20), geometry(4096, 0)] {
+            let mut c = Config::DEFAULT;
+            assert!(fit_geometry(&mut c, g).is_none());
+            assert!(c.mode == Mode::Aware && c.collapse);
+        }
+        // arm64 with 16 KiB or 64 KiB pages: nothing given back at all.
+        for g in [geometry(16384, 32 << 20), geometry(65536, 512 << 20)] {
+            let mut c = Config::DEFAULT;
+            c.mesh = true;
+            let line = fit_geometry(&mut c, g).unwrap();
+            assert!(line.starts_with(b"hugeguard: ") && line.ends_with(b"\n"));
+            assert!(c.mode == Mode::Off && !c.mesh && !c.collapse && !c.must_mark());
+        }
+        // 4 KiB pages under another huge page size: no 2 MiB collapse.
+        let mut c = Config::DEFAULT;
+        assert!(fit_geometry(&mut c, geometry(4096, 16 << 20)).is_some());
+        assert!(c.mode == Mode::Aware && !c.collapse);
+        // This kernel: 4 KiB and 2 MiB (or no THP).
+        let g = read_geometry();
+        assert_eq!(g.page_size, 4096);
+        assert!(g.huge_size == 2 << 20 || g.huge_size == 0);
     }
 
     #[test]

@@ -112,9 +112,12 @@ pub struct Stats {
     /// `--cfg hugeguard_fallback`): every allocation goes to
     /// `std::alloc::System`, and every other counter stays zero.
     pub forwarding_to_system: bool,
-    /// The base page size the heap works in (bytes).
+    /// The kernel's base page size (bytes). The heap works in 4 KiB pages;
+    /// where the kernel's differ it gives nothing back (`docs/design.md`,
+    /// "Platforms").
     pub page_size: usize,
-    /// The huge page size the heap packs into and guards (bytes).
+    /// The kernel's huge page size (`hpage_pmd_size`, bytes; 0 without
+    /// THP). The heap packs into and guards 2 MiB units.
     pub huge_page_size: usize,
     /// Multi-size THP as the kernel set it at start-up: bit `k` set when a
     /// page fault may map a folio of `page_size << k` bytes in the heap's

@@ -151,6 +151,8 @@ mod tests {
             max_ptes_none: none,
             max_ptes_swap: 64,
             sizes: Vec::new(),
+            page_size: 4096,
+            huge_page_size: 2 << 20,
         }
     }
 

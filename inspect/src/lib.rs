@@ -42,6 +42,10 @@ pub struct Report {
     /// Multi-size THP: `(size in KiB, setting)` per size, smallest first
     /// (empty before Linux 6.8). The exposure is judged for 2 MiB only.
     pub mthp_sizes: Vec<(u32, String)>,
+    /// The base page size (bytes).
+    pub page_size: u64,
+    /// The huge page size (`hpage_pmd_size`, bytes; 0 without THP).
+    pub huge_page_size: u64,
     /// The rules applied: the configured ones, or THP `always`.
     pub assumed: Assume,
     /// Bytes khugepaged could add to RSS.
@@ -96,6 +100,8 @@ pub fn inspect(pid: u32, assume: Assume) -> Result<Report, Error> {
         max_ptes_none: settings.max_ptes_none,
         max_ptes_swap: settings.max_ptes_swap,
         mthp_sizes: settings.sizes,
+        page_size: settings.page_size,
+        huge_page_size: settings.huge_page_size,
         assumed: assume,
         exposure_bytes: exposure,
         predicted_rss_bytes: status.rss + exposure,

@@ -278,6 +278,21 @@ pub struct ThpSettings {
     /// (`always`, `inherit`, `madvise`, `never`), smallest first; empty on
     /// older kernels.
     pub sizes: Vec<(u32, String)>,
+    /// The base page size (`sysconf(_SC_PAGESIZE)`).
+    pub page_size: u64,
+    /// The huge page size (`hpage_pmd_size`; 0 where THP is unavailable).
+    pub huge_page_size: u64,
+}
+
+/// The base page size of this machine.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as u64
+    } else {
+        4096
+    }
 }
 
 /// The multi-size THP settings under `dir`: `(size in KiB, selected word)`
@@ -326,6 +341,8 @@ pub fn thp_settings() -> ThpSettings {
             max_ptes_none: 0,
             max_ptes_swap: 0,
             sizes: Vec::new(),
+            page_size: page_size(),
+            huge_page_size: 0,
         },
         Some(enabled) => ThpSettings {
             enabled: selected(&enabled),
@@ -333,6 +350,8 @@ pub fn thp_settings() -> ThpSettings {
             max_ptes_none: number("khugepaged/max_ptes_none", 511),
             max_ptes_swap: number("khugepaged/max_ptes_swap", 64),
             sizes: mthp_sizes(std::path::Path::new(THP_DIR)),
+            page_size: page_size(),
+            huge_page_size: number("hpage_pmd_size", 0) as u64,
         },
     }
 }

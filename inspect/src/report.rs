@@ -23,6 +23,12 @@ pub fn render(r: &Report, limit: usize) -> String {
         "THP enabled={} defrag={} max_ptes_none={} max_ptes_swap={}; rules: {assumed}",
         r.thp_enabled, r.thp_defrag, r.max_ptes_none, r.max_ptes_swap
     );
+    let _ = writeln!(
+        s,
+        "geometry: {} KiB pages, {} KiB huge pages (hpage_pmd_size)",
+        r.page_size >> 10,
+        r.huge_page_size >> 10
+    );
     if !r.mthp_sizes.is_empty() {
         let sizes: Vec<String> = r
             .mthp_sizes

@@ -234,9 +234,16 @@ fn the_json_report_has_the_documented_fields() {
         "max_ptes_none",
         "thp_enabled",
         "mappings",
+        "page_size",
+        "huge_page_size",
     ] {
         assert!(v.get(key).is_some(), "no {key} in {v}");
     }
+    // This machine's geometry, as the kernel gives it.
+    let pmd = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
+        .map_or(0, |t| t.trim().parse::<u64>().unwrap());
+    assert_eq!(v["page_size"].as_u64(), Some(4096));
+    assert_eq!(v["huge_page_size"].as_u64(), Some(pmd));
     assert_eq!(v["pid"].as_u64(), Some(u64::from(p.0.id())));
     assert!(v["exposure_bytes"].as_u64().unwrap() > 8 << 20, "{v}");
     let m = &v["mappings"][0];
@@ -259,6 +266,13 @@ fn the_json_report_has_the_documented_fields() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains("exposure") && text.contains("[heap]"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "geometry: 4 KiB pages, {} KiB huge pages",
+            pmd >> 10
+        )),
         "{text}"
     );
 }

@@ -204,6 +204,18 @@ pub fn is_initial_thread() -> bool {
 /// The value of environment variable `name` (NUL-terminated), without
 /// allocating. Read once at start-up, before the program could call setenv
 /// from another thread.
+/// The kernel's base page size (`sysconf(_SC_PAGESIZE)`; 4096 if unknown).
+pub fn page_size() -> usize {
+    let _errno = KeepErrno::new();
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
+
 pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     // SAFETY: `name` is NUL-terminated; getenv returns a pointer into the
     // environment block or null.
