@@ -97,9 +97,10 @@ pub struct Geometry {
 
 /// Fits the configuration to a kernel whose pages are not the heap's
 /// (`units.rs`: 4 KiB pages, 2 MiB huge pages) and returns the one line to
-/// say so, or `None` when they are. Base pages of another size: nothing is
-/// ever given back (mode `off`, no meshing, no collapse), since a release
-/// of one 4 KiB unit would drop the whole larger page around it. Huge pages
+/// say so, or `None` when they are. Base pages of another size: only whole
+/// free 2 MiB units are given back (a release of one 4 KiB unit would drop
+/// the whole larger page around it), and there is no meshing and no
+/// collapse. Huge pages
 /// of another size with 4 KiB base pages: packing, release and marking
 /// keep working in 2 MiB units (marking a 2 MiB part of a larger huge page
 /// splits its mapping, which khugepaged then cannot collapse), but
@@ -107,11 +108,11 @@ pub struct Geometry {
 pub fn fit_geometry(c: &mut Config, g: Geometry) -> Option<&'static [u8]> {
     use crate::units::{HUGE_SIZE, PAGE_SIZE};
     if g.page_size != PAGE_SIZE {
-        c.mode = Mode::Off;
+        c.whole_huge_pages_only = true;
         c.mesh = false;
         c.collapse = false;
         return Some(
-            b"hugeguard: this kernel's base pages are not 4 KiB, the only size hugeguard is built for: it gives no memory back here (as HUGEGUARD_RELEASE=off)\n",
+            b"hugeguard: this kernel's base pages are not 4 KiB, the size hugeguard is built for: only whole free 2 MiB units are given back here\n",
         );
     }
     if g.huge_size != 0 && g.huge_size != HUGE_SIZE {
@@ -157,6 +158,8 @@ pub struct Config {
     pub thp: Thp,
     /// The kernel's page sizes.
     pub geometry: Geometry,
+    /// Give back whole free huge pages only (`fit_geometry`).
+    pub whole_huge_pages_only: bool,
 }
 
 impl Config {
@@ -182,6 +185,7 @@ impl Config {
             page_size: crate::units::PAGE_SIZE,
             huge_size: crate::units::HUGE_SIZE,
         },
+        whole_huge_pages_only: false,
     };
 
     /// Whether releases must mark the huge page NOHUGEPAGE first.
@@ -562,15 +566,15 @@ mod tests {
         for g in [geometry(4096, 2 << 20), geometry(4096, 0)] {
             let mut c = Config::DEFAULT;
             assert!(fit_geometry(&mut c, g).is_none());
-            assert!(c.mode == Mode::Aware && c.collapse);
+            assert!(c.mode == Mode::Aware && c.collapse && !c.whole_huge_pages_only);
         }
-        // arm64 with 16 KiB or 64 KiB pages: nothing given back at all.
+        // arm64 with 16 KiB or 64 KiB pages: whole free 2 MiB units only.
         for g in [geometry(16384, 32 << 20), geometry(65536, 512 << 20)] {
             let mut c = Config::DEFAULT;
             c.mesh = true;
             let line = fit_geometry(&mut c, g).unwrap();
             assert!(line.starts_with(b"hugeguard: ") && line.ends_with(b"\n"));
-            assert!(c.mode == Mode::Off && !c.mesh && !c.collapse && !c.must_mark());
+            assert!(c.whole_huge_pages_only && !c.mesh && !c.collapse);
         }
         // 4 KiB pages under another huge page size: no 2 MiB collapse.
         let mut c = Config::DEFAULT;

@@ -46,6 +46,7 @@ pub fn ensure_heap() -> bool {
                 must_mark: cfg.must_mark(),
                 go_legacy: cfg.mode == Mode::GoLegacy,
                 regain: cfg.regain_huge_pages(),
+                whole_only: cfg.whole_huge_pages_only,
             });
             heap.set_class_homes(cfg.mesh);
             if cfg.mesh {

@@ -371,10 +371,13 @@ pub fn policy(data: &[u8]) {
     let mut heap = PageHeap::new(FakeOs::default());
     assert!(heap.init(64 * HUGE_SIZE, HUGE_SIZE));
     let must_mark = input.u8().unwrap_or(0) % 4 != 0;
+    // Now and then as on a kernel with base pages larger than 4 KiB.
+    let whole_only = input.u8().unwrap_or(0) % 8 == 0;
     heap.set_policy(Policy {
         must_mark,
         go_legacy: input.u8().unwrap_or(0) % 4 == 0,
         regain: true,
+        whole_only,
     });
     let base = heap.view().base();
     let mut runs: Vec<*mut Span> = Vec::new();
@@ -429,6 +432,10 @@ pub fn policy(data: &[u8]) {
                         advice: Advice::DontNeed,
                     } = *call
                     {
+                        assert!(
+                            !whole_only || (len == HUGE_SIZE && (addr - base) % HUGE_SIZE == 0),
+                            "a DONTNEED of {len} bytes at {addr:#x} under whole-huge-pages-only"
+                        );
                         let first = (addr - base) / PAGE_SIZE;
                         for p in first..first + len / PAGE_SIZE {
                             let (hp, pg) = (p / PAGES_PER_HUGE, p % PAGES_PER_HUGE);
@@ -462,6 +469,10 @@ pub fn policy(data: &[u8]) {
     if let Err(e) = rules {
         panic!("release rule broken: {e}");
     }
+    assert!(
+        !whole_only || *heap.os().discarded_metadata.borrow() == 0,
+        "a metadata page went back under whole-huge-pages-only"
+    );
 }
 
 /// Driver (f): meshing interleaved with allocation, frees and writes, on

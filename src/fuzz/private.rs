@@ -61,6 +61,7 @@ pub fn heap(data: &[u8]) {
         must_mark: first % 4 != 0,
         go_legacy: false,
         regain: true,
+        whole_only: first & 8 != 0,
     });
     // Half the inputs lay the heap out as mesh mode does: random slots,
     // each class's spans in huge pages of their own.

@@ -220,6 +220,9 @@ impl<O: Os> PageHeap<O> {
     /// record (after a batch, most of them); returns how many. Part of the
     /// release pass.
     pub fn discard_span_records(&mut self) -> usize {
+        if self.policy.whole_only {
+            return 0;
+        }
         self.pool.discard_free_pages(&self.os)
     }
 

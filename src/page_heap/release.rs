@@ -36,6 +36,12 @@ pub struct Policy {
     pub go_legacy: bool,
     /// Re-mark and collapse dense huge pages.
     pub regain: bool,
+    /// Give back whole free huge pages only: no page inside a huge page
+    /// that keeps data, and no metadata page. For kernels whose base pages
+    /// are larger than the heap's 4 KiB (`config::fit_geometry`), where a
+    /// 4 KiB `MADV_DONTNEED` would drop the whole larger page around it; a
+    /// 2 MiB unit is a whole number of any base page up to 2 MiB.
+    pub whole_only: bool,
 }
 
 impl Policy {
@@ -44,6 +50,7 @@ impl Policy {
         must_mark: true,
         go_legacy: false,
         regain: true,
+        whole_only: false,
     };
 }
 
@@ -108,6 +115,9 @@ impl<O: Os> PageHeap<O> {
     /// Marks huge page `idx` NOHUGEPAGE if needed before a partial release.
     /// `false` when the partial release must not happen.
     fn prepare_partial(&mut self, idx: usize) -> bool {
+        if self.policy.whole_only {
+            return false;
+        }
         // SAFETY: `idx < top`; heap lock held.
         let m = unsafe { self.metas.get_mut(idx) };
         if m.nohuge || !self.policy.must_mark {
@@ -213,7 +223,7 @@ impl<O: Os> PageHeap<O> {
             out.released_pages += dirty;
             // Its span entries (all null: no page has an owner) go back too;
             // a lock-free reader then reads zeroes, which are nulls.
-            if self.pages.all_unowned(idx) {
+            if self.pages.all_unowned(idx) && !self.policy.whole_only {
                 // SAFETY: the entries' own page of the heap's metadata, all
                 // null, which the zero page reads as.
                 unsafe {
@@ -624,6 +634,35 @@ mod tests {
     }
 
     #[test]
+    fn larger_base_pages_give_back_whole_huge_pages_only() {
+        let mut h = heap();
+        h.policy.whole_only = true;
+        let base = h.view().base;
+        let s = spans(&mut h, 1024, 1);
+        // Huge page 0 wholly free, huge page 1 half free.
+        for &x in s[..512].iter().chain(s[512..768].iter()) {
+            free(&mut h, x);
+        }
+        let mut r = PassResult::default();
+        let p = pass(5000, true);
+        h.release_free_huge_pages(&p, &mut r);
+        h.release_filler_pages(&p, &mut r);
+        let live = s[800];
+        // SAFETY: a live span of this heap; its page is free of objects.
+        assert_eq!(unsafe { h.release_span_pages(&mut *live, 1) }, 0);
+        assert_eq!(r.released_pages, 512, "the whole free huge page only");
+        let dontneeds: Vec<_> = advices(&h)
+            .into_iter()
+            .filter(|c| c.2 == Advice::DontNeed)
+            .collect();
+        assert_eq!(dontneeds, [(base, HUGE_SIZE, Advice::DontNeed)]);
+        // No metadata page (4 KiB of span entries or span records) either.
+        assert_eq!(h.discard_span_records(), 0);
+        assert_eq!(*h.os.discarded_metadata.borrow(), 0);
+        h.check().unwrap();
+    }
+
+    #[test]
     fn sparse_huge_pages_are_protected_even_with_nothing_to_release() {
         let mut h = heap();
         let base = h.view().base;
@@ -658,6 +697,7 @@ mod tests {
             must_mark: true,
             go_legacy: true,
             regain: false,
+            whole_only: false,
         };
         let base = h.view().base;
         let s = spans(&mut h, 512, 1);
