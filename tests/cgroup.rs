@@ -13,6 +13,7 @@
 
 #![cfg(not(hugeguard_fallback))]
 
+use hugeguard_testkit::child;
 use std::alloc::{GlobalAlloc, Layout};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,7 +22,8 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
 
-const CHILD_ENV: &str = "HUGEGUARD_TEST_CGROUP_CHILD";
+/// How long (s) the child waits for its memory to go back.
+const CHILD_WAIT_ENV: &str = "HUGEGUARD_TEST_CGROUP_WAIT";
 const MIB: usize = 1 << 20;
 
 /// The child: reports the limit, allocates and writes 128 MiB in 1 MiB
@@ -98,10 +100,10 @@ impl Drop for TestCgroup {
     }
 }
 
-/// Runs the child of `test` (in `cgroup` if given) and returns its report
+/// Runs [`cgroup_child`] (in `cgroup` if given) and returns its report
 /// line's fields: limit, source, resident bytes, milliseconds.
-fn run_child(test: &str, cgroup: Option<&TestCgroup>, wait: u64) -> (usize, String, usize, u64) {
-    let exe = std::env::current_exe().unwrap();
+fn run_child(cgroup: Option<&TestCgroup>, wait: u64) -> (usize, String, usize, u64) {
+    let direct = child::command("cgroup_child");
     let mut cmd = match cgroup {
         // The shell moves itself into the cgroup, then becomes the child.
         Some(cg) => {
@@ -111,35 +113,23 @@ fn run_child(test: &str, cgroup: Option<&TestCgroup>, wait: u64) -> (usize, Stri
                     "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
                     cg.dir.display()
                 ))
-                .arg(&exe);
+                .arg(direct.get_program())
+                .args(direct.get_args());
             c
         }
-        None => Command::new(&exe),
+        None => direct,
     };
     let out = cmd
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, wait.to_string())
+        .env(CHILD_WAIT_ENV, wait.to_string())
         .env("HUGEGUARD_HOLDBACK_MS", "60000")
         .env_remove("HUGEGUARD_MEMORY_LIMIT")
         .output()
         .expect("starting the child");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "child failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = text
-        .lines()
-        .find_map(|l| l.find("CGROUP ").map(|i| l[i..].to_string()))
-        .expect("no CGROUP line");
+    let text = child::text(&out);
+    assert!(out.status.success(), "child failed:\n{text}");
+    let line = child::report_line(&text, "CGROUP ").expect("no CGROUP line");
     println!("{line}");
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-            .unwrap_or("")
-            .to_string()
-    };
+    let field = |k: &str| child::field(line, k).unwrap_or("").to_string();
     (
         field("limit").parse().unwrap(),
         field("source"),
@@ -148,13 +138,16 @@ fn run_child(test: &str, cgroup: Option<&TestCgroup>, wait: u64) -> (usize, Stri
     )
 }
 
+/// The child (run by [`run_child`] only).
+#[test]
+#[ignore]
+fn cgroup_child() {
+    let wait = std::env::var(CHILD_WAIT_ENV).expect("run by run_child");
+    child(wait.parse().unwrap());
+}
+
 #[test]
 fn a_child_in_a_memory_cgroup_takes_its_limit_and_releases_at_once_above_it() {
-    let name = "a_child_in_a_memory_cgroup_takes_its_limit_and_releases_at_once_above_it";
-    if let Ok(wait) = std::env::var(CHILD_ENV) {
-        child(wait.parse().unwrap());
-        return;
-    }
     let cg = match TestCgroup::new("limit") {
         Ok(cg) => cg,
         Err(e) => {
@@ -164,12 +157,12 @@ fn a_child_in_a_memory_cgroup_takes_its_limit_and_releases_at_once_above_it() {
     };
     if cg.v2 {
         cg.set("memory.high", &(1usize << 30).to_string());
-        let (limit, source, _, _) = run_child(name, Some(&cg), 0);
+        let (limit, source, _, _) = run_child(Some(&cg), 0);
         assert_eq!((limit, source.as_str()), (1 << 30, "CgroupV2"));
         return;
     }
     cg.set("memory.soft_limit_in_bytes", &(64 * MIB).to_string());
-    let (limit, source, resident, ms) = run_child(name, Some(&cg), 10);
+    let (limit, source, resident, ms) = run_child(Some(&cg), 10);
     assert_eq!((limit, source.as_str()), (64 * MIB, "CgroupV1"));
     assert!(
         resident < 32 * MIB,
@@ -178,7 +171,7 @@ fn a_child_in_a_memory_cgroup_takes_its_limit_and_releases_at_once_above_it() {
     );
     // The same child outside the cgroup: no limit, and the 60 s hold-back
     // keeps the freed memory for the 2 s it watches.
-    let (limit, source, resident, _) = run_child(name, None, 2);
+    let (limit, source, resident, _) = run_child(None, 2);
     assert_eq!(limit, 0, "this test's own cgroup has a limit ({source})");
     assert!(
         resident >= 100 * MIB,

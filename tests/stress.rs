@@ -7,6 +7,7 @@
 //!
 //! `HUGEGUARD_STRESS_SECS` sets the length (default 3 s; run longer by hand).
 
+use hugeguard_testkit::child;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -141,14 +142,10 @@ fn threads_exchange_cookie_checked_blocks_under_aggressive_release() {
         "child failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = text
-        .lines()
-        .find_map(|l| l.find("STRESS").map(|i| &l[i..]))
-        .expect("no STRESS line");
+    let line = child::report_line(&text, "STRESS").expect("no STRESS line");
     println!("{line}");
     let field = |k: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+        child::field(line, k)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };

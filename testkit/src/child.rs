@@ -36,3 +36,15 @@ pub fn run(test: &str, env: &[(&str, &str)]) -> (bool, String) {
     let out = cmd.output().expect("starting the child test process");
     (out.status.success(), text(&out))
 }
+
+/// The first line of `text` that holds `tag` (a child's report line, such
+/// as `STRESS checked=...`), from the tag on.
+pub fn report_line<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.find(tag).map(|i| &l[i..]))
+}
+
+/// The value of `key=value` in a report line.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}
