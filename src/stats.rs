@@ -8,6 +8,7 @@ use crate::units::PAGE_SIZE;
 /// Reads the counters. Takes each lock briefly; not for hot paths.
 pub fn stats() -> Stats {
     crate::soft_limit::refresh();
+    let cfg = crate::config::get();
     let mesh = crate::mesh::totals();
     let thread_cache_bytes = crate::cache::all_cached_bytes();
     let mut parked = 0;
@@ -55,9 +56,9 @@ pub fn stats() -> Stats {
         meshed_bytes: mesh.1,
         meshed_units_total: mesh.2,
         forwarding_to_system: false,
-        page_size: crate::config::get().geometry.page_size,
-        huge_page_size: crate::config::get().geometry.huge_size,
-        mthp_enabled_sizes: crate::config::get().thp.mthp_enabled(),
+        page_size: cfg.geometry.page_size,
+        huge_page_size: cfg.geometry.huge_size,
+        mthp_enabled_sizes: cfg.thp.mthp_enabled(),
         memory_limit_bytes: crate::soft_limit::get(),
         memory_limit_source: crate::soft_limit::source(),
     }

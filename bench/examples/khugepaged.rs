@@ -279,14 +279,11 @@ fn main() {
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none")
             .unwrap_or_default();
     println!("THP enabled: {}; max_ptes_none: {}", thp.trim(), mpn.trim());
-    let mthp: Vec<String> = (2..=9)
-        .filter_map(|k| {
-            let kb = 4usize << k;
-            let path = format!("/sys/kernel/mm/transparent_hugepage/hugepages-{kb}kB/enabled");
-            let t = std::fs::read_to_string(path).ok()?;
-            let w = t.split('[').nth(1)?.split(']').next()?.to_string();
-            (w != "never").then(|| format!("{kb}K={w}"))
-        })
+    let mthp: Vec<String> = hugeguard_inspect::proc_files::thp_settings()
+        .sizes
+        .into_iter()
+        .filter(|(_, w)| w != "never")
+        .map(|(kb, w)| format!("{kb}K={w}"))
         .collect();
     println!(
         "mTHP sizes not `never`: {}",
