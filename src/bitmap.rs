@@ -153,6 +153,26 @@ impl PageBitmap {
         PageBitmap { words }
     }
 
+    /// Whole aligned groups of `g` bits (`g` a power of two, at most 512)
+    /// that hold a set bit of `self` and no set bit of `blocked`: the pages
+    /// of a huge page that can go back to a kernel whose base page is `g`
+    /// of ours (`self` the pages that may hold data, `blocked` those in use).
+    pub fn whole_groups(&self, blocked: &PageBitmap, g: usize) -> PageBitmap {
+        debug_assert!(g.is_power_of_two() && g <= PAGES_PER_HUGE);
+        if g == 1 {
+            return self.and_not(blocked);
+        }
+        let mut out = PageBitmap::new();
+        let mut start = 0;
+        while start < PAGES_PER_HUGE {
+            if self.count_range(start, g) != 0 && blocked.count_range(start, g) == 0 {
+                out.set_range(start, g);
+            }
+            start += g;
+        }
+        out
+    }
+
     /// Whether no bit is set.
     pub fn is_empty(&self) -> bool {
         self.words.iter().all(|&w| w == 0)
@@ -192,6 +212,29 @@ mod tests {
             best = best.max(cur);
         }
         best
+    }
+
+    #[test]
+    fn whole_groups_take_only_groups_free_of_blocked_bits() {
+        let mut dirty = PageBitmap::new();
+        let mut used = PageBitmap::new();
+        dirty.set_range(0, 10); // groups of 4: 0..4, 4..8, 8..12
+        used.set_range(9, 1); // blocks 8..12
+        dirty.set_range(100, 1); // one dirty page: its whole group goes
+        let w = dirty.whole_groups(&used, 4);
+        let mut want = PageBitmap::new();
+        want.set_range(0, 8);
+        want.set_range(100, 4);
+        assert_eq!(w, want);
+        // Groups wider than a word, and the plain case.
+        assert!(
+            dirty.whole_groups(&used, 128).is_empty(),
+            "the first 128 pages hold a used page, the others no dirty one"
+        );
+        used.clear_range(9, 1);
+        assert_eq!(dirty.whole_groups(&used, 128).count_ones(), 128);
+        assert_eq!(dirty.whole_groups(&used, 1), dirty);
+        assert_eq!(dirty.whole_groups(&used, 512).count_ones(), 512);
     }
 
     #[test]

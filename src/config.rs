@@ -97,31 +97,52 @@ pub struct Geometry {
 
 /// Fits the configuration to a kernel whose pages are not the heap's
 /// (`units.rs`: 4 KiB pages, 2 MiB huge pages) and returns the one line to
-/// say so, or `None` when they are. Base pages of another size: only whole
-/// free 2 MiB units are given back (a release of one 4 KiB unit would drop
-/// the whole larger page around it), and there is no meshing and no
-/// collapse. Huge pages
-/// of another size with 4 KiB base pages: packing, release and marking
-/// keep working in 2 MiB units (marking a 2 MiB part of a larger huge page
-/// splits its mapping, which khugepaged then cannot collapse), but
-/// `MADV_COLLAPSE` of 2 MiB is off.
+/// say so, or `None` when they are. The heap keeps carving memory in its
+/// own units, which divide the kernel's; only what it asks of the kernel
+/// changes:
+/// * base pages larger than 4 KiB (arm64, ppc64le): a release inside a huge
+///   page covers whole kernel pages only (`Policy::kernel_page`), since a
+///   `MADV_DONTNEED` of one 4 KiB unit would drop the whole larger page
+///   around it; no metadata page is given back (a span record's 4 KiB page
+///   shares its kernel page with live records) and there is no meshing
+///   (it maps 4 KiB pages of a file);
+/// * huge pages other than 2 MiB (32 MiB under 16 KiB pages, 512 MiB under
+///   64 KiB): the heap cannot pack into them, so it does without them: every
+///   committed range is marked NOHUGEPAGE (`Policy::no_huge`), which also
+///   turns off every mTHP size there, so nothing released can come back
+///   larger; nothing is re-marked or collapsed.
 pub fn fit_geometry(c: &mut Config, g: Geometry) -> Option<&'static [u8]> {
-    use crate::units::{HUGE_SIZE, PAGE_SIZE};
-    if g.page_size != PAGE_SIZE {
-        c.whole_huge_pages_only = true;
+    use crate::units::{HUGE_SIZE, PAGES_PER_HUGE, PAGE_SIZE};
+    let page_ok =
+        g.page_size.is_power_of_two() && (PAGE_SIZE..=HUGE_SIZE).contains(&g.page_size);
+    // An unheard-of page size: whole 2 MiB units only, which is a whole
+    // number of any base page Linux has.
+    c.kernel_page_pages = if page_ok {
+        g.page_size / PAGE_SIZE
+    } else {
+        PAGES_PER_HUGE
+    };
+    let other_page = g.page_size != PAGE_SIZE;
+    let other_huge = g.huge_size != 0 && g.huge_size != HUGE_SIZE;
+    if other_page {
         c.mesh = false;
-        c.collapse = false;
-        return Some(
-            b"hugeguard: this kernel's base pages are not 4 KiB, the size hugeguard is built for: only whole free 2 MiB units are given back here\n",
-        );
     }
-    if g.huge_size != 0 && g.huge_size != HUGE_SIZE {
+    if other_huge {
+        c.no_huge_pages = true;
         c.collapse = false;
-        return Some(
-            b"hugeguard: this kernel's huge pages are not 2 MiB: memory is packed, released and guarded in 2 MiB units, and never collapsed\n",
-        );
     }
-    None
+    match (other_page, other_huge) {
+        (false, false) => None,
+        (true, false) => Some(
+            b"hugeguard: this kernel's base pages are larger than 4 KiB: memory is given back in whole base pages, span metadata is kept, and meshing is off\n",
+        ),
+        (false, true) => Some(
+            b"hugeguard: this kernel's huge pages are not 2 MiB: the heap is marked NOHUGEPAGE, so no huge page of any size backs it or re-inflates it, and nothing is collapsed\n",
+        ),
+        (true, true) => Some(
+            b"hugeguard: this kernel's pages are not 4 KiB and 2 MiB: the heap is marked NOHUGEPAGE (no huge page of any size backs it or re-inflates it), memory is given back in whole base pages, span metadata is kept, and meshing is off\n",
+        ),
+    }
 }
 
 fn read_geometry() -> Geometry {
@@ -158,8 +179,11 @@ pub struct Config {
     pub thp: Thp,
     /// The kernel's page sizes.
     pub geometry: Geometry,
-    /// Give back whole free huge pages only (`fit_geometry`).
-    pub whole_huge_pages_only: bool,
+    /// Heap pages (4 KiB) per kernel base page (`fit_geometry`).
+    pub kernel_page_pages: usize,
+    /// The kernel's huge pages are not 2 MiB: the heap is kept NOHUGEPAGE
+    /// (`fit_geometry`).
+    pub no_huge_pages: bool,
 }
 
 impl Config {
@@ -185,7 +209,8 @@ impl Config {
             page_size: crate::units::PAGE_SIZE,
             huge_size: crate::units::HUGE_SIZE,
         },
-        whole_huge_pages_only: false,
+        kernel_page_pages: 1,
+        no_huge_pages: false,
     };
 
     /// Whether releases must mark the huge page NOHUGEPAGE first.
@@ -199,7 +224,7 @@ impl Config {
 
     /// Whether dense huge pages are re-marked and collapsed.
     pub fn regain_huge_pages(&self) -> bool {
-        self.mode == Mode::Aware && self.thp.enabled != ThpEnabled::Never
+        self.mode == Mode::Aware && self.thp.enabled != ThpEnabled::Never && !self.no_huge_pages
     }
 }
 
@@ -566,20 +591,36 @@ mod tests {
         for g in [geometry(4096, 2 << 20), geometry(4096, 0)] {
             let mut c = Config::DEFAULT;
             assert!(fit_geometry(&mut c, g).is_none());
-            assert!(c.mode == Mode::Aware && c.collapse && !c.whole_huge_pages_only);
+            assert!(c.mode == Mode::Aware && c.collapse && c.regain_huge_pages());
+            assert!(c.kernel_page_pages == 1 && !c.no_huge_pages);
         }
-        // arm64 with 16 KiB or 64 KiB pages: whole free 2 MiB units only.
-        for g in [geometry(16384, 32 << 20), geometry(65536, 512 << 20)] {
+        // arm64 with 16 KiB or 64 KiB pages (32 or 512 MiB huge pages):
+        // release in whole base pages, no huge pages at all.
+        for (g, pages) in [
+            (geometry(16384, 32 << 20), 4),
+            (geometry(65536, 512 << 20), 16),
+        ] {
             let mut c = Config::DEFAULT;
             c.mesh = true;
             let line = fit_geometry(&mut c, g).unwrap();
             assert!(line.starts_with(b"hugeguard: ") && line.ends_with(b"\n"));
-            assert!(c.whole_huge_pages_only && !c.mesh && !c.collapse);
+            assert_eq!(c.kernel_page_pages, pages);
+            assert!(c.no_huge_pages && !c.mesh && !c.collapse && !c.regain_huge_pages());
         }
-        // 4 KiB pages under another huge page size: no 2 MiB collapse.
+        // ppc64le radix: 64 KiB pages under 2 MiB huge pages; huge pages
+        // are the heap's, releases are whole 64 KiB pages.
+        let mut c = Config::DEFAULT;
+        assert!(fit_geometry(&mut c, geometry(65536, 2 << 20)).is_some());
+        assert!(c.kernel_page_pages == 16 && !c.no_huge_pages && c.collapse && !c.mesh);
+        // 4 KiB pages under another huge page size: no huge pages.
         let mut c = Config::DEFAULT;
         assert!(fit_geometry(&mut c, geometry(4096, 16 << 20)).is_some());
-        assert!(c.mode == Mode::Aware && !c.collapse);
+        assert!(c.mode == Mode::Aware && !c.collapse && c.no_huge_pages);
+        assert_eq!(c.kernel_page_pages, 1);
+        // A page size no kernel has: whole 2 MiB units.
+        let mut c = Config::DEFAULT;
+        assert!(fit_geometry(&mut c, geometry(3 << 12, 2 << 20)).is_some());
+        assert_eq!(c.kernel_page_pages, 512);
         // This kernel: 4 KiB and 2 MiB (or no THP).
         let g = read_geometry();
         assert_eq!(g.page_size, 4096);

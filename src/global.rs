@@ -46,7 +46,8 @@ pub fn ensure_heap() -> bool {
                 must_mark: cfg.must_mark(),
                 go_legacy: cfg.mode == Mode::GoLegacy,
                 regain: cfg.regain_huge_pages(),
-                whole_only: cfg.whole_huge_pages_only,
+                kernel_page: cfg.kernel_page_pages,
+                no_huge: cfg.no_huge_pages,
             });
             heap.set_class_homes(cfg.mesh);
             if cfg.mesh {

@@ -31,7 +31,7 @@ mod private;
 pub use c_abi::raw;
 pub use private::heap;
 
-use crate::os::fake::{check_advice_rules, Call, FakeOs};
+use crate::os::fake::{check_advice_rules, Call, FakeOs, Rules};
 use crate::os::Advice;
 use crate::page_heap::{PageHeap, Pass, PassResult, Policy};
 use crate::span::Span;
@@ -368,16 +368,28 @@ pub fn threads(data: &[u8]) {
 /// Driver (c): the release policy against the recording fake OS.
 pub fn policy(data: &[u8]) {
     let mut input = Input(data);
-    let mut heap = PageHeap::new(FakeOs::default());
-    assert!(heap.init(64 * HUGE_SIZE, HUGE_SIZE));
     let must_mark = input.u8().unwrap_or(0) % 4 != 0;
-    // Now and then as on a kernel with base pages larger than 4 KiB.
-    let whole_only = input.u8().unwrap_or(0) % 8 == 0;
+    // Now and then as on kernels of other page geometries: 16 KiB pages
+    // under 32 MiB huge pages, 64 KiB under 512 MiB, 64 KiB under 2 MiB,
+    // 4 KiB under 16 MiB (`config::fit_geometry`).
+    let (page_size, no_huge) = match input.u8().unwrap_or(0) % 16 {
+        0 => (16 << 10, true),
+        1 => (64 << 10, true),
+        2 => (64 << 10, false),
+        3 => (4 << 10, true),
+        _ => (4 << 10, false),
+    };
+    let kernel_page = page_size / PAGE_SIZE;
+    let mut os = FakeOs::default();
+    os.page_size = page_size;
+    let mut heap = PageHeap::new(os);
+    assert!(heap.init(64 * HUGE_SIZE, HUGE_SIZE));
     heap.set_policy(Policy {
         must_mark,
         go_legacy: input.u8().unwrap_or(0) % 4 == 0,
         regain: true,
-        whole_only,
+        kernel_page,
+        no_huge,
     });
     let base = heap.view().base();
     let mut runs: Vec<*mut Span> = Vec::new();
@@ -432,10 +444,6 @@ pub fn policy(data: &[u8]) {
                         advice: Advice::DontNeed,
                     } = *call
                     {
-                        assert!(
-                            !whole_only || (len == HUGE_SIZE && (addr - base) % HUGE_SIZE == 0),
-                            "a DONTNEED of {len} bytes at {addr:#x} under whole-huge-pages-only"
-                        );
                         let first = (addr - base) / PAGE_SIZE;
                         for p in first..first + len / PAGE_SIZE {
                             let (hp, pg) = (p / PAGES_PER_HUGE, p % PAGES_PER_HUGE);
@@ -465,13 +473,17 @@ pub fn policy(data: &[u8]) {
     // The advice rules are about the order of the whole call log, so one
     // check at the end sees every violation (checking the growing log after
     // each operation made an input quadratic in its length).
-    let rules = check_advice_rules(&heap.os().calls.borrow(), base, must_mark);
-    if let Err(e) = rules {
+    let rules = Rules {
+        must_mark,
+        page_size,
+        no_huge,
+    };
+    if let Err(e) = check_advice_rules(&heap.os().calls.borrow(), base, rules) {
         panic!("release rule broken: {e}");
     }
     assert!(
-        !whole_only || *heap.os().discarded_metadata.borrow() == 0,
-        "a metadata page went back under whole-huge-pages-only"
+        kernel_page == 1 || *heap.os().discarded_metadata.borrow() == 0,
+        "a 4 KiB metadata page went back under {page_size} byte kernel pages"
     );
 }
 

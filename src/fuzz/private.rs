@@ -55,13 +55,18 @@ pub fn heap(data: &[u8]) {
     let mut os = FakeOs::default();
     os.backed = true;
     os.dontneed_zeroes = true;
-    let src = FakeHeap::new(os, 64, crate::harden::links());
     let first = input.u8().unwrap_or(0);
+    if first & 8 != 0 {
+        os.page_size = 64 << 10;
+    }
+    let src = FakeHeap::new(os, 64, crate::harden::links());
     src.heap.lock().set_policy(Policy {
         must_mark: first % 4 != 0,
         go_legacy: false,
         regain: true,
-        whole_only: first & 8 != 0,
+        // Now and then as under 64 KiB kernel pages and 512 MiB huge pages.
+        kernel_page: if first & 8 != 0 { 16 } else { 1 },
+        no_huge: first & 8 != 0,
     });
     // Half the inputs lay the heap out as mesh mode does: random slots,
     // each class's spans in huge pages of their own.

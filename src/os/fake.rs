@@ -49,6 +49,11 @@ pub struct FakeOs {
     /// release under a live object destroys its contents where a test sees
     /// it (the `heap` fuzz driver).
     pub dontneed_zeroes: bool,
+    /// The simulated kernel's base page in bytes (0: 4 KiB). A DONTNEED
+    /// that starts inside one fails with EINVAL and one that ends inside one
+    /// covers all of it, as on the kernel (with `dontneed_zeroes`, the
+    /// whole page is zeroed).
+    pub page_size: usize,
     /// Bytes of metadata given back with `discard_metadata` (dropped or
     /// zeroed here, as the kernel would).
     pub discarded_metadata: RefCell<usize>,
@@ -139,9 +144,15 @@ unsafe impl Os for FakeOs {
                 return Err(errno);
             }
         }
+        let page = self.page_size.max(4096);
+        if addr % page != 0 {
+            return Err(22);
+        }
         self.calls
             .borrow_mut()
             .push(Call::Advise { addr, len, advice });
+        // The kernel rounds the length up to whole pages.
+        let len = len.next_multiple_of(page);
         if self.backed && self.dontneed_zeroes && advice == Advice::DontNeed {
             // SAFETY: with `backed`, the heap's addresses are this fake's own
             // private anonymous mapping; the caller releases memory that
@@ -160,11 +171,38 @@ unsafe impl Os for FakeOs {
     }
 }
 
+/// What [`check_advice_rules`] holds a call sequence to.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    /// A partial DONTNEED only inside a huge page marked NOHUGEPAGE.
+    pub must_mark: bool,
+    /// The kernel's base page in bytes: every DONTNEED covers whole ones
+    /// (the kernel would round a shorter one up over live data).
+    pub page_size: usize,
+    /// The kernel's huge pages are not 2 MiB (`Policy::no_huge`): no
+    /// HUGEPAGE or COLLAPSE ever, and with `must_mark` every DONTNEED,
+    /// whole units too (parts of a larger huge page), only inside a unit
+    /// marked NOHUGEPAGE.
+    pub no_huge: bool,
+}
+
+impl Rules {
+    /// This machine's geometry.
+    pub fn marking(must_mark: bool) -> Rules {
+        Rules {
+            must_mark,
+            page_size: 4096,
+            no_huge: false,
+        }
+    }
+}
+
 /// The release rules over a recorded call sequence: flags only on whole
-/// aligned 2 MiB huge pages; a DONTNEED stays inside one huge page; when
-/// `must_mark`, a partial DONTNEED only inside a huge page marked
-/// NOHUGEPAGE (and not re-marked HUGEPAGE since).
-pub fn check_advice_rules(calls: &[Call], base: usize, must_mark: bool) -> Result<(), String> {
+/// aligned 2 MiB units; a DONTNEED stays inside one unit and covers whole
+/// kernel pages; when `must_mark`, a partial DONTNEED only inside a unit
+/// marked NOHUGEPAGE (and not re-marked HUGEPAGE since), under `no_huge`
+/// every DONTNEED.
+pub fn check_advice_rules(calls: &[Call], base: usize, rules: Rules) -> Result<(), String> {
     use crate::units::HUGE_SIZE;
     let mut nohuge = std::collections::HashSet::new();
     for (n, call) in calls.iter().enumerate() {
@@ -175,21 +213,33 @@ pub fn check_advice_rules(calls: &[Call], base: usize, must_mark: bool) -> Resul
         let hp = off / HUGE_SIZE;
         match advice {
             Advice::NoHugePage | Advice::HugePage | Advice::Collapse => {
-                if off % HUGE_SIZE != 0 || len != HUGE_SIZE {
+                if off % HUGE_SIZE != 0 || len % HUGE_SIZE != 0 || len == 0 {
                     return Err(format!("call {n}: {advice:?} on part of a huge page"));
                 }
-                if advice == Advice::NoHugePage {
-                    nohuge.insert(hp);
-                } else if advice == Advice::HugePage {
-                    nohuge.remove(&hp);
+                if rules.no_huge && advice != Advice::NoHugePage {
+                    return Err(format!("call {n}: {advice:?} under no_huge"));
+                }
+                for unit in hp..hp + len / HUGE_SIZE {
+                    if advice == Advice::NoHugePage {
+                        nohuge.insert(unit);
+                    } else if advice == Advice::HugePage {
+                        nohuge.remove(&unit);
+                    }
                 }
             }
             Advice::DontNeed => {
                 if hp != (off + len - 1) / HUGE_SIZE {
                     return Err(format!("call {n}: DONTNEED across huge pages"));
                 }
+                if off % rules.page_size != 0 || len % rules.page_size != 0 {
+                    return Err(format!(
+                        "call {n}: DONTNEED of {len} bytes at offset {off:#x}: not whole {} byte pages",
+                        rules.page_size
+                    ));
+                }
                 let whole = off % HUGE_SIZE == 0 && len == HUGE_SIZE;
-                if must_mark && !whole && !nohuge.contains(&hp) {
+                let needs_mark = rules.must_mark && (rules.no_huge || !whole);
+                if needs_mark && !nohuge.contains(&hp) {
                     return Err(format!("call {n}: DONTNEED inside unmarked huge page {hp}"));
                 }
             }

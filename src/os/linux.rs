@@ -437,13 +437,16 @@ pub fn disable_thp_for_process() -> bool {
 pub fn resident_pages(addr: usize, len: usize) -> Option<usize> {
     let _errno = KeepErrno::new();
     let mut vec = [0u8; crate::units::PAGES_PER_HUGE];
-    let pages = len / crate::units::PAGE_SIZE;
+    // `mincore` answers per kernel page, which may be a whole number of ours.
+    let kernel_page = page_size().max(crate::units::PAGE_SIZE);
+    let pages = len.div_ceil(kernel_page);
     if pages > vec.len() {
         return None;
     }
-    // SAFETY: `vec` has room for one byte per page of the range.
+    // SAFETY: `vec` has room for one byte per kernel page of the range.
     let rc = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
-    (rc == 0).then(|| vec[..pages].iter().filter(|&&b| b & 1 == 1).count())
+    let resident = vec[..pages].iter().filter(|&&b| b & 1 == 1).count();
+    (rc == 0).then_some(resident * (kernel_page / crate::units::PAGE_SIZE))
 }
 
 /// Sleeps for `ms` milliseconds.

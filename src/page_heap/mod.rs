@@ -14,7 +14,7 @@
 use crate::huge::filler::Filler;
 use crate::huge::set::HugeSet;
 use crate::huge::{page_tag, HugeKind, HugePageMeta, MetaTable, PageMap, PageSpans, PageTags, NIL};
-use crate::os::Os;
+use crate::os::{Advice, Os};
 use crate::size_class::NUM_CLASSES;
 use crate::span::Span;
 use crate::span_pool::{SpanPool, SPAN_CHUNK};
@@ -220,7 +220,7 @@ impl<O: Os> PageHeap<O> {
     /// record (after a batch, most of them); returns how many. Part of the
     /// release pass.
     pub fn discard_span_records(&mut self) -> usize {
-        if self.policy.whole_only {
+        if self.policy.kernel_page != 1 {
             return 0;
         }
         self.pool.discard_free_pages(&self.os)
@@ -228,7 +228,15 @@ impl<O: Os> PageHeap<O> {
 
     /// Sets how releases and reuse advise the kernel (before the heap is
     /// used; the process heap takes it from the configuration at start-up).
-    pub fn set_policy(&mut self, policy: Policy) {
+    /// Under `no_huge`, nothing is ever re-marked HUGEPAGE.
+    pub fn set_policy(&mut self, mut policy: Policy) {
+        debug_assert!(
+            policy.kernel_page.is_power_of_two() && policy.kernel_page <= PAGES_PER_HUGE
+        );
+        if policy.no_huge {
+            policy.regain = false;
+            policy.go_legacy = false;
+        }
         self.policy = policy;
     }
 
@@ -359,8 +367,16 @@ impl<O: Os> PageHeap<O> {
             }
             want = min_hps;
         }
+        // Under huge pages larger than ours, the heap never has any: one
+        // mark for the new range (it joins the marked range before it).
+        let marked = self.policy.no_huge
+            // SAFETY: the range was just committed; NOHUGEPAGE keeps data.
+            && unsafe { self.advise_counted(self.base + self.top * HUGE_SIZE, want * HUGE_SIZE, Advice::NoHugePage) }
+                .is_ok();
         for i in self.top..self.top + want {
             self.free.insert(i);
+            // SAFETY: `i` is below the reservation; heap lock held.
+            unsafe { self.metas.get_mut(i) }.nohuge = marked;
         }
         self.top += want;
         self.stats.committed_bytes += want * HUGE_SIZE;

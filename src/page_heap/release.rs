@@ -36,12 +36,18 @@ pub struct Policy {
     pub go_legacy: bool,
     /// Re-mark and collapse dense huge pages.
     pub regain: bool,
-    /// Give back whole free huge pages only: no page inside a huge page
-    /// that keeps data, and no metadata page. For kernels whose base pages
-    /// are larger than the heap's 4 KiB (`config::fit_geometry`), where a
-    /// 4 KiB `MADV_DONTNEED` would drop the whole larger page around it; a
-    /// 2 MiB unit is a whole number of any base page up to 2 MiB.
-    pub whole_only: bool,
+    /// Heap pages (4 KiB) per kernel base page, a power of two up to 512
+    /// (`config::fit_geometry`): a release inside a huge page covers whole
+    /// kernel pages only (a `MADV_DONTNEED` of one 4 KiB unit would drop the
+    /// whole larger page around it), and above 1 no metadata page is given
+    /// back (its kernel page holds other records).
+    pub kernel_page: usize,
+    /// The kernel's huge pages are not the heap's 2 MiB: every committed
+    /// range is marked NOHUGEPAGE, every release (whole units too, which
+    /// are parts of the kernel's larger huge page) needs that mark, and
+    /// nothing is re-marked HUGEPAGE (`set_policy` turns `regain` and
+    /// `go_legacy` off).
+    pub no_huge: bool,
 }
 
 impl Policy {
@@ -50,7 +56,8 @@ impl Policy {
         must_mark: true,
         go_legacy: false,
         regain: true,
-        whole_only: false,
+        kernel_page: 1,
+        no_huge: false,
     };
 }
 
@@ -91,7 +98,7 @@ impl<O: Os> PageHeap<O> {
     /// # Safety
     /// `[addr, addr + len)` lies in committed huge pages of this heap; with
     /// `DontNeed`, none of its pages holds an object in use.
-    unsafe fn advise_counted(
+    pub(super) unsafe fn advise_counted(
         &mut self,
         addr: usize,
         len: usize,
@@ -115,9 +122,6 @@ impl<O: Os> PageHeap<O> {
     /// Marks huge page `idx` NOHUGEPAGE if needed before a partial release.
     /// `false` when the partial release must not happen.
     fn prepare_partial(&mut self, idx: usize) -> bool {
-        if self.policy.whole_only {
-            return false;
-        }
         // SAFETY: `idx < top`; heap lock held.
         let m = unsafe { self.metas.get_mut(idx) };
         if m.nohuge || !self.policy.must_mark {
@@ -146,14 +150,16 @@ impl<O: Os> PageHeap<O> {
         }
     }
 
-    /// Releases `[page, page + n)` of huge page `idx` (already prepared).
-    fn dontneed_pages(&mut self, idx: usize, page: usize, n: usize) -> bool {
+    /// Releases `[page, page + n)` of huge page `idx` (already prepared),
+    /// of which `fresh` pages were not released before.
+    fn dontneed_pages(&mut self, idx: usize, page: usize, n: usize, fresh: usize) -> bool {
+        debug_assert!(page % self.policy.kernel_page == 0 && n % self.policy.kernel_page == 0);
         let addr = self.hp_addr(idx) + page * PAGE_SIZE;
         // SAFETY: the caller passes free pages of committed huge page `idx`.
         if unsafe { self.advise_counted(addr, n * PAGE_SIZE, Advice::DontNeed) }.is_err() {
             return false;
         }
-        self.stats.released_bytes += n * PAGE_SIZE;
+        self.stats.released_bytes += fresh * PAGE_SIZE;
         true
     }
 
@@ -206,6 +212,10 @@ impl<O: Os> PageHeap<O> {
                     unsafe { self.metas.get_mut(idx) }.nohuge = true;
                 }
             }
+            // Under larger kernel huge pages a whole unit is a part of one.
+            if self.policy.no_huge && !self.prepare_partial(idx) {
+                continue;
+            }
             // SAFETY: a whole free huge page below `top`: committed, and
             // no object of it is in use.
             if unsafe { self.advise_counted(self.hp_addr(idx), HUGE_SIZE, Advice::DontNeed) }
@@ -223,7 +233,7 @@ impl<O: Os> PageHeap<O> {
             out.released_pages += dirty;
             // Its span entries (all null: no page has an owner) go back too;
             // a lock-free reader then reads zeroes, which are nulls.
-            if self.pages.all_unowned(idx) && !self.policy.whole_only {
+            if self.pages.all_unowned(idx) && self.policy.kernel_page == 1 {
                 // SAFETY: the entries' own page of the heap's metadata, all
                 // null, which the zero page reads as.
                 unsafe {
@@ -249,7 +259,8 @@ impl<O: Os> PageHeap<O> {
             if m.kind == HugeKind::Free {
                 continue;
             }
-            let candidates = m.dirty.and_not(&m.used);
+            // Whole kernel pages that may hold data and hold no page in use.
+            let candidates = m.dirty.whole_groups(&m.used, self.policy.kernel_page);
             // A sparse huge page (fewer than 95 % of its pages ever written)
             // holds untouched pages that khugepaged would fill in: protect
             // it even when nothing in it can be released.
@@ -266,13 +277,15 @@ impl<O: Os> PageHeap<O> {
             }
             let mut released = 0;
             candidates.for_each_set_run(|page, n| {
-                if self.dontneed_pages(idx, page, n) {
-                    // SAFETY: as above; the closure's borrow of `self` is
-                    // exclusive for its duration.
+                // SAFETY: as above; the closure's borrow of `self` is
+                // exclusive for its duration.
+                let fresh = unsafe { self.metas.get(idx) }.dirty.count_range(page, n);
+                if self.dontneed_pages(idx, page, n, fresh) {
+                    // SAFETY: as above.
                     unsafe { self.metas.get_mut(idx) }
                         .dirty
                         .clear_range(page, n);
-                    released += n;
+                    released += fresh;
                 }
             });
             // SAFETY: as above.
@@ -294,19 +307,24 @@ impl<O: Os> PageHeap<O> {
         let off = span.start - self.base;
         let idx = off >> HUGE_SHIFT;
         let first = (off >> PAGE_SHIFT) % PAGES_PER_HUGE;
-        if mask == 0 || !self.prepare_partial(idx) {
+        // Whole kernel pages only: those that `mask` fills together with
+        // the span's pages released before.
+        let whole = kernel_page_mask(mask, span.released, first, self.policy.kernel_page);
+        if whole & mask == 0 || !self.prepare_partial(idx) {
             return 0;
         }
         let mut released = 0;
-        let mut bits = mask;
+        let mut bits = whole;
         while bits != 0 {
             let lo = bits.trailing_zeros() as usize;
             let len = (!(bits >> lo)).trailing_zeros() as usize;
-            if self.dontneed_pages(idx, first + lo, len) {
-                span.released |= crate::span::page_mask(lo, lo + len);
-                released += len;
+            let run = crate::span::page_mask(lo, lo + len);
+            let fresh = (run & mask).count_ones() as usize;
+            if self.dontneed_pages(idx, first + lo, len, fresh) {
+                span.released |= run;
+                released += fresh;
             }
-            bits &= !crate::span::page_mask(lo, lo + len);
+            bits &= !run;
         }
         self.stats.span_released_pages += released;
         // SAFETY: `idx < top`; heap lock held.
@@ -420,6 +438,28 @@ impl<O: Os> PageHeap<O> {
     }
 }
 
+/// The pages of a span to release under kernel pages of `g` heap pages:
+/// bit `i` is page `first + i` of its huge page. The aligned groups of `g`
+/// pages that lie in the span, are all in `mask` (free) or `done`
+/// (released before), and hold at least one page of `mask`; `mask` itself
+/// when `g` is 1.
+fn kernel_page_mask(mask: u64, done: u64, first: usize, g: usize) -> u64 {
+    if g == 1 {
+        return mask;
+    }
+    let free = mask | done;
+    let mut out = 0;
+    let mut p = first.next_multiple_of(g);
+    while p + g <= first + 64 {
+        let m = crate::span::page_mask(p - first, p - first + g);
+        if free & m == m && mask & m != 0 {
+            out |= m;
+        }
+        p += g;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,7 +493,12 @@ mod tests {
 
     /// The ordering rules, checked over a whole recorded call sequence.
     fn check_rules(h: &PageHeap<FakeOs>, base: usize) {
-        crate::os::fake::check_advice_rules(&h.os.calls.borrow(), base, true).unwrap();
+        crate::os::fake::check_advice_rules(
+            &h.os.calls.borrow(),
+            base,
+            crate::os::fake::Rules::marking(true),
+        )
+        .unwrap();
     }
 
     fn spans(h: &mut PageHeap<FakeOs>, n: usize, pages: usize) -> Vec<*mut Span> {
@@ -633,33 +678,157 @@ mod tests {
         h.check().unwrap();
     }
 
+    /// A heap over a fake kernel of `page_size` byte base pages, under
+    /// `Policy::AWARE` fitted to it.
+    fn heap_with_pages(page_size: usize, no_huge: bool) -> PageHeap<FakeOs> {
+        let mut os = FakeOs::default();
+        os.page_size = page_size;
+        let mut h = PageHeap::new(os);
+        h.set_policy(Policy {
+            kernel_page: page_size / PAGE_SIZE,
+            no_huge,
+            ..Policy::AWARE
+        });
+        assert!(h.init(64 * HUGE_SIZE, HUGE_SIZE));
+        h
+    }
+
     #[test]
-    fn larger_base_pages_give_back_whole_huge_pages_only() {
-        let mut h = heap();
-        h.policy.whole_only = true;
+    fn larger_base_pages_are_given_back_whole() {
+        // 64 KiB kernel pages under 2 MiB huge pages (ppc64le radix): 16
+        // of the heap's pages each.
+        let mut h = heap_with_pages(64 << 10, false);
         let base = h.view().base;
         let s = spans(&mut h, 1024, 1);
-        // Huge page 0 wholly free, huge page 1 half free.
-        for &x in s[..512].iter().chain(s[512..768].iter()) {
+        // Huge page 0 wholly free; huge page 1's first half free but for
+        // pages 5 and 130, which keep kernel pages 0 and 8 of it.
+        for (i, &x) in s[..768].iter().enumerate() {
+            if i != 512 + 5 && i != 512 + 130 {
+                free(&mut h, x);
+            }
+        }
+        let mut r = PassResult::default();
+        let p = pass(5000, true);
+        h.release_free_huge_pages(&p, &mut r);
+        h.release_filler_pages(&p, &mut r);
+        assert_eq!(r.released_pages, 512 + 256 - 2 * 16);
+        assert_eq!(h.held_back_pages(), 2 * 15, "the blocked kernel pages' free pages");
+        let dontneeds: Vec<_> = advices(&h)
+            .into_iter()
+            .filter(|c| c.2 == Advice::DontNeed)
+            .collect();
+        assert_eq!(dontneeds[0], (base, HUGE_SIZE, Advice::DontNeed));
+        assert_eq!(
+            dontneeds[1..],
+            [
+                (base + HUGE_SIZE + (16 << 12), 112 << 12, Advice::DontNeed),
+                (base + HUGE_SIZE + (144 << 12), 112 << 12, Advice::DontNeed),
+            ]
+        );
+        let rules = crate::os::fake::Rules {
+            must_mark: true,
+            page_size: 64 << 10,
+            no_huge: false,
+        };
+        crate::os::fake::check_advice_rules(&h.os.calls.borrow(), base, rules).unwrap();
+        // No 4 KiB metadata page goes back: its 64 KiB page holds others.
+        assert_eq!(h.discard_span_records(), 0);
+        assert_eq!(*h.os.discarded_metadata.borrow(), 0);
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn span_pages_go_back_in_whole_kernel_pages() {
+        // A span that starts at page 2 of its huge page (bit i is page
+        // 2 + i), under 16 KiB kernel pages (heap pages 4..8, 8..12, ...).
+        // Its pages 2..10 free: kernel page 4..8 goes, 8..12 lacks 10, 11.
+        assert_eq!(kernel_page_mask(0xff, 0, 2, 4), 0b1111 << 2);
+        // With pages 10 and 11 released before, 8..12 goes too.
+        assert_eq!(kernel_page_mask(0xff, 0b11 << 8, 2, 4), 0xff << 2);
+        // A kernel page of released pages only is not released again.
+        assert_eq!(kernel_page_mask(0b11 << 8, 0xff << 2, 2, 4), 0b1111 << 6);
+        assert_eq!(kernel_page_mask(0b11, 0, 2, 4), 0, "pages 2 and 3 only");
+        assert_eq!(kernel_page_mask(0xff, 0, 2, 1), 0xff);
+        // Wider than a span: never.
+        assert_eq!(kernel_page_mask(u64::MAX, 0, 0, 128), 0);
+        // Through the heap: a 16-page span of one object per page, all free.
+        let mut h = heap_with_pages(16 << 10, false);
+        let _pad = spans(&mut h, 1, 2);
+        let s = h.alloc_run(16, 1, 1).unwrap().span;
+        // SAFETY: a live span of this heap, none of whose pages holds a
+        // live object; bits 0 and 1 are heap pages 2 and 3.
+        let released = unsafe { h.release_span_pages(&mut *s, 0xffff) };
+        assert_eq!(released, 12, "heap pages 4..16 of the 2..18 the span holds");
+        // SAFETY: as above.
+        assert_eq!(unsafe { (*s).released }, 0x3ffc);
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn other_huge_page_sizes_keep_the_heap_nohugepage() {
+        // 16 KiB pages under 32 MiB huge pages (arm64): the heap cannot
+        // pack into those, so it keeps them out; re-marking and Go's
+        // behaviour are turned off with them.
+        let mut h = heap_with_pages(16 << 10, true);
+        h.set_policy(Policy {
+            go_legacy: true,
+            ..h.policy
+        });
+        assert!(!h.policy.regain && !h.policy.go_legacy);
+        let base = h.view().base;
+        let s = spans(&mut h, 1024, 1);
+        let calls = advices(&h);
+        assert_eq!(calls[0].0, base);
+        assert_eq!(calls[0].2, Advice::NoHugePage);
+        assert!((0..h.top).all(|i| unsafe { h.metas.get(i) }.nohuge));
+        for &x in s[..768].iter() {
             free(&mut h, x);
         }
         let mut r = PassResult::default();
         let p = pass(5000, true);
         h.release_free_huge_pages(&p, &mut r);
         h.release_filler_pages(&p, &mut r);
-        let live = s[800];
-        // SAFETY: a live span of this heap; its page is free of objects.
-        assert_eq!(unsafe { h.release_span_pages(&mut *live, 1) }, 0);
-        assert_eq!(r.released_pages, 512, "the whole free huge page only");
-        let dontneeds: Vec<_> = advices(&h)
-            .into_iter()
-            .filter(|c| c.2 == Advice::DontNeed)
-            .collect();
-        assert_eq!(dontneeds, [(base, HUGE_SIZE, Advice::DontNeed)]);
-        // No metadata page (4 KiB of span entries or span records) either.
-        assert_eq!(h.discard_span_records(), 0);
-        assert_eq!(*h.os.discarded_metadata.borrow(), 0);
+        assert_eq!(r.released_pages, 768);
+        assert!(h.pick_dense(&p, 0).is_none());
+        let n_marks = advices(&h)
+            .iter()
+            .filter(|c| c.2 != Advice::DontNeed)
+            .count();
+        assert_eq!(n_marks, 1, "one mark at commit, none per release");
+        let rules = crate::os::fake::Rules {
+            must_mark: true,
+            page_size: 16 << 10,
+            no_huge: true,
+        };
+        crate::os::fake::check_advice_rules(&h.os.calls.borrow(), base, rules).unwrap();
         h.check().unwrap();
+
+        // Where the kernel refuses the mark at commit (the VMA limit), no
+        // unit carries it, and no release happens unprotected: not even
+        // of a whole unit, which is part of a larger huge page.
+        let mut os = FakeOs::default();
+        os.page_size = 16 << 10;
+        *os.fail_advice.borrow_mut() = Some((Advice::NoHugePage, crate::os::ENOMEM));
+        let mut h = PageHeap::new(os);
+        h.set_policy(Policy {
+            kernel_page: 4,
+            no_huge: true,
+            ..Policy::AWARE
+        });
+        assert!(h.init(64 * HUGE_SIZE, HUGE_SIZE));
+        let s = spans(&mut h, 512, 1);
+        for &x in &s {
+            free(&mut h, x);
+        }
+        let mut r = PassResult::default();
+        h.release_free_huge_pages(&pass(5000, true), &mut r);
+        assert_eq!(r.released_pages, 0);
+        assert!(advices(&h).iter().all(|c| c.2 != Advice::DontNeed));
+        crate::os::fake::check_advice_rules(&h.os.calls.borrow(), base_of(&h), rules).unwrap();
+    }
+
+    fn base_of(h: &PageHeap<FakeOs>) -> usize {
+        h.view().base
     }
 
     #[test]
@@ -697,7 +866,7 @@ mod tests {
             must_mark: true,
             go_legacy: true,
             regain: false,
-            whole_only: false,
+            ..Policy::AWARE
         };
         let base = h.view().base;
         let s = spans(&mut h, 512, 1);
