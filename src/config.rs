@@ -8,6 +8,7 @@
 //! | `HUGEGUARD_BACKGROUND` | `on`, `off`: the background release thread | `on` |
 //! | `HUGEGUARD_MEMORY_LIMIT` | soft limit in bytes, suffix `k`, `m`, `g` allowed; `0` none | the cgroup's lowest memory limit (`soft_limit.rs`), else none |
 //! | `HUGEGUARD_COLLAPSE` | `on`, `off`: background `MADV_COLLAPSE` of dense huge pages | `on` |
+//! | `HUGEGUARD_PRESSURE` | `on`, `off`: give held-back memory back at once on the kernel's memory pressure (a PSI trigger, `os/pressure.rs`) | `on` |
 //! | `HUGEGUARD_HARDEN` | `on`/`1`, `off`/`0`: hardened mode (`harden`: every free checked, links encoded) | `off` (`on` in builds with debug assertions) |
 //! | `HUGEGUARD_MESH` | `on`, `off`: mesh mode (`docs/MESH.md`): a shared-memory heap, objects from random slots of their span, each class's spans in huge pages of their own, and sparse units meshed when idle | `off` |
 //!
@@ -170,6 +171,8 @@ pub struct Config {
     /// (`soft_limit.rs`).
     pub memory_limit: Option<usize>,
     pub collapse: bool,
+    /// Watch the kernel's memory pressure while memory is held back.
+    pub pressure: bool,
     /// Hardened mode (`harden`).
     pub harden: bool,
     /// Mesh mode: objects from random slots of their span (`central`), each
@@ -194,6 +197,7 @@ impl Config {
         background: true,
         memory_limit: None,
         collapse: true,
+        pressure: true,
         harden: cfg!(debug_assertions),
         mesh: false,
         thp: Thp {
@@ -413,6 +417,12 @@ pub fn load() -> Config {
         match parse_switch(v) {
             Some(b) => c.collapse = b,
             None => warn("HUGEGUARD_COLLAPSE", v, "on"),
+        }
+    }
+    if let Some(v) = linux::getenv(c"HUGEGUARD_PRESSURE") {
+        match parse_switch(v) {
+            Some(b) => c.pressure = b,
+            None => warn("HUGEGUARD_PRESSURE", v, "on"),
         }
     }
     if let Some(v) = linux::getenv(c"HUGEGUARD_HARDEN") {

@@ -131,6 +131,14 @@ pub struct Stats {
     pub memory_limit_bytes: usize,
     /// Where [`Stats::memory_limit_bytes`] comes from.
     pub memory_limit_source: LimitSource,
+    /// The background thread watches the kernel's memory pressure (a PSI
+    /// trigger on the cgroup's `memory.pressure`, else the system's) while
+    /// memory is held back (`HUGEGUARD_PRESSURE`). It opens the trigger the
+    /// first time it has memory to hold back.
+    pub pressure_watched: bool,
+    /// Times the kernel reported memory pressure while memory was held
+    /// back, each followed by a release pass without the hold-back.
+    pub pressure_events: u64,
 }
 
 impl Stats {
@@ -189,6 +197,16 @@ impl fmt::Display for Stats {
                 }
             )?,
         }
+        writeln!(
+            f,
+            "pressure       {}; {} events released held-back memory",
+            if self.pressure_watched {
+                "watched (PSI)"
+            } else {
+                "not watched"
+            },
+            self.pressure_events
+        )?;
         writeln!(f, "huge pages ({} MiB each)", self.huge_page_size >> 20)?;
         writeln!(
             f,

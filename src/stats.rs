@@ -61,6 +61,8 @@ pub fn stats() -> Stats {
         mthp_enabled_sizes: cfg.thp.mthp_enabled(),
         memory_limit_bytes: crate::soft_limit::get(),
         memory_limit_source: crate::soft_limit::source(),
+        pressure_watched: crate::os::pressure::watching(),
+        pressure_events: crate::background::pressure_events(),
     }
 }
 

@@ -17,3 +17,8 @@ mod thread;
 
 pub use control::{background_running, mesh_now, release_now, set_background};
 pub(crate) use thread::{after_fork_child, start};
+
+/// Memory pressure events that ended the background thread's sleep.
+pub(crate) fn pressure_events() -> u64 {
+    thread::PRESSURE_EVENTS.load(core::sync::atomic::Ordering::Relaxed)
+}

@@ -31,7 +31,8 @@ use crate::global;
 use crate::lock::SpinLock;
 use crate::lock_rank::Rank;
 use crate::os::linux;
-use core::sync::atomic::{AtomicBool, Ordering};
+use crate::os::pressure as os_pressure;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Period of the background thread while work is pending.
 pub const TICK_MS: u64 = 100;
@@ -54,6 +55,9 @@ const EXIT_RECHECKS: usize = 40;
 /// counts as idle after this long, at most twice this, without an allocator
 /// call.
 pub const CACHE_SCAN_MS: u64 = 500;
+
+/// Memory pressure events that ended a sleep (`Stats::pressure_events`).
+pub(super) static PRESSURE_EVENTS: AtomicU64 = AtomicU64::new(0);
 
 /// Whether the background thread may work (API switch).
 pub(super) static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -78,6 +82,7 @@ pub(crate) fn start() {
 /// In a forked child: no background thread exists there.
 pub(crate) fn after_fork_child() {
     doorbell::after_fork_child();
+    os_pressure::after_fork_child();
     // Only the parent's background thread takes the back-off and work
     // locks, and it does not exist here: release them in case the fork
     // caught them held.
@@ -102,6 +107,8 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
         checked_at: linux::now_ms(),
     };
     let mut scanned_at = 0;
+    // The kernel reported memory pressure during the last wait.
+    let mut pressure = false;
     loop {
         let cfg = config::get();
         crate::soft_limit::refresh();
@@ -117,7 +124,7 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             Wait::Park(park_ms)
         } else {
             let now = linux::now_ms();
-            if now.saturating_sub(scanned_at) >= CACHE_SCAN_MS {
+            if pressure || now.saturating_sub(scanned_at) >= CACHE_SCAN_MS {
                 scanned_at = now;
                 // Objects of idle threads go back to their central lists
                 // first, so this pass and the next can release what they
@@ -127,7 +134,9 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             // A class that needed new spans while some were frozen for
             // meshing gets them back first (mesh mode; also while busy).
             crate::mesh::thaw_requested();
-            let r = release_pass(false);
+            // Under the kernel's memory pressure, held-back memory goes now.
+            let r = release_pass(pressure);
+            pressure = false;
             let more_dense = regain_huge_pages(global::release_clock());
             // Idle and released: mesh mode merges sparse units now, round
             // after round while they mesh something and nothing is freed.
@@ -160,7 +169,7 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             }
         };
         drop(work);
-        if !wait_alive(wait, limit, &mut liveness) {
+        if !wait_alive(wait, limit, &mut liveness, &mut pressure) {
             break;
         }
     }
@@ -219,14 +228,18 @@ fn alone_once_ending_thread_left() -> bool {
 /// memory goes back at once. A park is not cut: a parked thread is rung by
 /// every free, and without frees there is nothing more to give back,
 /// however high the heap stands (an idle process stays quiet under a
-/// limit). Returns `false` when the thread must end, `true` when it is
+/// limit). A sleep also ends when the kernel reports memory pressure
+/// (`os::pressure`, with `pressure` set); it then polls the trigger in
+/// slices of at most [`LIVENESS_MS`] (the doorbell's futex cannot wake a
+/// poll). Returns `false` when the thread must end, `true` when it is
 /// time for the next pass.
-fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness) -> bool {
+fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness, pressure: &mut bool) -> bool {
     let (total, park) = match wait {
         Wait::Sleep(ms) => (ms, false),
         Wait::Park(ms) => (ms, true),
     };
     let watch = limit != 0 && !park;
+    let mut psi = !park && config::get().pressure;
     let was_over = watch && over_limit(limit);
     let start = linux::now_ms();
     loop {
@@ -241,7 +254,20 @@ fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness) -> bool {
         if watch {
             slice = slice.min(TICK_MS);
         }
-        doorbell::wait(slice, park);
+        if psi {
+            match os_pressure::wait(slice.min(LIVENESS_MS)) {
+                os_pressure::Waited::Pressure => {
+                    PRESSURE_EVENTS.fetch_add(1, Ordering::Relaxed);
+                    *pressure = true;
+                    return !liveness.alone();
+                }
+                os_pressure::Waited::Timeout => {}
+                os_pressure::Waited::NoWatch => psi = false,
+            }
+        }
+        if !psi {
+            doorbell::wait(slice, park);
+        }
         if liveness.alone() {
             return false;
         }

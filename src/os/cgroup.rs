@@ -26,7 +26,7 @@ pub struct CgroupLimit {
 /// Limits at or above this are "no limit" (cgroup v1 writes the largest
 /// page multiple below 2^63).
 const UNLIMITED: usize = 1 << 62;
-const PATH_MAX: usize = 512;
+pub(crate) const PATH_MAX: usize = 512;
 
 /// A path assembled on the stack.
 struct PathBuf {
@@ -86,9 +86,16 @@ pub fn memory_limit() -> CgroupLimit {
     memory_limit_at(c"/proc/self/cgroup", c"/proc/self/mountinfo", b"")
 }
 
-/// [`memory_limit`] from the given files, every mount point prefixed with
-/// `prefix` (the tests' fake trees).
-fn memory_limit_at(cgroup: &CStr, mountinfo: &CStr, prefix: &[u8]) -> CgroupLimit {
+/// The process's own cgroup directories: (v2, v1 memory controller).
+struct Dirs {
+    v2: Option<(PathBuf, usize)>,
+    v1: Option<PathBuf>,
+}
+
+/// Finds the process's cgroup directories from the given files, every mount
+/// point prefixed with `prefix` (the tests' fake trees). The v2 directory
+/// comes with the length of its mount point (where its ancestors end).
+fn dirs_at(cgroup: &CStr, mountinfo: &CStr, prefix: &[u8]) -> Dirs {
     // The cgroup's path in each hierarchy.
     let (mut v2, mut v1) = (PathBuf::new(), PathBuf::new());
     let (mut have_v2, mut have_v1) = (false, false);
@@ -120,6 +127,24 @@ fn memory_limit_at(cgroup: &CStr, mountinfo: &CStr, prefix: &[u8]) -> CgroupLimi
         }
         true
     });
+    Dirs {
+        v2: (have_v2 && m2.found)
+            .then(|| m2.dir_of(v2.bytes()).map(|d| (d, m2.point.len)))
+            .flatten(),
+        v1: (have_v1 && m1.found).then(|| m1.dir_of(v1.bytes())).flatten(),
+    }
+}
+
+/// Writes the path of the process's cgroup v2 `memory.pressure` (PSI of
+/// the cgroup and its descendants) into `out`; `None` outside cgroup v2.
+pub fn pressure_file(out: &mut [u8; PATH_MAX]) -> Option<&CStr> {
+    let (dir, _) = dirs_at(c"/proc/self/cgroup", c"/proc/self/mountinfo", b"").v2?;
+    dir.file(b"memory.pressure", out)
+}
+
+/// [`memory_limit`] from the given files (see [`dirs_at`]).
+fn memory_limit_at(cgroup: &CStr, mountinfo: &CStr, prefix: &[u8]) -> CgroupLimit {
+    let dirs = dirs_at(cgroup, mountinfo, prefix);
     let mut best = CgroupLimit::default();
     let mut offer = |bytes: Option<usize>, version: u8| {
         if let Some(b) = bytes.filter(|&b| b > 0 && b < UNLIMITED) {
@@ -128,24 +153,20 @@ fn memory_limit_at(cgroup: &CStr, mountinfo: &CStr, prefix: &[u8]) -> CgroupLimi
             }
         }
     };
-    if have_v2 && m2.found {
-        if let Some(mut dir) = m2.dir_of(v2.bytes()) {
-            // The cgroup and its ancestors, up to the mount point.
-            loop {
-                offer(read_number(&dir, b"memory.max"), 2);
-                offer(read_number(&dir, b"memory.high"), 2);
-                if !dir.pop(m2.point.len) {
-                    break;
-                }
+    if let Some((mut dir, floor)) = dirs.v2 {
+        // The cgroup and its ancestors, up to the mount point.
+        loop {
+            offer(read_number(&dir, b"memory.max"), 2);
+            offer(read_number(&dir, b"memory.high"), 2);
+            if !dir.pop(floor) {
+                break;
             }
         }
     }
-    if have_v1 && m1.found {
-        if let Some(dir) = m1.dir_of(v1.bytes()) {
-            offer(read_number(&dir, b"memory.limit_in_bytes"), 1);
-            offer(read_number(&dir, b"memory.soft_limit_in_bytes"), 1);
-            offer(read_stat(&dir, b"hierarchical_memory_limit"), 1);
-        }
+    if let Some(dir) = dirs.v1 {
+        offer(read_number(&dir, b"memory.limit_in_bytes"), 1);
+        offer(read_number(&dir, b"memory.soft_limit_in_bytes"), 1);
+        offer(read_stat(&dir, b"hierarchical_memory_limit"), 1);
     }
     best
 }

@@ -9,6 +9,7 @@
 pub mod fake;
 pub mod linux;
 pub mod cgroup;
+pub mod pressure;
 pub mod shared;
 pub(crate) mod sys;
 
