@@ -5,9 +5,11 @@
 //!
 //! What this machine can show: the trigger is opened when memory is first
 //! held back, shown in `Stats`, and not opened with `HUGEGUARD_PRESSURE=off`.
-//! A real pressure event could not be caused here (no swap, and neither
-//! reclaim in a v1 memory cgroup nor an OOM kill stalled more than a few
-//! milliseconds); the descriptor's safety rules are unit-tested in
+//! A real pressure event needs memory stalls, which this machine has only
+//! with swap (neither reclaim in a v1 memory cgroup nor an OOM kill stalled
+//! more than a few milliseconds): `scripts/kernel/kernel_limits.py
+//! pressure` (root) adds a swap file for it and shows the release, by hand,
+//! never in `cargo test`. The descriptor's safety rules are unit-tested in
 //! `os::pressure`.
 
 #![cfg(not(hugeguard_fallback))]

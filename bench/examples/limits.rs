@@ -17,6 +17,13 @@
 //! * `touch MB`: allocates and writes MB of memory in 16 MiB blocks (for a
 //!   cgroup memory limit: the kernel answers with the OOM killer, not with
 //!   a failed allocation).
+//! * `hold MB KEEP SECS`: allocates and writes MB in 1 MiB blocks, frees
+//!   all but KEEP of them (held back for the hold-back the caller sets),
+//!   prints `held`, then samples RSS every 100 ms for SECS: when it first
+//!   fell below KEEP + 16 MB, and the memory-pressure events seen.
+//! * `squeeze MB ROUNDS`: writes every page of MB, ROUNDS times (in a
+//!   memory cgroup smaller than MB, with swap: memory stalls, which raise
+//!   the kernel's memory pressure).
 
 use std::collections::TryReserveError;
 use std::io::Write;
@@ -261,6 +268,50 @@ fn touch(mb: usize) -> bool {
     true
 }
 
+fn hold(mb: usize, keep: usize, secs: u64) -> bool {
+    let mut blocks: Vec<Vec<u8>> = (0..mb).map(|i| vec![i as u8 | 1; 1 << 20]).collect();
+    let peak = rss_mb();
+    blocks.truncate(keep);
+    let start = Instant::now();
+    println!("held peak_rss_mb={peak:.0}");
+    let _ = std::io::stdout().flush();
+    let mut below_ms = None;
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(100));
+        if below_ms.is_none() && rss_mb() < (keep + 16) as f64 {
+            below_ms = Some(start.elapsed().as_millis());
+        }
+    }
+    let s = hugeguard::stats();
+    let intact = blocks
+        .iter()
+        .enumerate()
+        .all(|(i, b)| b.iter().all(|&x| x == (i as u8 | 1)));
+    println!(
+        "RESULT case=hold peak_rss_mb={peak:.0} end_rss_mb={:.0} below_ms={} pressure_watched={} pressure_events={} intact={intact}",
+        rss_mb(),
+        below_ms.map_or("never".to_string(), |m| m.to_string()),
+        s.pressure_watched,
+        s.pressure_events
+    );
+    intact
+}
+
+fn squeeze(mb: usize, rounds: usize) -> bool {
+    let mut v = vec![0u8; mb << 20];
+    let start = Instant::now();
+    for r in 0..rounds {
+        for i in (0..v.len()).step_by(4096) {
+            v[i] = r as u8 + 1;
+        }
+    }
+    println!(
+        "RESULT case=squeeze mb={mb} rounds={rounds} secs={:.2}",
+        start.elapsed().as_secs_f64()
+    );
+    true
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n = |i: usize, d: usize| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
@@ -269,8 +320,12 @@ fn main() {
         Some("forks") => forks(n(2, 1000)),
         Some("oom") => oom(),
         Some("touch") => touch(n(2, 1024)),
+        Some("hold") => hold(n(2, 512), n(3, 8), n(4, 8) as u64),
+        Some("squeeze") => squeeze(n(2, 128), n(3, 3)),
         _ => {
-            eprintln!("usage: limits vma [ROUNDS [MB]] | forks [N] | oom | touch [MB]");
+            eprintln!(
+                "usage: limits vma [ROUNDS [MB]] | forks [N] | oom | touch [MB] | hold [MB [KEEP [SECS]]] | squeeze [MB [ROUNDS]]"
+            );
             false
         }
     };

@@ -4,7 +4,7 @@
 on Ctrl-C.
 
     cargo build --release --workspace --examples
-    sudo python3 scripts/kernel/kernel_limits.py [vma] [forks] [oom] [cgroup]
+    sudo python3 scripts/kernel/kernel_limits.py [vma] [forks] [oom] [cgroup] [pressure]
 
 * vma:    vm.max_map_count lowered to 2000 while `limits vma 3 4096` fragments
           the heap until marking degrades on ENOMEM; nothing may crash and
@@ -17,6 +17,12 @@ on Ctrl-C.
 * cgroup: a memory cgroup limited to 256 MiB (v2 memory.max, no swap; or v1
           memory.limit_in_bytes) around
           `limits touch 1024`: records what the kernel does.
+* pressure: real memory pressure, with HUGEGUARD_PRESSURE on and off: a
+          hugeguard process frees 504 of 512 MiB under a 60 s hold-back
+          (`limits hold 512 8 8`) while another, in a memory cgroup of 64 MiB
+          with swap, writes 256 MiB three times (`limits squeeze 256 3`),
+          stalling on memory. Without swap on the machine, a 1 GiB swap file
+          is added for the case and removed afterwards.
 
 The 10-minute stress is `HUGEGUARD_STRESS_SECS=600 cargo test --release
 --test stress -- --nocapture` (see docs/RELIABILITY.md).
@@ -154,13 +160,60 @@ def case_cgroup(limit_mb=256, touch_mb=1024):
     return True
 
 
+def case_pressure(hold_mb=512, keep=8, secs=8, squeeze_mb=256, limit_mb=64):
+    import time
+    swap_file = "/var/tmp/hugeguard-pressure-swap"
+    if not open("/proc/swaps").read().strip().splitlines()[1:]:
+        subprocess.run(["fallocate", "-l", "1G", swap_file], check=True)
+        restores.append(lambda: os.remove(swap_file))
+        os.chmod(swap_file, 0o600)
+        subprocess.run(["mkswap", swap_file], check=True, capture_output=True)
+        subprocess.run(["swapon", swap_file], check=True)
+        restores.append(lambda: subprocess.run(["swapoff", swap_file], check=True))
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers") and "memory" in open(
+            "/sys/fs/cgroup/cgroup.subtree_control").read():
+        path, limit_file = "/sys/fs/cgroup/hugeguard-pressure", "memory.max"
+    else:
+        path, limit_file = "/sys/fs/cgroup/memory/hugeguard-pressure", "memory.limit_in_bytes"
+    os.mkdir(path)
+    restores.append(lambda: os.rmdir(path))
+    ok = True
+    try:
+        open(os.path.join(path, limit_file), "w").write(str(limit_mb << 20))
+
+        def enter():
+            open(os.path.join(path, "cgroup.procs"), "w").write(str(os.getpid()))
+
+        for setting in ["on", "off"]:
+            env = {**os.environ, "HUGEGUARD_HOLDBACK_MS": "60000",
+                   "HUGEGUARD_MEMORY_LIMIT": "0", "HUGEGUARD_PRESSURE": setting}
+            holder = subprocess.Popen([LIMITS, "hold", str(hold_mb), str(keep), str(secs)],
+                                      stdout=subprocess.PIPE, text=True, env=env)
+            first = holder.stdout.readline()
+            t0 = time.time()
+            rc, out, _ = run([LIMITS, "squeeze", str(squeeze_mb), "3"], 600, preexec_fn=enter)
+            squeeze_secs = time.time() - t0
+            rest = holder.communicate(timeout=120)[0]
+            line = result_line(first + rest)
+            print(f"pressure {setting}: {first.strip()}; squeeze exit {rc} in {squeeze_secs:.1f} s\n  {line}")
+            ok &= holder.returncode == 0 and "intact=true" in line
+            if setting == "on":
+                ok &= "below_ms=never" not in line
+            else:
+                ok &= "below_ms=never" in line
+    finally:
+        restore_all()
+    return ok
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("run as root: this changes vm.max_map_count and creates a cgroup")
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     cases = sys.argv[1:] or ["vma", "forks", "oom", "cgroup"]
-    table = {"vma": case_vma, "forks": case_forks, "oom": case_oom, "cgroup": case_cgroup}
+    table = {"vma": case_vma, "forks": case_forks, "oom": case_oom, "cgroup": case_cgroup,
+             "pressure": case_pressure}
     ok = True
     try:
         for c in cases:
