@@ -6,7 +6,9 @@
 //! held, through [`crate::doorbell::maybe_start`]. While memory is held
 //! back it runs a pass every half hold-back (at least [`TICK_MS`]); while
 //! dense huge pages wait for collapse, every [`TICK_MS`]; over the soft
-//! memory limit, ten times as often; otherwise it parks on the doorbell
+//! memory limit, ten times as often; while it sleeps with memory held back
+//! it also watches the kernel's memory pressure (`os::pressure`) and runs a
+//! pass without the hold-back when that fires; otherwise it parks on the doorbell
 //! until an allocator slow path frees memory (one wake-up system call per
 //! park, never on the fast path). After `fork` the child starts its own
 //! thread when it next needs one.

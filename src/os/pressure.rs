@@ -14,6 +14,9 @@
 //! sleeps as before. A descriptor inherited by a forked child is closed
 //! there only if it is still the same file, and the child opens its own
 //! (two processes polling one trigger would take each other's events).
+//! Not told apart: a program that closes ours and opens the same pressure
+//! file at the same number (its own PSI monitor): we would poll, and after
+//! a fork close, its descriptor.
 
 use super::cgroup;
 use super::sys::KeepErrno;
@@ -164,6 +167,7 @@ pub fn watching() -> bool {
 /// In a forked child: close the parent's trigger if the descriptor still is
 /// it, and let the child's background thread open its own.
 pub fn after_fork_child() {
+    let _errno = KeepErrno::new();
     if let Some(w) = Watch::load() {
         if w.still_ours() {
             // SAFETY: the descriptor is still the trigger file the parent
