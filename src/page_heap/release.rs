@@ -780,6 +780,7 @@ mod tests {
         let calls = advices(&h);
         assert_eq!(calls[0].0, base);
         assert_eq!(calls[0].2, Advice::NoHugePage);
+        // SAFETY: every index is below the top; single-threaded test.
         assert!((0..h.top).all(|i| unsafe { h.metas.get(i) }.nohuge));
         for &x in s[..768].iter() {
             free(&mut h, x);
