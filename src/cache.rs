@@ -5,7 +5,7 @@
 //! count. `alloc` pops, `dealloc` pushes: no lock, no atomic read-modify-write,
 //! no system call. An empty list refills with a batch from the central list; a
 //! list longer than [`CLASS_CACHE_MAX`] flushes a batch back, so a thread holds
-//! at most the bytes checked in `size_class` tests (2.6 MiB). An object freed
+//! at most the bytes checked in `size_class` tests (3.2 MiB). An object freed
 //! by a thread that did not allocate it joins that thread's cache, once that
 //! thread allocates the class too; until then (a cold bin) it waits on a
 //! remote list that allocation never reads (see [`Remote`]).
