@@ -57,19 +57,38 @@ fn a_freed_foreign_object_does_not_come_back_on_the_freeing_thread() {
 #[test]
 #[cfg(not(hugeguard_fallback))]
 fn remote_frees_count_as_cached_and_leave_with_the_thread() {
-    use std::sync::mpsc;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     hugeguard::set_background(false);
+    // The totals count every thread of the process, and a refill on another
+    // thread (libtest's main thread printing the first test's result) adds up
+    // to a batch of 32 KiB to them at any moment, more than the 8,000 bytes
+    // measured here. So the experiment gets three tries; a worker whose
+    // remote frees never counted, or never left with it, fails all three.
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match remote_frees_once() {
+            Ok(()) => break,
+            Err(e) => failures.push(e),
+        }
+    }
+    hugeguard::set_background(true);
+    assert!(failures.len() < 3, "{failures:?}");
+}
+
+/// One run of the experiment above: `Err` says which total was off.
+#[cfg(not(hugeguard_fallback))]
+fn remote_frees_once() -> Result<(), String> {
+    use std::sync::mpsc;
     // 200 objects of a class the worker never allocates.
     let mut objs: Vec<Box<[u8; 200]>> = (0..200).map(|i| Box::new([i as u8; 200])).collect();
     let kept = objs.split_off(40);
     let (freed_tx, freed_rx) = mpsc::channel::<()>();
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    // Every cache emptied first: the assertion below needs the worker's
+    // Every cache emptied first: the check below needs the worker's
     // 40 frees to be all its cache holds of this class. Without this, in
-    // mesh mode on a loaded machine (2 runs in 60), a batch of 64 was
-    // parked in the transfer cache while the worker freed, and its cache
-    // showed 18 objects instead of 40.
+    // mesh mode on a loaded machine (2 runs in 60), a batch was parked in
+    // the transfer cache while the worker freed, and its cache showed 18
+    // objects instead of 40.
     hugeguard::release_now();
     let before = hugeguard::stats().thread_cache_bytes;
     let worker = thread::spawn(move || {
@@ -82,13 +101,16 @@ fn remote_frees_count_as_cached_and_leave_with_the_thread() {
     done_tx.send(()).unwrap();
     worker.join().unwrap();
     let after = hugeguard::stats().thread_cache_bytes;
-    hugeguard::set_background(true);
     drop(kept);
-    // 40 frees stay below a batch of this class (64), so all of them wait
-    // in the worker's cache until it ends.
-    assert!(
-        during >= before + 40 * 200,
-        "before {before}, with the worker's remote frees {during}"
-    );
-    assert!(after + 40 * 200 <= during, "after the worker ended {after}");
+    // 40 frees stay below a batch of this class (32 KiB, over 150 objects), so
+    // all of them wait in the worker's cache until it ends.
+    if during < before + 40 * 200 {
+        return Err(format!(
+            "before {before}, with the worker's remote frees {during}"
+        ));
+    }
+    if after + 40 * 200 > during {
+        return Err(format!("during {during}, after the worker ended {after}"));
+    }
+    Ok(())
 }
