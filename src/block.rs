@@ -4,6 +4,7 @@
 //! C entry points in `raw` (which look a pointer up in the page map first).
 
 pub(crate) use crate::lookup::Kind;
+use crate::profile::table as sampled;
 use crate::{cache, large};
 use core::ptr;
 
@@ -21,6 +22,8 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             p
         }
         Kind::Large => large::alloc(size, align, zero),
+        // `Kind::of` never says this.
+        Kind::Sampled => ptr::null_mut(),
     }
 }
 
@@ -37,9 +40,15 @@ pub(crate) unsafe fn free(p: *mut u8, kind: Kind) -> bool {
             unsafe { cache::dealloc(p, class) };
             true
         }
-        // SAFETY: forwarded from the caller; a pointer that is not a large
-        // object start is ignored rather than corrupting the heap.
-        Kind::Large => unsafe { large::dealloc(p) },
+        Kind::Large => {
+            if sampled::large_live() {
+                sampled::forget_large(p);
+            }
+            // SAFETY: forwarded from the caller; a pointer that is not a
+            // large object start is ignored rather than corrupting the heap.
+            unsafe { large::dealloc(p) }
+        }
+        Kind::Sampled => sampled::free_small(p),
     }
 }
 
@@ -48,6 +57,7 @@ pub(crate) fn usable_size(p: *mut u8, kind: Kind) -> usize {
     match kind {
         Kind::Small(class) => class.size(),
         Kind::Large => large::usable_size(p),
+        Kind::Sampled => sampled::small_usable(p),
     }
 }
 
@@ -70,9 +80,12 @@ pub(crate) unsafe fn resize(
     let new_kind = Kind::of(new_size, align);
     match kind {
         Kind::Small(_) if new_kind == kind => return p,
-        // SAFETY: `p` is a live large object.
+        // SAFETY: `p` is a live large object. A sampled one moves, so its
+        // record keeps the size it was sampled at.
         Kind::Large
-            if new_kind == Kind::Large && unsafe { large::resize_in_place(p, new_size) } =>
+            if new_kind == Kind::Large
+                && !sampled::is_large_sampled(p)
+                && unsafe { large::resize_in_place(p, new_size) } =>
         {
             return p
         }

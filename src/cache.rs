@@ -61,7 +61,8 @@ use crate::os::linux;
 use crate::size_class::{SizeClass, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
 use core::ptr;
 use core::sync::atomic::{
-    compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+    compiler_fence, fence, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize,
+    Ordering,
 };
 
 /// One size class's list. Written by the owner, or by the background thread
@@ -252,6 +253,13 @@ pub struct ThreadCache {
     next: AtomicPtr<ThreadCache>,
     prev: AtomicPtr<ThreadCache>,
     seen: AtomicU32,
+    /// Bytes left to allocate before the next heap-profile sample
+    /// (`profile`); below zero, the allocation that took it there goes to
+    /// the profile's slow path. 0 in a new cache. Owner only.
+    sample_left: AtomicIsize,
+    /// `sample_left` was drawn while profiling was on (a countdown set while
+    /// it was off is not a fair draw: its end is not sampled). Owner only.
+    sample_armed: AtomicBool,
 }
 
 impl ThreadCache {
@@ -268,6 +276,8 @@ impl ThreadCache {
             state: AtomicU8::new(NEW),
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
+            sample_left: AtomicIsize::new(0),
+            sample_armed: AtomicBool::new(false),
             // Activity is at least 1 once registered: the first scan never
             // counts a thread idle.
             seen: AtomicU32::new(0),
@@ -373,6 +383,40 @@ fn with_cache<R>(f: impl FnOnce(&ThreadCache) -> R) -> R {
         target_os = "linux"
     )))]
     CACHE.with(f)
+}
+
+/// Counts `size` bytes against the calling thread's heap-profile countdown;
+/// `true` when the countdown ran out, so this allocation must go to
+/// `profile::alloc_due` (which samples it or not, and sets a new
+/// countdown). With profiling off the countdown restarts every 1 MiB, so
+/// this costs a subtraction and a branch.
+#[inline(always)]
+pub fn sample_due(size: usize) -> bool {
+    with_cache(|tc| {
+        let left = tc.sample_left.load(Ordering::Relaxed) - size as isize;
+        tc.sample_left.store(left, Ordering::Relaxed);
+        left < 0
+    })
+}
+
+/// A number that identifies the calling thread while it lives (its
+/// cache's address).
+pub fn thread_key() -> usize {
+    with_cache(|tc| tc as *const ThreadCache as usize)
+}
+
+/// The calling thread's heap-profile countdown.
+pub fn sample_countdown() -> isize {
+    with_cache(|tc| tc.sample_left.load(Ordering::Relaxed))
+}
+
+/// Sets the calling thread's heap-profile countdown; `armed` when it was
+/// drawn with profiling on. Returns whether the previous one was armed.
+pub fn set_sample_countdown(left: isize, armed: bool) -> bool {
+    with_cache(|tc| {
+        tc.sample_left.store(left, Ordering::Relaxed);
+        tc.sample_armed.swap(armed, Ordering::Relaxed)
+    })
 }
 
 /// Allocates an object of `class`; null when out of memory.

@@ -10,6 +10,9 @@
 //! | `HUGEGUARD_COLLAPSE` | `on`, `off`: background `MADV_COLLAPSE` of dense huge pages | `on` |
 //! | `HUGEGUARD_PRESSURE` | `on`, `off`: give held-back memory back at once on the kernel's memory pressure (a PSI trigger, `os/pressure.rs`) | `on` |
 //! | `HUGEGUARD_HARDEN` | `on`/`1`, `off`/`0`: hardened mode (`harden`: every free checked, links encoded) | `off` (`on` in builds with debug assertions) |
+//! | `HUGEGUARD_PROF` | `on`, `off`: sampled heap profiling (`profile`) from the start | `off` |
+//! | `HUGEGUARD_PROF_INTERVAL` | mean bytes between heap-profile samples, suffix `k`, `m`, `g` allowed | `512k` |
+//! | `HUGEGUARD_PROF_PATH` | a file the heap profile is written to at exit | none |
 //! | `HUGEGUARD_MESH` | `on`, `off`: mesh mode (`docs/MESH.md`): a shared-memory heap, objects from random slots of their span, each class's spans in huge pages of their own, and sparse units meshed when idle | `off` |
 //!
 //! An invalid value gets one line on stderr and the default.
@@ -179,6 +182,12 @@ pub struct Config {
     /// class's spans in its own huge pages (`page_heap`), and meshing
     /// (`mesh`) where the kernel allows it.
     pub mesh: bool,
+    /// Heap profiling from the start (`HUGEGUARD_PROF`).
+    pub prof: bool,
+    /// The profile's mean sampling interval (`HUGEGUARD_PROF_INTERVAL`).
+    pub prof_interval: Option<usize>,
+    /// Where the profile goes at exit (`HUGEGUARD_PROF_PATH`).
+    pub prof_path: Option<&'static [u8]>,
     pub thp: Thp,
     /// The kernel's page sizes.
     pub geometry: Geometry,
@@ -200,6 +209,9 @@ impl Config {
         pressure: true,
         harden: cfg!(debug_assertions),
         mesh: false,
+        prof: false,
+        prof_interval: None,
+        prof_path: None,
         thp: Thp {
             enabled: ThpEnabled::Unknown,
             max_ptes_none: 511,
@@ -437,6 +449,19 @@ pub fn load() -> Config {
             None => warn("HUGEGUARD_MESH", v, "off"),
         }
     }
+    if let Some(v) = linux::getenv(c"HUGEGUARD_PROF") {
+        match parse_switch(v) {
+            Some(b) => c.prof = b,
+            None => warn("HUGEGUARD_PROF", v, "off"),
+        }
+    }
+    if let Some(v) = linux::getenv(c"HUGEGUARD_PROF_INTERVAL") {
+        match parse_size(v).filter(|&n| n > 0) {
+            Some(n) => c.prof_interval = Some(n),
+            None => warn("HUGEGUARD_PROF_INTERVAL", v, "512k"),
+        }
+    }
+    c.prof_path = linux::getenv(c"HUGEGUARD_PROF_PATH").filter(|p| !p.is_empty());
     if c.harden {
         // Hardened mode's link keys, before any object is linked.
         crate::freelist::set_keys(linux::random_u64() as usize, linux::random_u64() as usize);

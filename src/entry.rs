@@ -4,8 +4,9 @@
 
 use crate::block::{self, Kind};
 use crate::size_class::{class_of_small, fast_path_ok};
-use crate::{cache, global, large};
+use crate::{cache, global, large, profile};
 use core::alloc::{GlobalAlloc, Layout};
+use core::hint::black_box;
 use core::ptr;
 
 /// The allocator. Use it as
@@ -26,8 +27,9 @@ fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_slow(ptr: *mut u8, size: usize, align: usize) {
-    // SAFETY: forwarded from the caller: the layout gives the block's kind.
-    unsafe { block::free(ptr, Kind::of(size, align)) };
+    // SAFETY: forwarded from the caller: the layout (or the sampled
+    // objects' region) gives the block's kind.
+    unsafe { block::free(ptr, profile::kind_of_block(ptr, size, align)) };
 }
 
 // SAFETY: every path returns either null or a block of at least
@@ -38,6 +40,11 @@ unsafe impl GlobalAlloc for HugeGuard {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
+        if cache::sample_due(size) {
+            // The heap profile's countdown ran out (`profile`). Not a tail
+            // call: the profile's stack starts above this frame.
+            return black_box(profile::alloc_due(size, align, false));
+        }
         if fast_path_ok(size, align) {
             return cache::alloc(class_of_small(size));
         }
@@ -47,9 +54,10 @@ unsafe impl GlobalAlloc for HugeGuard {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let (size, align) = (layout.size(), layout.align());
-        if fast_path_ok(size, align) {
+        if fast_path_ok(size, align) && !profile::holds(ptr) {
             // SAFETY: the caller passes the layout `ptr` was allocated with,
-            // which maps to the same class.
+            // which maps to the same class (a sampled object has a slot of
+            // its own instead, told apart by its address).
             unsafe { cache::dealloc(ptr, class_of_small(size)) };
             return;
         }
@@ -61,6 +69,9 @@ unsafe impl GlobalAlloc for HugeGuard {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
         if Kind::of(size, align) == Kind::Large {
+            if cache::sample_due(size) {
+                return black_box(profile::alloc_due(size, align, true));
+            }
             // Large blocks skip zeroing the pages never written.
             return large::alloc(size, align, true);
         }
@@ -75,9 +86,14 @@ unsafe impl GlobalAlloc for HugeGuard {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
+        let kind = profile::kind_of_block(ptr, size, align);
+        if cache::sample_due(new_size) {
+            // SAFETY: as below.
+            return black_box(unsafe { profile::realloc_due(ptr, kind, size, new_size, align) });
+        }
         // SAFETY: the caller passes the layout `ptr` was allocated with (its
         // kind, and `size` bytes of data) and a non-zero `new_size`.
-        unsafe { block::resize(ptr, Kind::of(size, align), size, new_size, align) }
+        unsafe { block::resize(ptr, kind, size, new_size, align) }
     }
 }
 
@@ -99,7 +115,10 @@ unsafe impl GlobalAlloc for HugeGuard {
 /// layout the size is read from the block's span record without a lock,
 /// which is sound only while no other thread can free that block.
 pub unsafe fn usable_size(ptr: *mut u8, layout: Layout) -> usize {
-    block::usable_size(ptr, Kind::of(layout.size(), layout.align()))
+    block::usable_size(
+        ptr,
+        profile::kind_of_block(ptr, layout.size(), layout.align()),
+    )
 }
 
 /// Returns the calling thread's cached free objects and every batch parked

@@ -117,3 +117,50 @@ mod tests {
         assert_eq!(placement().classes[1].object_size, CLASS_SIZE[1] as usize);
     }
 }
+
+/// Heap profiling is not available in the fallback build: [`start`]
+/// returns `false` and [`write`] an `Unsupported` error.
+///
+/// [`start`]: profile::start
+/// [`write`]: profile::write
+pub mod profile {
+    use crate::report::ProfileSummary;
+
+    /// The default mean sampling interval in bytes.
+    pub const DEFAULT_INTERVAL: usize = 512 * 1024;
+
+    /// Always `false`: this build forwards to the system allocator.
+    pub fn start() -> bool {
+        false
+    }
+
+    /// Does nothing.
+    pub fn stop() {}
+
+    /// Always `false`.
+    pub fn is_on() -> bool {
+        false
+    }
+
+    /// Does nothing.
+    pub fn set_interval(_bytes: usize) {}
+
+    /// The default interval.
+    pub fn interval() -> usize {
+        DEFAULT_INTERVAL
+    }
+
+    /// All zero.
+    pub fn summary() -> ProfileSummary {
+        ProfileSummary {
+            interval: DEFAULT_INTERVAL,
+            ..ProfileSummary::default()
+        }
+    }
+
+    /// Always an `Unsupported` error.
+    pub fn write(_path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+

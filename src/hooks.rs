@@ -65,6 +65,7 @@ unsafe extern "C" fn fork_prepare() {
         c.lock_raw();
     }
     HEAP.lock_raw();
+    crate::profile::table::lock_for_fork();
     // Mesh mode: the heap is shared memory; copy it for the child now.
     crate::mesh::fork_prepare_copy();
 }
@@ -95,6 +96,7 @@ unsafe extern "C" fn fork_child() {
 unsafe fn unlock_all() {
     // SAFETY: forwarded from the caller.
     unsafe {
+        crate::profile::table::unlock_after_fork();
         HEAP.unlock_raw();
         for c in CENTRAL.iter().rev() {
             c.unlock_raw();

@@ -143,6 +143,7 @@ linux_heap! {
     pub(crate) mod os;
     pub(crate) mod page_heap;
     mod placement;
+    pub mod profile;
     pub mod raw;
     mod soft_limit;
     pub(crate) mod span;
@@ -160,6 +161,7 @@ linux_heap! {
 
 fallback_build! {
     mod fallback;
+    pub use fallback::profile;
     pub use fallback::{
         check_invariants, flush_caches, mesh_now, placement, release_now, set_background, stats,
         usable_size, HugeGuard,
@@ -171,5 +173,6 @@ pub(crate) mod size_class;
 pub(crate) mod units;
 
 pub use report::{
-    AdviceCounts, ClassPlacement, LimitSource, MeshEstimate, MeshRound, Placement, Stats,
+    AdviceCounts, ClassPlacement, LimitSource, MeshEstimate, MeshRound, Placement, ProfileSummary,
+    Stats,
 };

@@ -14,10 +14,11 @@
 //! | `Mesh` | the mesh table | central lists, the heap |
 //! | `Registry` | the thread-cache registry | central lists, the heap |
 //! | `Central` | one central list per class | higher classes' lists (fork, checks), the heap |
-//! | `Heap` | the page heap | nothing |
+//! | `Heap` | the page heap | the heap profile's table (fork only) |
+//! | `Profile` | the heap profile's table (`profile::table`) | nothing |
 //!
 //! `fork`'s prepare handler takes them in this order (mesh, registry, every
-//! central list, heap), so it follows the same table.
+//! central list, heap, profile), so it follows the same table.
 
 // Release builds keep the table but check nothing.
 #![cfg_attr(not(debug_assertions), allow(dead_code))]
@@ -39,6 +40,9 @@ pub(crate) enum Rank {
     Central,
     /// The page heap (and the locks of unit tests).
     Heap,
+    /// The heap profile's table: taken with no other allocator lock held,
+    /// except by `fork`'s prepare handler.
+    Profile,
 }
 
 /// Locks held by one thread, in the order taken (so in increasing rank).
@@ -139,6 +143,7 @@ mod this_thread {
             Rank::Registry => b"Registry",
             Rank::Central => b"Central",
             Rank::Heap => b"Heap",
+            Rank::Profile => b"Profile",
         }
     }
 }

@@ -14,6 +14,9 @@ pub(crate) enum Kind {
     Small(SizeClass),
     /// A large object (a page run of its own).
     Large,
+    /// A small object the heap profile sampled: a slot of its own
+    /// (`profile::table`).
+    Sampled,
 }
 
 impl Kind {
@@ -53,6 +56,9 @@ pub(crate) fn classify(p: *mut u8) -> Option<Kind> {
 #[cold]
 #[inline(never)]
 fn classify_large(p: *mut u8) -> Option<Kind> {
+    if crate::profile::table::holds(p) {
+        return crate::profile::table::is_live_small(p).then_some(Kind::Sampled);
+    }
     let span = crate::view::view().span_of(p as usize);
     if span.is_null() {
         return None;

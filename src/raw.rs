@@ -66,7 +66,13 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     // Sizes below the alignment take the smallest class that keeps it (the
     // class table's fast lookup then applies: no search for an aligned
     // class, which tiny C requests hit on every call).
-    block::alloc(size.max(MIN_ALIGN), align.max(MIN_ALIGN), zero)
+    let (size, align) = (size.max(MIN_ALIGN), align.max(MIN_ALIGN));
+    if crate::cache::sample_due(size) {
+        // The heap profile's countdown ran out (`profile`); not a tail
+        // call, so the profile's stack starts above this frame.
+        return core::hint::black_box(crate::profile::alloc_due(size, align, zero));
+    }
+    block::alloc(size, align, zero)
 }
 
 /// `malloc(size)`.
@@ -134,10 +140,17 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         return ptr::null_mut();
     };
     let old = block::usable_size(p, kind);
+    let size = size.max(1);
+    if crate::cache::sample_due(size) {
+        // SAFETY: as below.
+        return core::hint::black_box(unsafe {
+            crate::profile::realloc_due(p, kind, old, size, MIN_ALIGN)
+        });
+    }
     // SAFETY: `p` is a live block of this kind (the caller's contract and
     // the page map agree), allocated with `MIN_ALIGN`; all `old` usable
     // bytes may be the caller's data.
-    unsafe { block::resize(p, kind, old, size.max(1), MIN_ALIGN) }
+    unsafe { block::resize(p, kind, old, size, MIN_ALIGN) }
 }
 
 use crate::os::{EINVAL, ENOMEM};

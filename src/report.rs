@@ -393,3 +393,27 @@ impl core::fmt::Display for Placement {
         Ok(())
     }
 }
+
+/// What the heap profile holds now (`profile::summary`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ProfileSummary {
+    /// Profiling is on.
+    pub on: bool,
+    /// The mean sampling interval in bytes.
+    pub interval: usize,
+    /// Sampled objects still live.
+    pub samples: usize,
+    /// Their requested bytes.
+    pub sampled_bytes: usize,
+    /// Live bytes of the whole program estimated from the samples (each
+    /// sample of `s` bytes stands for `s / (1 - exp(-s / interval))`).
+    pub estimated_live_bytes: usize,
+    /// One standard deviation of that estimate, in bytes.
+    pub estimate_error_bytes: usize,
+    /// Samples not recorded because the table was full.
+    pub dropped: usize,
+    /// Memory the profile itself holds: the live small samples' pages and
+    /// their records.
+    pub overhead_bytes: usize,
+}

@@ -417,3 +417,53 @@ fn python_thread_forks_and_the_child_thread_returns() {
     assert!(t.contains("end of main"), "{t}");
     assert!(t.contains("child status 0"), "{t}");
 }
+
+#[test]
+fn google_pprof_names_the_leaking_c_function_first() {
+    let has_pprof = Command::new("google-pprof")
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| o.status.success() || !o.stdout.is_empty() || !o.stderr.is_empty());
+    if !has_pprof {
+        eprintln!("skipped: google-pprof is not installed (apt-get install google-perftools)");
+        return;
+    }
+    let prog = compile("prof_leak");
+    let path = hugeguard_testkit::paths::target_dir()
+        .join(format!("prof_leak-{}.prof", std::process::id()));
+    let mut cmd = Command::new(&prog);
+    cmd.env("LD_PRELOAD", library())
+        .env("HUGEGUARD_PROF", "on")
+        .env("HUGEGUARD_PROF_INTERVAL", "64k")
+        .env("HUGEGUARD_PROF_PATH", &path);
+    let o = output_within(cmd, LIMIT);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = Command::new("google-pprof")
+        .arg("--text")
+        .arg(&prog)
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "google-pprof --text:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&path).unwrap();
+    // The first row (`flat flat% sum% cum cum% name`, in MB) is the
+    // function that keeps the bytes: 10,240 blocks of 4,096 B, 40 MiB.
+    let first = report
+        .lines()
+        .find(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<f64>().is_ok())
+        })
+        .unwrap_or_else(|| panic!("no rows in:\n{report}"));
+    assert!(first.ends_with(" leak_here"), "first row: {first}");
+    let mb: f64 = first.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        (mb - 40.0).abs() / 40.0 < 0.10,
+        "{mb} MB against 40 MB kept"
+    );
+}

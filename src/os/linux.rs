@@ -3,7 +3,7 @@
 
 use super::shared::SharedHeap;
 pub(crate) use super::sys::KeepErrno;
-pub use super::sys::{abort, abort_with, errno, read_file, set_errno, write_stderr};
+pub use super::sys::{abort, abort_with, errno, read_file, set_errno, write_stderr, WriteFile};
 use super::{Advice, Os};
 
 /// The real kernel, for a heap of private memory or one in a shared file

@@ -11,6 +11,7 @@ pub mod linux;
 pub mod cgroup;
 pub mod pressure;
 pub mod shared;
+pub(crate) mod unwind;
 pub(crate) mod sys;
 
 /// Memory advice the allocator gives the kernel, always on whole pages.

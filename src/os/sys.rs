@@ -125,3 +125,85 @@ pub fn for_each_line(path: &core::ffi::CStr, f: &mut dyn FnMut(&[u8]) -> bool) -
     unsafe { libc::close(fd) };
     true
 }
+
+/// A file opened for writing (created or truncated, mode 0644); closed
+/// when dropped.
+pub struct WriteFile(i32);
+
+impl WriteFile {
+    /// Creates or truncates the file at `path`; the `errno` on failure.
+    pub fn create(path: &core::ffi::CStr) -> Result<WriteFile, i32> {
+        let _errno = KeepErrno::new();
+        // SAFETY: `path` is NUL-terminated.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd < 0 {
+            Err(errno())
+        } else {
+            Ok(WriteFile(fd))
+        }
+    }
+
+    /// Writes all of `buf`; the `errno` on failure.
+    pub fn write_all(&mut self, mut buf: &[u8]) -> Result<(), i32> {
+        let _errno = KeepErrno::new();
+        while !buf.is_empty() {
+            // SAFETY: `buf` is valid for `buf.len()` bytes.
+            let n = unsafe { libc::write(self.0, buf.as_ptr() as *const libc::c_void, buf.len()) };
+            if n < 0 {
+                let e = errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                return Err(e);
+            }
+            buf = &buf[n as usize..];
+        }
+        Ok(())
+    }
+
+    /// Appends the whole file at `src` (read in 4 KiB pieces, so files of
+    /// any length such as `/proc/self/maps`); the `errno` on failure.
+    pub fn copy_from(&mut self, src: &core::ffi::CStr) -> Result<(), i32> {
+        let _errno = KeepErrno::new();
+        // SAFETY: `src` is NUL-terminated.
+        let fd = unsafe { libc::open(src.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(errno());
+        }
+        let mut buf = [0u8; 4096];
+        let result = loop {
+            // SAFETY: `buf` is valid for its length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            if n < 0 {
+                let e = errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                break Err(e);
+            }
+            if n == 0 {
+                break Ok(());
+            }
+            if let Err(e) = self.write_all(&buf[..n as usize]) {
+                break Err(e);
+            }
+        };
+        // SAFETY: closing the descriptor we opened.
+        unsafe { libc::close(fd) };
+        result
+    }
+}
+
+impl Drop for WriteFile {
+    fn drop(&mut self) {
+        let _errno = KeepErrno::new();
+        // SAFETY: closing the descriptor this value owns.
+        unsafe { libc::close(self.0) };
+    }
+}

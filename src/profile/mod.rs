@@ -1,0 +1,429 @@
+//! Sampled heap profiles: which call sites hold the live bytes.
+//!
+//! Off by default. With profiling on (`HUGEGUARD_PROF=on`, or [`start`]),
+//! allocations are sampled by bytes, as jemalloc and TCMalloc do: each
+//! thread counts down a random number of bytes, drawn from an exponential
+//! distribution whose mean is the interval (`HUGEGUARD_PROF_INTERVAL`,
+//! 512 KiB by default), and the allocation that takes the count below zero
+//! is sampled. An allocation of `s` bytes is then sampled with probability
+//! `1 - exp(-s / interval)` whatever came before it, so dividing each
+//! sample by that probability gives an unbiased estimate of the live bytes
+//! per call site at any interval (`google-pprof` does the division when it
+//! reads the profile's `heap_v2/<interval>` header).
+//!
+//! **Cost when off.** The countdown lives in the thread cache; every
+//! allocation subtracts its size and branches (`cache::sample_due`). With
+//! profiling off a thread that runs out re-reads the switch and restarts
+//! from 1 MiB, so [`start`] reaches every thread within 1 MiB of its
+//! allocations. Every free of a small object compares its address with the
+//! sampled objects' region (`table::holds`).
+//!
+//! **A sampled allocation** (`alloc_due`) captures the stack with the
+//! unwinder (`os::unwind`), with no allocator lock held and the thread's
+//! countdown parked at its maximum, so an allocation the unwinder makes is
+//! never sampled itself; the stack starts at the program's frame that
+//! called the allocator: the unwinder leaves out the frames of this
+//! module's slow path (known by their functions' start addresses) and the
+//! one above them, the entry the program called (which calls the slow path
+//! through `black_box`, so never as a tail call that would drop its frame).
+//! Where the entry was inlined into the program's function (link-time
+//! optimisation), that function's frame is the one left out.
+//! Then the object goes to a slot of its own (small) or is an ordinary page
+//! run (large), and its record waits in `table` until it is freed.
+//!
+//! **Output** (`format`): the gperftools heap profile text format, written
+//! by [`write`], and at exit to `HUGEGUARD_PROF_PATH` when that is set.
+
+pub(crate) mod format;
+pub(crate) mod table;
+
+use crate::block::{self, Kind};
+use crate::cache;
+use crate::os::unwind;
+use crate::report::ProfileSummary;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+/// The default mean sampling interval in bytes (jemalloc's and TCMalloc's).
+pub const DEFAULT_INTERVAL: usize = 512 * 1024;
+
+/// The countdown a thread restarts from while profiling is off.
+const OFF_COUNTDOWN: isize = 1 << 20;
+
+static ON: AtomicBool = AtomicBool::new(false);
+static INTERVAL: AtomicUsize = AtomicUsize::new(DEFAULT_INTERVAL);
+/// The random stream's state (splitmix64).
+static SEED: AtomicU64 = AtomicU64::new(0);
+/// Whether the environment has been read (`HUGEGUARD_PROF*`).
+static CONFIGURED: AtomicBool = AtomicBool::new(false);
+
+/// Turns heap profiling on: from now on allocations are sampled (each
+/// thread from its next MiB of allocations at the latest). `false` if the
+/// memory for the samples could not be mapped (profiling stays off).
+pub fn start() -> bool {
+    configure();
+    start_inner()
+}
+
+fn start_inner() -> bool {
+    if !table::setup() {
+        return false;
+    }
+    if SEED.load(Ordering::Relaxed) == 0 {
+        SEED.store(crate::os::linux::random_u64() | 1, Ordering::Relaxed);
+    }
+    ON.store(true, Ordering::Release);
+    true
+}
+
+/// Turns heap profiling off. Objects sampled so far stay in the profile
+/// until they are freed.
+pub fn stop() {
+    configure();
+    ON.store(false, Ordering::Release);
+}
+
+/// Whether heap profiling is on.
+pub fn is_on() -> bool {
+    configure();
+    ON.load(Ordering::Acquire)
+}
+
+/// Sets the mean sampling interval in bytes (at least 1). Threads draw with
+/// it from their next sample on; a profile is exact for one interval, so set
+/// it before [`start`].
+pub fn set_interval(bytes: usize) {
+    configure();
+    INTERVAL.store(bytes.clamp(1, 1 << 40), Ordering::Relaxed);
+}
+
+/// The mean sampling interval in bytes.
+pub fn interval() -> usize {
+    INTERVAL.load(Ordering::Relaxed)
+}
+
+/// Reads `HUGEGUARD_PROF` and `HUGEGUARD_PROF_INTERVAL` once (through the
+/// allocator's configuration).
+fn configure() {
+    if CONFIGURED.load(Ordering::Acquire) {
+        return;
+    }
+    let c = crate::config::get();
+    if CONFIGURED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if let Some(n) = c.prof_interval {
+        INTERVAL.store(n.clamp(1, 1 << 40), Ordering::Relaxed);
+    }
+    if c.prof && !start_inner() {
+        crate::os::linux::write_stderr(
+            b"hugeguard: HUGEGUARD_PROF=on, but the profile's memory could not be mapped; profiling stays off\n",
+        );
+    }
+}
+
+/// What the profile holds now (all zero if profiling never started).
+pub fn summary() -> ProfileSummary {
+    configure();
+    let interval = interval();
+    let (samples, sampled_bytes, dropped) = table::counts();
+    let (est, var) = table::estimate(interval);
+    ProfileSummary {
+        on: ON.load(Ordering::Acquire),
+        interval,
+        samples,
+        sampled_bytes,
+        estimated_live_bytes: est as usize,
+        estimate_error_bytes: var.sqrt() as usize,
+        dropped,
+        overhead_bytes: table::overhead_bytes(),
+    }
+}
+
+/// How many objects of `size` bytes one sample stands for.
+pub(crate) fn weight(size: usize, interval: usize) -> f64 {
+    let p = 1.0 - (-(size.max(1) as f64) / interval as f64).exp();
+    1.0 / p
+}
+
+/// Writes the heap profile to `path` (gperftools text format, with the
+/// process's mappings, for `google-pprof --text PROGRAM PATH`).
+///
+/// Errors: profiling never started, another thread is writing a profile
+/// (`WouldBlock`), the path is longer than 4 KiB or holds a NUL byte
+/// (`InvalidInput`), or the file's own error.
+pub fn write(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_ref().as_os_str().as_bytes();
+    let mut buf = [0u8; 4097];
+    if bytes.len() >= buf.len() || bytes.contains(&0) {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    buf[..bytes.len()].copy_from_slice(bytes);
+    let c = core::ffi::CStr::from_bytes_until_nul(&buf).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    configure();
+    match format::write_profile(c) {
+        Ok(()) => Ok(()),
+        Err(format::Error::NotStarted) => Err(std::io::Error::other("heap profiling never started")),
+        Err(format::Error::Busy) => Err(std::io::ErrorKind::WouldBlock.into()),
+        Err(format::Error::Os(e)) => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Writes the profile to `HUGEGUARD_PROF_PATH` if that is set and
+/// profiling ran (at exit; see `exit_hook`). Allocation-free.
+pub(crate) fn write_at_exit() {
+    if !CONFIGURED.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(path) = crate::config::get().prof_path else {
+        return;
+    };
+    let mut buf = [0u8; 4097];
+    if path.len() >= buf.len() {
+        return;
+    }
+    buf[..path.len()].copy_from_slice(path);
+    let Ok(c) = core::ffi::CStr::from_bytes_until_nul(&buf) else {
+        return;
+    };
+    if let Err(format::Error::Os(_)) = format::write_profile(c) {
+        crate::os::linux::write_stderr(b"hugeguard: could not write the heap profile to HUGEGUARD_PROF_PATH\n");
+    }
+}
+
+/// Runs [`write_at_exit`] when the program exits (the C library runs the
+/// `.fini_array` entries of the executable and of each library).
+extern "C" fn exit_hook() {
+    write_at_exit();
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static EXIT_HOOK: extern "C" fn() = exit_hook;
+
+/// A random mean-`interval` exponential draw, in bytes (at least 1).
+fn draw(interval: usize) -> isize {
+    // splitmix64 over a shared counter: the sampled path is rare.
+    let mut z = SEED
+        .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    // Uniform in (0, 1]: never ln(0).
+    let u = ((z >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
+    let x = -u.ln() * interval as f64;
+    (x as isize).clamp(1, isize::MAX / 2)
+}
+
+/// Decides whether the allocation whose countdown ran out is sampled, and
+/// sets the thread's next countdown.
+fn rearm() -> bool {
+    configure();
+    if !ON.load(Ordering::Acquire) {
+        cache::set_sample_countdown(OFF_COUNTDOWN, false);
+        return false;
+    }
+    let was_armed = cache::set_sample_countdown(draw(interval()), true);
+    // A countdown set while profiling was off is not a fair draw.
+    was_armed
+}
+
+/// The cold path of an allocation whose countdown ran out: samples it if
+/// profiling is on, else allocates it as usual. Called (not jumped to: the
+/// stack capture leaves out this function's frames and the one above) by
+/// the allocator entry the program called.
+#[cold]
+#[inline(never)]
+pub(crate) fn alloc_due(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !rearm() {
+        return block::alloc(size, align, zero);
+    }
+    if LEARN_STATE.load(Ordering::Acquire) == LEARN_NOT_YET {
+        learn_entries();
+    }
+    let mut stack = [0usize; table::DEPTH];
+    let depth = capture(&mut stack);
+    let stack = &stack[..depth];
+    match Kind::of(size, align) {
+        Kind::Small(class) => {
+            let p = table::take_small(size, class.size(), stack);
+            if p.is_null() {
+                // Table full: an ordinary object (the slot's pages are
+                // zero, so `zero` needs nothing there).
+                return block::alloc(size, align, zero);
+            }
+            p
+        }
+        _ => {
+            let p = block::alloc(size, align, zero);
+            if !p.is_null() {
+                table::add_large(p, size, block::usable_size(p, Kind::Large), stack);
+            }
+            p
+        }
+    }
+}
+
+/// `realloc` whose countdown ran out: the new block is allocated through
+/// [`alloc_due`] (sampled or not), the data copied, the old block freed.
+/// Called, not jumped to, as [`alloc_due`].
+///
+/// # Safety
+/// As for `block::resize`.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn realloc_due(
+    p: *mut u8,
+    kind: Kind,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+) -> *mut u8 {
+    let q = alloc_due(new_size, align, false);
+    if q.is_null() {
+        return q;
+    }
+    // SAFETY: `p` holds `old_size` bytes of data, `q` at least `new_size`;
+    // distinct live blocks.
+    unsafe {
+        ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
+        block::free(p, kind);
+    }
+    q
+}
+
+/// Captures the stack above the allocator entry into `out`, with the
+/// thread's countdown parked so that an allocation inside the unwinder is
+/// not sampled (and cannot recurse); puts the countdown back after.
+fn capture(out: &mut [usize]) -> usize {
+    let next = cache::sample_countdown();
+    cache::set_sample_countdown(isize::MAX, true);
+    // The slow path's own functions: frames up to theirs are the
+    // allocator's, and above them the entry frames learned at start.
+    let marks = [
+        alloc_due as fn(usize, usize, bool) -> *mut u8 as usize,
+        realloc_due as unsafe fn(*mut u8, Kind, usize, usize, usize) -> *mut u8 as usize,
+    ];
+    let n = if LEARNER.load(Ordering::Relaxed) == cache::thread_key() {
+        let mut learned = [0usize; 4];
+        let mut entry = unwind::Entry::Learn {
+            until: LEARN_UNTIL.load(Ordering::Relaxed),
+            learned: &mut learned,
+            count: 0,
+        };
+        let n = unwind::backtrace(&marks, &mut entry, out);
+        if let unwind::Entry::Learn { count, .. } = entry {
+            for &start in &learned[..count.min(learned.len())] {
+                add_entry(start);
+            }
+        }
+        n
+    } else {
+        let known = ENTRIES_LEN.load(Ordering::Acquire);
+        let mut entries = [0usize; MAX_ENTRIES];
+        for (e, slot) in entries.iter_mut().zip(&ENTRIES[..known]) {
+            *e = slot.load(Ordering::Relaxed);
+        }
+        unwind::backtrace(&marks, &mut unwind::Entry::Skip(&entries[..known]), out)
+    };
+    cache::set_sample_countdown(next, true);
+    n
+}
+
+/// Functions that are allocator entry points (their start addresses):
+/// the Rust global allocator's shims (`__rust_alloc` and its kin, which the
+/// compiler generates in the program and which inline `HugeGuard`'s
+/// methods) and, under the `LD_PRELOAD` library, the C functions. Learned
+/// once, by [`learn_entries`]; a frame of one of these above the slow path
+/// is not the program's.
+const MAX_ENTRIES: usize = 32;
+static ENTRIES: [AtomicUsize; MAX_ENTRIES] = [const { AtomicUsize::new(0) }; MAX_ENTRIES];
+static ENTRIES_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The thread learning entries (`cache::thread_key`), 0 when none.
+static LEARNER: AtomicUsize = AtomicUsize::new(0);
+/// The probe function that ends the entry frames while learning.
+static LEARN_UNTIL: AtomicUsize = AtomicUsize::new(0);
+const LEARN_NOT_YET: u8 = 0;
+const LEARN_BUSY: u8 = 1;
+const LEARN_DONE: u8 = 2;
+static LEARN_STATE: AtomicU8 = AtomicU8::new(LEARN_NOT_YET);
+
+fn add_entry(start: usize) {
+    let n = ENTRIES_LEN.load(Ordering::Relaxed);
+    if start == 0 || n == MAX_ENTRIES || ENTRIES[..n].iter().any(|e| e.load(Ordering::Relaxed) == start) {
+        return;
+    }
+    ENTRIES[n].store(start, Ordering::Relaxed);
+    ENTRIES_LEN.store(n + 1, Ordering::Release);
+}
+
+/// Learns the entry functions, once: allocates through each entry with the
+/// countdown at zero, so each allocation is sampled, and records the frames
+/// between the slow path and the probe that allocated (none where the entry
+/// was inlined into the probe). The probes' samples are freed at once.
+/// Runs on the thread that first samples, inside `alloc_due` (no allocator
+/// lock held, so the probes may allocate).
+fn learn_entries() {
+    if LEARN_STATE
+        .compare_exchange(LEARN_NOT_YET, LEARN_BUSY, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    let next = cache::sample_countdown();
+    LEARNER.store(cache::thread_key(), Ordering::Relaxed);
+    LEARN_UNTIL.store(probe_rust_entries as fn() as usize, Ordering::Relaxed);
+    probe_rust_entries();
+    LEARN_UNTIL.store(unwind::call_c_allocator as fn(&dyn Fn()) as usize, Ordering::Relaxed);
+    // Each C call is its own sample.
+    unwind::call_c_allocator(&|| {
+        cache::set_sample_countdown(0, true);
+    });
+    LEARNER.store(0, Ordering::Relaxed);
+    cache::set_sample_countdown(next, true);
+    LEARN_STATE.store(LEARN_DONE, Ordering::Release);
+}
+
+/// Allocates, grows and frees through the Rust global allocator's shims,
+/// each with the countdown at zero (see [`learn_entries`]).
+#[inline(never)]
+fn probe_rust_entries() {
+    use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, Layout};
+    let l = Layout::from_size_align(64, 8).expect("a valid layout");
+    // SAFETY: non-zero layouts; each block freed once with its layout.
+    unsafe {
+        cache::set_sample_countdown(0, true);
+        let p = alloc(l);
+        if !p.is_null() {
+            cache::set_sample_countdown(0, true);
+            let q = realloc(p, l, 128);
+            let (q, ql) = if q.is_null() { (p, l) } else { (q, Layout::from_size_align(128, 8).expect("a valid layout")) };
+            dealloc(q, ql);
+        }
+        cache::set_sample_countdown(0, true);
+        let z = alloc_zeroed(l);
+        if !z.is_null() {
+            dealloc(z, l);
+        }
+    }
+    core::hint::black_box(());
+}
+
+/// Whether `p` lies in the small sampled objects' region.
+#[inline(always)]
+pub(crate) fn holds(p: *mut u8) -> bool {
+    table::holds(p)
+}
+
+/// The kind of a block the caller says was allocated with `(size, align)`:
+/// that layout's kind, unless the block is a sampled small object.
+#[inline]
+pub(crate) fn kind_of_block(p: *mut u8, size: usize, align: usize) -> Kind {
+    if holds(p) {
+        Kind::Sampled
+    } else {
+        Kind::of(size, align)
+    }
+}

@@ -1,0 +1,466 @@
+//! The live samples of the heap profile: where sampled objects live and the
+//! record (size, stack) each carries until it is freed.
+//!
+//! **Small sampled objects** (any request that would take a size class) do
+//! not go to their class: each gets a slot of its own, [`SLOT`] bytes, in a
+//! region reserved for them when profiling first starts (`MAP_NORESERVE`,
+//! and `MADV_NOHUGEPAGE` so khugepaged never fills it out). So a free can
+//! tell a sampled object from every other by its address alone
+//! ([`holds`]: one load and a compare, the only cost of profiling on the
+//! free fast path). Slot `i` starts at `region + i * SLOT` (page aligned,
+//! enough for every class's alignment) and its record is `records[i]`. A
+//! freed slot's pages go back with `MADV_DONTNEED` before the slot can be
+//! taken again, so a slot holds at most its object's pages.
+//!
+//! **Large sampled objects** are ordinary page runs of the heap; their
+//! records (`records[SMALL_SLOTS..]`) are found by address in an
+//! open-addressing map, which a large free looks into only while some
+//! large sample is live ([`large_live`]).
+//!
+//! Every structure is behind [`TABLE`]'s lock (rank `Profile`, a leaf),
+//! taken with no other allocator lock held; its memory is mapped once, from
+//! the OS layer, and never freed. Stacks are captured before the lock is
+//! taken, and nothing under it allocates.
+
+use crate::lock::SpinLock;
+use crate::lock_rank::Rank;
+use crate::os::linux::LinuxOs;
+use crate::os::Os;
+use crate::size_class::MAX_SMALL;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Address space of one small sampled object.
+pub(crate) const SLOT: usize = MAX_SMALL;
+/// Small sampled objects that can be live at once (512 MiB of address
+/// space); a sample beyond it is dropped (counted, not recorded).
+pub(crate) const SMALL_SLOTS: usize = 16 * 1024;
+/// Large sampled objects that can be live at once.
+pub(crate) const LARGE_RECORDS: usize = 16 * 1024;
+/// Return addresses kept per sample (the innermost ones).
+pub(crate) const DEPTH: usize = 48;
+
+const RECORDS: usize = SMALL_SLOTS + LARGE_RECORDS;
+const REGION_LEN: usize = SLOT * SMALL_SLOTS;
+/// Entries of the large-object map: a power of two, at most half full.
+const MAP_LEN: usize = 2 * LARGE_RECORDS;
+/// The region's base before there is one: no user address is within
+/// `REGION_LEN` above it (the subtraction wraps).
+const NO_REGION: usize = 0usize.wrapping_sub(REGION_LEN);
+
+/// One live sample.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct Record {
+    /// The object's address; 0 while the record is unused.
+    pub(crate) addr: usize,
+    /// Bytes the program asked for.
+    pub(crate) size: usize,
+    /// Usable bytes reported for it.
+    pub(crate) usable: usize,
+    /// Entries of `stack` in use.
+    pub(crate) depth: usize,
+    /// Return addresses, innermost first.
+    pub(crate) stack: [usize; DEPTH],
+}
+
+/// One entry of the large-object map: `addr` 0 is empty.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct MapEntry {
+    addr: usize,
+    index: usize,
+}
+
+struct Table {
+    ready: bool,
+    records: *mut Record,
+    /// Stacks of free indices: small slots, then large records.
+    free_small: *mut u32,
+    n_free_small: usize,
+    free_large: *mut u32,
+    n_free_large: usize,
+    map: *mut MapEntry,
+    /// Copies of live records for a profile being written (`format`).
+    scratch: *mut Record,
+    live: usize,
+    live_bytes: usize,
+    /// Samples not recorded because a table was full.
+    dropped: usize,
+}
+
+// SAFETY: the pointers are to the table's own mappings, only followed under
+// its lock.
+unsafe impl Send for Table {}
+
+static TABLE: SpinLock<Table> = SpinLock::new(
+    Rank::Profile,
+    Table {
+        ready: false,
+        records: core::ptr::null_mut(),
+        free_small: core::ptr::null_mut(),
+        n_free_small: 0,
+        free_large: core::ptr::null_mut(),
+        n_free_large: 0,
+        map: core::ptr::null_mut(),
+        scratch: core::ptr::null_mut(),
+        live: 0,
+        live_bytes: 0,
+        dropped: 0,
+    },
+);
+
+/// The slot region's base ([`NO_REGION`] until it exists; set once).
+static REGION: AtomicUsize = AtomicUsize::new(NO_REGION);
+/// Large samples live now.
+static LARGE_LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `p` lies in the sampled objects' region.
+#[inline(always)]
+pub(crate) fn holds(p: *mut u8) -> bool {
+    (p as usize).wrapping_sub(REGION.load(Ordering::Relaxed)) < REGION_LEN
+}
+
+/// Whether any large sample is live (a large free must then look it up).
+#[inline]
+pub(crate) fn large_live() -> bool {
+    LARGE_LIVE.load(Ordering::Relaxed) != 0
+}
+
+/// Maps the region and the tables, once; `false` if the OS refused.
+pub(crate) fn setup() -> bool {
+    let mut t = TABLE.lock();
+    if t.ready {
+        return true;
+    }
+    let os = LinuxOs::PRIVATE;
+    let rec = core::mem::size_of::<Record>();
+    let meta_len = 2 * RECORDS * rec
+        + RECORDS * core::mem::size_of::<u32>()
+        + MAP_LEN * core::mem::size_of::<MapEntry>();
+    // One mapping: the slot region, then the tables.
+    let Some(region) = os.map_metadata(REGION_LEN + meta_len) else {
+        return false;
+    };
+    // SAFETY: the tables start `REGION_LEN` bytes into the mapping.
+    let meta = unsafe { region.add(REGION_LEN) };
+    // The pieces, in order: records, scratch, free stacks, map (each
+    // piece's size is a multiple of 8, so every piece is aligned).
+    t.records = meta as *mut Record;
+    // SAFETY (these four): offsets inside the `meta_len` bytes just mapped.
+    t.scratch = unsafe { t.records.add(RECORDS) };
+    t.free_small = unsafe { t.scratch.add(RECORDS) } as *mut u32;
+    t.free_large = unsafe { t.free_small.add(SMALL_SLOTS) };
+    t.map = unsafe { t.free_large.add(LARGE_RECORDS) } as *mut MapEntry;
+    for i in 0..SMALL_SLOTS {
+        // Slot 0 on top: the lowest addresses are used first.
+        // SAFETY: inside the free-slot stack.
+        unsafe { *t.free_small.add(i) = (SMALL_SLOTS - 1 - i) as u32 };
+    }
+    for i in 0..LARGE_RECORDS {
+        // SAFETY: inside the free-record stack.
+        unsafe { *t.free_large.add(i) = (RECORDS - 1 - i) as u32 };
+    }
+    t.n_free_small = SMALL_SLOTS;
+    t.n_free_large = LARGE_RECORDS;
+    t.ready = true;
+    REGION.store(region as usize, Ordering::Release);
+    true
+}
+
+/// Bytes the profile's mappings hold in memory now: the live small
+/// samples' pages and the touched part of the tables (an estimate from the
+/// live counts: each record is touched when used).
+pub(crate) fn overhead_bytes() -> usize {
+    let t = TABLE.lock();
+    if !t.ready {
+        return 0;
+    }
+    let mut small_pages = 0;
+    for i in 0..SMALL_SLOTS {
+        // SAFETY: `i < SMALL_SLOTS`: a record of the table's (zeroed until
+        // first used).
+        let r = unsafe { &*t.records.add(i) };
+        if r.addr != 0 {
+            small_pages += r.usable.div_ceil(4096);
+        }
+    }
+    small_pages * 4096 + t.live * core::mem::size_of::<Record>()
+}
+
+impl Table {
+    /// Stores a record at `index`.
+    ///
+    /// # Safety
+    /// `index < RECORDS` and the record is unused.
+    unsafe fn put(&mut self, index: usize, addr: usize, size: usize, usable: usize, stack: &[usize]) {
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { &mut *self.records.add(index) };
+        r.addr = addr;
+        r.size = size;
+        r.usable = usable;
+        r.depth = stack.len().min(DEPTH);
+        r.stack[..r.depth].copy_from_slice(&stack[..r.depth]);
+        self.live += 1;
+        self.live_bytes += size;
+    }
+
+    /// Clears the record at `index`, which is in use.
+    ///
+    /// # Safety
+    /// `index < RECORDS`.
+    unsafe fn clear(&mut self, index: usize) {
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { &mut *self.records.add(index) };
+        self.live -= 1;
+        self.live_bytes -= r.size;
+        r.addr = 0;
+    }
+
+    fn map_slot(addr: usize) -> usize {
+        (addr >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - MAP_LEN.trailing_zeros())
+    }
+
+    /// The map position holding `addr`, if present.
+    fn map_find(&self, addr: usize) -> Option<usize> {
+        let mut i = Self::map_slot(addr);
+        loop {
+            // SAFETY: `i < MAP_LEN`.
+            let e = unsafe { *self.map.add(i) };
+            if e.addr == addr {
+                return Some(i);
+            }
+            if e.addr == 0 {
+                return None;
+            }
+            i = (i + 1) & (MAP_LEN - 1);
+        }
+    }
+
+    fn map_insert(&mut self, addr: usize, index: usize) {
+        let mut i = Self::map_slot(addr);
+        // The map is at most half full, so an empty entry comes.
+        // SAFETY (both): `i < MAP_LEN`.
+        while unsafe { (*self.map.add(i)).addr } != 0 {
+            i = (i + 1) & (MAP_LEN - 1);
+        }
+        unsafe { *self.map.add(i) = MapEntry { addr, index } };
+    }
+
+    /// Removes map position `i`, shifting later entries of its cluster back
+    /// (no tombstones).
+    fn map_remove(&mut self, mut i: usize) {
+        let mask = MAP_LEN - 1;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            // SAFETY: `j < MAP_LEN`.
+            let e = unsafe { *self.map.add(j) };
+            if e.addr == 0 {
+                break;
+            }
+            let home = Self::map_slot(e.addr);
+            // Move `e` into the hole unless its home lies cyclically in (i, j].
+            let stays = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
+            if !stays {
+                // SAFETY: `i < MAP_LEN`.
+                unsafe { *self.map.add(i) = e };
+                i = j;
+            }
+        }
+        // SAFETY: `i < MAP_LEN`.
+        unsafe { *self.map.add(i) = MapEntry { addr: 0, index: 0 } };
+    }
+}
+
+/// Takes a slot for a small sampled object of `size` requested bytes and
+/// `usable` usable ones, recording `stack`; null when the table is full or
+/// was never set up (the caller then allocates unsampled).
+pub(crate) fn take_small(size: usize, usable: usize, stack: &[usize]) -> *mut u8 {
+    let mut t = TABLE.lock();
+    if !t.ready || t.n_free_small == 0 {
+        t.dropped += 1;
+        return core::ptr::null_mut();
+    }
+    t.n_free_small -= 1;
+    // SAFETY: below the stack's length.
+    let slot = unsafe { *t.free_small.add(t.n_free_small) } as usize;
+    let addr = REGION.load(Ordering::Relaxed) + slot * SLOT;
+    // SAFETY: a slot index is below SMALL_SLOTS; its record is unused.
+    unsafe { t.put(slot, addr, size, usable, stack) };
+    addr as *mut u8
+}
+
+/// The slot index of `p` if it is a live small sample's address.
+fn live_slot(t: &Table, p: *mut u8) -> Option<usize> {
+    if !t.ready || !holds(p) {
+        return None;
+    }
+    let off = p as usize - REGION.load(Ordering::Relaxed);
+    if off % SLOT != 0 {
+        return None;
+    }
+    let slot = off / SLOT;
+    // SAFETY: `slot < SMALL_SLOTS`.
+    (unsafe { (*t.records.add(slot)).addr } == p as usize).then_some(slot)
+}
+
+/// Whether `p` is a live small sample.
+pub(crate) fn is_live_small(p: *mut u8) -> bool {
+    live_slot(&TABLE.lock(), p).is_some()
+}
+
+/// Usable bytes of live small sample `p` (0 if it is not one).
+pub(crate) fn small_usable(p: *mut u8) -> usize {
+    let t = TABLE.lock();
+    // SAFETY: a live slot's record.
+    live_slot(&t, p).map_or(0, |s| unsafe { (*t.records.add(s)).usable })
+}
+
+/// Frees small sample `p`: its pages go back to the OS and its slot to the
+/// free stack. `false` (nothing done) if `p` is not a live small sample.
+pub(crate) fn free_small(p: *mut u8) -> bool {
+    let (slot, usable) = {
+        let mut t = TABLE.lock();
+        let Some(slot) = live_slot(&t, p) else {
+            return false;
+        };
+        // SAFETY: a live slot's record.
+        let usable = unsafe { (*t.records.add(slot)).usable };
+        // SAFETY: `slot < SMALL_SLOTS`, in use.
+        unsafe { t.clear(slot) };
+        (slot, usable)
+    };
+    // The slot is now neither live nor free: ours alone while its pages go.
+    // SAFETY: whole pages of the region's slot, which nothing uses now.
+    unsafe {
+        LinuxOs::PRIVATE.discard_metadata(p as usize, usable.div_ceil(4096) * 4096);
+    }
+    let mut t = TABLE.lock();
+    let n = t.n_free_small;
+    // SAFETY: fewer than SMALL_SLOTS slots are free, so `n` is in the stack.
+    unsafe { *t.free_small.add(n) = slot as u32 };
+    t.n_free_small = n + 1;
+    true
+}
+
+/// Records large object `p` as sampled; `false` when the table is full.
+pub(crate) fn add_large(p: *mut u8, size: usize, usable: usize, stack: &[usize]) -> bool {
+    let mut t = TABLE.lock();
+    if !t.ready || t.n_free_large == 0 {
+        t.dropped += 1;
+        return false;
+    }
+    t.n_free_large -= 1;
+    // SAFETY: below the stack's length.
+    let index = unsafe { *t.free_large.add(t.n_free_large) } as usize;
+    // SAFETY: a large record index is below RECORDS and unused.
+    unsafe { t.put(index, p as usize, size, usable, stack) };
+    t.map_insert(p as usize, index);
+    LARGE_LIVE.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Whether large object `p` is a live sample.
+pub(crate) fn is_large_sampled(p: *mut u8) -> bool {
+    large_live() && {
+        let t = TABLE.lock();
+        t.ready && t.map_find(p as usize).is_some()
+    }
+}
+
+/// Forgets large object `p`'s sample, if it has one (it is being freed).
+pub(crate) fn forget_large(p: *mut u8) {
+    let mut t = TABLE.lock();
+    if !t.ready {
+        return;
+    }
+    if let Some(i) = t.map_find(p as usize) {
+        // SAFETY: `i < MAP_LEN`.
+        let index = unsafe { (*t.map.add(i)).index };
+        t.map_remove(i);
+        // SAFETY: a live large record.
+        unsafe { t.clear(index) };
+        let n = t.n_free_large;
+        // SAFETY: fewer than LARGE_RECORDS records are free.
+        unsafe { *t.free_large.add(n) = index as u32 };
+        t.n_free_large = n + 1;
+        LARGE_LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts of the table: live samples, their requested bytes, dropped ones.
+pub(crate) fn counts() -> (usize, usize, usize) {
+    let t = TABLE.lock();
+    (t.live, t.live_bytes, t.dropped)
+}
+
+/// The live bytes the samples stand for (each weighted by the inverse of
+/// its probability of being sampled at `interval`), and the variance of
+/// that sum (a sample of probability `p` stands for `1/p` objects:
+/// variance `size^2 (1 - p) / p^2`).
+pub(crate) fn estimate(interval: usize) -> (f64, f64) {
+    let t = TABLE.lock();
+    let (mut est, mut var) = (0.0, 0.0);
+    if !t.ready {
+        return (est, var);
+    }
+    for i in 0..RECORDS {
+        // SAFETY: `i < RECORDS`.
+        let r = unsafe { &*t.records.add(i) };
+        if r.addr != 0 {
+            let w = super::weight(r.size, interval);
+            let s = r.size as f64;
+            est += s * w;
+            var += s * s * (w * w - w);
+        }
+    }
+    (est, var)
+}
+
+/// Copies every live record into the scratch area and calls `f` with them
+/// (with the lock released: `f` may take it again). `None` if profiling was
+/// never set up.
+///
+/// The scratch area is shared: callers serialise (`format` holds its own
+/// flag around this).
+pub(crate) fn with_snapshot<R>(f: impl FnOnce(&mut [Record]) -> R) -> Option<R> {
+    let (scratch, n) = {
+        let t = TABLE.lock();
+        if !t.ready {
+            return None;
+        }
+        let mut n = 0;
+        for i in 0..RECORDS {
+            // SAFETY: `i < RECORDS`; scratch has RECORDS entries.
+            unsafe {
+                let r = &*t.records.add(i);
+                if r.addr != 0 {
+                    *t.scratch.add(n) = *r;
+                    n += 1;
+                }
+            }
+        }
+        (t.scratch, n)
+    };
+    // SAFETY: the scratch area holds `n` records copied above; the caller
+    // serialises users of the scratch area.
+    Some(f(unsafe { core::slice::from_raw_parts_mut(scratch, n) }))
+}
+
+/// `fork`'s prepare handler: takes the table's lock.
+pub(crate) fn lock_for_fork() {
+    TABLE.lock_raw();
+}
+
+/// After `fork`, in parent and child: releases the lock taken before it.
+///
+/// # Safety
+/// The calling thread took it with [`lock_for_fork`].
+pub(crate) unsafe fn unlock_after_fork() {
+    // SAFETY: forwarded from the caller.
+    unsafe { TABLE.unlock_raw() };
+}

@@ -1,0 +1,222 @@
+//! The heap profile (`hugeguard::profile`): sampled objects behave like any
+//! other block, the live-bytes estimate is unbiased, and a profile written
+//! to a file is in the format `google-pprof` reads.
+//!
+//! One process per file (profiling is process-wide); the tests of this file
+//! take turns.
+
+use hugeguard::profile;
+#[cfg(not(hugeguard_fallback))]
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::Mutex;
+
+#[global_allocator]
+static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Profiling on with `interval` for the length of a test.
+#[cfg(not(hugeguard_fallback))]
+struct Profiling;
+
+#[cfg(not(hugeguard_fallback))]
+impl Profiling {
+    fn on(interval: usize) -> Self {
+        profile::set_interval(interval);
+        assert!(profile::start(), "profiling did not start");
+        Profiling
+    }
+}
+
+#[cfg(not(hugeguard_fallback))]
+impl Drop for Profiling {
+    fn drop(&mut self) {
+        profile::stop();
+        profile::set_interval(profile::DEFAULT_INTERVAL);
+    }
+}
+
+#[test]
+#[cfg(not(hugeguard_fallback))]
+fn sampled_blocks_keep_alignment_data_and_sizes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let before = profile::summary().samples;
+    // An interval of one byte samples nearly every allocation.
+    let on = Profiling::on(1);
+    // Allocate a little first: a thread's first countdown after `start`
+    // was drawn while profiling was off, and is not sampled.
+    drop(vec![0u8; 2 << 20]);
+    let mut blocks = Vec::new();
+    for (i, &(size, align)) in [
+        (1, 1),
+        (24, 8),
+        (100, 16),
+        (1000, 64),
+        (4000, 4096),
+        (32 * 1024, 8),
+        (40 * 1024, 8),
+        (3 << 20, 4096),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let layout = Layout::from_size_align(size, align).unwrap();
+        // SAFETY: a non-zero layout; freed below with the same layout.
+        let p = unsafe { GLOBAL.alloc(layout) };
+        assert!(!p.is_null(), "{size} bytes aligned {align}");
+        assert_eq!(p as usize % align, 0, "{size} bytes aligned {align}");
+        // SAFETY: `p` holds `size` bytes.
+        unsafe { p.write_bytes(i as u8 + 1, size) };
+        // SAFETY: a live block of this layout.
+        assert!(unsafe { hugeguard::usable_size(p, layout) } >= size);
+        blocks.push((p, layout, i as u8 + 1));
+    }
+    let live = profile::summary().samples;
+    assert!(
+        live >= before + 6,
+        "8 allocations at a 1-byte interval, {} samples live",
+        live - before
+    );
+    // Grow and shrink each, then check and free it.
+    for (p, layout, fill) in blocks {
+        let (size, align) = (layout.size(), layout.align());
+        // SAFETY: a live block of `layout`; a non-zero new size.
+        let q = unsafe { GLOBAL.realloc(p, layout, size * 2 + 1) };
+        assert!(!q.is_null());
+        assert_eq!(q as usize % align, 0);
+        // SAFETY: the first `size` bytes were copied.
+        assert!(unsafe { std::slice::from_raw_parts(q, size) }
+            .iter()
+            .all(|&b| b == fill));
+        let grown = Layout::from_size_align(size * 2 + 1, align).unwrap();
+        // SAFETY: a live block of `grown`.
+        let r = unsafe { GLOBAL.realloc(q, grown, size.div_ceil(2)) };
+        assert!(!r.is_null());
+        // SAFETY: the first half was copied.
+        assert!(unsafe { std::slice::from_raw_parts(r, size.div_ceil(2)) }
+            .iter()
+            .all(|&b| b == fill));
+        let shrunk = Layout::from_size_align(size.div_ceil(2), align).unwrap();
+        // SAFETY: a live block of `shrunk`, freed once.
+        unsafe { GLOBAL.dealloc(r, shrunk) };
+    }
+    drop(on);
+    assert!(hugeguard::check_invariants().is_ok());
+    assert!(
+        profile::summary().samples <= before + 2,
+        "freed samples still live: {:?}",
+        profile::summary()
+    );
+}
+
+/// Keeps `n` blocks of `size` bytes alive, allocated here (the call site a
+/// profile should name).
+#[cfg(not(hugeguard_fallback))]
+#[inline(never)]
+fn leak_here(n: usize, size: usize) -> Vec<Box<[u8]>> {
+    (0..n)
+        .map(|i| vec![i as u8; size].into_boxed_slice())
+        .collect()
+}
+
+#[test]
+#[cfg(not(hugeguard_fallback))]
+fn the_estimate_of_live_bytes_is_within_ten_percent() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _on = Profiling::on(64 * 1024);
+    drop(vec![0u8; 2 << 20]);
+    let base = profile::summary().estimated_live_bytes;
+    // 64 MiB kept, and 256 MiB allocated and freed around it.
+    let mut kept = Vec::new();
+    for _ in 0..16 {
+        kept.push(leak_here(1024, 4000));
+        drop(leak_here(4096, 4000));
+    }
+    let truth = 16 * 1024 * 4000;
+    let s = profile::summary();
+    let est = s.estimated_live_bytes.saturating_sub(base);
+    let off = (est as f64 - truth as f64).abs() / truth as f64;
+    assert!(
+        off < 0.10,
+        "estimate {est} against {truth} kept ({:.1} % off; {s:?})",
+        off * 100.0
+    );
+    // About 1,000 samples: the estimate's own error is about 3 %.
+    assert!(s.estimate_error_bytes < truth / 10, "{s:?}");
+    drop(kept);
+}
+
+#[test]
+#[cfg(not(hugeguard_fallback))]
+fn a_written_profile_is_in_the_heap_profile_format() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let on = Profiling::on(64 * 1024);
+    drop(vec![0u8; 2 << 20]);
+    let kept = leak_here(2048, 4000);
+    let dir = std::env::temp_dir().join(format!("hugeguard-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("heap.prof");
+    profile::write(&path).unwrap();
+    drop(on);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("heap profile: ") && header.ends_with(" @ heap_v2/65536"),
+        "{header}"
+    );
+    let mut samples = 0;
+    let mut bytes_4000 = 0;
+    for line in lines.by_ref() {
+        if line.is_empty() {
+            break;
+        }
+        // `n: bytes [n: bytes] @ 0x.. 0x..`
+        let (counts, stack) = line.split_once(" @ ").unwrap();
+        let n: usize = counts.split(':').next().unwrap().trim().parse().unwrap();
+        let bytes: usize = counts
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .split('[')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(stack.split(' ').all(|pc| pc.starts_with("0x")), "{line}");
+        samples += n;
+        if bytes == n * 4000 {
+            bytes_4000 += n;
+        }
+    }
+    assert_eq!(lines.next(), Some("MAPPED_LIBRARIES:"));
+    assert!(text.contains("[stack]"), "the mappings follow");
+    // 8 MB kept at a 64 KiB interval: about 125 samples of 4,000 bytes.
+    assert!(
+        bytes_4000 >= 60 && samples >= bytes_4000,
+        "{samples} samples, {bytes_4000} of 4,000 B"
+    );
+    drop(kept);
+}
+
+#[test]
+fn a_profile_needs_profiling_to_have_started_or_says_why() {
+    // The fallback build has no profiling; the Linux heap writes an empty
+    // profile once profiling has run, and refuses a path with a NUL byte.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let err = profile::write("/tmp/a\0b").unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+    ));
+}
+
+#[test]
+#[cfg(hugeguard_fallback)]
+fn the_fallback_build_has_no_profiling() {
+    assert!(!profile::start());
+    assert!(!profile::is_on());
+    assert_eq!(profile::summary().samples, 0);
+}

@@ -1,0 +1,125 @@
+//! A real tool reads the heap profile: `google-pprof` (Debian's
+//! `google-perftools`) on a profile of this process, which keeps blocks
+//! from one call site and churns others, names that call site first among
+//! the program's functions, with its bytes within 10 % of the truth.
+//! Skipped, with a message, where the tool is not installed.
+
+#[cfg(not(hugeguard_fallback))]
+use hugeguard::profile;
+#[cfg(not(hugeguard_fallback))]
+use std::process::Command;
+
+#[global_allocator]
+static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
+
+#[cfg(not(hugeguard_fallback))]
+#[inline(never)]
+fn keeps_forty_mib() -> Vec<Box<[u8; 4096]>> {
+    let mut kept = Vec::with_capacity(10 * 1024);
+    for i in 0..10 * 1024 {
+        kept.push(Box::new([i as u8; 4096]));
+    }
+    std::hint::black_box(kept)
+}
+
+#[cfg(not(hugeguard_fallback))]
+#[inline(never)]
+fn churns(rounds: usize) -> usize {
+    let mut sum = 0;
+    for r in 0..rounds {
+        let v: Vec<Box<[u8]>> = (0..1024)
+            .map(|i| vec![(i + r) as u8; 1000].into_boxed_slice())
+            .collect();
+        sum += v.iter().map(|b| b[0] as usize).sum::<usize>();
+    }
+    sum
+}
+
+#[cfg(not(hugeguard_fallback))]
+#[inline(never)]
+fn keeps_a_little() -> Vec<String> {
+    (0..1000).map(|i| format!("small {i}")).collect()
+}
+
+#[cfg(not(hugeguard_fallback))]
+fn pprof() -> Option<&'static str> {
+    ["google-pprof", "pprof"].into_iter().find(|tool| {
+        Command::new(tool).arg("--help").output().is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout).contains("heap")
+                || String::from_utf8_lossy(&o.stderr).contains("heap")
+        })
+    })
+}
+
+#[test]
+#[cfg(not(hugeguard_fallback))]
+fn google_pprof_names_the_leaking_function_first_among_the_programs() {
+    let Some(tool) = pprof() else {
+        eprintln!("skipped: google-pprof is not installed (apt-get install google-perftools)");
+        return;
+    };
+    profile::set_interval(64 * 1024);
+    assert!(profile::start());
+    drop(vec![0u8; 2 << 20]);
+    let kept = keeps_forty_mib();
+    let little = keeps_a_little();
+    assert!(churns(64) > 0);
+    let dir = std::env::temp_dir().join(format!("hugeguard-pprof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("heap.prof");
+    profile::write(&path).unwrap();
+    profile::stop();
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(tool)
+        .args(["--text", "--inuse_space"])
+        .arg(&exe)
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "{tool} --text:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(out.status.success());
+    // Rows: `flat flat% sum% cum cum% name`, in MB, by flat bytes. The
+    // flat bytes go to the innermost frame at each sampled call, which for
+    // Rust is an inlined frame of the allocation path (`alloc::alloc`,
+    // `Box::new`, the allocator's own inlined entry). The first of the
+    // program's own functions names the call site that keeps the bytes.
+    let library = [
+        "std::",
+        "core::",
+        "alloc::",
+        "test::",
+        "hugeguard::",
+        "::",
+        "__",
+        "<",
+    ];
+    let (cum, name) = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let cum: f64 = f.get(3)?.parse().ok()?;
+            let name = f[5..].join(" ");
+            Some((cum, name))
+        })
+        .find(|(_, name)| {
+            !name.ends_with("(inline)")
+                && !library.iter().any(|p| name.starts_with(p))
+                && !["clone3", "start_thread"].contains(&name.as_str())
+        })
+        .unwrap();
+    assert!(
+        name.contains("keeps_forty_mib"),
+        "first of the program's functions: {name}"
+    );
+    let truth = (10 * 1024 * 4096) as f64 / 1048576.0;
+    assert!(
+        (cum - truth).abs() / truth < 0.10,
+        "{cum} MB against {truth} MB kept"
+    );
+    drop((kept, little));
+}
