@@ -38,7 +38,9 @@ pub fn check_invariants() -> Result<(), &'static str> {
             return Err("span used counts disagree with the central list's");
         }
     }
-    Ok(())
+    drop(heap);
+    drop(lists);
+    crate::profile::table::check()
 }
 
 /// Checks the pages `range` of huge page `idx` against their spans and

@@ -406,6 +406,8 @@ pub struct ProfileSummary {
     pub samples: usize,
     /// Their requested bytes.
     pub sampled_bytes: usize,
+    /// Samples taken since start, freed ones included.
+    pub samples_taken: usize,
     /// Live bytes of the whole program estimated from the samples (each
     /// sample of `s` bytes stands for `s / (1 - exp(-s / interval))`).
     pub estimated_live_bytes: usize,

@@ -9,7 +9,10 @@
 //! snapshot of each night's batch does. `GET /stats` gives the bytes it
 //! keeps (its own count, [`value_bytes`]); `GET /metrics` gives hugeguard's
 //! `Stats` in the Prometheus text format ([`metrics_text`]);
-//! `POST /simulate-khugepaged` runs the in-process worst-case khugepaged.
+//! `POST /simulate-khugepaged` runs the in-process worst-case khugepaged;
+//! `GET /debug/pprof/heap` gives hugeguard's heap profile (with
+//! `HUGEGUARD_PROF=on`), and `GET /query?tag=T&leak=N` keeps N bytes for
+//! good, a leak to find in it.
 //!
 //! The load generator speaks HTTP/1.1 over loopback with keep-alive
 //! ([`Conn`]): a minimal client, so that the client side allocates little and
@@ -60,6 +63,9 @@ pub struct Service {
     batch: Mutex<Records>,
     snapshot: Mutex<Records>,
     kept_bytes: Mutex<usize>,
+    /// What `GET /query?leak=N` kept: blocks no one frees (a leak put in on
+    /// purpose, for the heap profile's demonstration).
+    leaked: Mutex<Vec<Box<[u8]>>>,
     /// The global allocator's name, and whether it is hugeguard.
     allocator: &'static str,
     hugeguard_active: bool,
@@ -133,9 +139,18 @@ async fn ingest(State(s): State<Arc<Service>>, body: Bytes) -> impl IntoResponse
 #[derive(serde::Deserialize)]
 struct TagQuery {
     tag: String,
+    /// Bytes this query keeps for good, in blocks of 4 KiB (a leak on
+    /// purpose: the heap profile's demonstration, [`heap_profile`]).
+    #[serde(default)]
+    leak: usize,
 }
 
 async fn query(State(s): State<Arc<Service>>, Query(q): Query<TagQuery>) -> Json<Value> {
+    if q.leak > 0 {
+        let blocks = q.leak.div_ceil(4096);
+        let mut leaked = locked(&s.leaked);
+        leaked.extend((0..blocks).map(|i| vec![i as u8; 4096].into_boxed_slice()));
+    }
     let count = |r: &Records| r.by_tag.get(&q.tag).map_or(0, Vec::len);
     let batch = count(&locked(&s.batch));
     let snapshot = count(&locked(&s.snapshot));
@@ -340,6 +355,50 @@ async fn metrics(State(s): State<Arc<Service>>) -> impl IntoResponse {
     )
 }
 
+/// `GET /debug/pprof/heap`: the heap profile (gperftools text format, as
+/// jemalloc-based Rust services serve it), when the service runs on
+/// hugeguard with profiling on (`HUGEGUARD_PROF=on`); read it with
+/// `google-pprof --text SERVER_BINARY PROFILE`. 404 with the reason
+/// otherwise.
+async fn heap_profile(State(s): State<Arc<Service>>) -> impl IntoResponse {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    if !s.hugeguard_active || !hugeguard::profile::is_on() {
+        return (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/plain")],
+            "heap profiling is off: run the service on hugeguard with HUGEGUARD_PROF=on\n"
+                .as_bytes()
+                .to_vec(),
+        );
+    }
+    let path = std::env::temp_dir().join(format!(
+        "hugeguard-heap-{}-{}.prof",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = tokio::task::spawn_blocking(move || {
+        hugeguard::profile::write(&path)?;
+        let bytes = std::fs::read(&path);
+        let _ = std::fs::remove_file(&path);
+        bytes
+    })
+    .await;
+    match written {
+        Ok(Ok(bytes)) => (StatusCode::OK, [("content-type", "text/plain")], bytes),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            format!("writing the heap profile: {e}\n").into_bytes(),
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            format!("writing the heap profile: {e}\n").into_bytes(),
+        ),
+    }
+}
+
 /// The service's routes.
 pub fn router(state: Arc<Service>) -> Router {
     Router::new()
@@ -350,6 +409,7 @@ pub fn router(state: Arc<Service>) -> Router {
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/simulate-khugepaged", post(simulate))
+        .route("/debug/pprof/heap", get(heap_profile))
         .with_state(state)
 }
 

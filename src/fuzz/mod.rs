@@ -223,6 +223,7 @@ const LIVE_CAP: usize = 256 << 20;
 /// Driver (a): one thread, shadow model, the incremental check after every
 /// operation and the full one at the end.
 pub fn ops(data: &[u8]) {
+    let samples_before = crate::profile::table::counts().live;
     let mut input = Input(data);
     let mut blocks: Vec<Block> = Vec::new();
     let mut live: BTreeMap<usize, usize> = BTreeMap::new();
@@ -299,6 +300,31 @@ pub fn ops(data: &[u8]) {
         free_block(b);
     }
     invariants();
+    samples_all_freed(samples_before);
+}
+
+/// With heap profiling on (`HUGEGUARD_PROF=on`, and a small
+/// `HUGEGUARD_PROF_INTERVAL` so that inputs sample): every sampled block of
+/// the input was freed, so none may stay in the profile. The drivers'
+/// own allocations go to the system allocator, so the count is exact.
+/// With `HUGEGUARD_FUZZ_REPORT` set, prints the profile's counts every
+/// 65,536 inputs (to show that the run sampled).
+fn samples_all_freed(before: usize) {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    static INPUTS: AtomicUsize = AtomicUsize::new(0);
+    let c = crate::profile::table::counts();
+    assert_eq!(c.live, before, "a freed sampled block stayed in the heap profile");
+    if INPUTS.fetch_add(1, Ordering::Relaxed) % 65536 == 0
+        && std::env::var_os("HUGEGUARD_FUZZ_REPORT").is_some()
+    {
+        eprintln!(
+            "hugeguard fuzz: {} inputs, heap profile: {} samples taken, {} dropped, {} live",
+            INPUTS.load(Ordering::Relaxed),
+            c.taken,
+            c.dropped,
+            c.live
+        );
+    }
 }
 
 /// Driver (b): blocks allocated here are freed or reallocated on another
@@ -306,6 +332,7 @@ pub fn ops(data: &[u8]) {
 /// helper's cache (`cache::reclaim`); invariants checked at the end.
 pub fn threads(data: &[u8]) {
     use std::sync::mpsc;
+    let samples_before = crate::profile::table::counts().live;
     let (to_helper, helper_rx) = mpsc::channel::<(Block, u8, usize)>();
     let (to_main, main_rx) = mpsc::channel::<Block>();
     let helper = std::thread::spawn(move || {
@@ -363,6 +390,7 @@ pub fn threads(data: &[u8]) {
         free_block(b);
     }
     invariants();
+    samples_all_freed(samples_before);
 }
 
 /// Driver (c): the release policy against the recording fake OS.

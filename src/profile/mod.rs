@@ -126,16 +126,17 @@ fn configure() {
 pub fn summary() -> ProfileSummary {
     configure();
     let interval = interval();
-    let (samples, sampled_bytes, dropped) = table::counts();
+    let c = table::counts();
     let (est, var) = table::estimate(interval);
     ProfileSummary {
         on: ON.load(Ordering::Acquire),
         interval,
-        samples,
-        sampled_bytes,
+        samples: c.live,
+        sampled_bytes: c.live_bytes,
+        samples_taken: c.taken,
         estimated_live_bytes: est as usize,
         estimate_error_bytes: var.sqrt() as usize,
-        dropped,
+        dropped: c.dropped,
         overhead_bytes: table::overhead_bytes(),
     }
 }

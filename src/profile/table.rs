@@ -86,6 +86,8 @@ struct Table {
     live_bytes: usize,
     /// Samples not recorded because a table was full.
     dropped: usize,
+    /// Samples recorded since start (freed ones included).
+    taken: usize,
 }
 
 // SAFETY: the pointers are to the table's own mappings, only followed under
@@ -106,6 +108,7 @@ static TABLE: SpinLock<Table> = SpinLock::new(
         live: 0,
         live_bytes: 0,
         dropped: 0,
+        taken: 0,
     },
 );
 
@@ -202,6 +205,7 @@ impl Table {
         r.stack[..r.depth].copy_from_slice(&stack[..r.depth]);
         self.live += 1;
         self.live_bytes += size;
+        self.taken += 1;
     }
 
     /// Clears the record at `index`, which is in use.
@@ -392,10 +396,28 @@ pub(crate) fn forget_large(p: *mut u8) {
     }
 }
 
-/// Counts of the table: live samples, their requested bytes, dropped ones.
-pub(crate) fn counts() -> (usize, usize, usize) {
+/// Counts of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Samples live now.
+    pub(crate) live: usize,
+    /// Their requested bytes.
+    pub(crate) live_bytes: usize,
+    /// Samples not recorded (a table was full) since start.
+    pub(crate) dropped: usize,
+    /// Samples recorded since start.
+    pub(crate) taken: usize,
+}
+
+/// The table's counts now.
+pub(crate) fn counts() -> Counts {
     let t = TABLE.lock();
-    (t.live, t.live_bytes, t.dropped)
+    Counts {
+        live: t.live,
+        live_bytes: t.live_bytes,
+        dropped: t.dropped,
+        taken: t.taken,
+    }
 }
 
 /// The live bytes the samples stand for (each weighted by the inverse of
@@ -449,6 +471,57 @@ pub(crate) fn with_snapshot<R>(f: impl FnOnce(&mut [Record]) -> R) -> Option<R> 
     // SAFETY: the scratch area holds `n` records copied above; the caller
     // serialises users of the scratch area.
     Some(f(unsafe { core::slice::from_raw_parts_mut(scratch, n) }))
+}
+
+/// Checks the table against itself: the live count and bytes against the
+/// records, the free stacks against the records in use, each small
+/// record's address against its slot, and the large-object map against
+/// the large records.
+pub(crate) fn check() -> Result<(), &'static str> {
+    let t = TABLE.lock();
+    if !t.ready {
+        return Ok(());
+    }
+    let base = REGION.load(Ordering::Relaxed);
+    let (mut live_small, mut live_large, mut bytes) = (0, 0, 0);
+    for i in 0..RECORDS {
+        // SAFETY: `i < RECORDS`.
+        let r = unsafe { &*t.records.add(i) };
+        if r.addr == 0 {
+            continue;
+        }
+        bytes += r.size;
+        if r.depth > DEPTH || r.usable < r.size {
+            return Err("a profile record's depth or sizes are out of range");
+        }
+        if i < SMALL_SLOTS {
+            live_small += 1;
+            if r.addr != base + i * SLOT || r.usable > SLOT {
+                return Err("a small sample's record does not match its slot");
+            }
+        } else {
+            live_large += 1;
+            match t.map_find(r.addr) {
+                // SAFETY: `m < MAP_LEN`.
+                Some(m) if unsafe { (*t.map.add(m)).index } == i => {}
+                _ => return Err("a large sample is missing from the address map"),
+            }
+        }
+    }
+    if live_small + live_large != t.live || bytes != t.live_bytes {
+        return Err("the profile's live counts disagree with its records");
+    }
+    if live_small + t.n_free_small != SMALL_SLOTS || live_large + t.n_free_large != LARGE_RECORDS {
+        return Err("the profile's free stacks disagree with its records");
+    }
+    let mapped = (0..MAP_LEN)
+        // SAFETY: `m < MAP_LEN`.
+        .filter(|&m| unsafe { (*t.map.add(m)).addr } != 0)
+        .count();
+    if mapped != live_large || LARGE_LIVE.load(Ordering::Relaxed) != live_large {
+        return Err("the profile's address map disagrees with its large records");
+    }
+    Ok(())
 }
 
 /// `fork`'s prepare handler: takes the table's lock.

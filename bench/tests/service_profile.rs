@@ -1,0 +1,95 @@
+//! The service's heap profile: a leak injected through `GET
+//! /query?leak=N` shows up in `GET /debug/pprof/heap` under the `query`
+//! handler, read by `google-pprof` where it is installed (skipped, with a
+//! message, where it is not; the profile's format is checked either way).
+//! One process of its own: profiling is process-wide.
+
+use hugeguard_bench::service::{serve, Conn, Service};
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: hugeguard::HugeGuard = hugeguard::HugeGuard;
+
+#[test]
+fn a_leak_in_the_query_handler_shows_in_the_heap_profile() {
+    hugeguard::profile::set_interval(64 * 1024);
+    assert!(hugeguard::profile::start());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let profile = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Service::new("hugeguard", true), async {
+            let _ = stopped.await;
+        }));
+        let mut c = Conn::connect(addr).await.unwrap();
+        // 64 queries keep 512 KiB each: 32 MiB leaked under `query`.
+        for i in 0..64 {
+            let v = c
+                .json("GET", &format!("/query?tag=t{i}&leak=524288"), b"")
+                .await
+                .unwrap();
+            assert_eq!(v["batch"], 0);
+        }
+        let (status, body) = c.request("GET", "/debug/pprof/heap", b"").await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        stop.send(()).unwrap();
+        drop(c);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        body
+    });
+    hugeguard::profile::stop();
+    let text = String::from_utf8(profile).unwrap();
+    assert!(
+        text.starts_with("heap profile: ") && text.contains("@ heap_v2/65536\n"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(text.contains("\nMAPPED_LIBRARIES:\n"));
+
+    let has_pprof = std::process::Command::new("google-pprof")
+        .arg("--help")
+        .output()
+        .is_ok();
+    if !has_pprof {
+        eprintln!(
+            "skipped reading it: google-pprof is not installed (apt-get install google-perftools)"
+        );
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("hugeguard-service-{}.prof", std::process::id()));
+    std::fs::write(&path, &text).unwrap();
+    let out = std::process::Command::new("google-pprof")
+        .arg("--text")
+        .arg(std::env::current_exe().unwrap())
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("google-pprof --text:\n{report}");
+    assert!(out.status.success());
+    // Rows: `flat flat% sum% cum cum% name` (MB). The service's own code
+    // first: the `query` handler, holding the 32 MiB it kept.
+    let (cum, name) = report
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.get(3)?.parse::<f64>().ok()?, f[5..].join(" ")))
+        })
+        .find(|(_, name)| name.starts_with("hugeguard_bench::service::"))
+        .unwrap_or_else(|| panic!("no service function in:\n{report}"));
+    assert!(name.contains("::query"), "first service function: {name}");
+    assert!(
+        (cum - 32.0).abs() / 32.0 < 0.10,
+        "{cum} MB under {name}, 32 MB leaked"
+    );
+}
