@@ -32,7 +32,7 @@
 //! run (large), and its record waits in `table` until it is freed.
 //!
 //! **Output** (`format`): the gperftools heap profile text format, written
-//! by [`write`], and at exit to `HUGEGUARD_PROF_PATH` when that is set.
+//! by [`write()`], and at exit to `HUGEGUARD_PROF_PATH` when that is set.
 
 pub(crate) mod format;
 pub(crate) mod table;
