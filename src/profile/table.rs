@@ -152,7 +152,9 @@ pub(crate) fn setup() -> bool {
     // SAFETY (these four): offsets inside the `meta_len` bytes just mapped.
     t.scratch = unsafe { t.records.add(RECORDS) };
     t.free_small = unsafe { t.scratch.add(RECORDS) } as *mut u32;
+    // SAFETY: inside the mapping, past the SMALL_SLOTS free-slot entries.
     t.free_large = unsafe { t.free_small.add(SMALL_SLOTS) };
+    // SAFETY: inside the mapping, past the LARGE_RECORDS free-record entries.
     t.map = unsafe { t.free_large.add(LARGE_RECORDS) } as *mut MapEntry;
     for i in 0..SMALL_SLOTS {
         // Slot 0 on top: the lowest addresses are used first.
@@ -247,6 +249,7 @@ impl Table {
         while unsafe { (*self.map.add(i)).addr } != 0 {
             i = (i + 1) & (MAP_LEN - 1);
         }
+        // SAFETY: `i < MAP_LEN` (masked above).
         unsafe { *self.map.add(i) = MapEntry { addr, index } };
     }
 
