@@ -109,6 +109,68 @@ fn sampled_blocks_keep_alignment_data_and_sizes() {
     );
 }
 
+#[test]
+#[cfg(not(hugeguard_fallback))]
+fn freed_sample_slots_are_reused_cleared_when_asked_and_given_back_on_release() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The background thread's release passes would give the pages back at
+    // a time of their own.
+    hugeguard::set_background(false);
+    let on = Profiling::on(1);
+    drop(vec![0u8; 2 << 20]);
+    let layout = Layout::from_size_align(4000, 8).unwrap();
+    let taken = |()| profile::summary().samples_taken;
+    let before = taken(());
+    // 64 sampled blocks, dirtied and freed: their slots keep their pages.
+    let blocks: Vec<*mut u8> = (0..64)
+        .map(|_| {
+            // SAFETY: a non-zero layout; freed below.
+            let p = unsafe { GLOBAL.alloc(layout) };
+            assert!(!p.is_null());
+            // SAFETY: `p` holds 4,000 bytes.
+            unsafe { p.write_bytes(0xab, 4000) };
+            p
+        })
+        .collect();
+    assert!(taken(()) >= before + 60, "{:?}", profile::summary());
+    for p in blocks {
+        // SAFETY: live blocks of `layout`, freed once.
+        unsafe { GLOBAL.dealloc(p, layout) };
+    }
+    let warm = profile::summary().overhead_bytes;
+    assert!(warm >= 60 * 4096, "freed slots kept {warm} bytes");
+    // Zeroed samples (the C `calloc`; Rust's `alloc_zeroed` clears small
+    // blocks itself) reuse those slots and read as zero.
+    let zeroed: Vec<*mut u8> = (0..64)
+        .map(|_| {
+            let p = hugeguard::raw::c_calloc(1, 4000);
+            assert!(!p.is_null());
+            // SAFETY: `p` holds 4,000 bytes.
+            assert!(unsafe { std::slice::from_raw_parts(p, 4000) }
+                .iter()
+                .all(|&b| b == 0));
+            p
+        })
+        .collect();
+    for p in zeroed {
+        // SAFETY: live blocks of the C interface, freed once.
+        assert!(unsafe { hugeguard::raw::free(p) });
+    }
+    drop(on);
+    if let Err(e) = hugeguard::check_invariants() {
+        panic!("{e:?}");
+    }
+    // A release pass gives the free slots' pages back.
+    let held = profile::summary().overhead_bytes;
+    hugeguard::release_now();
+    let after = profile::summary().overhead_bytes;
+    hugeguard::set_background(true);
+    assert!(
+        after + 60 * 4096 <= held,
+        "free slots held {held} bytes before a release, {after} after"
+    );
+}
+
 /// Keeps `n` blocks of `size` bytes alive, allocated here (the call site a
 /// profile should name).
 #[cfg(not(hugeguard_fallback))]

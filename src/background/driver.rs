@@ -107,6 +107,7 @@ pub fn release_pass(force: bool) -> PassResult {
         heap.release_free_huge_pages(&pass, &mut out);
         heap.discard_span_records();
     }
+    out.released_pages += crate::profile::table::release_warm();
     out
 }
 

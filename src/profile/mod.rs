@@ -249,10 +249,9 @@ pub(crate) fn alloc_due(size: usize, align: usize, zero: bool) -> *mut u8 {
     let stack = &stack[..depth];
     match Kind::of(size, align) {
         Kind::Small(class) => {
-            let p = table::take_small(size, class.size(), stack);
+            let p = table::take_small(size, class.size(), zero, stack);
             if p.is_null() {
-                // Table full: an ordinary object (the slot's pages are
-                // zero, so `zero` needs nothing there).
+                // Table full: an ordinary object.
                 return block::alloc(size, align, zero);
             }
             p

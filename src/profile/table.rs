@@ -9,8 +9,13 @@
 //! ([`holds`]: one load and a compare, the only cost of profiling on the
 //! free fast path). Slot `i` starts at `region + i * SLOT` (page aligned,
 //! enough for every class's alignment) and its record is `records[i]`. A
-//! freed slot's pages go back with `MADV_DONTNEED` before the slot can be
-//! taken again, so a slot holds at most its object's pages.
+//! freed slot keeps its pages (it is *warm*) and goes on top of the free
+//! stack, so the next sample reuses them without a system call or a page
+//! fault; the free slots' warm pages are capped at [`WARM_CAP_PAGES`] (a
+//! free beyond it gives its slot's pages back with `MADV_DONTNEED`, outside
+//! the lock), and every release pass gives them all back
+//! ([`release_warm`]). A slot's pages are the most its objects ever used,
+//! so a warm slot is cleared for an `alloc_zeroed` sample.
 //!
 //! **Large sampled objects** are ordinary page runs of the heap; their
 //! records (`records[SMALL_SLOTS..]`) are found by address in an
@@ -38,6 +43,9 @@ pub(crate) const SMALL_SLOTS: usize = 16 * 1024;
 pub(crate) const LARGE_RECORDS: usize = 16 * 1024;
 /// Return addresses kept per sample (the innermost ones).
 pub(crate) const DEPTH: usize = 48;
+/// Pages that free (warm) slots may keep for reuse: 4 MiB.
+pub(crate) const WARM_CAP_PAGES: usize = 1024;
+use crate::units::PAGE_SIZE as PAGE;
 
 const RECORDS: usize = SMALL_SLOTS + LARGE_RECORDS;
 const REGION_LEN: usize = SLOT * SMALL_SLOTS;
@@ -80,6 +88,15 @@ struct Table {
     free_large: *mut u32,
     n_free_large: usize,
     map: *mut MapEntry,
+    /// Per small slot: the pages it may hold (the most its objects used
+    /// since its pages last went back).
+    warm: *mut u32,
+    /// Sum of `warm` over all slots, and over the free slots alone.
+    warm_pages: usize,
+    idle_warm_pages: usize,
+    /// Small slots neither live nor free: their pages are going back with
+    /// the lock released.
+    in_transit: usize,
     /// Copies of live records for a profile being written (`format`).
     scratch: *mut Record,
     live: usize,
@@ -104,6 +121,10 @@ static TABLE: SpinLock<Table> = SpinLock::new(
         free_large: core::ptr::null_mut(),
         n_free_large: 0,
         map: core::ptr::null_mut(),
+        warm: core::ptr::null_mut(),
+        warm_pages: 0,
+        idle_warm_pages: 0,
+        in_transit: 0,
         scratch: core::ptr::null_mut(),
         live: 0,
         live_bytes: 0,
@@ -139,15 +160,16 @@ pub(crate) fn setup() -> bool {
     let rec = core::mem::size_of::<Record>();
     let meta_len = 2 * RECORDS * rec
         + RECORDS * core::mem::size_of::<u32>()
-        + MAP_LEN * core::mem::size_of::<MapEntry>();
+        + MAP_LEN * core::mem::size_of::<MapEntry>()
+        + SMALL_SLOTS * core::mem::size_of::<u32>();
     // One mapping: the slot region, then the tables.
     let Some(region) = os.map_metadata(REGION_LEN + meta_len) else {
         return false;
     };
     // SAFETY: the tables start `REGION_LEN` bytes into the mapping.
     let meta = unsafe { region.add(REGION_LEN) };
-    // The pieces, in order: records, scratch, free stacks, map (each
-    // piece's size is a multiple of 8, so every piece is aligned).
+    // The pieces, in order: records, scratch, free stacks, map, warm pages
+    // (each piece's size is a multiple of 8, so every piece is aligned).
     t.records = meta as *mut Record;
     // SAFETY (these four): offsets inside the `meta_len` bytes just mapped.
     t.scratch = unsafe { t.records.add(RECORDS) };
@@ -156,6 +178,8 @@ pub(crate) fn setup() -> bool {
     t.free_large = unsafe { t.free_small.add(SMALL_SLOTS) };
     // SAFETY: inside the mapping, past the LARGE_RECORDS free-record entries.
     t.map = unsafe { t.free_large.add(LARGE_RECORDS) } as *mut MapEntry;
+    // SAFETY: inside the mapping, past the MAP_LEN map entries.
+    t.warm = unsafe { t.map.add(MAP_LEN) } as *mut u32;
     for i in 0..SMALL_SLOTS {
         // Slot 0 on top: the lowest addresses are used first.
         // SAFETY: inside the free-slot stack.
@@ -172,24 +196,21 @@ pub(crate) fn setup() -> bool {
     true
 }
 
-/// Bytes the profile's mappings hold in memory now: the live small
-/// samples' pages and the touched part of the tables (an estimate from the
-/// live counts: each record is touched when used).
+/// Bytes the profile's mappings may hold in memory now: the small slots'
+/// pages (live samples' and warm free slots') and the touched part of the
+/// tables (an estimate from the live counts: each record is touched when
+/// used).
 pub(crate) fn overhead_bytes() -> usize {
     let t = TABLE.lock();
     if !t.ready {
         return 0;
     }
-    let mut small_pages = 0;
-    for i in 0..SMALL_SLOTS {
-        // SAFETY: `i < SMALL_SLOTS`: a record of the table's (zeroed until
-        // first used).
-        let r = unsafe { &*t.records.add(i) };
-        if r.addr != 0 {
-            small_pages += r.usable.div_ceil(4096);
-        }
-    }
-    small_pages * 4096 + t.live * core::mem::size_of::<Record>()
+    t.warm_pages * PAGE + t.live * core::mem::size_of::<Record>()
+}
+
+/// Pages that free slots keep for reuse now.
+pub(crate) fn idle_warm_bytes() -> usize {
+    TABLE.lock().idle_warm_pages * PAGE
 }
 
 impl Table {
@@ -220,6 +241,29 @@ impl Table {
         self.live -= 1;
         self.live_bytes -= r.size;
         r.addr = 0;
+    }
+
+    /// Slot `slot`'s warm pages.
+    fn warm_of(&self, slot: usize) -> usize {
+        // SAFETY: callers pass `slot < SMALL_SLOTS`, inside the warm array.
+        unsafe { *self.warm.add(slot) as usize }
+    }
+
+    /// Sets slot `slot`'s warm pages (keeping the total).
+    fn set_warm(&mut self, slot: usize, pages: usize) {
+        self.warm_pages = self.warm_pages - self.warm_of(slot) + pages;
+        // SAFETY: callers pass `slot < SMALL_SLOTS`, inside the warm array.
+        unsafe { *self.warm.add(slot) = pages as u32 };
+    }
+
+    /// Pushes free slot `slot` on the free stack.
+    fn push_free_slot(&mut self, slot: usize) {
+        let n = self.n_free_small;
+        // SAFETY: fewer than SMALL_SLOTS slots are free, so `n` is in the
+        // stack.
+        unsafe { *self.free_small.add(n) = slot as u32 };
+        self.n_free_small = n + 1;
+        self.idle_warm_pages += self.warm_of(slot);
     }
 
     fn map_slot(addr: usize) -> usize {
@@ -284,20 +328,33 @@ impl Table {
 }
 
 /// Takes a slot for a small sampled object of `size` requested bytes and
-/// `usable` usable ones, recording `stack`; null when the table is full or
-/// was never set up (the caller then allocates unsampled).
-pub(crate) fn take_small(size: usize, usable: usize, stack: &[usize]) -> *mut u8 {
-    let mut t = TABLE.lock();
-    if !t.ready || t.n_free_small == 0 {
-        t.dropped += 1;
-        return core::ptr::null_mut();
+/// `usable` usable ones, recording `stack`, and clears it if `zero`; null
+/// when the table is full or was never set up (the caller then allocates
+/// unsampled).
+pub(crate) fn take_small(size: usize, usable: usize, zero: bool, stack: &[usize]) -> *mut u8 {
+    let (addr, dirty) = {
+        let mut t = TABLE.lock();
+        if !t.ready || t.n_free_small == 0 {
+            t.dropped += 1;
+            return core::ptr::null_mut();
+        }
+        t.n_free_small -= 1;
+        // SAFETY: below the stack's length.
+        let slot = unsafe { *t.free_small.add(t.n_free_small) } as usize;
+        let warm = t.warm_of(slot);
+        t.idle_warm_pages -= warm;
+        t.set_warm(slot, warm.max(usable.div_ceil(PAGE)));
+        let addr = REGION.load(Ordering::Relaxed) + slot * SLOT;
+        // SAFETY: a slot index is below SMALL_SLOTS; its record is unused.
+        unsafe { t.put(slot, addr, size, usable, stack) };
+        (addr, warm * PAGE)
+    };
+    if zero && dirty != 0 {
+        // SAFETY: the slot is this sample's alone now; its first `usable`
+        // bytes lie in the slot's mapped region, `usable <= SLOT`; pages
+        // beyond `dirty` were never written (or went back) and read as zero.
+        unsafe { core::ptr::write_bytes(addr as *mut u8, 0, usable.min(dirty)) };
     }
-    t.n_free_small -= 1;
-    // SAFETY: below the stack's length.
-    let slot = unsafe { *t.free_small.add(t.n_free_small) } as usize;
-    let addr = REGION.load(Ordering::Relaxed) + slot * SLOT;
-    // SAFETY: a slot index is below SMALL_SLOTS; its record is unused.
-    unsafe { t.put(slot, addr, size, usable, stack) };
     addr as *mut u8
 }
 
@@ -327,31 +384,88 @@ pub(crate) fn small_usable(p: *mut u8) -> usize {
     live_slot(&t, p).map_or(0, |s| unsafe { (*t.records.add(s)).usable })
 }
 
-/// Frees small sample `p`: its pages go back to the OS and its slot to the
-/// free stack. `false` (nothing done) if `p` is not a live small sample.
+/// Frees small sample `p`: its slot goes on top of the free stack, keeping
+/// its pages while the free slots' warm pages stay within
+/// [`WARM_CAP_PAGES`], else giving them back first. `false` (nothing done)
+/// if `p` is not a live small sample.
 pub(crate) fn free_small(p: *mut u8) -> bool {
-    let (slot, usable) = {
+    let (slot, pages) = {
         let mut t = TABLE.lock();
         let Some(slot) = live_slot(&t, p) else {
             return false;
         };
-        // SAFETY: a live slot's record.
-        let usable = unsafe { (*t.records.add(slot)).usable };
         // SAFETY: `slot < SMALL_SLOTS`, in use.
         unsafe { t.clear(slot) };
-        (slot, usable)
+        let pages = t.warm_of(slot);
+        if t.idle_warm_pages + pages <= WARM_CAP_PAGES {
+            t.push_free_slot(slot);
+            return true;
+        }
+        t.set_warm(slot, 0);
+        t.in_transit += 1;
+        (slot, pages)
     };
     // The slot is now neither live nor free: ours alone while its pages go.
     // SAFETY: whole pages of the region's slot, which nothing uses now.
-    unsafe {
-        LinuxOs::PRIVATE.discard_metadata(p as usize, usable.div_ceil(4096) * 4096);
-    }
+    unsafe { LinuxOs::PRIVATE.discard_metadata(p as usize, pages * PAGE) };
     let mut t = TABLE.lock();
-    let n = t.n_free_small;
-    // SAFETY: fewer than SMALL_SLOTS slots are free, so `n` is in the stack.
-    unsafe { *t.free_small.add(n) = slot as u32 };
-    t.n_free_small = n + 1;
+    t.in_transit -= 1;
+    t.push_free_slot(slot);
     true
+}
+
+/// Gives back the pages of every warm free slot (a release pass; the
+/// program may be idle). Returns the pages given back.
+pub(crate) fn release_warm() -> usize {
+    let mut released = 0;
+    loop {
+        // Take up to a batch of warm free slots off the free stack, so their
+        // pages go back with the lock released.
+        let mut batch = [(0u32, 0u32); 64];
+        let mut n = 0;
+        {
+            let mut t = TABLE.lock();
+            if !t.ready || t.idle_warm_pages == 0 {
+                return released;
+            }
+            let mut i = 0;
+            while i < t.n_free_small && n < batch.len() {
+                // SAFETY: `i` is below the free stack's length.
+                let slot = unsafe { *t.free_small.add(i) } as usize;
+                let pages = t.warm_of(slot);
+                if pages == 0 {
+                    i += 1;
+                    continue;
+                }
+                // Swap-remove it from the free stack (order does not matter
+                // for correctness; warm slots come back on top below).
+                t.n_free_small -= 1;
+                let last = t.n_free_small;
+                // SAFETY: `i` and `last` are below the stack's old length.
+                unsafe { *t.free_small.add(i) = *t.free_small.add(last) };
+                t.idle_warm_pages -= pages;
+                t.set_warm(slot, 0);
+                batch[n] = (slot as u32, pages as u32);
+                n += 1;
+            }
+            t.in_transit += n;
+        }
+        if n == 0 {
+            return released;
+        }
+        let base = REGION.load(Ordering::Relaxed);
+        for &(slot, pages) in &batch[..n] {
+            // SAFETY: whole pages of a slot taken off the free stack above:
+            // neither live nor free, so nothing uses it.
+            unsafe { LinuxOs::PRIVATE.discard_metadata(base + slot as usize * SLOT, pages as usize * PAGE) };
+            released += pages as usize;
+        }
+        let mut t = TABLE.lock();
+        t.in_transit -= n;
+        for &(slot, _) in &batch[..n] {
+            t.push_free_slot(slot as usize);
+        }
+    }
 }
 
 /// Records large object `p` as sampled; `false` when the table is full.
@@ -514,8 +628,25 @@ pub(crate) fn check() -> Result<(), &'static str> {
     if live_small + live_large != t.live || bytes != t.live_bytes {
         return Err("the profile's live counts disagree with its records");
     }
-    if live_small + t.n_free_small != SMALL_SLOTS || live_large + t.n_free_large != LARGE_RECORDS {
+    if live_small + t.n_free_small + t.in_transit != SMALL_SLOTS || live_large + t.n_free_large != LARGE_RECORDS {
         return Err("the profile's free stacks disagree with its records");
+    }
+    let (mut warm, mut idle_warm) = (0, 0);
+    for i in 0..SMALL_SLOTS {
+        // SAFETY: `i < SMALL_SLOTS`.
+        let r = unsafe { &*t.records.add(i) };
+        let w = t.warm_of(i);
+        warm += w;
+        if r.addr != 0 && w < r.usable.div_ceil(PAGE) {
+            return Err("a small sample's slot counts fewer pages than it uses");
+        }
+    }
+    for i in 0..t.n_free_small {
+        // SAFETY: `i` is below the free stack's length.
+        idle_warm += t.warm_of(unsafe { *t.free_small.add(i) } as usize);
+    }
+    if warm != t.warm_pages || idle_warm != t.idle_warm_pages || idle_warm > WARM_CAP_PAGES {
+        return Err("the profile's warm page counts disagree with its slots");
     }
     let mapped = (0..MAP_LEN)
         // SAFETY: `m < MAP_LEN`.
