@@ -7,7 +7,7 @@
 //! pass. The one Linux-only item, `raw` (the C entry points the
 //! `LD_PRELOAD` library wraps), is left out: that library is Linux-only.
 
-use crate::report::{ClassPlacement, MeshRound, Placement, Stats};
+use crate::report::{ClassPlacement, MeshRound, Placement, RssBreakdown, Stats};
 use crate::size_class::CLASS_SIZE;
 use core::alloc::{GlobalAlloc, Layout};
 use std::alloc::System;
@@ -52,6 +52,21 @@ pub fn stats() -> Stats {
     Stats {
         forwarding_to_system: true,
         ..Stats::default()
+    }
+}
+
+/// The fallback build keeps no heap: every part is zero but the RSS
+/// (`/proc/self/statm` where there is one, counted in 4 KiB pages).
+pub fn rss_breakdown() -> RssBreakdown {
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096);
+    RssBreakdown {
+        rss_bytes: rss,
+        outside_heap_bytes: rss,
+        stats: stats(),
+        ..RssBreakdown::default()
     }
 }
 

@@ -121,6 +121,7 @@ linux_heap! {
     mod background;
     pub(crate) mod bitmap;
     mod block;
+    mod breakdown;
     pub(crate) mod cache;
     pub(crate) mod central;
     mod check;
@@ -153,6 +154,7 @@ linux_heap! {
     mod view;
 
     pub use background::{mesh_now, release_now, set_background};
+    pub use breakdown::rss_breakdown;
     pub use check::check_invariants;
     pub use entry::{flush_caches, usable_size, HugeGuard};
     pub use placement::placement;
@@ -163,8 +165,8 @@ fallback_build! {
     mod fallback;
     pub use fallback::profile;
     pub use fallback::{
-        check_invariants, flush_caches, mesh_now, placement, release_now, set_background, stats,
-        usable_size, HugeGuard,
+        check_invariants, flush_caches, mesh_now, placement, release_now, rss_breakdown, set_background,
+        stats, usable_size, HugeGuard,
     };
 }
 
@@ -174,5 +176,5 @@ pub(crate) mod units;
 
 pub use report::{
     AdviceCounts, ClassPlacement, LimitSource, MeshEstimate, MeshRound, Placement, ProfileSummary,
-    Stats,
+    RssBreakdown, Stats,
 };

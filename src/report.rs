@@ -50,6 +50,16 @@ pub struct Stats {
     /// Bytes handed out: small objects (including those waiting in thread
     /// caches) at their class size, and large objects at their page size.
     pub allocated_bytes: usize,
+    /// Bytes the program holds: `allocated_bytes` less the free objects in
+    /// thread caches (small objects at their class size, large ones at
+    /// their page size; sampled small objects of the heap profile are not
+    /// in the heap and not counted).
+    pub live_bytes: usize,
+    /// Bytes of free objects parked in the central transfer caches.
+    pub parked_bytes: usize,
+    /// Free bytes inside small-object spans, not released: free objects on
+    /// the spans, and the tail of each span that holds no whole object.
+    pub span_free_bytes: usize,
     /// Heap address space made read-write (the most RSS the heap can have).
     pub mapped_bytes: usize,
     /// Bytes in spans handed out (small-object spans and large objects).
@@ -167,6 +177,8 @@ impl fmt::Display for Stats {
         let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
         writeln!(f, "hugeguard: memory")?;
         writeln!(f, "  allocated      {:10.1} MiB", mib(self.allocated_bytes))?;
+        writeln!(f, "  live           {:10.1} MiB", mib(self.live_bytes))?;
+        writeln!(f, "  free in spans  {:10.1} MiB", mib(self.span_free_bytes))?;
         writeln!(f, "  in spans       {:10.1} MiB", mib(self.span_bytes))?;
         writeln!(f, "  resident (est) {:10.1} MiB", mib(self.resident_bytes))?;
         writeln!(f, "  mapped         {:10.1} MiB", mib(self.mapped_bytes))?;
@@ -418,4 +430,137 @@ pub struct ProfileSummary {
     /// Memory the profile itself holds: the live small samples' pages and
     /// their records.
     pub overhead_bytes: usize,
+}
+
+/// The process's resident set split by what holds it
+/// ([`crate::rss_breakdown`]): `rss_bytes` is the sum of `live_bytes`,
+/// `cached_bytes`, `span_free_bytes`, `held_back_bytes`, `metadata_bytes`,
+/// `profile_bytes` and `outside_heap_bytes`, plus `unaccounted_bytes`
+/// (resident heap memory the counters do not explain; see there).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct RssBreakdown {
+    /// The process's resident set (`/proc/self/statm`), measured.
+    pub rss_bytes: usize,
+    /// Bytes the program holds in the heap ([`Stats::live_bytes`]).
+    pub live_bytes: usize,
+    /// Free objects in thread caches and central transfer caches.
+    pub cached_bytes: usize,
+    /// Free space inside small-object spans, not released.
+    pub span_free_bytes: usize,
+    /// Free pages outside spans not yet given back (they go once the
+    /// hold-back passes, or at once under a memory limit or pressure).
+    pub held_back_bytes: usize,
+    /// The allocator's metadata resident now (span records, page maps),
+    /// measured.
+    pub metadata_bytes: usize,
+    /// Metadata mappings beyond those the allocator lists (not measured;
+    /// zero unless the heap has mapped more than 512 of them).
+    pub metadata_unmeasured_bytes: usize,
+    /// The heap profile's memory resident now (sampled small objects'
+    /// slots and the profile's records), measured.
+    pub profile_bytes: usize,
+    /// The program's memory outside the heap, measured: its code and
+    /// libraries, stacks, and mappings of its own (`rss_bytes` less what
+    /// is resident in the heap, the metadata and the profile).
+    pub outside_heap_bytes: usize,
+    /// What is resident in the heap, measured (`mincore`).
+    pub heap_resident_bytes: usize,
+    /// `heap_resident_bytes` less the heap's parts above (live, caches,
+    /// span free, held back). Positive: pages resident that the heap
+    /// released or never handed out (khugepaged filled their huge page:
+    /// inflation). Negative: bytes handed out that were never written (so
+    /// never resident), or parts that changed while being read.
+    pub unaccounted_bytes: isize,
+    /// The heap profile's summary: with profiling on, its estimate of live
+    /// bytes (and its error) is a second reading of `live_bytes`.
+    pub profile: ProfileSummary,
+    /// The counters the parts came from, with the huge-page state.
+    pub stats: Stats,
+}
+
+impl RssBreakdown {
+    /// The parts' sum, without `unaccounted_bytes`: what the counters and
+    /// the measurements outside the heap explain of `rss_bytes`.
+    pub fn explained_bytes(&self) -> usize {
+        self.live_bytes
+            + self.cached_bytes
+            + self.span_free_bytes
+            + self.held_back_bytes
+            + self.metadata_bytes
+            + self.profile_bytes
+            + self.outside_heap_bytes
+    }
+
+    /// The allocator's overhead: caches, free space in spans, metadata and
+    /// the profile (held-back pages are counted apart).
+    pub fn overhead_bytes(&self) -> usize {
+        self.cached_bytes + self.span_free_bytes + self.metadata_bytes + self.profile_bytes
+    }
+}
+
+impl fmt::Display for RssBreakdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.stats.forwarding_to_system {
+            return write!(
+                f,
+                "hugeguard: fallback build, no RSS breakdown (RSS {:.1} MiB)",
+                self.rss_bytes as f64 / 1048576.0
+            );
+        }
+        let mib = |b: usize| b as f64 / 1048576.0;
+        let pct = |b: usize| {
+            if self.rss_bytes == 0 {
+                0.0
+            } else {
+                b as f64 * 100.0 / self.rss_bytes as f64
+            }
+        };
+        writeln!(f, "hugeguard: RSS {:.1} MiB =", mib(self.rss_bytes))?;
+        let mut row =
+            |name: &str, b: usize| writeln!(f, "  {name:<34} {:9.1} MiB {:5.1} %", mib(b), pct(b));
+        row("live (the program's objects)", self.live_bytes)?;
+        row("thread and transfer caches", self.cached_bytes)?;
+        row("free in spans", self.span_free_bytes)?;
+        row("held back (free, not yet released)", self.held_back_bytes)?;
+        row("allocator metadata", self.metadata_bytes)?;
+        row("heap profile", self.profile_bytes)?;
+        row("outside the heap (code, stacks)", self.outside_heap_bytes)?;
+        let u = self.unaccounted_bytes;
+        writeln!(
+            f,
+            "  {:<34} {:+9.1} MiB {:+5.1} %{}",
+            "unaccounted in the heap",
+            u as f64 / 1048576.0,
+            if self.rss_bytes == 0 {
+                0.0
+            } else {
+                u as f64 * 100.0 / self.rss_bytes as f64
+            },
+            if u > (self.rss_bytes / 20) as isize {
+                "  <- resident beyond the heap's count: huge-page inflation?"
+            } else {
+                ""
+            }
+        )?;
+        if self.profile.on || self.profile.samples != 0 {
+            writeln!(
+                f,
+                "heap profile estimate of live: {:.1} MiB +- {:.1} MiB ({} samples)",
+                mib(self.profile.estimated_live_bytes),
+                mib(self.profile.estimate_error_bytes),
+                self.profile.samples
+            )?;
+        }
+        let s = &self.stats;
+        write!(
+            f,
+            "huge pages: {} backed, {} partial (NOHUGEPAGE before release), {} released, {} free; {:.1} MiB released since start",
+            s.backed_huge_pages,
+            s.partial_huge_pages,
+            s.released_huge_pages,
+            s.free_huge_pages,
+            mib(s.released_bytes)
+        )
+    }
 }

@@ -12,10 +12,13 @@ pub fn stats() -> Stats {
     let mesh = crate::mesh::totals();
     let thread_cache_bytes = crate::cache::all_cached_bytes();
     let mut parked = 0;
+    let mut parked_bytes = 0;
     let mut small = 0;
     for (class, c) in CENTRAL.iter().enumerate().skip(1) {
         let c = c.lock();
-        parked += c.parked_objects(class);
+        let n = c.parked_objects(class);
+        parked += n;
+        parked_bytes += n * CLASS_SIZE[class] as usize;
         small += c.objects_out * CLASS_SIZE[class] as usize;
     }
     let heap = HEAP.lock();
@@ -28,8 +31,14 @@ pub fn stats() -> Stats {
     let small_span_bytes: usize = (1..NUM_CLASSES)
         .map(|c| CENTRAL[c].lock().spans * CLASS_PAGES[c] as usize * PAGE_SIZE)
         .sum();
+    let large = (h.pages_in_use * PAGE_SIZE).saturating_sub(small_span_bytes);
     Stats {
-        allocated_bytes: small + (h.pages_in_use * PAGE_SIZE).saturating_sub(small_span_bytes),
+        allocated_bytes: small + large,
+        live_bytes: (small + large).saturating_sub(thread_cache_bytes),
+        parked_bytes,
+        span_free_bytes: small_span_bytes
+            .saturating_sub(small + parked_bytes)
+            .saturating_sub(h.span_released_pages * PAGE_SIZE),
         mapped_bytes: h.committed_bytes,
         span_bytes: h.pages_in_use * PAGE_SIZE,
         resident_bytes: (h.dirty_pages.saturating_sub(h.span_released_pages) * PAGE_SIZE)

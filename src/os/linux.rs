@@ -5,6 +5,7 @@ use super::shared::SharedHeap;
 pub(crate) use super::sys::KeepErrno;
 pub use super::sys::{abort, abort_with, errno, read_file, set_errno, write_stderr, WriteFile};
 use super::{Advice, Os};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// The real kernel, for a heap of private memory or one in a shared file
 /// ([`SharedHeap`], mesh mode).
@@ -105,6 +106,7 @@ unsafe impl Os for LinuxOs {
         // never let khugepaged fill it out to whole huge pages.
         // SAFETY: advice on the mapping just created.
         unsafe { libc::madvise(raw, len, libc::MADV_NOHUGEPAGE) };
+        register_metadata(raw as usize, len);
         Some(raw as *mut u8)
     }
 
@@ -447,6 +449,69 @@ pub fn resident_pages(addr: usize, len: usize) -> Option<usize> {
     let rc = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
     let resident = vec[..pages].iter().filter(|&&b| b & 1 == 1).count();
     (rc == 0).then_some(resident * (kernel_page / crate::units::PAGE_SIZE))
+}
+
+/// Metadata mappings (address, length), so the RSS breakdown can measure
+/// what of them is resident; the first [`METADATA_SLOTS`] are kept (the
+/// heap maps a handful, then one per 1 MiB chunk of span records).
+const METADATA_SLOTS: usize = 512;
+static METADATA: [(AtomicUsize, AtomicUsize); METADATA_SLOTS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; METADATA_SLOTS];
+static METADATA_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of metadata mappings beyond the kept ones.
+static METADATA_UNLISTED: AtomicUsize = AtomicUsize::new(0);
+
+fn register_metadata(addr: usize, len: usize) {
+    let i = METADATA_COUNT.fetch_add(1, Ordering::Relaxed);
+    if i < METADATA_SLOTS {
+        METADATA[i].0.store(addr, Ordering::Relaxed);
+        // The length last: a reader skips an entry whose length is 0.
+        METADATA[i].1.store(len, Ordering::Release);
+    } else {
+        METADATA_UNLISTED.fetch_add(len, Ordering::Relaxed);
+    }
+}
+
+/// Calls `f(addr, len)` for each metadata mapping kept; returns the bytes
+/// of those not kept (their residency is unknown).
+pub fn for_each_metadata(mut f: impl FnMut(usize, usize)) -> usize {
+    let n = METADATA_COUNT.load(Ordering::Relaxed).min(METADATA_SLOTS);
+    for (addr, len) in &METADATA[..n] {
+        let len = len.load(Ordering::Acquire);
+        if len != 0 {
+            f(addr.load(Ordering::Relaxed), len);
+        }
+    }
+    METADATA_UNLISTED.load(Ordering::Relaxed)
+}
+
+/// Resident bytes of `[addr, addr + len)` (mincore, 2 MiB at a time); 0
+/// for parts that are not mapped.
+pub fn resident_bytes(addr: usize, len: usize) -> usize {
+    let step = crate::units::HUGE_SIZE;
+    let mut total = 0;
+    let mut at = addr;
+    while at < addr + len {
+        let n = step.min(addr + len - at);
+        total += resident_pages(at, n).unwrap_or(0) * crate::units::PAGE_SIZE;
+        at += n;
+    }
+    total
+}
+
+/// This process's resident set in bytes (`/proc/self/statm`), if readable.
+pub fn process_resident_bytes() -> Option<usize> {
+    let mut buf = [0u8; 256];
+    let n = read_file(c"/proc/self/statm", &mut buf)?;
+    let resident = buf[..n].split(|&b| b == b' ').nth(1)?;
+    let mut pages: usize = 0;
+    for &d in resident {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        pages = pages.checked_mul(10)?.checked_add((d - b'0') as usize)?;
+    }
+    pages.checked_mul(page_size())
 }
 
 /// Sleeps for `ms` milliseconds.

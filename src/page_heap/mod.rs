@@ -338,6 +338,11 @@ impl<O: Os> PageHeap<O> {
         self.top
     }
 
+    /// The committed part of the heap: its first address and length.
+    pub fn committed_range(&self) -> (usize, usize) {
+        (self.base, self.top * HUGE_SIZE)
+    }
+
     /// The huge-page records, for the release policy and invariant checks.
     /// The page-to-span map (for the invariant checker).
     pub fn pages(&self) -> PageMap {

@@ -51,6 +51,14 @@ const RECORDS: usize = SMALL_SLOTS + LARGE_RECORDS;
 const REGION_LEN: usize = SLOT * SMALL_SLOTS;
 /// Entries of the large-object map: a power of two, at most half full.
 const MAP_LEN: usize = 2 * LARGE_RECORDS;
+/// The tables' bytes: records, scratch copies, free stacks, the map and
+/// the warm page counts.
+const META_LEN: usize = 2 * RECORDS * core::mem::size_of::<Record>()
+    + RECORDS * core::mem::size_of::<u32>()
+    + MAP_LEN * core::mem::size_of::<MapEntry>()
+    + SMALL_SLOTS * core::mem::size_of::<u32>();
+/// The profile's one mapping: the slot region, then the tables.
+const MAPPING_LEN: usize = REGION_LEN + META_LEN;
 /// The region's base before there is one: no user address is within
 /// `REGION_LEN` above it (the subtraction wraps).
 const NO_REGION: usize = 0usize.wrapping_sub(REGION_LEN);
@@ -157,21 +165,17 @@ pub(crate) fn setup() -> bool {
         return true;
     }
     let os = LinuxOs::PRIVATE;
-    let rec = core::mem::size_of::<Record>();
-    let meta_len = 2 * RECORDS * rec
-        + RECORDS * core::mem::size_of::<u32>()
-        + MAP_LEN * core::mem::size_of::<MapEntry>()
-        + SMALL_SLOTS * core::mem::size_of::<u32>();
     // One mapping: the slot region, then the tables.
-    let Some(region) = os.map_metadata(REGION_LEN + meta_len) else {
+    let Some(region) = os.map_metadata(MAPPING_LEN) else {
         return false;
     };
-    // SAFETY: the tables start `REGION_LEN` bytes into the mapping.
+    // SAFETY: the tables start `REGION_LEN` bytes into the mapping of
+    // `REGION_LEN + META_LEN` bytes.
     let meta = unsafe { region.add(REGION_LEN) };
     // The pieces, in order: records, scratch, free stacks, map, warm pages
     // (each piece's size is a multiple of 8, so every piece is aligned).
     t.records = meta as *mut Record;
-    // SAFETY (these four): offsets inside the `meta_len` bytes just mapped.
+    // SAFETY (these four): offsets inside the `META_LEN` bytes just mapped.
     t.scratch = unsafe { t.records.add(RECORDS) };
     t.free_small = unsafe { t.scratch.add(RECORDS) } as *mut u32;
     // SAFETY: inside the mapping, past the SMALL_SLOTS free-slot entries.
@@ -208,9 +212,10 @@ pub(crate) fn overhead_bytes() -> usize {
     t.warm_pages * PAGE + t.live * core::mem::size_of::<Record>()
 }
 
-/// Pages that free slots keep for reuse now.
-pub(crate) fn idle_warm_bytes() -> usize {
-    TABLE.lock().idle_warm_pages * PAGE
+/// The profile's mapping (address, length), once profiling has started.
+pub(crate) fn mapping() -> Option<(usize, usize)> {
+    let base = REGION.load(Ordering::Acquire);
+    (base != NO_REGION).then_some((base, MAPPING_LEN))
 }
 
 impl Table {
