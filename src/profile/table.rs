@@ -105,6 +105,11 @@ struct Table {
     /// Small slots neither live nor free: their pages are going back with
     /// the lock released.
     in_transit: usize,
+    /// One past the highest small slot and large record ever used (free
+    /// stacks hand out the lowest first): scans stop there, so they never
+    /// read (and map) the untouched rest of the tables.
+    used_small: usize,
+    used_large: usize,
     /// Copies of live records for a profile being written (`format`).
     scratch: *mut Record,
     live: usize,
@@ -133,6 +138,8 @@ static TABLE: SpinLock<Table> = SpinLock::new(
         warm_pages: 0,
         idle_warm_pages: 0,
         in_transit: 0,
+        used_small: 0,
+        used_large: 0,
         scratch: core::ptr::null_mut(),
         live: 0,
         live_bytes: 0,
@@ -231,6 +238,11 @@ impl Table {
         r.usable = usable;
         r.depth = stack.len().min(DEPTH);
         r.stack[..r.depth].copy_from_slice(&stack[..r.depth]);
+        if index < SMALL_SLOTS {
+            self.used_small = self.used_small.max(index + 1);
+        } else {
+            self.used_large = self.used_large.max(index - SMALL_SLOTS + 1);
+        }
         self.live += 1;
         self.live_bytes += size;
         self.taken += 1;
@@ -246,6 +258,11 @@ impl Table {
         self.live -= 1;
         self.live_bytes -= r.size;
         r.addr = 0;
+    }
+
+    /// Indices of every record ever used (the others are untouched).
+    fn used(&self) -> impl Iterator<Item = usize> {
+        (0..self.used_small).chain(SMALL_SLOTS..SMALL_SLOTS + self.used_large)
     }
 
     /// Slot `slot`'s warm pages.
@@ -437,7 +454,9 @@ pub(crate) fn release_warm() -> usize {
             while i < t.n_free_small && n < batch.len() {
                 // SAFETY: `i` is below the free stack's length.
                 let slot = unsafe { *t.free_small.add(i) } as usize;
-                let pages = t.warm_of(slot);
+                // Slots never used have no pages (and their counts are
+                // left unread, untouched).
+                let pages = if slot < t.used_small { t.warm_of(slot) } else { 0 };
                 if pages == 0 {
                     i += 1;
                     continue;
@@ -552,7 +571,7 @@ pub(crate) fn estimate(interval: usize) -> (f64, f64) {
     if !t.ready {
         return (est, var);
     }
-    for i in 0..RECORDS {
+    for i in t.used() {
         // SAFETY: `i < RECORDS`.
         let r = unsafe { &*t.records.add(i) };
         if r.addr != 0 {
@@ -578,7 +597,7 @@ pub(crate) fn with_snapshot<R>(f: impl FnOnce(&mut [Record]) -> R) -> Option<R> 
             return None;
         }
         let mut n = 0;
-        for i in 0..RECORDS {
+        for i in t.used() {
             // SAFETY: `i < RECORDS`; scratch has RECORDS entries.
             unsafe {
                 let r = &*t.records.add(i);
@@ -606,7 +625,7 @@ pub(crate) fn check() -> Result<(), &'static str> {
     }
     let base = REGION.load(Ordering::Relaxed);
     let (mut live_small, mut live_large, mut bytes) = (0, 0, 0);
-    for i in 0..RECORDS {
+    for i in t.used() {
         // SAFETY: `i < RECORDS`.
         let r = unsafe { &*t.records.add(i) };
         if r.addr == 0 {
@@ -637,7 +656,7 @@ pub(crate) fn check() -> Result<(), &'static str> {
         return Err("the profile's free stacks disagree with its records");
     }
     let (mut warm, mut idle_warm) = (0, 0);
-    for i in 0..SMALL_SLOTS {
+    for i in 0..t.used_small {
         // SAFETY: `i < SMALL_SLOTS`.
         let r = unsafe { &*t.records.add(i) };
         let w = t.warm_of(i);
@@ -648,7 +667,10 @@ pub(crate) fn check() -> Result<(), &'static str> {
     }
     for i in 0..t.n_free_small {
         // SAFETY: `i` is below the free stack's length.
-        idle_warm += t.warm_of(unsafe { *t.free_small.add(i) } as usize);
+        let slot = unsafe { *t.free_small.add(i) } as usize;
+        if slot < t.used_small {
+            idle_warm += t.warm_of(slot);
+        }
     }
     if warm != t.warm_pages || idle_warm != t.idle_warm_pages || idle_warm > WARM_CAP_PAGES {
         return Err("the profile's warm page counts disagree with its slots");
