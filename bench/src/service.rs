@@ -322,6 +322,39 @@ pub fn metrics_text(hugeguard_active: bool, service: Option<(usize, usize, usize
         "Resident set size of the process.",
         &[("", u(own_rss()))],
     );
+    // The RSS breakdown: the measured RSS and the parts that make it up.
+    let b = hugeguard::rss_breakdown();
+    metric(
+        "hugeguard_rss_bytes",
+        "gauge",
+        "The process's RSS (part=\"total\", measured) and what holds it: the program's live objects, free objects in caches, free space in spans, held-back pages, allocator metadata, the heap profile, and memory outside the heap (code, stacks).",
+        &[
+            ("part=\"total\"", u(b.rss_bytes)),
+            ("part=\"live\"", u(b.live_bytes)),
+            ("part=\"cached\"", u(b.cached_bytes)),
+            ("part=\"span_free\"", u(b.span_free_bytes)),
+            ("part=\"held_back\"", u(b.held_back_bytes)),
+            ("part=\"metadata\"", u(b.metadata_bytes)),
+            ("part=\"profile\"", u(b.profile_bytes)),
+            ("part=\"outside_heap\"", u(b.outside_heap_bytes)),
+        ],
+    );
+    // Signed, so not through `metric`; appended at the end.
+    let unaccounted = format!(
+        "# HELP hugeguard_rss_unaccounted_bytes Heap memory resident beyond what the parts count (positive: huge-page inflation; negative: memory handed out and never written).\n# TYPE hugeguard_rss_unaccounted_bytes gauge\nhugeguard_rss_unaccounted_bytes {}\n",
+        b.unaccounted_bytes
+    );
+    if b.profile.on {
+        metric(
+            "hugeguard_profile_estimated_live_bytes",
+            "gauge",
+            "Live bytes estimated from the heap profile's samples, and one standard deviation of the estimate.",
+            &[
+                ("kind=\"estimate\"", u(b.profile.estimated_live_bytes)),
+                ("kind=\"error\"", u(b.profile.estimate_error_bytes)),
+            ],
+        );
+    }
     if let Some((batch, snapshot, kept)) = service {
         metric(
             "service_batch_records",
@@ -342,6 +375,7 @@ pub fn metrics_text(hugeguard_active: bool, service: Option<(usize, usize, usize
             &[("", u(kept))],
         );
     }
+    out.push_str(&unaccounted);
     out
 }
 
