@@ -44,8 +44,9 @@ fn sampled_blocks_keep_alignment_data_and_sizes() {
     // An interval of one byte samples nearly every allocation.
     let on = Profiling::on(1);
     // Allocate a little first: a thread's first countdown after `start`
-    // was drawn while profiling was off, and is not sampled.
-    drop(vec![0u8; 2 << 20]);
+    // was drawn while profiling was off, and is not sampled (`black_box`:
+    // the compiler may leave out an allocation freed unused).
+    drop(std::hint::black_box(vec![0u8; 2 << 20]));
     let mut blocks = Vec::new();
     for (i, &(size, align)) in [
         (1, 1),
@@ -117,7 +118,7 @@ fn freed_sample_slots_are_reused_cleared_when_asked_and_given_back_on_release() 
     // a time of their own.
     hugeguard::set_background(false);
     let on = Profiling::on(1);
-    drop(vec![0u8; 2 << 20]);
+    drop(std::hint::black_box(vec![0u8; 2 << 20]));
     let layout = Layout::from_size_align(4000, 8).unwrap();
     let taken = |()| profile::summary().samples_taken;
     let before = taken(());
@@ -186,7 +187,7 @@ fn leak_here(n: usize, size: usize) -> Vec<Box<[u8]>> {
 fn the_estimate_of_live_bytes_is_within_ten_percent() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _on = Profiling::on(64 * 1024);
-    drop(vec![0u8; 2 << 20]);
+    drop(std::hint::black_box(vec![0u8; 2 << 20]));
     let base = profile::summary().estimated_live_bytes;
     // 64 MiB kept, and 256 MiB allocated and freed around it.
     let mut kept = Vec::new();
@@ -213,7 +214,7 @@ fn the_estimate_of_live_bytes_is_within_ten_percent() {
 fn a_written_profile_is_in_the_heap_profile_format() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let on = Profiling::on(64 * 1024);
-    drop(vec![0u8; 2 << 20]);
+    drop(std::hint::black_box(vec![0u8; 2 << 20]));
     let kept = leak_here(2048, 4000);
     let dir = std::env::temp_dir().join(format!("hugeguard-profile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

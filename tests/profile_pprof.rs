@@ -60,7 +60,7 @@ fn google_pprof_names_the_leaking_function_first_among_the_programs() {
     };
     profile::set_interval(64 * 1024);
     assert!(profile::start());
-    drop(vec![0u8; 2 << 20]);
+    drop(std::hint::black_box(vec![0u8; 2 << 20]));
     let kept = keeps_forty_mib();
     let little = keeps_a_little();
     assert!(churns(64) > 0);
