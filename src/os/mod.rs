@@ -11,6 +11,8 @@ pub mod linux;
 pub mod cgroup;
 pub mod pressure;
 pub mod shared;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod cfi;
 pub(crate) mod unwind;
 pub(crate) mod sys;
 

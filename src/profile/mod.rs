@@ -382,6 +382,8 @@ fn learn_entries() {
         cache::set_sample_countdown(0, true);
     });
     LEARNER.store(0, Ordering::Relaxed);
+    // The fast walk stays on only where it finds what libgcc finds.
+    unwind::check_fast_walk();
     cache::set_sample_countdown(next, true);
     LEARN_STATE.store(LEARN_DONE, Ordering::Release);
 }
