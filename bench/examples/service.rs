@@ -109,6 +109,48 @@ struct Outcome {
     /// (seconds from the end of the batch, RSS bytes)
     samples: Vec<(f64, usize)>,
     metrics_ok: bool,
+    /// hugeguard's RSS breakdown from `/metrics` at the peak, at the end of
+    /// the quiet period and after khugepaged (empty under another
+    /// allocator).
+    breakdown: Vec<(&'static str, Breakdown)>,
+}
+
+/// The parts of `hugeguard_rss_bytes{part=...}`, in bytes, in the order of
+/// [`PARTS`], then `hugeguard_rss_unaccounted_bytes`.
+type Breakdown = [f64; 10];
+const PARTS: [&str; 9] = [
+    "total",
+    "live",
+    "cached",
+    "span_free",
+    "held_back",
+    "metadata",
+    "profile",
+    "outside_heap",
+    "unaccounted",
+];
+
+/// Reads hugeguard's RSS breakdown from the service's `/metrics`; `None`
+/// when hugeguard is not the server's allocator.
+async fn breakdown_of(ctl: &mut Conn) -> std::io::Result<Option<Breakdown>> {
+    let (_, m) = ctl.request("GET", "/metrics", b"").await?;
+    let m = String::from_utf8_lossy(&m);
+    if !m.lines().any(|l| l == "hugeguard_active 1") {
+        return Ok(None);
+    }
+    let value = |prefix: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let mut b = [0.0; 10];
+    for (i, part) in PARTS[..8].iter().enumerate() {
+        b[i] = value(&format!("hugeguard_rss_bytes{{part=\"{part}\"}} "));
+    }
+    b[8] = value("hugeguard_rss_unaccounted_bytes ");
+    b[9] = value("hugeguard_profile_estimated_live_bytes{kind=\"estimate\"} ");
+    Ok(Some(b))
 }
 
 /// Starts a server binary; returns it, its pid and its address.
@@ -453,6 +495,10 @@ async fn drive(
         burst(addr, pid, until, &next_id, start, &mut samples, 100).await?;
     let peak = burst_peak.max(before);
     let huge = anon_huge_of(pid);
+    let mut breakdown = Vec::new();
+    if let Some(b) = breakdown_of(&mut ctl).await? {
+        breakdown.push(("end of the burst", b));
+    }
 
     // The batch ends: 1 in 64 records kept (copied into the snapshot).
     let end = ctl.json("POST", "/end-batch", b"").await?;
@@ -469,6 +515,9 @@ async fn drive(
         samples.push((start.elapsed().as_secs_f64(), rss));
     }
     let quiet = rss_of(pid);
+    if let Some(b) = breakdown_of(&mut ctl).await? {
+        breakdown.push(("end of the quiet period", b));
+    }
 
     // khugepaged, simulated: the worst it could do, now. With --real the
     // sped-up daemon has been scanning through the whole quiet period, and
@@ -480,6 +529,9 @@ async fn drive(
     };
     let after = rss_of(pid);
     samples.push((start.elapsed().as_secs_f64(), after));
+    if let Some(b) = breakdown_of(&mut ctl).await? {
+        breakdown.push(("after khugepaged", b));
+    }
     let (status, m) = ctl.request("GET", "/metrics", b"").await?;
     let m = String::from_utf8_lossy(&m);
     if std::env::var_os("SERVICE_SHOW_METRICS").is_some() {
@@ -509,6 +561,7 @@ async fn drive(
         burst_secs,
         samples: samples.into_iter().map(|(t, r)| (t - t_end, r)).collect(),
         metrics_ok,
+        breakdown,
     })
 }
 
@@ -607,6 +660,32 @@ fn main() {
     }
     for name in missing {
         println!("| {name} | not built | | | | | | | | | | | | |");
+    }
+    for o in results.iter().filter(|o| !o.breakdown.is_empty()) {
+        println!("\n{}'s RSS breakdown from /metrics (MB; the parts' sum against the RSS read in the same scrape)\n", o.name);
+        println!("| point | RSS | live | profile's estimate | caches | free in spans | held back | metadata | profile | outside heap | unaccounted | parts' sum - RSS |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (point, b) in &o.breakdown {
+            let sum: f64 = b[1..8].iter().sum();
+            let est = if b[9].is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.1}", b[9] / 1e6)
+            };
+            println!(
+                "| {point} | {:.1} | {:.1} | {est} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} | {:+.2} % |",
+                b[0] / 1e6,
+                b[1] / 1e6,
+                b[2] / 1e6,
+                b[3] / 1e6,
+                b[4] / 1e6,
+                b[5] / 1e6,
+                b[6] / 1e6,
+                b[7] / 1e6,
+                b[8] / 1e6,
+                (sum - b[0]) / b[0] * 100.0
+            );
+        }
     }
     let series: Vec<Series> = results
         .iter()
