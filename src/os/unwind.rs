@@ -313,6 +313,49 @@ mod fast {
         rule
     }
 
+    /// Frames whose rules a thread keeps from its last walk.
+    const MEMO_DEPTH: usize = 64;
+
+    /// The rules of a thread's last walk, frame by frame: a program samples
+    /// from the same few stacks, so most frames of a walk are where they
+    /// were the last time, and their rules come from here instead of the
+    /// shared cache (one sequential line of the thread's own memory, where
+    /// the cache is a random line of 96 KiB).
+    struct Memo {
+        key: [usize; MEMO_DEPTH],
+        rule: [u64; MEMO_DEPTH],
+        func: [usize; MEMO_DEPTH],
+    }
+
+    std::thread_local! {
+        /// Set while the thread walks (`MEMO` is borrowed).
+        static BUSY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+        static MEMO: core::cell::UnsafeCell<Memo> = const {
+            core::cell::UnsafeCell::new(Memo {
+                key: [0; MEMO_DEPTH],
+                rule: [0; MEMO_DEPTH],
+                func: [0; MEMO_DEPTH],
+            })
+        };
+    }
+
+    /// The rule of frame `depth` at `key` (see `cached`), from the thread's
+    /// memo where it holds that frame, else from the cache (and memoised).
+    fn rule_of(memo: &mut Option<&mut Memo>, depth: usize, key: usize, lookup: usize, target: usize) -> Rule {
+        match memo {
+            Some(m) if depth < MEMO_DEPTH => {
+                if m.key[depth] == key {
+                    return unpack(m.rule[depth], m.func[depth]);
+                }
+                let rule = cached(key, lookup, target);
+                let (v, f) = pack(rule);
+                (m.key[depth], m.rule[depth], m.func[depth]) = (key, v, f);
+                rule
+            }
+            _ => cached(key, lookup, target),
+        }
+    }
+
     /// Walks the calling thread's stack into `walk`; `false` (with `walk`
     /// to be discarded) where a frame's rule is not one this walk follows.
     #[inline(never)]
@@ -320,7 +363,7 @@ mod fast {
         if !ENABLED.load(Ordering::Relaxed) {
             return false;
         }
-        let (pc, mut sp, mut bp): (usize, usize, usize);
+        let (pc, sp, bp): (usize, usize, usize);
         // SAFETY: reads the instruction pointer, the stack pointer and
         // `rbp` into registers; touches no memory.
         unsafe {
@@ -334,10 +377,30 @@ mod fast {
                 options(nomem, nostack, preserves_flags),
             );
         }
+        // The steps run in frames below this one, which stays live: every
+        // read is above `sp`.
+        if BUSY.with(|b| b.replace(true)) {
+            // A walk inside a walk (a signal handler that allocates): no
+            // memo, which the outer walk holds.
+            return steps(walk, pc, sp, bp, None);
+        }
+        let done = MEMO.with(|m| {
+            // SAFETY: this thread's memo, borrowed by this walk alone
+            // (`BUSY` was clear and is set until the walk ends).
+            let m = unsafe { &mut *m.get() };
+            steps(walk, pc, sp, bp, Some(m))
+        });
+        BUSY.with(|b| b.set(false));
+        done
+    }
+
+    /// The walk's steps from the frame of `walk` (`pc`, `sp`, `bp`).
+    fn steps(walk: &mut Walk, pc: usize, mut sp: usize, mut bp: usize, mut memo: Option<&mut Memo>) -> bool {
         // This frame's rule is the one at `pc` itself; every other frame's
         // is the one at its return address, found one byte back (the call).
-        let mut rule = cached(pc | FIRST, pc, pc + 1);
+        let mut rule = rule_of(&mut memo, 0, pc | FIRST, pc, pc + 1);
         let mut ip = pc;
+        let mut depth = 0;
         loop {
             let (cfa_rbp, cfa_off, ra_off, rbp_off, func) = match rule {
                 Rule::Step {
@@ -384,7 +447,8 @@ mod fast {
             if ip == 0 {
                 return true;
             }
-            rule = cached(ip, ip - 1, ip);
+            depth += 1;
+            rule = rule_of(&mut memo, depth, ip, ip - 1, ip);
         }
     }
 }
