@@ -188,6 +188,8 @@ pub struct Config {
     pub prof_interval: Option<usize>,
     /// Where the profile goes at exit (`HUGEGUARD_PROF_PATH`).
     pub prof_path: Option<&'static [u8]>,
+    /// The signal that writes the profile (`HUGEGUARD_PROF_SIGNAL`).
+    pub prof_signal: Option<i32>,
     pub thp: Thp,
     /// The kernel's page sizes.
     pub geometry: Geometry,
@@ -212,6 +214,7 @@ impl Config {
         prof: false,
         prof_interval: None,
         prof_path: None,
+        prof_signal: None,
         thp: Thp {
             enabled: ThpEnabled::Unknown,
             max_ptes_none: 511,
@@ -262,6 +265,24 @@ pub fn parse_switch(v: &[u8]) -> Option<bool> {
         b"off" | b"0" | b"false" => Some(false),
         _ => None,
     }
+}
+
+/// Parses a signal: `USR1`, `USR2` (with or without `SIG`) or a number
+/// from 1 to 64 other than SIGKILL (9) and SIGSTOP (19), which cannot be
+/// caught.
+pub fn parse_signal(v: &[u8]) -> Option<i32> {
+    let name = v.strip_prefix(b"SIG").unwrap_or(v);
+    let n = match name {
+        b"USR1" => 10,
+        b"USR2" => 12,
+        _ => {
+            if name.is_empty() || name.len() > 2 || !name.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            name.iter().fold(0, |n, &d| n * 10 + (d - b'0') as i32)
+        }
+    };
+    ((1..=64).contains(&n) && n != 9 && n != 19).then_some(n)
 }
 
 /// Parses a decimal number with an optional `k`, `m` or `g` suffix (powers
@@ -462,6 +483,12 @@ pub fn load() -> Config {
         }
     }
     c.prof_path = linux::getenv(c"HUGEGUARD_PROF_PATH").filter(|p| !p.is_empty());
+    if let Some(v) = linux::getenv(c"HUGEGUARD_PROF_SIGNAL") {
+        match parse_signal(v) {
+            Some(n) => c.prof_signal = Some(n),
+            None => warn("HUGEGUARD_PROF_SIGNAL", v, "none"),
+        }
+    }
     if c.harden {
         // Hardened mode's link keys, before any object is linked.
         crate::freelist::set_keys(linux::random_u64() as usize, linux::random_u64() as usize);
@@ -552,6 +579,13 @@ mod tests {
         assert_eq!(parse_size(b"k"), None);
         assert_eq!(parse_size(b"-1"), None);
         assert_eq!(parse_size(b"99999999999999999999999"), None);
+        assert_eq!(parse_signal(b"USR2"), Some(12));
+        assert_eq!(parse_signal(b"SIGUSR1"), Some(10));
+        assert_eq!(parse_signal(b"34"), Some(34));
+        assert_eq!(parse_signal(b"9"), None, "SIGKILL cannot be caught");
+        assert_eq!(parse_signal(b"65"), None);
+        assert_eq!(parse_signal(b"HUP"), None);
+        assert_eq!(parse_signal(b""), None);
         assert_eq!(
             parse_thp_enabled(b"always [madvise] never\n"),
             ThpEnabled::Madvise

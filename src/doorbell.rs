@@ -5,6 +5,7 @@
 //! * [`note_free`]: a slow path returned memory; wakes the thread if it is
 //!   parked (one futex wake, only then).
 //! * [`note_thread_exit`]: a thread is ending, perhaps the program's last.
+//! * [`wake`]: other work for the thread (the heap profile's signal).
 //! * [`request_thaw`]: mesh mode: a class needed a new span while some of
 //!   its spans were frozen; the thread is to thaw them.
 //! * [`maybe_start`]: start the thread if none runs. The doorbell does not
@@ -94,6 +95,15 @@ pub(crate) fn take_thaw_any() -> bool {
 /// Takes `class`'s request.
 pub(crate) fn take_thaw(class: usize) -> bool {
     THAW[class].swap(false, Ordering::Relaxed)
+}
+
+/// Wakes the background thread from any wait, for work that is not freed
+/// memory (the heap profile's signal). Async-signal-safe: atomics and a
+/// futex wake.
+pub(crate) fn wake() {
+    if STATE.load(Ordering::Relaxed) == RUNNING {
+        ring();
+    }
 }
 
 /// Called from the thread-exit hook of an ending thread: wakes the

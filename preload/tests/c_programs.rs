@@ -467,3 +467,54 @@ fn google_pprof_names_the_leaking_c_function_first() {
         "{mb} MB against 40 MB kept"
     );
 }
+
+#[test]
+fn a_signal_writes_a_heap_profile_each_time() {
+    let prog = compile("prof_signal");
+    let base = hugeguard_testkit::paths::target_dir()
+        .join(format!("prof_signal-{}.prof", std::process::id()));
+    let mut cmd = Command::new(&prog);
+    cmd.env("LD_PRELOAD", library())
+        .env("HUGEGUARD_PROF", "on")
+        .env("HUGEGUARD_PROF_INTERVAL", "64k")
+        .env("HUGEGUARD_PROF_SIGNAL", "USR2")
+        .env("HUGEGUARD_PROF_PATH", &base);
+    let o = output_within(cmd, LIMIT);
+    assert!(o.status.success(), "{}", text(&o));
+    // The sampled bytes of each profile (its header: `heap profile: N:
+    // BYTES [...] @ heap_v2/65536`), and no profile written at exit: the
+    // program's .1 and .2 came from the signals.
+    let sampled = |n: u32| -> usize {
+        let p = base.with_extension(format!("prof.{n}"));
+        let t = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        std::fs::remove_file(&p).unwrap();
+        let header = t.lines().next().unwrap();
+        assert!(
+            header.starts_with("heap profile: ") && header.ends_with("@ heap_v2/65536"),
+            "{header}"
+        );
+        header
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .split('[')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (first, second) = (sampled(1), sampled(2));
+    // 8 MiB kept, then 16 MiB, at a 64 KiB interval: about 128 and 256
+    // samples of 4 KiB (512 KiB and 1 MiB sampled; one standard deviation
+    // about 9 % and 6 %).
+    assert!(
+        first > 256 << 10 && first < 1 << 20,
+        "first profile: {first} B sampled"
+    );
+    assert!(
+        second > first * 3 / 2,
+        "second profile: {second} B sampled, first {first}"
+    );
+    let _ = std::fs::remove_file(&base);
+}

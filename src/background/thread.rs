@@ -273,6 +273,8 @@ fn wait_alive(wait: Wait, limit: usize, liveness: &mut Liveness, pressure: &mut 
         if liveness.alone() {
             return false;
         }
+        // The heap profile's signal came (it rang the doorbell).
+        crate::profile::write_pending();
         if park && doorbell::freed() {
             return true;
         }

@@ -514,6 +514,22 @@ pub fn process_resident_bytes() -> Option<usize> {
     pages.checked_mul(page_size())
 }
 
+/// Installs `handler` for signal `sig` (`SA_RESTART`, nothing blocked
+/// while it runs); `false` if the kernel refused. The handler must be
+/// async-signal-safe.
+pub fn install_signal_handler(sig: i32, handler: extern "C" fn(libc::c_int)) -> bool {
+    let _errno = KeepErrno::new();
+    // SAFETY: a zeroed `sigaction` is a valid value to fill in; the handler
+    // is a plain function that lives as long as the program.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, core::ptr::null_mut()) == 0
+    }
+}
+
 /// Sleeps for `ms` milliseconds.
 pub fn sleep_ms(ms: u64) {
     let _errno = KeepErrno::new();

@@ -120,6 +120,7 @@ fn configure() {
             b"hugeguard: HUGEGUARD_PROF=on, but the profile's memory could not be mapped; profiling stays off\n",
         );
     }
+    install_signal();
 }
 
 /// What the profile holds now (all zero if profiling never started).
@@ -193,6 +194,90 @@ pub(crate) fn write_at_exit() {
     }
 }
 
+/// Signals that asked for a profile and have not been answered yet.
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+/// Profiles written on a signal so far (the files' sequence numbers).
+static WRITTEN: AtomicUsize = AtomicUsize::new(0);
+
+/// `HUGEGUARD_PROF_SIGNAL`'s handler: asks for a profile and wakes the
+/// background thread, which writes it (as does the next sampled
+/// allocation): a handler can take no lock.
+extern "C" fn on_signal(_: core::ffi::c_int) {
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+    crate::doorbell::wake();
+}
+
+/// Installs [`on_signal`] for `HUGEGUARD_PROF_SIGNAL`, once, where
+/// `HUGEGUARD_PROF_PATH` says where its profiles go.
+fn install_signal() {
+    let c = crate::config::get();
+    let Some(sig) = c.prof_signal else {
+        return;
+    };
+    if c.prof_path.is_none() {
+        crate::os::linux::write_stderr(
+            b"hugeguard: HUGEGUARD_PROF_SIGNAL needs HUGEGUARD_PROF_PATH (where the profiles go); no handler installed\n",
+        );
+    } else if !crate::os::linux::install_signal_handler(sig, on_signal) {
+        crate::os::linux::write_stderr(b"hugeguard: HUGEGUARD_PROF_SIGNAL: the signal handler could not be installed\n");
+    }
+}
+
+/// Writes the profile a signal asked for, if one did: to
+/// `HUGEGUARD_PROF_PATH` with `.1`, `.2`, ... appended (one file per
+/// answered request; signals that came together share one). Called by the
+/// background thread when it wakes and by sampled allocations, with no
+/// allocator lock held. Allocation-free.
+pub(crate) fn write_pending() {
+    if SIGNALS.load(Ordering::Relaxed) == 0 || SIGNALS.swap(0, Ordering::Acquire) == 0 {
+        return;
+    }
+    let Some(path) = crate::config::get().prof_path else {
+        return;
+    };
+    let n = WRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut buf = [0u8; 4097 + 21];
+    if path.len() >= 4097 {
+        return;
+    }
+    buf[..path.len()].copy_from_slice(path);
+    let mut at = path.len();
+    buf[at] = b'.';
+    at += 1;
+    let mut digits = [0u8; 20];
+    let mut k = 0;
+    let mut v = n;
+    loop {
+        digits[k] = b'0' + (v % 10) as u8;
+        k += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for d in digits[..k].iter().rev() {
+        buf[at] = *d;
+        at += 1;
+    }
+    let Ok(c) = core::ffi::CStr::from_bytes_until_nul(&buf) else {
+        return;
+    };
+    match format::write_profile(c) {
+        Ok(()) => {}
+        // Another writer is busy: ask again.
+        Err(format::Error::Busy) => {
+            WRITTEN.fetch_sub(1, Ordering::Relaxed);
+            SIGNALS.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(format::Error::NotStarted) => crate::os::linux::write_stderr(
+            b"hugeguard: a signal asked for a heap profile, but profiling never started\n",
+        ),
+        Err(format::Error::Os(_)) => {
+            crate::os::linux::write_stderr(b"hugeguard: could not write the heap profile a signal asked for\n")
+        }
+    }
+}
+
 /// Runs [`write_at_exit`] when the program exits (the C library runs the
 /// `.fini_array` entries of the executable and of each library).
 extern "C" fn exit_hook() {
@@ -238,6 +323,7 @@ fn rearm() -> bool {
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_due(size: usize, align: usize, zero: bool) -> *mut u8 {
+    write_pending();
     if !rearm() {
         return block::alloc(size, align, zero);
     }
