@@ -288,12 +288,27 @@ extern "C" fn exit_hook() {
 #[link_section = ".fini_array"]
 static EXIT_HOOK: extern "C" fn() = exit_hook;
 
+std::thread_local! {
+    /// The thread's random stream (splitmix64's counter; 0 until the
+    /// thread's first draw takes a start from the shared seed).
+    static STREAM: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
 /// A random mean-`interval` exponential draw, in bytes (at least 1).
 fn draw(interval: usize) -> isize {
-    // splitmix64 over a shared counter: the sampled path is rare.
-    let mut z = SEED
-        .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
-        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    // splitmix64 over a counter of the thread's own (threads that sample
+    // at once would otherwise pass one cache line back and forth), which
+    // starts at a step of the shared seed's.
+    let mut z = STREAM.with(|s| {
+        let mut v = s.get();
+        if v == 0 {
+            v = SEED.fetch_add(GOLDEN, Ordering::Relaxed) ^ 0x5851_f42d_4c95_7f2d;
+        }
+        v = v.wrapping_add(GOLDEN);
+        s.set(v);
+        v
+    });
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
