@@ -156,13 +156,10 @@ pub(crate) fn weight(size: usize, interval: usize) -> f64 {
 /// (`InvalidInput`), or the file's own error.
 pub fn write(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_ref().as_os_str().as_bytes();
-    let mut buf = [0u8; 4097];
-    if bytes.len() >= buf.len() || bytes.contains(&0) {
-        return Err(std::io::ErrorKind::InvalidInput.into());
-    }
-    buf[..bytes.len()].copy_from_slice(bytes);
-    let c = core::ffi::CStr::from_bytes_until_nul(&buf).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let mut buf = CPath::new();
+    let c = buf
+        .set(path.as_ref().as_os_str().as_bytes(), None)
+        .ok_or(std::io::ErrorKind::InvalidInput)?;
     configure();
     match format::write_profile(c) {
         Ok(()) => Ok(()),
@@ -181,16 +178,50 @@ pub(crate) fn write_at_exit() {
     let Some(path) = crate::config::get().prof_path else {
         return;
     };
-    let mut buf = [0u8; 4097];
-    if path.len() >= buf.len() {
-        return;
-    }
-    buf[..path.len()].copy_from_slice(path);
-    let Ok(c) = core::ffi::CStr::from_bytes_until_nul(&buf) else {
+    let mut buf = CPath::new();
+    let Some(c) = buf.set(path, None) else {
         return;
     };
     if let Err(format::Error::Os(_)) = format::write_profile(c) {
         crate::os::linux::write_stderr(b"hugeguard: could not write the heap profile to HUGEGUARD_PROF_PATH\n");
+    }
+}
+
+/// A NUL-terminated file name built on the stack (no allocation): a path
+/// of up to 4 KiB and, optionally, `.` and a number after it.
+struct CPath([u8; 4097 + 21]);
+
+impl CPath {
+    fn new() -> Self {
+        CPath([0; 4097 + 21])
+    }
+
+    /// `path`, then `.n` if given; `None` if `path` is too long or holds a
+    /// NUL byte.
+    fn set(&mut self, path: &[u8], n: Option<usize>) -> Option<&core::ffi::CStr> {
+        if path.len() >= 4097 || path.contains(&0) {
+            return None;
+        }
+        self.0.fill(0);
+        self.0[..path.len()].copy_from_slice(path);
+        if let Some(n) = n {
+            let mut digits = [0u8; 20];
+            let (mut k, mut v) = (0, n);
+            loop {
+                digits[k] = b'0' + (v % 10) as u8;
+                k += 1;
+                v /= 10;
+                if v == 0 {
+                    break;
+                }
+            }
+            let at = path.len();
+            self.0[at] = b'.';
+            for (i, d) in digits[..k].iter().rev().enumerate() {
+                self.0[at + 1 + i] = *d;
+            }
+        }
+        core::ffi::CStr::from_bytes_until_nul(&self.0).ok()
     }
 }
 
@@ -236,30 +267,8 @@ pub(crate) fn write_pending() {
         return;
     };
     let n = WRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
-    let mut buf = [0u8; 4097 + 21];
-    if path.len() >= 4097 {
-        return;
-    }
-    buf[..path.len()].copy_from_slice(path);
-    let mut at = path.len();
-    buf[at] = b'.';
-    at += 1;
-    let mut digits = [0u8; 20];
-    let mut k = 0;
-    let mut v = n;
-    loop {
-        digits[k] = b'0' + (v % 10) as u8;
-        k += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for d in digits[..k].iter().rev() {
-        buf[at] = *d;
-        at += 1;
-    }
-    let Ok(c) = core::ffi::CStr::from_bytes_until_nul(&buf) else {
+    let mut buf = CPath::new();
+    let Some(c) = buf.set(path, Some(n)) else {
         return;
     };
     match format::write_profile(c) {
