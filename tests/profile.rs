@@ -236,18 +236,9 @@ fn a_written_profile_is_in_the_heap_profile_format() {
             break;
         }
         // `n: bytes [n: bytes] @ 0x.. 0x..`
-        let (counts, stack) = line.split_once(" @ ").unwrap();
-        let n: usize = counts.split(':').next().unwrap().trim().parse().unwrap();
-        let bytes: usize = counts
-            .split(':')
-            .nth(1)
-            .unwrap()
-            .split('[')
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let (n, bytes) =
+            hugeguard_testkit::heap_profile::counts(line).unwrap_or_else(|| panic!("{line}"));
+        let stack = line.split_once(" @ ").unwrap().1;
         assert!(stack.split(' ').all(|pc| pc.starts_with("0x")), "{line}");
         samples += n;
         if bytes == n * 4000 {

@@ -41,20 +41,10 @@ fn keeps_a_little() -> Vec<String> {
     (0..1000).map(|i| format!("small {i}")).collect()
 }
 
-#[cfg(not(hugeguard_fallback))]
-fn pprof() -> Option<&'static str> {
-    ["google-pprof", "pprof"].into_iter().find(|tool| {
-        Command::new(tool).arg("--help").output().is_ok_and(|o| {
-            String::from_utf8_lossy(&o.stdout).contains("heap")
-                || String::from_utf8_lossy(&o.stderr).contains("heap")
-        })
-    })
-}
-
 #[test]
 #[cfg(not(hugeguard_fallback))]
 fn google_pprof_names_the_leaking_function_first_among_the_programs() {
-    let Some(tool) = pprof() else {
+    let Some(tool) = hugeguard_testkit::heap_profile::reader() else {
         eprintln!("skipped: google-pprof is not installed (apt-get install google-perftools)");
         return;
     };
@@ -98,20 +88,15 @@ fn google_pprof_names_the_leaking_function_first_among_the_programs() {
         "__",
         "<",
     ];
-    let (cum, name) = text
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let cum: f64 = f.get(3)?.parse().ok()?;
-            let name = f[5..].join(" ");
-            Some((cum, name))
-        })
-        .find(|(_, name)| {
-            !name.ends_with("(inline)")
-                && !library.iter().any(|p| name.starts_with(p))
-                && !["clone3", "start_thread"].contains(&name.as_str())
+    let row = hugeguard_testkit::heap_profile::rows(&text)
+        .into_iter()
+        .find(|r| {
+            !r.name.ends_with("(inline)")
+                && !library.iter().any(|p| r.name.starts_with(p))
+                && !["clone3", "start_thread"].contains(&r.name.as_str())
         })
         .unwrap();
+    let (cum, name) = (row.cum, row.name);
     assert!(
         name.contains("keeps_forty_mib"),
         "first of the program's functions: {name}"

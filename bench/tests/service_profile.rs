@@ -55,19 +55,15 @@ fn a_leak_in_the_query_handler_shows_in_the_heap_profile() {
     );
     assert!(text.contains("\nMAPPED_LIBRARIES:\n"));
 
-    let has_pprof = std::process::Command::new("google-pprof")
-        .arg("--help")
-        .output()
-        .is_ok();
-    if !has_pprof {
+    let Some(tool) = hugeguard_testkit::heap_profile::reader() else {
         eprintln!(
             "skipped reading it: google-pprof is not installed (apt-get install google-perftools)"
         );
         return;
-    }
+    };
     let path = std::env::temp_dir().join(format!("hugeguard-service-{}.prof", std::process::id()));
     std::fs::write(&path, &text).unwrap();
-    let out = std::process::Command::new("google-pprof")
+    let out = std::process::Command::new(tool)
         .arg("--text")
         .arg(std::env::current_exe().unwrap())
         .arg(&path)
@@ -79,14 +75,11 @@ fn a_leak_in_the_query_handler_shows_in_the_heap_profile() {
     assert!(out.status.success());
     // Rows: `flat flat% sum% cum cum% name` (MB). The service's own code
     // first: the `query` handler, holding the 32 MiB it kept.
-    let (cum, name) = report
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Some((f.get(3)?.parse::<f64>().ok()?, f[5..].join(" ")))
-        })
-        .find(|(_, name)| name.starts_with("hugeguard_bench::service::"))
+    let row = hugeguard_testkit::heap_profile::rows(&report)
+        .into_iter()
+        .find(|r| r.name.starts_with("hugeguard_bench::service::"))
         .unwrap_or_else(|| panic!("no service function in:\n{report}"));
+    let (cum, name) = (row.cum, row.name);
     assert!(name.contains("::query"), "first service function: {name}");
     assert!(
         (cum - 32.0).abs() / 32.0 < 0.10,

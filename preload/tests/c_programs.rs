@@ -420,14 +420,10 @@ fn python_thread_forks_and_the_child_thread_returns() {
 
 #[test]
 fn google_pprof_names_the_leaking_c_function_first() {
-    let has_pprof = Command::new("google-pprof")
-        .arg("--help")
-        .output()
-        .is_ok_and(|o| o.status.success() || !o.stdout.is_empty() || !o.stderr.is_empty());
-    if !has_pprof {
+    let Some(tool) = hugeguard_testkit::heap_profile::reader() else {
         eprintln!("skipped: google-pprof is not installed (apt-get install google-perftools)");
         return;
-    }
+    };
     let prog = compile("prof_leak");
     let path = hugeguard_testkit::paths::target_dir()
         .join(format!("prof_leak-{}.prof", std::process::id()));
@@ -438,7 +434,7 @@ fn google_pprof_names_the_leaking_c_function_first() {
         .env("HUGEGUARD_PROF_PATH", &path);
     let o = output_within(cmd, LIMIT);
     assert!(o.status.success(), "{}", text(&o));
-    let out = Command::new("google-pprof")
+    let out = Command::new(tool)
         .arg("--text")
         .arg(&prog)
         .arg(&path)
@@ -452,16 +448,12 @@ fn google_pprof_names_the_leaking_c_function_first() {
     std::fs::remove_file(&path).unwrap();
     // The first row (`flat flat% sum% cum cum% name`, in MB) is the
     // function that keeps the bytes: 10,240 blocks of 4,096 B, 40 MiB.
-    let first = report
-        .lines()
-        .find(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|w| w.parse::<f64>().is_ok())
-        })
+    let rows = hugeguard_testkit::heap_profile::rows(&report);
+    let first = rows
+        .first()
         .unwrap_or_else(|| panic!("no rows in:\n{report}"));
-    assert!(first.ends_with(" leak_here"), "first row: {first}");
-    let mb: f64 = first.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(first.name, "leak_here", "first row: {first:?}");
+    let mb = first.flat;
     assert!(
         (mb - 40.0).abs() / 40.0 < 0.10,
         "{mb} MB against 40 MB kept"
@@ -493,16 +485,9 @@ fn a_signal_writes_a_heap_profile_each_time() {
             header.starts_with("heap profile: ") && header.ends_with("@ heap_v2/65536"),
             "{header}"
         );
-        header
-            .split(':')
-            .nth(2)
-            .unwrap()
-            .split('[')
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        hugeguard_testkit::heap_profile::counts(header)
+            .unwrap_or_else(|| panic!("{header}"))
+            .1
     };
     let (first, second) = (sampled(1), sampled(2));
     // 8 MiB kept, then 16 MiB, at a 64 KiB interval: about 128 and 256

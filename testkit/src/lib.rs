@@ -9,10 +9,12 @@
 //!   `LD_PRELOAD` library built there (found, never hard-coded).
 //! * [`procfs`]: this process's resident and huge-page-mapped memory, read
 //!   with the inspector's `/proc` readers.
+//! * [`heap_profile`]: a heap profile's counts and `google-pprof`'s rows.
 //! * [`meshing_possible`]: whether mesh mode can mesh here.
 
 pub mod c;
 pub mod child;
+pub mod heap_profile;
 pub mod paths;
 pub mod procfs;
 
