@@ -51,7 +51,18 @@ struct Walk<'a, 'b> {
     len: usize,
 }
 
-impl Walk<'_, '_> {
+impl<'a, 'b> Walk<'a, 'b> {
+    fn new(marks: &'a [usize], entry: &'a mut Entry<'b>, out: &'a mut [usize]) -> Self {
+        Walk {
+            marks,
+            entry,
+            seen_mark: false,
+            past_entry: false,
+            out,
+            len: 0,
+        }
+    }
+
     /// Takes frame `ip` (in the function starting at `start()`): leaves it
     /// out or records it. `false` when the walk is done.
     fn visit(&mut self, ip: usize, start: impl FnOnce() -> usize) -> bool {
@@ -128,14 +139,7 @@ pub fn backtrace(marks: &[usize], entry: &mut Entry, out: &mut [usize]) -> usize
     #[cfg(target_arch = "x86_64")]
     if let Entry::Skip(entries) = entry {
         let mut skip = Entry::Skip(entries);
-        let mut walk = Walk {
-            marks,
-            entry: &mut skip,
-            seen_mark: false,
-            past_entry: false,
-            out: &mut *out,
-            len: 0,
-        };
+        let mut walk = Walk::new(marks, &mut skip, &mut *out);
         if fast::walk(&mut walk) {
             return walk.len;
         }
@@ -146,14 +150,7 @@ pub fn backtrace(marks: &[usize], entry: &mut Entry, out: &mut [usize]) -> usize
 /// [`backtrace`] with libgcc's unwinder alone.
 #[inline(never)]
 fn libgcc_backtrace(marks: &[usize], entry: &mut Entry, out: &mut [usize]) -> usize {
-    let mut walk = Walk {
-        marks,
-        entry,
-        seen_mark: false,
-        past_entry: false,
-        out,
-        len: 0,
-    };
+    let mut walk = Walk::new(marks, entry, out);
     // SAFETY: `step` only touches `walk`, which outlives the call.
     unsafe { _Unwind_Backtrace(step, &mut walk as *mut Walk as *mut c_void) };
     walk.len
@@ -187,14 +184,7 @@ fn agree_probe(fast: bool, out: &mut [usize]) -> usize {
     let marks = [agree_probe as fn(bool, &mut [usize]) -> usize as usize];
     let n = if fast {
         let mut skip = Entry::Skip(&[]);
-        let mut walk = Walk {
-            marks: &marks,
-            entry: &mut skip,
-            seen_mark: false,
-            past_entry: false,
-            out: &mut *out,
-            len: 0,
-        };
+        let mut walk = Walk::new(&marks, &mut skip, &mut *out);
         if fast::walk(&mut walk) {
             walk.len
         } else {
