@@ -401,8 +401,9 @@ fn read_mthp() -> Mthp {
     m
 }
 
-/// Writes `n` in decimal at the start of `out`; returns the digits written.
-fn write_decimal(out: &mut [u8], mut n: usize) -> usize {
+/// Writes `n` in decimal at the start of `out`; returns the digits written
+/// (allocation-free: for paths and file contents built on the stack).
+pub(crate) fn write_decimal(out: &mut [u8], mut n: usize) -> usize {
     let mut digits = [0u8; 20];
     let mut len = 0;
     loop {

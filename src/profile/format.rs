@@ -133,18 +133,10 @@ impl Out {
         }
     }
 
-    fn dec(&mut self, mut v: usize) {
+    fn dec(&mut self, v: usize) {
         let mut digits = [0u8; 20];
-        let mut n = 0;
-        loop {
-            digits[19 - n] = b'0' + (v % 10) as u8;
-            n += 1;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.text(&digits[20 - n..]);
+        let n = crate::config::write_decimal(&mut digits, v);
+        self.text(&digits[..n]);
     }
 
     fn hex(&mut self, mut v: usize) {

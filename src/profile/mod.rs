@@ -205,21 +205,8 @@ impl CPath {
         self.0.fill(0);
         self.0[..path.len()].copy_from_slice(path);
         if let Some(n) = n {
-            let mut digits = [0u8; 20];
-            let (mut k, mut v) = (0, n);
-            loop {
-                digits[k] = b'0' + (v % 10) as u8;
-                k += 1;
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-            let at = path.len();
-            self.0[at] = b'.';
-            for (i, d) in digits[..k].iter().rev().enumerate() {
-                self.0[at + 1 + i] = *d;
-            }
+            self.0[path.len()] = b'.';
+            crate::config::write_decimal(&mut self.0[path.len() + 1..], n);
         }
         core::ffi::CStr::from_bytes_until_nul(&self.0).ok()
     }
