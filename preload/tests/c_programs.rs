@@ -425,12 +425,15 @@ fn google_pprof_names_the_leaking_c_function_first() {
         return;
     };
     let prog = compile("prof_leak");
+    // 16 KiB: about 2,300 samples of the 40 MiB kept (one standard
+    // deviation about 2 %), so the 10 % check holds with room; at 64 KiB
+    // (about 620 samples, 4 %) one CI run read 44.1 MB, 10.3 % over.
     let path = hugeguard_testkit::paths::target_dir()
         .join(format!("prof_leak-{}.prof", std::process::id()));
     let mut cmd = Command::new(&prog);
     cmd.env("LD_PRELOAD", library())
         .env("HUGEGUARD_PROF", "on")
-        .env("HUGEGUARD_PROF_INTERVAL", "64k")
+        .env("HUGEGUARD_PROF_INTERVAL", "16k")
         .env("HUGEGUARD_PROF_PATH", &path);
     let o = output_within(cmd, LIMIT);
     assert!(o.status.success(), "{}", text(&o));
