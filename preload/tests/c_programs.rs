@@ -100,17 +100,20 @@ fn fork_from_a_threaded_program() {
 #[test]
 fn fork_after_the_c_library_allocated_its_own_state_in_mesh_mode() {
     // glibc's fork writes to its NSS state (allocated by our malloc) after
-    // the atfork handlers ran: mesh mode used to keep the heap
-    // write-protected across the fork, and this fork never returned. The
-    // program also checks that no child sees a global written after a
-    // heap write without that heap write, and that children stay isolated.
+    // the atfork handlers ran: mesh mode once kept the heap write-protected
+    // across the fork with nobody to let the forking thread through, and
+    // this fork never returned. The program also checks that no child sees
+    // a global written after a heap write without that heap write (mesh
+    // mode then lifted the protection before the fork, and a writer that
+    // was off the CPU during the copy wrote after it: 6 of 20 runs of 200
+    // forks failed), and that children stay isolated.
     let prog = compile("nss_fork");
     for mesh in ["on", "off"] {
         let mut cmd = Command::new(&prog);
         cmd.env("LD_PRELOAD", library()).env("HUGEGUARD_MESH", mesh);
         let o = output_within(cmd, std::time::Duration::from_secs(60));
         assert!(o.status.success(), "mesh {mesh}: {}", text(&o));
-        assert!(text(&o).contains("nss_forks=50 ok"), "{}", text(&o));
+        assert!(text(&o).contains("nss_forks=200 ok"), "{}", text(&o));
     }
 }
 

@@ -36,6 +36,7 @@ mod table;
 mod world;
 
 use crate::global::SHARED;
+use crate::os::fork_window;
 use crate::report::MeshRound;
 use crate::units::PAGE_SIZE;
 use core::sync::atomic::{AtomicI32, Ordering};
@@ -81,19 +82,27 @@ pub(crate) fn round() -> MeshRound {
     MESHER.round(&ProcessWorld)
 }
 
-/// Fork, before: the mesh lock first (no mesh is half done in the child).
+/// Fork, before: starts the fork window's helper while no allocator lock
+/// is held (`os::fork_window`), then takes the mesh lock first (no mesh is
+/// half done in the child).
 pub(crate) fn fork_prepare_lock() {
+    if active() {
+        fork_window::start(SHARED.guard());
+    }
     MESHER.table().lock_raw();
 }
 
 /// Fork, before, with every allocator lock held: copies the heap for the
-/// child (writers wait during the copy; nothing is protected after it).
+/// child (writers wait from the copy until `fork` has returned in the
+/// parent; the forking thread's own writes go on).
 pub(crate) fn fork_prepare_copy() {
     if !active() {
         return;
     }
     let (base, committed) = SHARED.committed();
-    let copy = SHARED.fork_prepare_copy(base, committed).unwrap_or(-1);
+    let copy = SHARED
+        .fork_prepare_copy(base, committed, fork_window::open)
+        .unwrap_or(-1);
     FORK_COPY.store(copy, Ordering::Relaxed);
 }
 
@@ -111,6 +120,7 @@ fn take_fork_copy() -> Option<i32> {
 /// still holds the heap lock (the committed size is the copy's).
 pub(crate) unsafe fn fork_parent() {
     let (base, committed) = SHARED.committed();
+    fork_window::close();
     SHARED.fork_parent_done(take_fork_copy(), base, committed);
     // SAFETY: forwarded from the caller.
     unsafe { MESHER.table().unlock_raw() };
@@ -124,6 +134,7 @@ pub(crate) unsafe fn fork_parent() {
 /// the child's only thread.
 pub(crate) unsafe fn fork_child() {
     if active() {
+        fork_window::reset_in_child();
         let (base, committed) = SHARED.committed();
         // SAFETY: forwarded from the caller: the lock is held by us alone.
         let table = unsafe { MESHER.table().held_value() };

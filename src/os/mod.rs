@@ -11,6 +11,7 @@ pub mod linux;
 pub mod cgroup;
 pub mod pressure;
 pub mod shared;
+pub(crate) mod fork_window;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod cfi;
 pub(crate) mod unwind;

@@ -163,15 +163,23 @@ impl SharedHeap {
     /// the child to map ([`fork_child_map`]); `None` when the kernel refuses
     /// (the child then aborts rather than share the parent's memory).
     ///
-    /// The protection is lifted before the handler returns, but the writers
-    /// that waited during the copy are not woken: they sleep on through the
-    /// `fork` until [`fork_parent_done`] ends the registration, so none of
-    /// them can make a change the child misses and then act on it. Nothing
-    /// stays write-protected: the C library's own fork code runs after the
-    /// handlers on this thread and writes to memory it allocated (glibc takes
-    /// and releases its NSS lock, which lives in the heap), and a write by the
-    /// forking thread to a page it protected itself would wait forever.
-    pub fn fork_prepare_copy(&self, base: usize, len: usize) -> Option<i32> {
+    /// The protection then stays on through the `fork` if `keep_protected`
+    /// says so (it opens the fork window, [`super::fork_window`]): a thread
+    /// that writes to the heap after the copy waits until
+    /// [`fork_parent_done`], so none of them can make a change the child
+    /// misses and then act on it (write memory the child does get). The
+    /// forking thread's own writes go on through the window's helper.
+    /// Without a helper (no other thread, or none could be started) the
+    /// protection is lifted before the handler returns.
+    ///
+    /// [`fork_child_map`]: SharedHeap::fork_child_map
+    /// [`fork_parent_done`]: SharedHeap::fork_parent_done
+    pub fn fork_prepare_copy(
+        &self,
+        base: usize,
+        len: usize,
+        keep_protected: impl FnOnce() -> bool,
+    ) -> Option<i32> {
         let _errno = super::sys::KeepErrno::new();
         let old = self.fd.load(Ordering::Relaxed);
         if base == 0 || old < 0 {
@@ -186,7 +194,7 @@ impl SharedHeap {
             guard.release(base, len);
             return None;
         }
-        if len != 0 && !guard.lift_quietly(base, len) {
+        if len != 0 && !keep_protected() && !guard.lift_quietly(base, len) {
             guard.release(base, len);
             return None;
         }
@@ -195,10 +203,13 @@ impl SharedHeap {
         Some(fd)
     }
 
-    /// Fork protocol, parent side, after `fork`: closes the parent's
-    /// descriptor of the child's copy (if [`fork_prepare_copy`] made one),
-    /// ends the registration of `base..base + len` and wakes the writers that
-    /// waited since the copy.
+    /// Fork protocol, parent side, after `fork` (and after the fork
+    /// window's helper has stopped): closes the parent's descriptor of the
+    /// child's copy (if [`fork_prepare_copy`] made one), lifts the
+    /// protection of `base..base + len`, ends its registration and wakes
+    /// the writers that waited since the copy.
+    ///
+    /// [`fork_prepare_copy`]: SharedHeap::fork_prepare_copy
     pub fn fork_parent_done(&self, copy: Option<i32>, base: usize, len: usize) {
         let _errno = super::sys::KeepErrno::new();
         if let Some(fd) = copy {
@@ -206,6 +217,7 @@ impl SharedHeap {
             unsafe { libc::close(fd) };
             if let Some(guard) = self.guard() {
                 if len != 0 {
+                    guard.protect(base, len, false);
                     guard.unregister(base, len);
                     guard.wake(base, len);
                 }
@@ -463,7 +475,9 @@ impl Drop for SharedFile {
 }
 
 const UFFD_API: u64 = 0xaa;
+const UFFD_FEATURE_THREAD_ID: u64 = 1 << 8;
 const UFFD_FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
+const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
 const UFFD_USER_MODE_ONLY: i32 = 1;
 const UFFDIO_API: u64 = 0xc018_aa3f;
 const UFFDIO_REGISTER: u64 = 0xc020_aa00;
@@ -514,6 +528,15 @@ pub enum Faults {
     UserMode,
 }
 
+/// A write that waits on a protected page, as the userfaultfd reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct Fault {
+    /// The address written to.
+    pub addr: usize,
+    /// The id of the writing thread (`gettid`).
+    pub tid: u32,
+}
+
 /// A userfaultfd for write-protecting pages of shared memory: a thread that
 /// writes to a protected page sleeps in the kernel until the protection is
 /// lifted. Reads go on.
@@ -539,7 +562,7 @@ impl WriteGuard {
         let guard = WriteGuard { fd };
         let mut api = UffdioApi {
             api: UFFD_API,
-            features: UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+            features: UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_THREAD_ID,
             ioctls: 0,
         };
         // SAFETY: our descriptor and a correctly laid out argument.
@@ -547,6 +570,67 @@ impl WriteGuard {
             return Err(super::sys::errno());
         }
         Ok(guard)
+    }
+
+    /// The descriptor, for a thread that reads its faults
+    /// ([`WriteGuard::wait_for_faults`]).
+    pub fn raw_fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// A guard over the userfaultfd `fd` (from [`WriteGuard::raw_fd`]);
+    /// dropping it closes `fd`, so keep it in a `ManuallyDrop` unless it
+    /// is the only one.
+    pub fn from_raw_fd(fd: i32) -> WriteGuard {
+        WriteGuard { fd }
+    }
+
+    /// Waits up to `timeout_ms` for writes to protected pages (or for the
+    /// eventfd `wake`, which it then drains) and hands each fault waiting
+    /// now to `f`. Reading a fault does not wake its writer: lifting the
+    /// protection of its page does.
+    pub fn wait_for_faults(&self, wake: i32, timeout_ms: u64, mut f: impl FnMut(Fault)) {
+        let _errno = super::sys::KeepErrno::new();
+        let mut fds = [
+            libc::pollfd {
+                fd: self.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two initialised pollfds that outlive the call (a negative
+        // `wake` is ignored by the kernel).
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms as i32) } <= 0 {
+            return;
+        }
+        if fds[1].revents != 0 {
+            let mut count = 0u64;
+            // SAFETY: the caller's eventfd; an 8-byte buffer.
+            unsafe { libc::read(wake, (&mut count as *mut u64).cast(), 8) };
+        }
+        // The 32-byte `struct uffd_msg`: event at 0; for a page fault,
+        // flags at 8, the address at 16 and the thread id at 24.
+        let mut msg = [0u8; 32];
+        // SAFETY: our non-blocking descriptor and a 32-byte buffer: each
+        // read returns whole messages or fails with EAGAIN.
+        while unsafe { libc::read(self.fd, msg.as_mut_ptr().cast(), 32) } == 32 {
+            if msg[0] == UFFD_EVENT_PAGEFAULT {
+                let word = |at: usize| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&msg[at..at + 8]);
+                    u64::from_ne_bytes(b)
+                };
+                f(Fault {
+                    addr: word(16) as usize,
+                    tid: u32::from_ne_bytes([msg[24], msg[25], msg[26], msg[27]]),
+                });
+            }
+        }
     }
 
     /// Registers `addr..addr + len` (page-aligned, whole mappings of shared

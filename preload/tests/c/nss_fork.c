@@ -1,9 +1,11 @@
 // fork() after the C library has allocated state of its own (NSS: glibc
 // takes and releases a lock inside that state during fork, after the
-// atfork handlers), while a thread writes the heap and then a global.
-// Each child checks that it never sees the global ahead of the heap (the
-// heap it got is not older than the rest of its memory), that a write of
-// its own does not reach the parent, and that NSS and malloc still work.
+// atfork handlers), while threads write the heap and then a global. There
+// are more writers than this machine's cores, so some are off the CPU at
+// any moment of a fork. Each child checks that it never sees a global
+// ahead of the heap (the heap it got is not older than the rest of its
+// memory), that a write of its own does not reach the parent, and that
+// NSS and malloc still work.
 #include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -14,17 +16,18 @@
 
 #include "child.h"
 
+#define WRITERS 4
 struct shared { volatile long v; volatile long mark; };
-static struct shared *h;
-static volatile long ahead; // written after h->v, outside the heap
+static struct shared *h[WRITERS];
+static volatile long ahead[WRITERS]; // written after h[i]->v, outside the heap
 static volatile int stop;
 
 static void *writer(void *arg) {
-  (void)arg;
+  long w = (long)arg;
   for (long i = 1; !stop; i++) {
-    h->v = i;
+    h[w]->v = i;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    ahead = i;
+    ahead[w] = i;
     if (i % 64 == 0) free(malloc(48)); // and the allocator now and then
   }
   return NULL;
@@ -32,17 +35,19 @@ static void *writer(void *arg) {
 
 int main(void) {
   if (!getpwuid(getuid())) { printf("getpwuid failed\n"); return 1; }
-  h = calloc(1, sizeof *h);
-  pthread_t t;
-  pthread_create(&t, NULL, writer, NULL);
-  int forks = 50;
+  pthread_t t[WRITERS];
+  for (long w = 0; w < WRITERS; w++) h[w] = calloc(1, sizeof *h[w]);
+  for (long w = 0; w < WRITERS; w++) pthread_create(&t[w], NULL, writer, (void *)w);
+  int forks = 200;
   for (int n = 0; n < forks; n++) {
     pid_t pid = fork();
     if (pid == 0) {
       alarm(10);
-      long a = ahead, v = h->v;
-      if (a > v) _exit(4);
-      h->mark = 1;
+      for (int w = 0; w < WRITERS; w++) {
+        long a = ahead[w], v = h[w]->v;
+        if (a > v) _exit(4);
+        h[w]->mark = 1;
+      }
       if (!getpwuid(getuid())) _exit(5);
       char *p = malloc(1000);
       memset(p, 3, 1000);
@@ -53,11 +58,12 @@ int main(void) {
       stop = 1;
       return 1;
     }
-    if (h->mark != 0) { printf("the child's write reached the parent\n"); stop = 1; return 1; }
+    for (int w = 0; w < WRITERS; w++)
+      if (h[w]->mark != 0) { printf("the child's write reached the parent\n"); stop = 1; return 1; }
   }
   stop = 1;
-  pthread_join(t, NULL);
-  free(h);
+  for (int w = 0; w < WRITERS; w++) pthread_join(t[w], NULL);
+  for (int w = 0; w < WRITERS; w++) free(h[w]);
   printf("nss_forks=%d ok\n", forks);
   return 0;
 }
