@@ -101,7 +101,13 @@ impl Watch {
         // only polled, never read, written or closed.
         let n = unsafe { libc::poll(&mut p, 1, ms.min(i32::MAX as u64) as i32) };
         if n <= 0 {
-            return Waited::Timeout;
+            // A number the program reused for a quiet file polls quiet too:
+            // look at what it is now.
+            return if self.still_ours() {
+                Waited::Timeout
+            } else {
+                Waited::NoWatch
+            };
         }
         if p.revents & (libc::POLLNVAL | libc::POLLERR) != 0 || !self.still_ours() {
             return Waited::NoWatch;
@@ -195,6 +201,23 @@ mod tests {
         // SAFETY: the test's own descriptor.
         unsafe { libc::close(w.fd) };
         assert_eq!(w.wait(20), Waited::NoWatch);
+        // Its number is reused for a quiet file (an empty pipe: `poll`
+        // reports nothing): not ours either. (Another test thread may take
+        // the number this way, between the close above and the wait.)
+        let mut quiet = [0i32; 2];
+        // SAFETY: a valid out-array of two descriptors, then valid
+        // descriptors of this test.
+        unsafe {
+            assert_eq!(libc::pipe(quiet.as_mut_ptr()), 0);
+            assert_eq!(libc::dup2(quiet[0], w.fd), w.fd);
+        }
+        assert_eq!(w.wait(20), Waited::NoWatch);
+        // SAFETY: the test's own descriptors.
+        unsafe {
+            libc::close(quiet[0]);
+            libc::close(quiet[1]);
+            libc::close(w.fd);
+        }
         // Its number is reused for another file that makes `poll` report
         // something (a pipe with a byte in it and its writer gone):
         // not ours, so the watch ends, and the pipe is neither read nor
