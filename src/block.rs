@@ -27,6 +27,28 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
 }
 
+/// [`alloc`] after the heap profile's countdown (`cache::sample_due`), in
+/// one visit to the thread cache for a small block: `None` when the
+/// countdown ran out (nothing allocated; the caller goes to
+/// `profile::alloc_due`).
+#[inline]
+pub(crate) fn alloc_counted(size: usize, align: usize, zero: bool) -> Option<*mut u8> {
+    match Kind::of(size, align) {
+        Kind::Small(class) => {
+            let p = cache::alloc_counted(class, size)?;
+            if zero && !p.is_null() {
+                // SAFETY: `p` holds at least `size` bytes.
+                unsafe { ptr::write_bytes(p, 0, size) };
+            }
+            Some(p)
+        }
+        _ if cache::sample_due(size) => None,
+        Kind::Large => Some(large::alloc(size, align, zero)),
+        // `Kind::of` never says this.
+        Kind::Sampled => Some(ptr::null_mut()),
+    }
+}
+
 /// Frees block `p` of kind `kind`. Returns `false` if `p` turned out not to
 /// be a large object start (nothing is done then).
 ///

@@ -243,6 +243,11 @@ pub struct ThreadCache {
     /// this to ask, and sets it again when done). Clear in a new cache
     /// (zero bytes), so its first operations take the slow path.
     fast: AtomicBool,
+    /// `fast`, and the heap profile is off ([`PROFILE`]): the allocation
+    /// fast path tests this alone, so with profiling off it does not count
+    /// bytes toward a sample. Written wherever `fast` is ([`Self::set_fast`]),
+    /// and cleared in every registered cache when profiling starts.
+    alloc_fast: AtomicBool,
     /// Held by the background thread from before it clears `fast` until
     /// after it sets it again; an owner that saw `fast` clear waits for it.
     /// [`NOT_TAKING`], [`TAKING`] or [`TAKING_OWNER_ASLEEP`].
@@ -272,6 +277,7 @@ impl ThreadCache {
             busy: AtomicBool::new(false),
             activity: AtomicU32::new(0),
             fast: AtomicBool::new(false),
+            alloc_fast: AtomicBool::new(false),
             taking: AtomicU32::new(NOT_TAKING),
             state: AtomicU8::new(NEW),
             next: AtomicPtr::new(ptr::null_mut()),
@@ -419,6 +425,79 @@ pub fn set_sample_countdown(left: isize, armed: bool) -> bool {
     })
 }
 
+/// [`sample_due`] and [`alloc`] in one visit to the thread cache: counts
+/// `size` bytes against the heap-profile countdown and, unless it ran out,
+/// allocates an object of `class` (null when out of memory). `None` when it
+/// ran out: nothing was allocated, and the caller goes to
+/// `profile::alloc_due`.
+///
+/// With profiling off (`alloc_fast` set) nothing is counted: the path is
+/// the one [`alloc`] takes. A thread's first allocations, before the
+/// profile has read its configuration, count (a new cache's countdown is 0,
+/// so the first one goes to `profile::alloc_due`, which reads it).
+#[inline(always)]
+pub fn alloc_counted(class: SizeClass, size: usize) -> Option<*mut u8> {
+    let class = class.index();
+    with_cache(|tc| {
+        tc.begin();
+        // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
+        let bin = unsafe { tc.bins.get_unchecked(class) };
+        if tc.alloc_fast.load(Ordering::Acquire) {
+            // SAFETY: the lists are ours (`alloc_fast` was set after `begin`,
+            // and only with `fast`).
+            let obj = unsafe { bin.pop_fast() };
+            if !obj.is_null() {
+                tc.end();
+                return Some(obj as *mut u8);
+            }
+        } else if PROFILE.load(Ordering::Relaxed) != PROFILE_OFF {
+            let left = tc.sample_left.load(Ordering::Relaxed) - size as isize;
+            tc.sample_left.store(left, Ordering::Relaxed);
+            if left < 0 {
+                tc.end();
+                return None;
+            }
+            if tc.fast.load(Ordering::Acquire) {
+                // SAFETY: the lists are ours (`fast` was set after `begin`).
+                let obj = unsafe { bin.pop_fast() };
+                if !obj.is_null() {
+                    tc.end();
+                    return Some(obj as *mut u8);
+                }
+            }
+        }
+        Some(tc.alloc_slow(class))
+    })
+}
+
+/// The heap profile's state as the caches see it: [`PROFILE_UNKNOWN`] until
+/// the profile has read its configuration, then [`PROFILE_OFF`] or
+/// [`PROFILE_ON`] ([`set_profiling`]).
+static PROFILE: AtomicU8 = AtomicU8::new(PROFILE_UNKNOWN);
+const PROFILE_UNKNOWN: u8 = 0;
+const PROFILE_OFF: u8 = 1;
+const PROFILE_ON: u8 = 2;
+
+/// The heap profile turned on or off (`profile::start`, `stop`, and its
+/// configuration). On: every registered cache's allocation fast path is
+/// closed, so each thread counts from its next allocation on (a cache that
+/// opens it concurrently sees the new state after it, [`ThreadCache::set_fast`]).
+/// Off: each thread opens it again at its next slow path.
+pub fn set_profiling(on: bool) {
+    PROFILE.store(if on { PROFILE_ON } else { PROFILE_OFF }, Ordering::SeqCst);
+    if on {
+        fence(Ordering::SeqCst);
+        let reg = REGISTRY.lock();
+        let mut p = reg.head;
+        while !p.is_null() {
+            // SAFETY: registered caches are live (registry lock held).
+            let tc = unsafe { &*p };
+            tc.alloc_fast.store(false, Ordering::SeqCst);
+            p = tc.next.load(Ordering::Relaxed);
+        }
+    }
+}
+
 /// Allocates an object of `class`; null when out of memory.
 #[inline(always)]
 pub fn alloc(class: SizeClass) -> *mut u8 {
@@ -534,12 +613,38 @@ impl ThreadCache {
         self.activity.store(a.wrapping_add(1), Ordering::Relaxed);
     }
 
+    /// Sets `fast` to `on`, and `alloc_fast` to `on` unless the heap profile
+    /// is on (or not yet configured). Opening `alloc_fast` races with
+    /// [`set_profiling`] turning it on: each side writes its flag, then
+    /// reads the other's (sequentially consistent), so at least one of them
+    /// sees the other and the fast path ends closed.
+    fn set_fast(&self, on: bool, order: Ordering) {
+        self.fast.store(on, order);
+        self.open_alloc_fast(on);
+    }
+
+    /// Opens the allocation fast path if `fast` is (`fast_now`) and the
+    /// profile is off; closes it otherwise.
+    fn open_alloc_fast(&self, fast_now: bool) {
+        let open = fast_now && PROFILE.load(Ordering::SeqCst) == PROFILE_OFF;
+        self.alloc_fast.store(open, Ordering::SeqCst);
+        if open && PROFILE.load(Ordering::SeqCst) != PROFILE_OFF {
+            self.alloc_fast.store(false, Ordering::SeqCst);
+        }
+    }
+
     /// `alloc` when the list is empty or `fast` is clear (a new or hardened
     /// cache, or the background thread asking for it); ends the operation.
+    /// Also where a thread that counted while profiling was on opens the
+    /// allocation fast path again once it is off.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, class: usize) -> *mut u8 {
         let _end = EndOnDrop(self);
+        let fast = self.fast.load(Ordering::Relaxed);
+        if fast && !self.alloc_fast.load(Ordering::Relaxed) {
+            self.open_alloc_fast(fast);
+        }
         // With `fast` set the fast path found the list empty: refill.
         if !self.fast.load(Ordering::Relaxed) {
             self.wait_if_taken();
@@ -586,7 +691,7 @@ impl ThreadCache {
             self.state.store(ACTIVE, Ordering::Relaxed);
             register(self);
             // A hardened cache keeps every operation on the slow path.
-            self.fast.store(!harden::active(), Ordering::Relaxed);
+            self.set_fast(!harden::active(), Ordering::Relaxed);
         }
     }
 
@@ -974,6 +1079,7 @@ pub fn reclaim(which: Reclaim) -> usize {
         if eligible && !tc.busy.load(Ordering::Relaxed) && tc.cached_bytes() > 0 {
             tc.taking.store(TAKING, Ordering::Relaxed);
             tc.fast.store(false, Ordering::Relaxed);
+            tc.alloc_fast.store(false, Ordering::Relaxed);
             picked += 1;
         }
         p = tc.next.load(Ordering::Relaxed);
@@ -997,7 +1103,7 @@ pub fn reclaim(which: Reclaim) -> usize {
             if barrier && !tc.busy.load(Ordering::Acquire) {
                 bytes += tc.flush_all();
             }
-            tc.fast.store(!harden::active(), Ordering::Release);
+            tc.set_fast(!harden::active(), Ordering::Release);
             if tc.taking.swap(NOT_TAKING, Ordering::Release) == TAKING_OWNER_ASLEEP {
                 linux::futex_wake(&tc.taking);
             }
@@ -1036,7 +1142,7 @@ pub unsafe fn reset_after_fork_child() {
     with_cache(|tc| {
         tc.taking.store(NOT_TAKING, Ordering::Relaxed);
         if tc.state.load(Ordering::Relaxed) == ACTIVE {
-            tc.fast.store(!harden::active(), Ordering::Relaxed);
+            tc.set_fast(!harden::active(), Ordering::Relaxed);
             tc.prev.store(ptr::null_mut(), Ordering::Relaxed);
             tc.next.store(ptr::null_mut(), Ordering::Relaxed);
             reg.head = tc as *const ThreadCache as *mut ThreadCache;

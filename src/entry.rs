@@ -40,15 +40,19 @@ unsafe impl GlobalAlloc for HugeGuard {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
-        if cache::sample_due(size) {
+        let counted = if fast_path_ok(size, align) {
+            cache::alloc_counted(class_of_small(size), size)
+        } else if cache::sample_due(size) {
+            None
+        } else {
+            Some(alloc_slow(size, align, false))
+        };
+        match counted {
+            Some(p) => p,
             // The heap profile's countdown ran out (`profile`). Not a tail
             // call: the profile's stack starts above this frame.
-            return black_box(profile::alloc_due(size, align, false));
+            None => black_box(profile::alloc_due(size, align, false)),
         }
-        if fast_path_ok(size, align) {
-            return cache::alloc(class_of_small(size));
-        }
-        alloc_slow(size, align, false)
     }
 
     #[inline]

@@ -67,12 +67,12 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     // class table's fast lookup then applies: no search for an aligned
     // class, which tiny C requests hit on every call).
     let (size, align) = (size.max(MIN_ALIGN), align.max(MIN_ALIGN));
-    if crate::cache::sample_due(size) {
+    match block::alloc_counted(size, align, zero) {
+        Some(p) => p,
         // The heap profile's countdown ran out (`profile`); not a tail
         // call, so the profile's stack starts above this frame.
-        return core::hint::black_box(crate::profile::alloc_due(size, align, zero));
+        None => core::hint::black_box(crate::profile::alloc_due(size, align, zero)),
     }
-    block::alloc(size, align, zero)
 }
 
 /// `malloc(size)`.

@@ -72,15 +72,30 @@ fn start_inner() -> bool {
     if SEED.load(Ordering::Relaxed) == 0 {
         SEED.store(crate::os::linux::random_u64() | 1, Ordering::Relaxed);
     }
-    ON.store(true, Ordering::Release);
+    ON.store(true, Ordering::SeqCst);
+    sync_caches();
     true
+}
+
+/// Tells the thread caches whether profiling is on (they count bytes only
+/// then), until what they were told is still what holds: a concurrent
+/// start or stop cannot leave them with the older state.
+fn sync_caches() {
+    loop {
+        let on = ON.load(Ordering::SeqCst);
+        cache::set_profiling(on);
+        if ON.load(Ordering::SeqCst) == on {
+            return;
+        }
+    }
 }
 
 /// Turns heap profiling off. Objects sampled so far stay in the profile
 /// until they are freed.
 pub fn stop() {
     configure();
-    ON.store(false, Ordering::Release);
+    ON.store(false, Ordering::SeqCst);
+    sync_caches();
 }
 
 /// Whether heap profiling is on.
@@ -120,6 +135,8 @@ fn configure() {
             b"hugeguard: HUGEGUARD_PROF=on, but the profile's memory could not be mapped; profiling stays off\n",
         );
     }
+    // Off (or on) from now on: the caches stop counting while it is off.
+    sync_caches();
     install_signal();
 }
 
