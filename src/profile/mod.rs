@@ -355,6 +355,14 @@ pub(crate) fn alloc_due(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !rearm() {
         return block::alloc(size, align, zero);
     }
+    sampled_alloc(size, align, zero)
+}
+
+/// Allocates a block that is sampled: with its stack, in a slot of its own
+/// if small (an ordinary block if the table is full). Inlined into the two
+/// functions whose frames the stack capture looks for.
+#[inline(always)]
+fn sampled_alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     if LEARN_STATE.load(Ordering::Acquire) == LEARN_NOT_YET {
         learn_entries();
     }
@@ -380,9 +388,10 @@ pub(crate) fn alloc_due(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
 }
 
-/// `realloc` whose countdown ran out: the new block is allocated through
-/// [`alloc_due`] (sampled or not), the data copied, the old block freed.
-/// Called, not jumped to, as [`alloc_due`].
+/// `realloc` whose countdown ran out: resized as usual (in place where it
+/// can be) unless the new block is sampled; then it is allocated as
+/// [`alloc_due`] does, the data copied, the old block freed. Called, not
+/// jumped to, as [`alloc_due`].
 ///
 /// # Safety
 /// As for `block::resize`.
@@ -395,7 +404,12 @@ pub(crate) unsafe fn realloc_due(
     new_size: usize,
     align: usize,
 ) -> *mut u8 {
-    let q = alloc_due(new_size, align, false);
+    write_pending();
+    if !rearm() {
+        // SAFETY: forwarded from the caller.
+        return unsafe { block::resize(p, kind, old_size, new_size, align) };
+    }
+    let q = sampled_alloc(new_size, align, false);
     if q.is_null() {
         return q;
     }
