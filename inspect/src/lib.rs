@@ -8,15 +8,21 @@
 //! khugepaged would do, now, with `process_madvise(MADV_COLLAPSE)` on exactly
 //! those ranges, so the prediction can be checked against the kernel.
 //! [`run`] starts a program, waits until it is idle and does both.
+//! [`detect`] tells which allocator and runtime a process uses, and
+//! [`exporter`] and [`serve`] scan the whole host for Prometheus.
 //!
 //! The binary (`src/main.rs`) is the command line over this library; the
 //! benchmark suite and the tests use the library directly.
 
 pub mod chart;
+pub mod detect;
+mod elf;
+pub mod exporter;
 pub mod exposure;
 pub mod proc_files;
 pub mod report;
 pub mod run;
+pub mod serve;
 mod sys;
 
 pub use exposure::Assume;

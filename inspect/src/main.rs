@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use hugeguard_inspect::chart::{write_svg, Series};
+use hugeguard_inspect::exporter::{self, ScanOptions};
 use hugeguard_inspect::report::{mb, render, render_simulation};
 use hugeguard_inspect::run::{run, Allocator, RunOptions};
 use hugeguard_inspect::{inspect, proc_files, simulate, Assume, Report, Simulation};
@@ -77,6 +78,44 @@ enum Cmd {
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
+    },
+    /// Scan every process of the host at an interval and serve the result
+    /// to Prometheus at http://ADDR/metrics (every process as root, or with
+    /// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH; otherwise your own).
+    Serve {
+        /// Where to listen (port 0: any free port; the first line printed
+        /// says which).
+        #[arg(long, default_value = "127.0.0.1:9977", value_name = "ADDR")]
+        listen: String,
+        /// Seconds between scans.
+        #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+        interval: f64,
+        /// Processes with series of their own (the most exposed); the rest
+        /// are summed.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        top: usize,
+        /// Measure the exposure of processes with at least this many MB of
+        /// anonymous memory (smaller ones report RSS only).
+        #[arg(long, default_value_t = 16.0, value_name = "MB")]
+        min_anon_mb: f64,
+        /// Judge as if THP were enabled=always.
+        #[arg(long)]
+        always: bool,
+    },
+    /// One scan of every process, printed in the Prometheus text format
+    /// (for node_exporter's textfile collector, or a look by hand); the
+    /// same options as serve.
+    Scan {
+        /// Processes with series of their own; the rest are summed.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        top: usize,
+        /// Measure the exposure of processes with at least this many MB of
+        /// anonymous memory.
+        #[arg(long, default_value_t = 16.0, value_name = "MB")]
+        min_anon_mb: f64,
+        /// Judge as if THP were enabled=always.
+        #[arg(long)]
+        always: bool,
     },
 }
 
@@ -201,6 +240,55 @@ fn watch(pid: u32, seconds: f64, cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
+fn scan_options(min_anon_mb: f64, always: bool) -> Result<ScanOptions, String> {
+    if min_anon_mb.is_nan() || min_anon_mb < 0.0 {
+        return Err(format!("--min-anon-mb: {min_anon_mb} is not a size"));
+    }
+    Ok(ScanOptions {
+        assume: if always {
+            Assume::Always
+        } else {
+            Assume::Configured
+        },
+        min_anon_bytes: (min_anon_mb * 1e6) as u64,
+    })
+}
+
+fn scan_command(top: usize, min_anon_mb: f64, always: bool) -> Result<(), String> {
+    let opts = scan_options(min_anon_mb, always)?;
+    let scan = exporter::scan(&opts, &mut exporter::ExeCache::default());
+    print!("{}", exporter::render(&scan, top));
+    Ok(())
+}
+
+fn serve_command(
+    listen: &str,
+    interval: f64,
+    top: usize,
+    min_anon_mb: f64,
+    always: bool,
+) -> Result<(), String> {
+    use hugeguard_inspect::exporter::{scope, Scope};
+    use hugeguard_inspect::serve::{serve, ServeOptions};
+    let opts = ServeOptions {
+        scan: scan_options(min_anon_mb, always)?,
+        interval: secs(interval, "--interval")?.max(Duration::from_secs(1)),
+        top,
+    };
+    let listener =
+        std::net::TcpListener::bind(listen).map_err(|e| format!("--listen {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on http://{addr}/metrics");
+    if let Scope::OwnUser(uid) = scope() {
+        println!(
+            "without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH: scanning the processes of user {uid} only"
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    serve(listener, opts).map_err(|e| e.to_string())
+}
+
 fn run_command(cmd_args: &Cmd) -> Result<(), String> {
     let Cmd::Run {
         allocator,
@@ -210,7 +298,10 @@ fn run_command(cmd_args: &Cmd) -> Result<(), String> {
         no_simulate,
         common: c,
         cmd,
-    } = cmd_args;
+    } = cmd_args
+    else {
+        return Err("not a run command".into());
+    };
     let opts = RunOptions {
         allocator: Allocator::parse(allocator),
         idle_after: idle.map(|v| secs(v, "--idle")).transpose()?,
@@ -271,6 +362,24 @@ fn run_command(cmd_args: &Cmd) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (&cli.command, cli.pid) {
+        (
+            Some(Cmd::Serve {
+                listen,
+                interval,
+                top,
+                min_anon_mb,
+                always,
+            }),
+            _,
+        ) => serve_command(listen, *interval, *top, *min_anon_mb, *always),
+        (
+            Some(Cmd::Scan {
+                top,
+                min_anon_mb,
+                always,
+            }),
+            _,
+        ) => scan_command(*top, *min_anon_mb, *always),
         (Some(cmd), _) => run_command(cmd),
         (None, Some(pid)) => match cli.watch {
             Some(s) => watch(pid, s, &cli),

@@ -188,6 +188,8 @@ pub struct Status {
     /// `THP_enabled`: 0 when the process disabled THP with
     /// `prctl(PR_SET_THP_DISABLE)`.
     pub thp_enabled: bool,
+    /// The real user id (`Uid`'s first field).
+    pub uid: u32,
 }
 
 pub fn parse_status(text: &str) -> Status {
@@ -204,6 +206,13 @@ pub fn parse_status(text: &str) -> Status {
             "VmRSS" => st.rss = kb_field(value),
             "RssAnon" => st.rss_anon = kb_field(value),
             "THP_enabled" => st.thp_enabled = value.trim() != "0",
+            "Uid" => {
+                st.uid = value
+                    .split_whitespace()
+                    .next()
+                    .and_then(|u| u.parse().ok())
+                    .unwrap_or(u32::MAX)
+            }
             _ => {}
         }
     }
@@ -242,6 +251,62 @@ pub fn parse_rollup(text: &str) -> Rollup {
 /// process, unlike `smaps`).
 pub fn smaps_rollup(pid: u32) -> Result<Rollup, Error> {
     Ok(parse_rollup(&read_proc(pid, "smaps_rollup")?))
+}
+
+/// The process's cgroup from the text of `/proc/PID/cgroup`: the unified
+/// (v2) path, else the memory controller's (v1), else the first line's.
+pub fn parse_cgroup(text: &str) -> String {
+    let mut first = None;
+    let mut memory = None;
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if id == "0" && controllers.is_empty() {
+            return path.to_string();
+        }
+        if controllers.split(',').any(|c| c == "memory") {
+            memory = Some(path);
+        }
+        first = first.or(Some(path));
+    }
+    memory.or(first).unwrap_or("").to_string()
+}
+
+pub fn cgroup(pid: u32) -> Result<String, Error> {
+    Ok(parse_cgroup(&read_proc(pid, "cgroup")?))
+}
+
+/// The distinct files mapped, from the text of `/proc/PID/maps` (the paths
+/// of its sixth column; anonymous and special mappings left out).
+pub fn parse_mapped_files(text: &str) -> Vec<String> {
+    let mut files: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/'))
+        .map(str::to_string)
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// `/proc/PID/maps` only lists the mappings (no page-table walk, unlike
+/// `smaps`): cheap for any process.
+pub fn mapped_files(pid: u32) -> Result<Vec<String>, Error> {
+    Ok(parse_mapped_files(&read_proc(pid, "maps")?))
+}
+
+/// khugepaged's own counters (`/sys/kernel/mm/transparent_hugepage/
+/// khugepaged/pages_collapsed` and `full_scans`); `None` where absent.
+pub fn khugepaged_counters() -> (Option<u64>, Option<u64>) {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("{THP_DIR}/khugepaged/{name}"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
+    (read("pages_collapsed"), read("full_scans"))
 }
 
 /// CPU time the process has used (user + system), in clock ticks; `None`
