@@ -245,7 +245,7 @@ fn a_real_prometheus_scrapes_the_exporter_and_answers_a_query() {
     .arg(format!("--web.listen-address={web}"))
     .stdout(Stdio::null())
     .stderr(Stdio::null());
-    let _prometheus = Proc(cmd.spawn().unwrap());
+    let prometheus = Proc(cmd.spawn().unwrap());
     let query = format!("hugeguard_process_exposure_bytes{{pid=\"{pid}\"}}");
     let path = format!("/api/v1/query?query={}", url_encode(&query));
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -290,6 +290,26 @@ fn a_real_prometheus_scrapes_the_exporter_and_answers_a_query() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Prometheus is a Go program: the exporter reads its version from the
+    // binary's build info.
+    let prom_pid = prometheus.0.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let (_, body) = get(&addr, "/metrics").unwrap();
+        if let Some((_, line)) = sample(&body, "hugeguard_process_info", prom_pid) {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus (pid {prom_pid}) not in the scrape"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        info.contains("allocator=\"go\",runtime=\"go\",go_version=\"go1."),
+        "{info}"
+    );
+    println!("{info}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
