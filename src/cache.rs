@@ -432,9 +432,10 @@ pub fn set_sample_countdown(left: isize, armed: bool) -> bool {
 /// `profile::alloc_due`.
 ///
 /// With profiling off (`alloc_fast` set) nothing is counted: the path is
-/// the one [`alloc`] takes. A thread's first allocations, before the
-/// profile has read its configuration, count (a new cache's countdown is 0,
-/// so the first one goes to `profile::alloc_due`, which reads it).
+/// the one [`alloc`] takes. With it closed (profiling on; or not yet
+/// configured, when a new cache's countdown of 0 sends its first
+/// allocation to `profile::alloc_due`, which reads the configuration; or
+/// after `stop`, until the thread's next slow path opens it) it counts.
 #[inline(always)]
 pub fn alloc_counted(class: SizeClass, size: usize) -> Option<*mut u8> {
     let class = class.index();
@@ -442,28 +443,24 @@ pub fn alloc_counted(class: SizeClass, size: usize) -> Option<*mut u8> {
         tc.begin();
         // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
         let bin = unsafe { tc.bins.get_unchecked(class) };
-        if tc.alloc_fast.load(Ordering::Acquire) {
-            // SAFETY: the lists are ours (`alloc_fast` was set after `begin`,
-            // and only with `fast`).
-            let obj = unsafe { bin.pop_fast() };
-            if !obj.is_null() {
-                tc.end();
-                return Some(obj as *mut u8);
-            }
-        } else if PROFILE.load(Ordering::Relaxed) != PROFILE_OFF {
+        // Open: profiling is off, and the lists are ours (`alloc_fast` was
+        // set after `begin`, and only with `fast`). Closed: count, then
+        // the lists are ours if `fast` is set.
+        let ours = tc.alloc_fast.load(Ordering::Acquire) || {
             let left = tc.sample_left.load(Ordering::Relaxed) - size as isize;
             tc.sample_left.store(left, Ordering::Relaxed);
             if left < 0 {
                 tc.end();
                 return None;
             }
-            if tc.fast.load(Ordering::Acquire) {
-                // SAFETY: the lists are ours (`fast` was set after `begin`).
-                let obj = unsafe { bin.pop_fast() };
-                if !obj.is_null() {
-                    tc.end();
-                    return Some(obj as *mut u8);
-                }
+            tc.fast.load(Ordering::Acquire)
+        };
+        if ours {
+            // SAFETY: the lists are ours (see above).
+            let obj = unsafe { bin.pop_fast() };
+            if !obj.is_null() {
+                tc.end();
+                return Some(obj as *mut u8);
             }
         }
         Some(tc.alloc_slow(class))
