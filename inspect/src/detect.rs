@@ -178,6 +178,16 @@ pub fn detect<'a>(
     d
 }
 
+/// What process `pid` uses: its mapped files and its executable's marks.
+pub fn detect_process(pid: u32) -> Result<Detected, crate::Error> {
+    let mapped = crate::proc_files::mapped_files(pid)?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let marks = exe_marks(Path::new(&format!("/proc/{pid}/exe")));
+    Ok(detect(mapped.iter().map(String::as_str), &exe, &marks))
+}
+
 impl Detected {
     /// What to do about khugepaged's re-inflation for this process.
     pub fn advice(&self) -> String {

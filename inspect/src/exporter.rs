@@ -13,7 +13,7 @@
 
 use crate::detect::{detect, exe_marks, Detected, ExeMarks};
 use crate::proc_files::{self, Error, ThpSettings};
-use crate::{inspect, Assume};
+use crate::{inspect_as, Assume};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
@@ -165,7 +165,7 @@ fn scan_one(
         exposure: None,
     };
     if status.rss_anon >= opts.min_anon_bytes {
-        if let Ok(r) = inspect(pid, opts.assume) {
+        if let Ok(r) = inspect_as(pid, opts.assume, row.detected.clone()) {
             row.exposure = Some(r.exposure_bytes);
             row.anon_huge = r.anon_huge_bytes;
         }

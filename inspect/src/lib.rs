@@ -63,14 +63,26 @@ pub struct Report {
     pub mappings: Vec<MappingReport>,
     /// Mappings not listed.
     pub other_mappings: usize,
+    /// The allocator and runtime the process uses ([`detect`]).
+    pub uses: detect::Detected,
+    /// What to do about re-inflation, given [`Report::uses`].
+    pub advice: String,
     /// Starts of the 2 MiB ranges khugepaged would collapse (for
     /// [`simulate`]).
     #[serde(skip)]
     pub collapse_ranges: Vec<u64>,
 }
 
-/// Measures process `pid` under the rules `assume`.
+/// Measures process `pid` under the rules `assume`, and finds what it
+/// uses ([`detect::detect_process`]).
 pub fn inspect(pid: u32, assume: Assume) -> Result<Report, Error> {
+    let uses = detect::detect_process(pid)?;
+    inspect_as(pid, assume, uses)
+}
+
+/// [`inspect`] with what the process uses already known (the exporter
+/// keeps the executables' marks between scans).
+pub fn inspect_as(pid: u32, assume: Assume, uses: detect::Detected) -> Result<Report, Error> {
     let settings = proc_files::thp_settings();
     let status = proc_files::status(pid)?;
     let maps = proc_files::smaps(pid)?;
@@ -113,6 +125,8 @@ pub fn inspect(pid: u32, assume: Assume) -> Result<Report, Error> {
         predicted_rss_bytes: status.rss + exposure,
         mappings,
         other_mappings: other,
+        advice: uses.advice(),
+        uses,
         collapse_ranges,
     })
 }

@@ -18,6 +18,13 @@ pub fn render(r: &Report, limit: usize) -> String {
         crate::Assume::Always => "as if THP were enabled=always",
     };
     let _ = writeln!(s, "process {} ({})", r.pid, r.command);
+    let runtime = match (r.uses.runtime.as_str(), &r.uses.go_version) {
+        ("", _) => String::new(),
+        (rt, Some(v)) => format!(", runtime {rt} ({v})"),
+        (rt, None) => format!(", runtime {rt}"),
+    };
+    let _ = writeln!(s, "uses: allocator {}{runtime}", r.uses.allocator);
+    let _ = writeln!(s, "advice: {}", r.advice);
     let _ = writeln!(
         s,
         "THP enabled={} defrag={} max_ptes_none={} max_ptes_swap={}; rules: {assumed}",

@@ -447,3 +447,50 @@ fn the_systemd_unit_runs_the_exporter_with_two_capabilities_only() {
         eprintln!("note: no systemd-analyze here; the unit was parsed only");
     }
 }
+
+/// `hugeguard-inspect scan` run as user 65534 through `setpriv`, with the
+/// capabilities `caps` (`+a,+b`) if given; its output.
+fn scan_as_nobody(caps: Option<&str>) -> String {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    if let Some(c) = caps {
+        cmd.arg(format!("--inh-caps={c}"))
+            .arg(format!("--ambient-caps={c}"));
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_hugeguard-inspect"))
+        .args(["scan", "--top", "5"]);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn without_the_two_capabilities_it_scans_its_own_user_and_says_so() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and setpriv (util-linux) to run as another user");
+        return;
+    }
+    let own = scan_as_nobody(None);
+    assert!(
+        own.contains("hugeguard_scan_scope{scope=\"uid 65534\"} 1"),
+        "{own}"
+    );
+    // Other users' processes are left out, not counted as errors.
+    assert!(own.contains("hugeguard_scan_errors 0"), "{own}");
+    let with_ptrace_only = scan_as_nobody(Some("+sys_ptrace"));
+    assert!(
+        with_ptrace_only.contains("scope=\"uid 65534\""),
+        "{with_ptrace_only}"
+    );
+    let all = scan_as_nobody(Some("+sys_ptrace,+dac_read_search"));
+    assert!(
+        all.contains("hugeguard_scan_scope{scope=\"all\"} 1"),
+        "{all}"
+    );
+}
