@@ -11,12 +11,14 @@
 //! per call site at any interval (`google-pprof` does the division when it
 //! reads the profile's `heap_v2/<interval>` header).
 //!
-//! **Cost when off.** The countdown lives in the thread cache; every
-//! allocation subtracts its size and branches (`cache::sample_due`). With
-//! profiling off a thread that runs out re-reads the switch and restarts
-//! from 1 MiB, so [`start`] reaches every thread within 1 MiB of its
-//! allocations. Every free of a small object compares its address with the
-//! sampled objects' region (`table::holds`).
+//! **Cost when off.** The countdown lives in the thread cache. A small
+//! allocation counts only while profiling is on: the caches' allocation
+//! fast path (`alloc_fast`) is open while it is off, counts nothing, and
+//! [`start`] closes it in every cache (`cache::set_profiling`). Large
+//! requests and `realloc` always count (`cache::sample_due`); one that runs
+//! out while profiling is off restarts from 1 MiB unsampled. A Rust free of
+//! a small object compares its address with the sampled objects' region
+//! (`table::holds`); a C free looks there only on its slow path.
 //!
 //! **A sampled allocation** (`alloc_due`) captures the stack with the
 //! unwinder (`os::unwind`), with no allocator lock held and the thread's
