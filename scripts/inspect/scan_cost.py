@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""The exporter's cost (docs/INSPECT.md, "What a scan costs"): starts a host's
+worth of processes (PROCS in all: BIG C batches of BIG_MB each that keep
+their heap, glibc without malloc_trim, and the rest `sleep`), then times
+`hugeguard-inspect scan` ROUNDS times at the default --min-anon-mb (16) and
+with --min-anon-mb 0 (every process measured in full), and one
+`hugeguard-inspect PID` of a single 1 GiB process (its smaps and pagemap).
+Prints wall and CPU time per scan and the scanner's peak RSS.
+
+    python3 scripts/inspect/scan_cost.py target/release/hugeguard-inspect SPARSE_BINARY
+(SPARSE_BINARY: inspect/tests/c/sparse.c built with gcc -O2.)"""
+import os, statistics, subprocess, sys, time
+
+inspect_bin, sparse = sys.argv[1], sys.argv[2]
+PROCS, BIG, BIG_MB, ROUNDS = 500, 10, 64, 5
+
+def ready(p):
+    for line in p.stdout:
+        if b"READY" in line:
+            return p
+    raise SystemExit("a batch ended without READY")
+
+procs = []
+try:
+    for _ in range(BIG):
+        procs.append(ready(subprocess.Popen([sparse, str(BIG_MB), "keep"], stdout=subprocess.PIPE)))
+    large = ready(subprocess.Popen([sparse, "1024", "keep"], stdout=subprocess.PIPE))
+    procs.append(large)
+    while len(procs) < PROCS:
+        procs.append(subprocess.Popen(["sleep", "600"]))
+    time.sleep(1)
+    host = sum(1 for d in os.listdir("/proc") if d.isdigit())
+
+    def timed(args):
+        """Median wall and CPU seconds over ROUNDS runs, the largest peak
+        RSS (os.wait4 gives each run's own), and the last run's output."""
+        walls, cpus, peaks = [], [], []
+        for _ in range(ROUNDS):
+            t = time.perf_counter()
+            p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+            out = p.stdout.read()
+            _, status, ru = os.wait4(p.pid, 0)
+            assert status == 0, args
+            walls.append(time.perf_counter() - t)
+            cpus.append(ru.ru_utime + ru.ru_stime)
+            peaks.append(ru.ru_maxrss / 1024)
+        return statistics.median(walls), statistics.median(cpus), max(peaks), out
+
+    print(f"{host} processes on the host ({PROCS} started: {BIG} x {BIG_MB} MB batches, one 1 GiB, the rest sleep)")
+    print("| what | measured in full | wall (s) | CPU (s) | peak RSS (MB) |")
+    print("|---|---:|---:|---:|---:|")
+    for label, extra in [("scan, default (--min-anon-mb 16)", []), ("scan --min-anon-mb 0", ["--min-anon-mb", "0"])]:
+        wall, cpu, peak, out = timed([inspect_bin, "scan", "--top", "50"] + extra)
+        measured = next(l for l in out.splitlines() if l.startswith('hugeguard_host_processes{measured="yes"}')).split()[-1]
+        print(f"| {label} | {measured} | {wall:.3f} | {cpu:.3f} | {peak:.1f} |")
+    wall, cpu, peak, _ = timed([inspect_bin, str(large.pid)])
+    print(f"| `hugeguard-inspect PID` of the 1 GiB batch | 1 | {wall:.3f} | {cpu:.3f} | {peak:.1f} |")
+finally:
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
