@@ -55,6 +55,21 @@ try:
         print(f"| {label} | {measured} | {wall:.3f} | {cpu:.3f} | {peak:.1f} |")
     wall, cpu, peak, _ = timed([inspect_bin, str(large.pid)])
     print(f"| `hugeguard-inspect PID` of the 1 GiB batch | 1 | {wall:.3f} | {cpu:.3f} | {peak:.1f} |")
+    # serve, scanning every second for SERVE_SECS: its CPU time per second
+    # and its peak RSS (VmHWM) at the end.
+    SERVE_SECS = 20
+    srv = subprocess.Popen([inspect_bin, "serve", "--listen", "127.0.0.1:0", "--interval", "1"],
+                           stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(SERVE_SECS)
+        fields = open(f"/proc/{srv.pid}/stat").read().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        hwm = next(l for l in open(f"/proc/{srv.pid}/status") if l.startswith("VmHWM")).split()[1]
+        cpu_share = ticks / os.sysconf("SC_CLK_TCK") / SERVE_SECS
+        print(f"serve --interval 1 for {SERVE_SECS} s: {cpu_share * 100:.1f} % of one core, peak RSS {int(hwm) / 1024:.1f} MB")
+    finally:
+        srv.kill()
+        srv.wait()
 finally:
     for p in procs:
         p.kill()
