@@ -107,9 +107,16 @@ pub struct HostScan {
 }
 
 /// The executables' marks, by file (device, inode, size, mtime): a file is
-/// read once, however many processes run it.
+/// read once, however many processes run it. A file no process of a scan
+/// ran is forgotten at the end of that scan ([`ExeCache::end_scan`]), so a
+/// host that keeps starting new binaries does not grow the cache.
 #[derive(Default, Debug)]
-pub struct ExeCache(HashMap<(u64, u64, u64, i64), ExeMarks>);
+pub struct ExeCache {
+    /// The marks, and the scan that last used them.
+    files: HashMap<(u64, u64, u64, i64), (ExeMarks, u64)>,
+    /// Scans ended so far.
+    scans: u64,
+}
 
 impl ExeCache {
     fn marks(&mut self, pid: u32) -> ExeMarks {
@@ -118,10 +125,30 @@ impl ExeCache {
             return ExeMarks::default();
         };
         let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
-        self.0
+        let scan = self.scans;
+        let entry = self
+            .files
             .entry(key)
-            .or_insert_with(|| exe_marks(std::path::Path::new(&path)))
-            .clone()
+            .or_insert_with(|| (exe_marks(std::path::Path::new(&path)), scan));
+        entry.1 = scan;
+        entry.0.clone()
+    }
+
+    /// Forgets the files the scan that ends now did not use.
+    fn end_scan(&mut self) {
+        let scan = self.scans;
+        self.files.retain(|_, (_, used)| *used == scan);
+        self.scans += 1;
+    }
+
+    /// Executables whose marks are kept.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether no executable's marks are kept.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
     }
 }
 
@@ -186,6 +213,7 @@ pub fn scan(opts: &ScanOptions, cache: &mut ExeCache) -> HostScan {
             Err(_) => errors += 1,
         }
     }
+    cache.end_scan();
     let (pages_collapsed, full_scans) = proc_files::khugepaged_counters();
     HostScan {
         rows,
@@ -591,5 +619,22 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(me.exposure.is_some(), "measured at min_anon_bytes 0");
+    }
+
+    #[test]
+    fn the_executables_cache_forgets_files_no_process_ran() {
+        let mut cache = ExeCache::default();
+        let me = std::process::id();
+        let marks = cache.marks(me);
+        assert_eq!(cache.len(), 1);
+        cache.end_scan();
+        // Used in the scan that ended: kept, and the same marks.
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.marks(me), marks);
+        cache.end_scan();
+        assert_eq!(cache.len(), 1);
+        // A scan in which no process ran it: forgotten.
+        cache.end_scan();
+        assert!(cache.is_empty());
     }
 }
