@@ -108,7 +108,7 @@ pub struct HostScan {
 
 /// The executables' marks, by file (device, inode, size, mtime): a file is
 /// read once, however many processes run it. A file no process of a scan
-/// ran is forgotten at the end of that scan ([`ExeCache::end_scan`]), so a
+/// ran is forgotten at the end of that scan, so a
 /// host that keeps starting new binaries does not grow the cache.
 #[derive(Default, Debug)]
 pub struct ExeCache {
