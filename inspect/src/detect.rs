@@ -180,12 +180,17 @@ pub fn detect<'a>(
 
 /// What process `pid` uses: its mapped files and its executable's marks.
 pub fn detect_process(pid: u32) -> Result<Detected, crate::Error> {
+    detect_process_with(pid, &exe_marks(Path::new(&format!("/proc/{pid}/exe"))))
+}
+
+/// [`detect_process`] with the executable's marks already read (the
+/// exporter keeps them per file).
+pub fn detect_process_with(pid: u32, marks: &ExeMarks) -> Result<Detected, crate::Error> {
     let mapped = crate::proc_files::mapped_files(pid)?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let marks = exe_marks(Path::new(&format!("/proc/{pid}/exe")));
-    Ok(detect(mapped.iter().map(String::as_str), &exe, &marks))
+    Ok(detect(mapped.iter().map(String::as_str), &exe, marks))
 }
 
 impl Detected {

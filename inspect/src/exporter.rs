@@ -11,7 +11,7 @@
 //! bounded at render time: the `top` processes by exposure (then RSS) get
 //! series of their own, the rest are summed.
 
-use crate::detect::{detect, exe_marks, Detected, ExeMarks};
+use crate::detect::{detect_process_with, exe_marks, Detected, ExeMarks};
 use crate::proc_files::{self, Error, ThpSettings};
 use crate::{inspect_as, Assume};
 use std::collections::HashMap;
@@ -176,16 +176,11 @@ fn scan_one(
     if matches!(scope, Scope::OwnUser(uid) if status.uid != uid) || status.rss == 0 {
         return Ok(None);
     }
-    let mapped = proc_files::mapped_files(pid)?;
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let marks = cache.marks(pid);
     let mut row = ProcessRow {
         pid,
         comm: status.name,
         cgroup: proc_files::cgroup(pid).unwrap_or_default(),
-        detected: detect(mapped.iter().map(String::as_str), &exe, &marks),
+        detected: detect_process_with(pid, &cache.marks(pid))?,
         rss: status.rss,
         rss_anon: status.rss_anon,
         anon_huge: proc_files::smaps_rollup(pid)?.anon_huge_pages,

@@ -90,33 +90,32 @@ enum Cmd {
         /// Seconds between scans.
         #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
         interval: f64,
-        /// Processes with series of their own (the most exposed); the rest
-        /// are summed.
-        #[arg(long, default_value_t = 50, value_name = "N")]
-        top: usize,
-        /// Measure the exposure of processes with at least this many MB of
-        /// anonymous memory (smaller ones report RSS only).
-        #[arg(long, default_value_t = 16.0, value_name = "MB")]
-        min_anon_mb: f64,
-        /// Judge as if THP were enabled=always.
-        #[arg(long)]
-        always: bool,
+        #[command(flatten)]
+        scan: ScanArgs,
     },
     /// One scan of every process, printed in the Prometheus text format
     /// (for node_exporter's textfile collector, or a look by hand); the
     /// same options as serve.
     Scan {
-        /// Processes with series of their own; the rest are summed.
-        #[arg(long, default_value_t = 50, value_name = "N")]
-        top: usize,
-        /// Measure the exposure of processes with at least this many MB of
-        /// anonymous memory.
-        #[arg(long, default_value_t = 16.0, value_name = "MB")]
-        min_anon_mb: f64,
-        /// Judge as if THP were enabled=always.
-        #[arg(long)]
-        always: bool,
+        #[command(flatten)]
+        scan: ScanArgs,
     },
+}
+
+/// What `serve` and `scan` take alike.
+#[derive(Args)]
+struct ScanArgs {
+    /// Processes with series of their own (the most exposed); the rest are
+    /// summed.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    top: usize,
+    /// Measure the exposure of processes with at least this many MB of
+    /// anonymous memory (smaller ones report RSS only).
+    #[arg(long, default_value_t = 16.0, value_name = "MB")]
+    min_anon_mb: f64,
+    /// Judge as if THP were enabled=always.
+    #[arg(long)]
+    always: bool,
 }
 
 /// The `--json` object: the report, plus the simulation when one ran.
@@ -240,40 +239,34 @@ fn watch(pid: u32, seconds: f64, cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
-fn scan_options(min_anon_mb: f64, always: bool) -> Result<ScanOptions, String> {
-    if min_anon_mb.is_nan() || min_anon_mb < 0.0 {
-        return Err(format!("--min-anon-mb: {min_anon_mb} is not a size"));
+fn scan_options(a: &ScanArgs) -> Result<ScanOptions, String> {
+    if a.min_anon_mb.is_nan() || a.min_anon_mb < 0.0 {
+        return Err(format!("--min-anon-mb: {} is not a size", a.min_anon_mb));
     }
     Ok(ScanOptions {
-        assume: if always {
+        assume: if a.always {
             Assume::Always
         } else {
             Assume::Configured
         },
-        min_anon_bytes: (min_anon_mb * 1e6) as u64,
+        min_anon_bytes: (a.min_anon_mb * 1e6) as u64,
     })
 }
 
-fn scan_command(top: usize, min_anon_mb: f64, always: bool) -> Result<(), String> {
-    let opts = scan_options(min_anon_mb, always)?;
+fn scan_command(a: &ScanArgs) -> Result<(), String> {
+    let opts = scan_options(a)?;
     let scan = exporter::scan(&opts, &mut exporter::ExeCache::default());
-    print!("{}", exporter::render(&scan, top));
+    print!("{}", exporter::render(&scan, a.top));
     Ok(())
 }
 
-fn serve_command(
-    listen: &str,
-    interval: f64,
-    top: usize,
-    min_anon_mb: f64,
-    always: bool,
-) -> Result<(), String> {
+fn serve_command(listen: &str, interval: f64, a: &ScanArgs) -> Result<(), String> {
     use hugeguard_inspect::exporter::{scope, Scope};
     use hugeguard_inspect::serve::{serve, ServeOptions};
     let opts = ServeOptions {
-        scan: scan_options(min_anon_mb, always)?,
+        scan: scan_options(a)?,
         interval: secs(interval, "--interval")?.max(Duration::from_secs(1)),
-        top,
+        top: a.top,
     };
     let listener =
         std::net::TcpListener::bind(listen).map_err(|e| format!("--listen {listen}: {e}"))?;
@@ -366,20 +359,11 @@ fn main() -> ExitCode {
             Some(Cmd::Serve {
                 listen,
                 interval,
-                top,
-                min_anon_mb,
-                always,
+                scan,
             }),
             _,
-        ) => serve_command(listen, *interval, *top, *min_anon_mb, *always),
-        (
-            Some(Cmd::Scan {
-                top,
-                min_anon_mb,
-                always,
-            }),
-            _,
-        ) => scan_command(*top, *min_anon_mb, *always),
+        ) => serve_command(listen, *interval, scan),
+        (Some(Cmd::Scan { scan }), _) => scan_command(scan),
         (Some(cmd), _) => run_command(cmd),
         (None, Some(pid)) => match cli.watch {
             Some(s) => watch(pid, s, &cli),
