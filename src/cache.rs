@@ -40,6 +40,14 @@
 //! stores and the check add about 2.3 ns to an alloc/free pair on this
 //! machine (`docs/design.md`).
 //!
+//! **The heap profile's flags.** Two more flags follow `fast`:
+//! `alloc_fast` (and the profile off: the allocation fast path counts no
+//! bytes toward a sample) and `free_fast` (and no sample can exist yet: a
+//! Rust free skips the sampled region's check). Each fast path tests its
+//! flag alone; the profile closes them in every registered cache
+//! ([`set_profiling`], [`set_sampled`]), and the background thread clears
+//! them with `fast`.
+//!
 //! `fast` is clear in a new cache (a zeroed TLS block), so a thread's first
 //! operations take the slow path, which activates the cache; in hardened
 //! mode (`harden`) it stays clear, and every operation takes the slow path,
@@ -248,6 +256,12 @@ pub struct ThreadCache {
     /// bytes toward a sample. Written wherever `fast` is ([`Self::set_fast`]),
     /// and cleared in every registered cache when profiling starts.
     alloc_fast: AtomicBool,
+    /// `fast`, and no heap-profile sample can exist yet ([`SAMPLED`] clear):
+    /// the free fast path of a Rust free (whose layout gives the class, so
+    /// which never looks at the page map) tests this alone and skips the
+    /// sampled-region check. Written wherever `fast` is, and cleared in
+    /// every registered cache before profiling first starts.
+    free_fast: AtomicBool,
     /// Held by the background thread from before it clears `fast` until
     /// after it sets it again; an owner that saw `fast` clear waits for it.
     /// [`NOT_TAKING`], [`TAKING`] or [`TAKING_OWNER_ASLEEP`].
@@ -278,6 +292,7 @@ impl ThreadCache {
             activity: AtomicU32::new(0),
             fast: AtomicBool::new(false),
             alloc_fast: AtomicBool::new(false),
+            free_fast: AtomicBool::new(false),
             taking: AtomicU32::new(NOT_TAKING),
             state: AtomicU8::new(NEW),
             next: AtomicPtr::new(ptr::null_mut()),
@@ -503,6 +518,30 @@ pub fn set_profiling(on: bool) {
     }
 }
 
+/// Heap-profile samples may exist: profiling has started at least once.
+/// Never cleared (samples outlive `stop`).
+static SAMPLED: AtomicBool = AtomicBool::new(false);
+
+/// Called before profiling first starts (before any sample can be taken):
+/// closes the free fast path of every registered cache, so each Rust free
+/// checks for a sample from now on. A cache opening it at the same moment
+/// checks [`SAMPLED`] again after its store ([`ThreadCache::set_fast`]).
+pub fn set_sampled() {
+    if SAMPLED.load(Ordering::Acquire) {
+        return;
+    }
+    SAMPLED.store(true, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    let reg = REGISTRY.lock();
+    let mut p = reg.head;
+    while !p.is_null() {
+        // SAFETY: registered caches are live (registry lock held).
+        let tc = unsafe { &*p };
+        tc.free_fast.store(false, Ordering::SeqCst);
+        p = tc.next.load(Ordering::Relaxed);
+    }
+}
+
 /// Allocates an object of `class`; null when out of memory.
 #[inline(always)]
 pub fn alloc(class: SizeClass) -> *mut u8 {
@@ -546,6 +585,50 @@ pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
             return tc.overflow(class);
         }
         tc.end();
+    })
+}
+
+/// Frees an object of `class` unless `sampled(ptr)` says it is a
+/// heap-profile sample; returns `false` then (nothing done: the caller
+/// frees it through the profile). A Rust free, whose layout gives the
+/// class: while no sample can exist (`free_fast`) the check is skipped, and
+/// the path is [`dealloc`]'s.
+///
+/// # Safety
+/// `ptr` was allocated by this allocator for `class`, or is a sample for
+/// which `sampled` returns `true`; it is not used again.
+#[inline(always)]
+pub unsafe fn dealloc_unless_sampled(
+    ptr: *mut u8,
+    class: SizeClass,
+    sampled: impl FnOnce(*mut u8) -> bool,
+) -> bool {
+    let class = class.index();
+    with_cache(|tc| {
+        tc.begin();
+        if !tc.free_fast.load(Ordering::Acquire) {
+            profiling_path();
+            if sampled(ptr) {
+                tc.end();
+                return false;
+            }
+            if !tc.fast.load(Ordering::Acquire) {
+                // SAFETY: forwarded from the caller (not a sample).
+                unsafe { tc.dealloc_slow(ptr, class) };
+                return true;
+            }
+        }
+        // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
+        let bin = unsafe { tc.bins.get_unchecked(class) };
+        // SAFETY: the lists are ours (`fast` was set after `begin`); the
+        // caller gives up a free object of this class (not a sample).
+        if unsafe { bin.push_fast(ptr as *mut FreeObject) } {
+            // Ends the operation itself.
+            tc.overflow(class);
+            return true;
+        }
+        tc.end();
+        true
     })
 }
 
@@ -626,6 +709,18 @@ impl ThreadCache {
     fn set_fast(&self, on: bool, order: Ordering) {
         self.fast.store(on, order);
         self.open_alloc_fast(on);
+        self.open_free_fast(on);
+    }
+
+    /// Opens the Rust free fast path if `fast` is (`fast_now`) and no
+    /// sample can exist; closes it otherwise. Races with [`set_sampled`] as
+    /// [`Self::open_alloc_fast`] does with [`set_profiling`].
+    fn open_free_fast(&self, fast_now: bool) {
+        let open = fast_now && !SAMPLED.load(Ordering::SeqCst);
+        self.free_fast.store(open, Ordering::SeqCst);
+        if open && SAMPLED.load(Ordering::SeqCst) {
+            self.free_fast.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Opens the allocation fast path if `fast` is (`fast_now`) and the
@@ -1085,6 +1180,7 @@ pub fn reclaim(which: Reclaim) -> usize {
             tc.taking.store(TAKING, Ordering::Relaxed);
             tc.fast.store(false, Ordering::Relaxed);
             tc.alloc_fast.store(false, Ordering::Relaxed);
+            tc.free_fast.store(false, Ordering::Relaxed);
             picked += 1;
         }
         p = tc.next.load(Ordering::Relaxed);

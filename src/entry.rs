@@ -58,11 +58,12 @@ unsafe impl GlobalAlloc for HugeGuard {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let (size, align) = (layout.size(), layout.align());
-        if fast_path_ok(size, align) && !profile::holds(ptr) {
-            // SAFETY: the caller passes the layout `ptr` was allocated with,
-            // which maps to the same class (a sampled object has a slot of
-            // its own instead, told apart by its address).
-            unsafe { cache::dealloc(ptr, class_of_small(size)) };
+        // SAFETY: the caller passes the layout `ptr` was allocated with,
+        // which maps to the same class (a sampled object has a slot of its
+        // own instead, told apart by its address: `holds`).
+        if fast_path_ok(size, align)
+            && unsafe { cache::dealloc_unless_sampled(ptr, class_of_small(size), profile::holds) }
+        {
             return;
         }
         // SAFETY: forwarded from the caller.

@@ -259,6 +259,62 @@ fn child_a_thread_on_its_fast_path_is_sampled_after_start() {
 
 #[test]
 #[cfg(not(hugeguard_fallback))]
+fn a_thread_freeing_on_its_fast_path_frees_samples_through_the_profile() {
+    let (ok, text) = hugeguard_testkit::child::run(
+        "child_samples_freed_by_a_thread_on_its_free_fast_path",
+        &[("HUGEGUARD_HARDEN", "off")],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("ALL SAMPLES FREED"), "{text}");
+}
+
+#[test]
+#[ignore = "run in a child by a_thread_freeing_on_its_fast_path_frees_samples_through_the_profile"]
+#[cfg(not(hugeguard_fallback))]
+fn child_samples_freed_by_a_thread_on_its_free_fast_path() {
+    // The worker's cache is on its free fast path, which skips the sampled
+    // region's check while no sample can exist: the start must close it
+    // before the first sample, or the worker's frees below would put the
+    // samples in its cache and leave their records live.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Box<[u8]>>>(1);
+    let ready = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let ready = &ready;
+        let worker = s.spawn(move || {
+            for _ in 0..1000 {
+                drop(std::hint::black_box(vec![1u8; 100]));
+            }
+            ready.wait();
+            let got = rx.recv().unwrap();
+            let n = got.len();
+            drop(got);
+            n
+        });
+        ready.wait();
+        let before = profile::summary().samples;
+        let on = Profiling::on(1);
+        drop(std::hint::black_box(vec![0u8; 2 << 20]));
+        let blocks: Vec<Box<[u8]>> = (0..2000)
+            .map(|i| vec![i as u8; 100].into_boxed_slice())
+            .collect();
+        let live = profile::summary().samples - before;
+        assert!(live >= 1900, "only {live} of 2000 blocks sampled");
+        tx.send(blocks).unwrap();
+        assert_eq!(worker.join().unwrap(), 2000);
+        drop(on);
+        let after = profile::summary().samples;
+        assert_eq!(
+            after,
+            before,
+            "{} samples still live after the worker freed them all",
+            after - before
+        );
+        println!("ALL SAMPLES FREED: {live} sampled");
+    });
+}
+
+#[test]
+#[cfg(not(hugeguard_fallback))]
 fn a_written_profile_is_in_the_heap_profile_format() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let on = Profiling::on(64 * 1024);

@@ -16,9 +16,12 @@
 //! fast path (`alloc_fast`) is open while it is off, counts nothing, and
 //! [`start`] closes it in every cache (`cache::set_profiling`). Large
 //! requests and `realloc` always count (`cache::sample_due`); one that runs
-//! out while profiling is off restarts from 1 MiB unsampled. A Rust free of
-//! a small object compares its address with the sampled objects' region
-//! (`table::holds`); a C free looks there only on its slow path.
+//! out while profiling is off restarts from 1 MiB unsampled. Once profiling
+//! has started (and samples may exist), a Rust free of a small object
+//! compares its address with the sampled objects' region (`table::holds`);
+//! before that the caches' free fast path (`free_fast`, closed by
+//! `cache::set_sampled` before the first start) skips the check. A C free
+//! looks there only on its slow path.
 //!
 //! **A sampled allocation** (`alloc_due`) captures the stack with the
 //! unwinder (`os::unwind`), with no allocator lock held and the thread's
@@ -74,6 +77,8 @@ fn start_inner() -> bool {
     if SEED.load(Ordering::Relaxed) == 0 {
         SEED.store(crate::os::linux::random_u64() | 1, Ordering::Relaxed);
     }
+    // Before any sample can be taken: Rust frees check for samples.
+    cache::set_sampled();
     ON.store(true, Ordering::SeqCst);
     sync_caches();
     true
