@@ -134,7 +134,7 @@ mod tests {
 }
 
 /// Heap profiling is not available in the fallback build: [`start`]
-/// returns `false` and [`write`] an `Unsupported` error.
+/// returns `false`, and [`write`] and `write_pprof` an `Unsupported` error.
 ///
 /// [`start`]: profile::start
 /// [`write`]: profile::write
@@ -175,6 +175,11 @@ pub mod profile {
 
     /// Always an `Unsupported` error.
     pub fn write(_path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    /// Always an `Unsupported` error.
+    pub fn write_pprof(_path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
         Err(std::io::ErrorKind::Unsupported.into())
     }
 }

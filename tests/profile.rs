@@ -364,11 +364,15 @@ fn a_profile_needs_profiling_to_have_started_or_says_why() {
     // The fallback build has no profiling; the Linux heap writes an empty
     // profile once profiling has run, and refuses a path with a NUL byte.
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let err = profile::write("/tmp/a\0b").unwrap_err();
-    assert!(matches!(
-        err.kind(),
-        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
-    ));
+    for err in [
+        profile::write("/tmp/a\0b").unwrap_err(),
+        profile::write_pprof("/tmp/a\0b").unwrap_err(),
+    ] {
+        assert!(matches!(
+            err.kind(),
+            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+        ));
+    }
 }
 
 #[test]

@@ -389,12 +389,23 @@ async fn metrics(State(s): State<Arc<Service>>) -> impl IntoResponse {
     )
 }
 
+#[derive(serde::Deserialize)]
+struct ProfileQuery {
+    /// `proto`: pprof's protobuf format instead of text.
+    #[serde(default)]
+    format: String,
+}
+
 /// `GET /debug/pprof/heap`: the heap profile (gperftools text format, as
-/// jemalloc-based Rust services serve it), when the service runs on
-/// hugeguard with profiling on (`HUGEGUARD_PROF=on`); read it with
-/// `google-pprof --text SERVER_BINARY PROFILE`. 404 with the reason
+/// jemalloc-based Rust services serve it; with `?format=proto`, pprof's
+/// protobuf format), when the service runs on hugeguard with profiling on
+/// (`HUGEGUARD_PROF=on`); read it with `google-pprof --text SERVER_BINARY
+/// PROFILE` or `go tool pprof SERVER_BINARY PROFILE`. 404 with the reason
 /// otherwise.
-async fn heap_profile(State(s): State<Arc<Service>>) -> impl IntoResponse {
+async fn heap_profile(
+    State(s): State<Arc<Service>>,
+    Query(q): Query<ProfileQuery>,
+) -> impl IntoResponse {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     if !s.hugeguard_active || !hugeguard::profile::is_on() {
@@ -411,15 +422,31 @@ async fn heap_profile(State(s): State<Arc<Service>>) -> impl IntoResponse {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
+    let proto = q.format == "proto";
     let written = tokio::task::spawn_blocking(move || {
-        hugeguard::profile::write(&path)?;
+        if proto {
+            hugeguard::profile::write_pprof(&path)?;
+        } else {
+            hugeguard::profile::write(&path)?;
+        }
         let bytes = std::fs::read(&path);
         let _ = std::fs::remove_file(&path);
         bytes
     })
     .await;
     match written {
-        Ok(Ok(bytes)) => (StatusCode::OK, [("content-type", "text/plain")], bytes),
+        Ok(Ok(bytes)) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                if proto {
+                    "application/octet-stream"
+                } else {
+                    "text/plain"
+                },
+            )],
+            bytes,
+        ),
         Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [("content-type", "text/plain")],

@@ -467,6 +467,62 @@ fn google_pprof_names_the_leaking_c_function_first() {
 }
 
 #[test]
+fn go_pprof_reads_a_protobuf_profile_and_names_the_leaking_c_function_first() {
+    let Some(go) = hugeguard_testkit::pprof::go() else {
+        eprintln!("skipped: Go is not installed (apt-get install golang-go), so no go tool pprof");
+        return;
+    };
+    // With debug information: Go 1.19's pprof names no function of a C
+    // program without it (its symbol-table fallback finds nothing here,
+    // for the text format too; google-pprof does).
+    let prog = hugeguard_testkit::c::compile_once(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c"),
+        "prof_leak",
+        &hugeguard_testkit::paths::target_dir().join("c-prof_leak-g"),
+        &["-O2", "-g", "-pthread", "-w"],
+    );
+    // A name ending in `.pb`: the profile written at exit is protobuf.
+    let path =
+        hugeguard_testkit::paths::target_dir().join(format!("prof_leak-{}.pb", std::process::id()));
+    let mut cmd = Command::new(&prog);
+    cmd.env("LD_PRELOAD", library())
+        .env("HUGEGUARD_PROF", "on")
+        .env("HUGEGUARD_PROF_INTERVAL", "16k")
+        .env("HUGEGUARD_PROF_PATH", &path);
+    let o = output_within(cmd, LIMIT);
+    assert!(o.status.success(), "{}", text(&o));
+    let bytes = std::fs::read(&path).unwrap();
+    let decoded = hugeguard_testkit::pprof::decode(&bytes).unwrap();
+    assert_eq!(decoded.sample_types[1].0, "inuse_space");
+    let out = Command::new(go)
+        .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
+        .arg(&prog)
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "go tool pprof -top:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert!(out.status.success());
+    // Rows `flat flat% sum% cum cum% name`, by flat bytes, in pprof's
+    // units (`40.03MB`); the first is the function that keeps the bytes.
+    let first = report
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[1].ends_with('%'))
+        .unwrap_or_else(|| panic!("no rows in:\n{report}"));
+    assert_eq!(first[5], "leak_here", "first row: {first:?}");
+    let mb: f64 = first[0].trim_end_matches("MB").parse().unwrap();
+    assert!(
+        (mb - 40.0).abs() / 40.0 < 0.10,
+        "{mb} MB against 40 MB kept"
+    );
+}
+
+#[test]
 fn a_signal_writes_a_heap_profile_each_time() {
     let prog = compile("prof_signal");
     let base = hugeguard_testkit::paths::target_dir()

@@ -3,7 +3,7 @@
 
 use super::shared::SharedHeap;
 pub(crate) use super::sys::KeepErrno;
-pub use super::sys::{abort, abort_with, errno, read_file, set_errno, write_stderr, WriteFile};
+pub use super::sys::{abort, abort_with, errno, for_each_line, read_file, set_errno, write_stderr, WriteFile};
 use super::{Advice, Os};
 use core::sync::atomic::{AtomicUsize, Ordering};
 

@@ -20,39 +20,41 @@
 //! samples are kept. The mappings let the reader find each address's
 //! binary and symbol, position-independent executables included.
 //!
-//! Written without allocating, through a stack buffer, so it can run at
-//! exit.
+//! Written without allocating, through a stack buffer (`out`), so it can
+//! run at exit. Also where a profile's file is written in either format
+//! (this one, or pprof's protobuf: `pprof`).
 
-use super::table::{self, Record};
+use super::out::Out;
+use super::table;
 use crate::os::linux::WriteFile;
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-/// Why a profile was not written.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Error {
-    /// Profiling never started: nothing to write.
-    NotStarted,
-    /// Another thread is writing a profile.
-    Busy,
-    /// The file system's `errno`.
-    Os(i32),
-}
+pub(crate) use super::out::Error;
 
 /// Held while a profile is written (the snapshot's scratch area is shared).
 static WRITING: AtomicBool = AtomicBool::new(false);
 
+/// How a profile is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// This module's text format.
+    Text,
+    /// pprof's protobuf format (`pprof`).
+    Proto,
+}
+
 /// Writes the live samples to `path`.
-pub(crate) fn write_profile(path: &CStr) -> Result<(), Error> {
+pub(crate) fn write_profile(path: &CStr, format: Format) -> Result<(), Error> {
     if WRITING.swap(true, Ordering::Acquire) {
         return Err(Error::Busy);
     }
-    let result = write_locked(path);
+    let result = write_locked(path, format);
     WRITING.store(false, Ordering::Release);
     result
 }
 
-fn write_locked(path: &CStr) -> Result<(), Error> {
+fn write_locked(path: &CStr, format: Format) -> Result<(), Error> {
     let interval = super::interval();
     let written = table::with_snapshot(|records| -> Result<(), Error> {
         records.sort_unstable_by(|a, b| {
@@ -62,6 +64,10 @@ fn write_locked(path: &CStr) -> Result<(), Error> {
         });
         let f = WriteFile::create(path).map_err(Error::Os)?;
         let mut out = Out::new(f);
+        if format == Format::Proto {
+            super::pprof::write(&mut out, records, interval);
+            return out.finish().map(drop);
+        }
         let total_bytes: usize = records.iter().map(|r| r.size).sum();
         out.text(b"heap profile: ");
         out.pair(records.len(), total_bytes);
@@ -71,7 +77,7 @@ fn write_locked(path: &CStr) -> Result<(), Error> {
         let mut i = 0;
         while i < records.len() {
             let mut j = i + 1;
-            while j < records.len() && same_line(&records[i], &records[j]) {
+            while j < records.len() && records[i].same_line(&records[j]) {
                 j += 1;
             }
             let r = &records[i];
@@ -92,83 +98,3 @@ fn write_locked(path: &CStr) -> Result<(), Error> {
     written.unwrap_or(Err(Error::NotStarted))
 }
 
-fn same_line(a: &Record, b: &Record) -> bool {
-    a.size == b.size && a.stack[..a.depth] == b.stack[..b.depth]
-}
-
-/// A buffered writer over a stack buffer; the first error sticks.
-struct Out {
-    file: WriteFile,
-    buf: [u8; 8192],
-    len: usize,
-    error: Option<i32>,
-}
-
-impl Out {
-    fn new(file: WriteFile) -> Self {
-        Out {
-            file,
-            buf: [0; 8192],
-            len: 0,
-            error: None,
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.error.is_none() {
-            if let Err(e) = self.file.write_all(&self.buf[..self.len]) {
-                self.error = Some(e);
-            }
-        }
-        self.len = 0;
-    }
-
-    fn text(&mut self, s: &[u8]) {
-        for chunk in s.chunks(self.buf.len()) {
-            if self.len + chunk.len() > self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
-            self.len += chunk.len();
-        }
-    }
-
-    fn dec(&mut self, v: usize) {
-        let mut digits = [0u8; 20];
-        let n = crate::config::write_decimal(&mut digits, v);
-        self.text(&digits[..n]);
-    }
-
-    fn hex(&mut self, mut v: usize) {
-        let mut digits = [0u8; 16];
-        let mut n = 0;
-        loop {
-            digits[15 - n] = b"0123456789abcdef"[v & 15];
-            n += 1;
-            v >>= 4;
-            if v == 0 {
-                break;
-            }
-        }
-        self.text(&digits[16 - n..]);
-    }
-
-    /// `<n>: <bytes> [<n>: <bytes>]`.
-    fn pair(&mut self, n: usize, bytes: usize) {
-        for k in 0..2 {
-            self.text(if k == 0 { b"" } else { b" [" });
-            self.dec(n);
-            self.text(b": ");
-            self.dec(bytes);
-        }
-        self.text(b"]");
-    }
-
-    fn finish(mut self) -> Result<WriteFile, Error> {
-        self.flush();
-        match self.error {
-            Some(e) => Err(Error::Os(e)),
-            None => Ok(self.file),
-        }
-    }
-}

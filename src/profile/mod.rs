@@ -36,10 +36,14 @@
 //! Then the object goes to a slot of its own (small) or is an ordinary page
 //! run (large), and its record waits in `table` until it is freed.
 //!
-//! **Output** (`format`): the gperftools heap profile text format, written
-//! by [`write()`], and at exit to `HUGEGUARD_PROF_PATH` when that is set.
+//! **Output**: the gperftools heap profile text format (`format`), written
+//! by [`write()`], or pprof's protobuf format (`pprof`), written by
+//! [`write_pprof`]; and at exit to `HUGEGUARD_PROF_PATH` when that is set
+//! (protobuf if its name ends in `.pb`).
 
 pub(crate) mod format;
+mod out;
+pub(crate) mod pprof;
 pub(crate) mod table;
 
 use crate::block::{self, Kind};
@@ -179,13 +183,28 @@ pub(crate) fn weight(size: usize, interval: usize) -> f64 {
 /// (`WouldBlock`), the path is longer than 4 KiB or holds a NUL byte
 /// (`InvalidInput`), or the file's own error.
 pub fn write(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+    write_as(path.as_ref(), format::Format::Text)
+}
+
+/// Writes the heap profile to `path` in pprof's protobuf format
+/// (uncompressed, unsymbolized, with the process's executable mappings),
+/// for `go tool pprof PROGRAM PATH` and services that take pprof profiles.
+/// Its values are estimates (the samples divided by the probability of
+/// sampling each), under `inuse_objects` and `inuse_space`.
+///
+/// Errors: as for [`write()`].
+pub fn write_pprof(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+    write_as(path.as_ref(), format::Format::Proto)
+}
+
+fn write_as(path: &std::path::Path, f: format::Format) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let mut buf = CPath::new();
     let c = buf
-        .set(path.as_ref().as_os_str().as_bytes(), None)
+        .set(path.as_os_str().as_bytes(), None)
         .ok_or(std::io::ErrorKind::InvalidInput)?;
     configure();
-    match format::write_profile(c) {
+    match format::write_profile(c, f) {
         Ok(()) => Ok(()),
         Err(format::Error::NotStarted) => Err(std::io::Error::other("heap profiling never started")),
         Err(format::Error::Busy) => Err(std::io::ErrorKind::WouldBlock.into()),
@@ -206,7 +225,7 @@ pub(crate) fn write_at_exit() {
     let Some(c) = buf.set(path, None) else {
         return;
     };
-    if let Err(format::Error::Os(_)) = format::write_profile(c) {
+    if let Err(format::Error::Os(_)) = format::write_profile(c, format_for(c)) {
         crate::os::linux::write_stderr(b"hugeguard: could not write the heap profile to HUGEGUARD_PROF_PATH\n");
     }
 }
@@ -233,6 +252,16 @@ impl CPath {
             crate::config::write_decimal(&mut self.0[path.len() + 1..], n);
         }
         core::ffi::CStr::from_bytes_until_nul(&self.0).ok()
+    }
+}
+
+/// The format of a profile written to `HUGEGUARD_PROF_PATH`: protobuf
+/// where the name ends in `.pb`, else text.
+fn format_for(path: &core::ffi::CStr) -> format::Format {
+    if pprof::wants_proto(path) {
+        format::Format::Proto
+    } else {
+        format::Format::Text
     }
 }
 
@@ -282,7 +311,7 @@ pub(crate) fn write_pending() {
     let Some(c) = buf.set(path, Some(n)) else {
         return;
     };
-    match format::write_profile(c) {
+    match format::write_profile(c, format_for(c)) {
         Ok(()) => {}
         // Another writer is busy: ask again.
         Err(format::Error::Busy) => {

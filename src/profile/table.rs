@@ -79,6 +79,13 @@ pub(crate) struct Record {
     pub(crate) stack: [usize; DEPTH],
 }
 
+impl Record {
+    /// Whether `other` has the same size and stack (one line of a profile).
+    pub(crate) fn same_line(&self, other: &Record) -> bool {
+        self.size == other.size && self.stack[..self.depth] == other.stack[..other.depth]
+    }
+}
+
 /// One entry of the large-object map: `addr` 0 is empty.
 #[derive(Clone, Copy)]
 #[repr(C)]

@@ -10,12 +10,14 @@
 //! * [`procfs`]: this process's resident and huge-page-mapped memory, read
 //!   with the inspector's `/proc` readers.
 //! * [`heap_profile`]: a heap profile's counts and `google-pprof`'s rows.
+//! * [`pprof`]: a pprof protobuf profile decoded, and `go tool pprof`.
 //! * [`meshing_possible`]: whether mesh mode can mesh here.
 
 pub mod c;
 pub mod child;
 pub mod heap_profile;
 pub mod paths;
+pub mod pprof;
 pub mod procfs;
 
 /// Whether this process may mesh: the kernel gives it a userfaultfd that
