@@ -63,7 +63,7 @@ pub(crate) unsafe fn free(p: *mut u8, kind: Kind) -> bool {
             true
         }
         Kind::Large => {
-            if sampled::large_live() {
+            if sampled::maybe_large_sample(p) {
                 sampled::forget_large(p);
             }
             // SAFETY: forwarded from the caller; a pointer that is not a

@@ -20,7 +20,8 @@
 //! **Large sampled objects** are ordinary page runs of the heap; their
 //! records (`records[SMALL_SLOTS..]`) are found by address in an
 //! open-addressing map, which a large free looks into only while some
-//! large sample is live ([`large_live`]).
+//! large sample with the same hash of its address is live
+//! ([`maybe_large_sample`]).
 //!
 //! Every structure is behind [`TABLE`]'s lock (rank `Profile`, a leaf),
 //! taken with no other allocator lock held; its memory is mapped once, from
@@ -32,7 +33,7 @@ use crate::lock_rank::Rank;
 use crate::os::linux::LinuxOs;
 use crate::os::Os;
 use crate::size_class::MAX_SMALL;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 /// Address space of one small sampled object.
 pub(crate) const SLOT: usize = MAX_SMALL;
@@ -166,10 +167,27 @@ pub(crate) fn holds(p: *mut u8) -> bool {
     (p as usize).wrapping_sub(REGION.load(Ordering::Relaxed)) < REGION_LEN
 }
 
-/// Whether any large sample is live (a large free must then look it up).
+/// Counters of live large samples per hash of their address: a large free
+/// takes the table's lock only where its counter is not zero, instead of
+/// on every free while any large sample is live (threads freeing large
+/// blocks met on that lock). Changed under the lock; read without it (a
+/// sample's counter was raised before its block was returned, so the
+/// thread that frees it sees it raised). With at most [`LARGE_RECORDS`]
+/// samples live, no counter overflows.
+static LARGE_FILTER: [AtomicU16; LARGE_FILTER_LEN] = [const { AtomicU16::new(0) }; LARGE_FILTER_LEN];
+const LARGE_FILTER_LEN: usize = 1 << 16;
+
+/// `p`'s counter in [`LARGE_FILTER`] (large blocks are page aligned).
+fn large_filter(p: usize) -> &'static AtomicU16 {
+    let h = (p >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - 16);
+    &LARGE_FILTER[h % LARGE_FILTER_LEN]
+}
+
+/// Whether large block `p` may be a live sample (then a free must look it
+/// up; `false` is certain).
 #[inline]
-pub(crate) fn large_live() -> bool {
-    LARGE_LIVE.load(Ordering::Relaxed) != 0
+pub(crate) fn maybe_large_sample(p: *mut u8) -> bool {
+    LARGE_LIVE.load(Ordering::Relaxed) != 0 && large_filter(p as usize).load(Ordering::Relaxed) != 0
 }
 
 /// Maps the region and the tables, once; `false` if the OS refused.
@@ -512,13 +530,14 @@ pub(crate) fn add_large(p: *mut u8, size: usize, usable: usize, stack: &[usize])
     // SAFETY: a large record index is below RECORDS and unused.
     unsafe { t.put(index, p as usize, size, usable, stack) };
     t.map_insert(p as usize, index);
+    large_filter(p as usize).fetch_add(1, Ordering::Relaxed);
     LARGE_LIVE.fetch_add(1, Ordering::Relaxed);
     true
 }
 
 /// Whether large object `p` is a live sample.
 pub(crate) fn is_large_sampled(p: *mut u8) -> bool {
-    large_live() && {
+    maybe_large_sample(p) && {
         let t = TABLE.lock();
         t.ready && t.map_find(p as usize).is_some()
     }
@@ -540,6 +559,7 @@ pub(crate) fn forget_large(p: *mut u8) {
         // SAFETY: fewer than LARGE_RECORDS records are free.
         unsafe { *t.free_large.add(n) = index as u32 };
         t.n_free_large = n + 1;
+        large_filter(p as usize).fetch_sub(1, Ordering::Relaxed);
         LARGE_LIVE.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -688,6 +708,14 @@ pub(crate) fn check() -> Result<(), &'static str> {
         .count();
     if mapped != live_large || LARGE_LIVE.load(Ordering::Relaxed) != live_large {
         return Err("the profile's address map disagrees with its large records");
+    }
+    let filtered: usize = LARGE_FILTER.iter().map(|c| c.load(Ordering::Relaxed) as usize).sum();
+    let unfiltered = (0..MAP_LEN)
+        // SAFETY: `m < MAP_LEN`.
+        .map(|m| unsafe { (*t.map.add(m)).addr })
+        .any(|a| a != 0 && large_filter(a).load(Ordering::Relaxed) == 0);
+    if filtered != live_large || unfiltered {
+        return Err("the profile's large-sample filter disagrees with its large records");
     }
     Ok(())
 }
