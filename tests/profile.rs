@@ -302,10 +302,12 @@ fn child_samples_freed_by_a_thread_on_its_free_fast_path() {
         tx.send(blocks).unwrap();
         assert_eq!(worker.join().unwrap(), 2000);
         drop(on);
+        // The channel and the join may allocate (and keep) a block or two
+        // of their own while every allocation is sampled: the 2,000 freed
+        // blocks must all be gone.
         let after = profile::summary().samples;
-        assert_eq!(
-            after,
-            before,
+        assert!(
+            after - before <= 2,
             "{} samples still live after the worker freed them all",
             after - before
         );
