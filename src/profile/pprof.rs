@@ -25,8 +25,9 @@ use super::table::Record;
 use core::ffi::CStr;
 
 /// Executable mappings kept (a program with more: the rest's frames have
-/// no mapping, and stay unsymbolized).
-const MAX_MAPS: usize = 512;
+/// no mapping, and stay unsymbolized). Their ranges live on the stack of
+/// the thread that writes (4 KiB), which may be any thread that samples.
+const MAX_MAPS: usize = 256;
 
 // String table indices of the fixed strings.
 const S_INUSE_OBJECTS: u64 = 1;
@@ -110,7 +111,7 @@ impl Out {
 }
 
 /// One executable mapping: `[start, end)` at `offset` in its file.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Map {
     start: usize,
     end: usize,
@@ -150,10 +151,12 @@ fn hex(s: &[u8]) -> Option<usize> {
     })
 }
 
-/// The 1-based id of the mapping holding `addr`, or 0.
-fn mapping_of(maps: &[Map], addr: usize) -> u64 {
-    maps.iter()
-        .position(|m| (m.start..m.end).contains(&addr))
+/// The 1-based id of the mapping (of `ranges`, `[start, end)`) holding
+/// `addr`, or 0.
+fn mapping_of(ranges: &[(usize, usize)], addr: usize) -> u64 {
+    ranges
+        .iter()
+        .position(|&(start, end)| (start..end).contains(&addr))
         .map_or(0, |i| i as u64 + 1)
 }
 
@@ -197,7 +200,7 @@ pub(super) fn write(out: &mut Out, records: &[Record], interval: usize) {
     out.value_type(P_PERIOD_TYPE, S_SPACE, S_BYTES);
     out.field(P_PERIOD, interval as u64);
 
-    let mut maps = [Map::default(); MAX_MAPS];
+    let mut ranges = [(0usize, 0usize); MAX_MAPS];
     let mut n_maps = 0;
     let mut next_string = FIXED_STRINGS.len() as u64;
     crate::os::linux::for_each_line(c"/proc/self/maps", &mut |line| {
@@ -207,7 +210,7 @@ pub(super) fn write(out: &mut Out, records: &[Record], interval: usize) {
         if n_maps == MAX_MAPS {
             return false;
         }
-        maps[n_maps] = m;
+        ranges[n_maps] = (m.start, m.end);
         n_maps += 1;
         let (id, file) = (n_maps as u64, next_string);
         next_string += 1;
@@ -227,7 +230,7 @@ pub(super) fn write(out: &mut Out, records: &[Record], interval: usize) {
         out.string(path);
         true
     });
-    let maps = &maps[..n_maps];
+    let ranges = &ranges[..n_maps];
 
     // Locations: ids 1, 2, ... in the order of the lines' frames.
     let mut id = 0u64;
@@ -235,7 +238,7 @@ pub(super) fn write(out: &mut Out, records: &[Record], interval: usize) {
         for &pc in line.stack {
             id += 1;
             let addr = pc.wrapping_sub(1) as u64;
-            let mapping = mapping_of(maps, pc.wrapping_sub(1));
+            let mapping = mapping_of(ranges, pc.wrapping_sub(1));
             let len = field_len(1, id)
                 + if mapping != 0 { field_len(2, mapping) } else { 0 }
                 + field_len(3, addr);
@@ -303,9 +306,10 @@ mod tests {
         assert!(parse_map(b"55771a3a6000-55771a3e5000 r--p 00000000 fe:00 10010648 /tmp/a").is_none());
         assert!(parse_map(b"7ffd1000-7ffd3000 r-xp 00000000 00:00 0 [vdso]").is_none());
         assert!(parse_map(b"7ffd1000-7ffd3000 rw-p 00000000 00:00 0").is_none());
-        let maps = [m];
-        assert_eq!(mapping_of(&maps, 0x55771a3e5000), 1);
-        assert_eq!(mapping_of(&maps, 0x55771a46d000), 0);
+        let ranges = [(0x1000, 0x2000), (m.start, m.end)];
+        assert_eq!(mapping_of(&ranges, 0x55771a3e5000), 2);
+        assert_eq!(mapping_of(&ranges, 0x1fff), 1);
+        assert_eq!(mapping_of(&ranges, 0x55771a46d000), 0);
     }
 
     #[test]
