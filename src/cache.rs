@@ -506,15 +506,23 @@ const PROFILE_ON: u8 = 2;
 pub fn set_profiling(on: bool) {
     PROFILE.store(if on { PROFILE_ON } else { PROFILE_OFF }, Ordering::SeqCst);
     if on {
-        fence(Ordering::SeqCst);
-        let reg = REGISTRY.lock();
-        let mut p = reg.head;
-        while !p.is_null() {
-            // SAFETY: registered caches are live (registry lock held).
-            let tc = unsafe { &*p };
-            tc.alloc_fast.store(false, Ordering::SeqCst);
-            p = tc.next.load(Ordering::Relaxed);
-        }
+        close_in_every_cache(|tc| &tc.alloc_fast);
+    }
+}
+
+/// After a sequentially consistent store of the state that closes it:
+/// clears `flag` (a fast-path flag) in every registered cache, sequentially
+/// consistent, so a cache opening it concurrently either is cleared here or
+/// sees the new state when it checks again after its own store.
+fn close_in_every_cache(flag: impl Fn(&ThreadCache) -> &AtomicBool) {
+    fence(Ordering::SeqCst);
+    let reg = REGISTRY.lock();
+    let mut p = reg.head;
+    while !p.is_null() {
+        // SAFETY: registered caches are live (registry lock held).
+        let tc = unsafe { &*p };
+        flag(tc).store(false, Ordering::SeqCst);
+        p = tc.next.load(Ordering::Relaxed);
     }
 }
 
@@ -531,15 +539,7 @@ pub fn set_sampled() {
         return;
     }
     SAMPLED.store(true, Ordering::SeqCst);
-    fence(Ordering::SeqCst);
-    let reg = REGISTRY.lock();
-    let mut p = reg.head;
-    while !p.is_null() {
-        // SAFETY: registered caches are live (registry lock held).
-        let tc = unsafe { &*p };
-        tc.free_fast.store(false, Ordering::SeqCst);
-        p = tc.next.load(Ordering::Relaxed);
-    }
+    close_in_every_cache(|tc| &tc.free_fast);
 }
 
 /// Allocates an object of `class`; null when out of memory.
