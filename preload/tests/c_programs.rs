@@ -421,6 +421,25 @@ fn python_thread_forks_and_the_child_thread_returns() {
     assert!(t.contains("child status 0"), "{t}");
 }
 
+/// Runs `prog` (a build of prof_leak.c) under the library with profiling
+/// on; returns the profile it wrote at exit, `prof_leak-PID.EXT` (`pb`:
+/// pprof's protobuf format).
+fn profile_at_exit(prog: &Path, ext: &str) -> PathBuf {
+    // 16 KiB: about 2,300 samples of the 40 MiB kept (one standard
+    // deviation about 2 %), so the 10 % check holds with room; at 64 KiB
+    // (about 620 samples, 4 %) one CI run read 44.1 MB, 10.3 % over.
+    let path = hugeguard_testkit::paths::target_dir()
+        .join(format!("prof_leak-{}.{ext}", std::process::id()));
+    let mut cmd = Command::new(prog);
+    cmd.env("LD_PRELOAD", library())
+        .env("HUGEGUARD_PROF", "on")
+        .env("HUGEGUARD_PROF_INTERVAL", "16k")
+        .env("HUGEGUARD_PROF_PATH", &path);
+    let o = output_within(cmd, LIMIT);
+    assert!(o.status.success(), "{}", text(&o));
+    path
+}
+
 #[test]
 fn google_pprof_names_the_leaking_c_function_first() {
     let Some(tool) = hugeguard_testkit::heap_profile::reader() else {
@@ -428,18 +447,7 @@ fn google_pprof_names_the_leaking_c_function_first() {
         return;
     };
     let prog = compile("prof_leak");
-    // 16 KiB: about 2,300 samples of the 40 MiB kept (one standard
-    // deviation about 2 %), so the 10 % check holds with room; at 64 KiB
-    // (about 620 samples, 4 %) one CI run read 44.1 MB, 10.3 % over.
-    let path = hugeguard_testkit::paths::target_dir()
-        .join(format!("prof_leak-{}.prof", std::process::id()));
-    let mut cmd = Command::new(&prog);
-    cmd.env("LD_PRELOAD", library())
-        .env("HUGEGUARD_PROF", "on")
-        .env("HUGEGUARD_PROF_INTERVAL", "16k")
-        .env("HUGEGUARD_PROF_PATH", &path);
-    let o = output_within(cmd, LIMIT);
-    assert!(o.status.success(), "{}", text(&o));
+    let path = profile_at_exit(&prog, "prof");
     let out = Command::new(tool)
         .arg("--text")
         .arg(&prog)
@@ -482,15 +490,7 @@ fn go_pprof_reads_a_protobuf_profile_and_names_the_leaking_c_function_first() {
         &["-O2", "-g", "-pthread", "-w"],
     );
     // A name ending in `.pb`: the profile written at exit is protobuf.
-    let path =
-        hugeguard_testkit::paths::target_dir().join(format!("prof_leak-{}.pb", std::process::id()));
-    let mut cmd = Command::new(&prog);
-    cmd.env("LD_PRELOAD", library())
-        .env("HUGEGUARD_PROF", "on")
-        .env("HUGEGUARD_PROF_INTERVAL", "16k")
-        .env("HUGEGUARD_PROF_PATH", &path);
-    let o = output_within(cmd, LIMIT);
-    assert!(o.status.success(), "{}", text(&o));
+    let path = profile_at_exit(&prog, "pb");
     let bytes = std::fs::read(&path).unwrap();
     let decoded = hugeguard_testkit::pprof::decode(&bytes).unwrap();
     assert_eq!(decoded.sample_types[1].0, "inuse_space");
