@@ -436,7 +436,10 @@ pub fn sample_countdown() -> isize {
 pub fn set_sample_countdown(left: isize, armed: bool) -> bool {
     with_cache(|tc| {
         tc.sample_left.store(left, Ordering::Relaxed);
-        tc.sample_armed.swap(armed, Ordering::Relaxed)
+        // Owner only: a load and a store, not a locked swap.
+        let was = tc.sample_armed.load(Ordering::Relaxed);
+        tc.sample_armed.store(armed, Ordering::Relaxed);
+        was
     })
 }
 

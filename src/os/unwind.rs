@@ -65,6 +65,7 @@ impl<'a, 'b> Walk<'a, 'b> {
 
     /// Takes frame `ip` (in the function starting at `start()`): leaves it
     /// out or records it. `false` when the walk is done.
+    #[inline(always)]
     fn visit(&mut self, ip: usize, start: impl FnOnce() -> usize) -> bool {
         if !self.marks.is_empty() && !self.past_entry {
             let start = start();
@@ -134,7 +135,10 @@ extern "C" fn step(ctx: *mut c_void, arg: *mut c_void) -> _Unwind_Reason_Code {
 /// Walks with the cached call-frame rules ([`fast`]) where it can, else
 /// with libgcc's unwinder. May call `malloc` (a first walk of a library's
 /// tables); the caller guards against re-entering itself.
-#[inline(never)]
+// Inlined: the caller builds `entry` just before, and reading it back
+// through a call stalls on the stores (a 16-byte load of two 8-byte
+// stores); the frames below `marks` are left out either way.
+#[inline]
 pub fn backtrace(marks: &[usize], entry: &mut Entry, out: &mut [usize]) -> usize {
     #[cfg(target_arch = "x86_64")]
     if let Entry::Skip(entries) = entry {
@@ -306,40 +310,75 @@ mod fast {
     /// Frames whose rules a thread keeps from its last walk.
     const MEMO_DEPTH: usize = 64;
 
-    /// The rules of a thread's last walk, frame by frame: a program samples
+    /// What a thread's last walk found at one depth: the frame's rule (by
+    /// its code address), and where that rule led from the frame's stack
+    /// pointer (and `rbp`, where the rule reads the CFA from it).
+    #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
+    struct Seen {
+        /// The code address (`FIRST` set at depth 0); 0 for none.
+        key: usize,
+        rule: u64,
+        func: usize,
+        /// The frame's stack pointer when `cfa`, `ra_at` and `bp_at` were
+        /// worked out from the rule; 0 when they were not.
+        sp: usize,
+        /// Its `rbp` then (compared only where the CFA is `rbp`-based).
+        bp: usize,
+        cfa: usize,
+        ra_at: usize,
+        /// Where the caller's `rbp` is saved; 0 where `rbp` is unchanged.
+        bp_at: usize,
+    }
+
+    const UNSEEN: Seen = Seen {
+        key: 0,
+        rule: 0,
+        func: 0,
+        sp: 0,
+        bp: 0,
+        cfa: 0,
+        ra_at: 0,
+        bp_at: 0,
+    };
+
+    /// The frames of a thread's last walk, depth by depth: a program samples
     /// from the same few stacks, so most frames of a walk are where they
-    /// were the last time, and their rules come from here instead of the
-    /// shared cache (one sequential line of the thread's own memory, where
-    /// the cache is a random line of 96 KiB).
+    /// were the last time. A frame at the same code address gets its rule
+    /// from here instead of the shared cache (one line of the thread's own
+    /// memory, where the cache is a random line of 96 KiB); one at the same
+    /// stack pointer (and `rbp`) too also gets the addresses the rule led
+    /// to, which depend on nothing else, so the step is two loads.
     struct Memo {
-        key: [usize; MEMO_DEPTH],
-        rule: [u64; MEMO_DEPTH],
-        func: [usize; MEMO_DEPTH],
+        seen: [Seen; MEMO_DEPTH],
     }
 
     std::thread_local! {
         /// Set while the thread walks (`MEMO` is borrowed).
         static BUSY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
         static MEMO: core::cell::UnsafeCell<Memo> = const {
-            core::cell::UnsafeCell::new(Memo {
-                key: [0; MEMO_DEPTH],
-                rule: [0; MEMO_DEPTH],
-                func: [0; MEMO_DEPTH],
-            })
+            core::cell::UnsafeCell::new(Memo { seen: [UNSEEN; MEMO_DEPTH] })
         };
     }
 
     /// The rule of frame `depth` at `key` (see `cached`), from the thread's
-    /// memo where it holds that frame, else from the cache (and memoised).
+    /// memo where it holds that frame, else from the cache (and memoised,
+    /// with no addresses yet).
     fn rule_of(memo: &mut Option<&mut Memo>, depth: usize, key: usize, lookup: usize, target: usize) -> Rule {
         match memo {
             Some(m) if depth < MEMO_DEPTH => {
-                if m.key[depth] == key {
-                    return unpack(m.rule[depth], m.func[depth]);
+                let s = &mut m.seen[depth];
+                if s.key == key {
+                    return unpack(s.rule, s.func);
                 }
                 let rule = cached(key, lookup, target);
                 let (v, f) = pack(rule);
-                (m.key[depth], m.rule[depth], m.func[depth]) = (key, v, f);
+                *s = Seen {
+                    key,
+                    rule: v,
+                    func: f,
+                    ..UNSEEN
+                };
                 rule
             }
             _ => cached(key, lookup, target),
@@ -384,53 +423,57 @@ mod fast {
         done
     }
 
+    /// The packed rule's bit for a CFA worked out from `rbp` (see `pack`).
+    const CFA_RBP: u64 = 1 << 2;
+
+    /// Where the memo's frame at `depth` leads from `(key, sp, bp)`, if it
+    /// was worked out from that same state: `(cfa, ra_at, bp_at)`.
+    #[inline(always)]
+    fn seen_step(memo: &Option<&mut Memo>, depth: usize, key: usize, sp: usize, bp: usize) -> Option<(usize, usize, usize, usize)> {
+        let s = memo.as_ref()?.seen.get(depth)?;
+        let same = s.key == key && s.sp == sp && s.rule & 3 == TAG_STEP && (s.rule & CFA_RBP == 0 || s.bp == bp);
+        same.then_some((s.func, s.cfa, s.ra_at, s.bp_at))
+    }
+
     /// The walk's steps from the frame of `walk` (`pc`, `sp`, `bp`).
     fn steps(walk: &mut Walk, pc: usize, mut sp: usize, mut bp: usize, mut memo: Option<&mut Memo>) -> bool {
         // This frame's rule is the one at `pc` itself; every other frame's
         // is the one at its return address, found one byte back (the call).
-        let mut rule = rule_of(&mut memo, 0, pc | FIRST, pc, pc + 1);
-        let mut ip = pc;
-        let mut depth = 0;
+        let (mut ip, mut key, mut depth) = (pc, pc | FIRST, 0);
         loop {
-            let (cfa_rbp, cfa_off, ra_off, rbp_off, func) = match rule {
-                Rule::Step {
-                    cfa_rbp,
-                    cfa_off,
-                    ra_off,
-                    rbp_off,
-                    func,
-                } => (cfa_rbp, cfa_off, ra_off, rbp_off, func),
-                Rule::End { func } => {
-                    walk.visit(ip, || func);
-                    return true;
+            let (cfa, ra_at, bp_at) = match seen_step(&memo, depth, key, sp, bp) {
+                // The same frame in the same state as in an earlier walk:
+                // the rule leads to the same addresses (they depend on
+                // nothing else), which passed the checks below then.
+                Some((func, cfa, ra_at, bp_at)) => {
+                    if !walk.visit(ip, || func) {
+                        return true;
+                    }
+                    (cfa, ra_at, bp_at)
                 }
-                Rule::NoEntry => {
-                    walk.visit(ip, || 0);
-                    return true;
+                None => {
+                    let (lookup, target) = if depth == 0 { (pc, pc + 1) } else { (ip - 1, ip) };
+                    let rule = rule_of(&mut memo, depth, key, lookup, target);
+                    let Some(found) = step_of(walk, rule, ip, sp, bp) else {
+                        return true;
+                    };
+                    let Ok((cfa, ra_at, bp_at)) = found else {
+                        return false;
+                    };
+                    if let Some(s) = memo.as_mut().and_then(|m| m.seen.get_mut(depth)) {
+                        (s.sp, s.bp, s.cfa, s.ra_at, s.bp_at) = (sp, bp, cfa, ra_at, bp_at);
+                    }
+                    (cfa, ra_at, bp_at)
                 }
-                Rule::Unsupported => return false,
             };
-            if !walk.visit(ip, || func) {
-                return true;
-            }
-            let cfa = (if cfa_rbp { bp } else { sp }).wrapping_add(cfa_off as isize as usize);
-            let ra_at = cfa.wrapping_add(ra_off as isize as usize);
-            // A caller's frame lies above its callee's: anything else is a
-            // table this walk misreads, left to libgcc.
-            if cfa <= sp || cfa - sp > 1 << 30 || ra_at < sp || ra_at >= cfa || ra_at % 8 != 0 {
-                return false;
-            }
             // SAFETY: the return address's slot in the frame between this
             // frame's stack pointer and its CFA, as the tables say (the
-            // same slot libgcc's unwinder reads).
+            // same slot libgcc's unwinder reads; checked by `step_of`).
             let ra = unsafe { (ra_at as *const usize).read() };
-            if let Some(off) = rbp_off {
-                let at = cfa.wrapping_add(off as isize as usize);
-                if at < sp || at >= cfa || at % 8 != 0 {
-                    return false;
-                }
-                // SAFETY: the saved `rbp` slot, in the same frame.
-                bp = unsafe { (at as *const usize).read() };
+            if bp_at != 0 {
+                // SAFETY: the saved `rbp` slot, in the same frame (checked
+                // by `step_of`).
+                bp = unsafe { (bp_at as *const usize).read() };
             }
             sp = cfa;
             ip = ra;
@@ -438,8 +481,51 @@ mod fast {
                 return true;
             }
             depth += 1;
-            rule = rule_of(&mut memo, depth, ip, ip - 1, ip);
+            key = ip;
         }
+    }
+
+    /// Frame `ip`'s step by `rule` from `sp` and `bp`: visits the frame,
+    /// then `Some(Ok((cfa, ra_at, bp_at)))` with the caller's CFA and the
+    /// slots of its return address and its `rbp` (0: unchanged); `None`
+    /// when the walk is done; `Some(Err(()))` where the rule is not one
+    /// this walk follows, or its addresses are not a caller's frame above
+    /// this one (a table this walk misreads, left to libgcc).
+    fn step_of(walk: &mut Walk, rule: Rule, ip: usize, sp: usize, bp: usize) -> Option<Result<(usize, usize, usize), ()>> {
+        let (cfa_rbp, cfa_off, ra_off, rbp_off, func) = match rule {
+            Rule::Step {
+                cfa_rbp,
+                cfa_off,
+                ra_off,
+                rbp_off,
+                func,
+            } => (cfa_rbp, cfa_off, ra_off, rbp_off, func),
+            Rule::End { func } => {
+                walk.visit(ip, || func);
+                return None;
+            }
+            Rule::NoEntry => {
+                walk.visit(ip, || 0);
+                return None;
+            }
+            Rule::Unsupported => return Some(Err(())),
+        };
+        if !walk.visit(ip, || func) {
+            return None;
+        }
+        let cfa = (if cfa_rbp { bp } else { sp }).wrapping_add(cfa_off as isize as usize);
+        let ra_at = cfa.wrapping_add(ra_off as isize as usize);
+        if cfa <= sp || cfa - sp > 1 << 30 || ra_at < sp || ra_at >= cfa || ra_at % 8 != 0 {
+            return Some(Err(()));
+        }
+        let mut bp_at = 0;
+        if let Some(off) = rbp_off {
+            bp_at = cfa.wrapping_add(off as isize as usize);
+            if bp_at < sp || bp_at >= cfa || bp_at % 8 != 0 {
+                return Some(Err(()));
+            }
+        }
+        Some(Ok((cfa, ra_at, bp_at)))
     }
 }
 
@@ -523,6 +609,51 @@ mod tests {
         std::thread::spawn(run).join().unwrap();
         // Cached now: the same again.
         run();
+    }
+
+    /// Walks (fast or libgcc's) `d` frames of `nest` deeper.
+    #[inline(never)]
+    fn nest(d: usize, fast: bool, out: &mut [usize]) -> usize {
+        let n = if d == 0 {
+            let marks = [marked_either as Either as usize];
+            let entries = [entry_either as Either as usize];
+            probe_either(fast, &marks, &entries, out)
+        } else {
+            nest(d - 1, fast, out)
+        };
+        core::hint::black_box(n)
+    }
+
+    /// Both walks from `d` frames of `nest` deep, and the index of the
+    /// return address into this function (two calls, two addresses).
+    #[inline(never)]
+    fn both_at(d: usize) -> ([[usize; 64]; 2], [usize; 2], usize) {
+        let mut outs = [[0usize; 64]; 2];
+        let a = nest(d, true, &mut outs[0]);
+        let b = nest(d, false, &mut outs[1]);
+        core::hint::black_box((outs, [a, b], d + 2))
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_fast_walk_agrees_with_libgcc_as_the_stack_changes_under_its_memo() {
+        assert!(check_fast_walk(), "the fast walk disagrees with libgcc here");
+        // The memo keeps each depth's frame and where its rule led: the
+        // same depth at another address, the same address at another
+        // stack pointer, and the same frame again must all walk as
+        // libgcc does.
+        let run = || {
+            for d in [3, 1, 5, 3, 3, 0, 5, 2, 2, 7, 0, 0] {
+                let (outs, lens, into_here) = both_at(d);
+                assert!(lens[0] >= d + 3, "depth {d}: {lens:?}");
+                assert_eq!(lens[0], lens[1], "depth {d}");
+                for i in (0..lens[0]).filter(|&i| i != into_here) {
+                    assert_eq!(outs[0][i], outs[1][i], "depth {d}, frame {i}");
+                }
+            }
+        };
+        run();
+        std::thread::spawn(run).join().unwrap();
     }
 
     type Either = fn(bool, &[usize], &[usize], &mut [usize]) -> usize;
