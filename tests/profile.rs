@@ -214,14 +214,20 @@ fn the_estimate_of_live_bytes_is_within_ten_percent() {
 #[test]
 #[cfg(not(hugeguard_fallback))]
 fn a_thread_already_allocating_is_sampled_once_profiling_starts() {
-    // Hardened mode (on in test builds) keeps every allocation off the fast
-    // path; the child runs without it.
-    let (ok, text) = hugeguard_testkit::child::run(
+    unhardened_child(
         "child_a_thread_on_its_fast_path_is_sampled_after_start",
-        &[("HUGEGUARD_HARDEN", "off")],
+        "SAMPLED within 10 %",
     );
+}
+
+/// Runs child test `name` without hardened mode (on in test builds, it
+/// keeps every operation off the fast paths these tests are about) and
+/// checks that it passed and printed `marker`.
+#[cfg(not(hugeguard_fallback))]
+fn unhardened_child(name: &str, marker: &str) {
+    let (ok, text) = hugeguard_testkit::child::run(name, &[("HUGEGUARD_HARDEN", "off")]);
     assert!(ok, "{text}");
-    assert!(text.contains("SAMPLED within 10 %"), "{text}");
+    assert!(text.contains(marker), "{text}");
 }
 
 #[test]
@@ -262,12 +268,10 @@ fn child_a_thread_on_its_fast_path_is_sampled_after_start() {
 #[test]
 #[cfg(not(hugeguard_fallback))]
 fn a_thread_freeing_on_its_fast_path_frees_samples_through_the_profile() {
-    let (ok, text) = hugeguard_testkit::child::run(
+    unhardened_child(
         "child_samples_freed_by_a_thread_on_its_free_fast_path",
-        &[("HUGEGUARD_HARDEN", "off")],
+        "ALL SAMPLES FREED",
     );
-    assert!(ok, "{text}");
-    assert!(text.contains("ALL SAMPLES FREED"), "{text}");
 }
 
 #[test]

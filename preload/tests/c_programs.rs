@@ -440,6 +440,27 @@ fn profile_at_exit(prog: &Path, ext: &str) -> PathBuf {
     path
 }
 
+/// Runs a profile reader (`cmd`, given the program and the profile at
+/// `path`), prints what it wrote under `label`, deletes the profile and
+/// returns the reader's success and its report.
+fn read_profile(mut cmd: Command, prog: &Path, path: &Path, label: &str) -> (bool, String) {
+    let out = cmd.arg(prog).arg(path).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{label}:\n{report}{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(path).unwrap();
+    (out.status.success(), report)
+}
+
+/// The reader's first row is `leak_here`, with the 40 MiB it kept (10,240
+/// blocks of 4,096 B) within 10 %.
+fn assert_leak_here_first(name: &str, mb: f64, row: &dyn std::fmt::Debug) {
+    assert_eq!(name, "leak_here", "first row: {row:?}");
+    assert!(
+        (mb - 40.0).abs() / 40.0 < 0.10,
+        "{mb} MB against 40 MB kept"
+    );
+}
+
 #[test]
 fn google_pprof_names_the_leaking_c_function_first() {
     let Some(tool) = hugeguard_testkit::heap_profile::reader() else {
@@ -448,30 +469,17 @@ fn google_pprof_names_the_leaking_c_function_first() {
     };
     let prog = compile("prof_leak");
     let path = profile_at_exit(&prog, "prof");
-    let out = Command::new(tool)
-        .arg("--text")
-        .arg(&prog)
-        .arg(&path)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!(
-        "google-pprof --text:\n{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::remove_file(&path).unwrap();
+    let mut cmd = Command::new(tool);
+    cmd.arg("--text");
+    let (ok, report) = read_profile(cmd, &prog, &path, "google-pprof --text");
+    assert!(ok);
     // The first row (`flat flat% sum% cum cum% name`, in MB) is the
-    // function that keeps the bytes: 10,240 blocks of 4,096 B, 40 MiB.
+    // function that keeps the bytes.
     let rows = hugeguard_testkit::heap_profile::rows(&report);
     let first = rows
         .first()
         .unwrap_or_else(|| panic!("no rows in:\n{report}"));
-    assert_eq!(first.name, "leak_here", "first row: {first:?}");
-    let mb = first.flat;
-    assert!(
-        (mb - 40.0).abs() / 40.0 < 0.10,
-        "{mb} MB against 40 MB kept"
-    );
+    assert_leak_here_first(&first.name, first.flat, first);
 }
 
 #[test]
@@ -494,19 +502,10 @@ fn go_pprof_reads_a_protobuf_profile_and_names_the_leaking_c_function_first() {
     let bytes = std::fs::read(&path).unwrap();
     let decoded = hugeguard_testkit::pprof::decode(&bytes).unwrap();
     assert_eq!(decoded.sample_types[1].0, "inuse_space");
-    let out = Command::new(go)
-        .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
-        .arg(&prog)
-        .arg(&path)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!(
-        "go tool pprof -top:\n{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::remove_file(&path).unwrap();
-    assert!(out.status.success());
+    let mut cmd = Command::new(go);
+    cmd.args(["tool", "pprof", "-top", "-sample_index=inuse_space"]);
+    let (ok, report) = read_profile(cmd, &prog, &path, "go tool pprof -top");
+    assert!(ok);
     // Rows `flat flat% sum% cum cum% name`, by flat bytes, in pprof's
     // units (`40.03MB`); the first is the function that keeps the bytes.
     let first = report
@@ -514,12 +513,8 @@ fn go_pprof_reads_a_protobuf_profile_and_names_the_leaking_c_function_first() {
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|f| f.len() >= 6 && f[1].ends_with('%'))
         .unwrap_or_else(|| panic!("no rows in:\n{report}"));
-    assert_eq!(first[5], "leak_here", "first row: {first:?}");
     let mb: f64 = first[0].trim_end_matches("MB").parse().unwrap();
-    assert!(
-        (mb - 40.0).abs() / 40.0 < 0.10,
-        "{mb} MB against 40 MB kept"
-    );
+    assert_leak_here_first(first[5], mb, &first);
 }
 
 #[test]
