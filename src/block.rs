@@ -27,15 +27,16 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
 }
 
-/// [`alloc`] after the heap profile's countdown (`cache::sample_due`), in
-/// one visit to the thread cache for a small block: `None` when the
-/// countdown ran out (nothing allocated; the caller goes to
-/// `profile::alloc_due`).
+/// [`alloc`] as a trial of the heap profile's sampling, for the entries'
+/// slow paths (after `cache::pop_counted` found nothing to do): a small
+/// block pops its class's countdown (`cache::alloc_counted_slow`), a large
+/// one counts its bytes (`cache::sample_due`). `None` when the countdown
+/// ran out (nothing allocated; the caller goes to `profile::alloc_due`).
 #[inline]
 pub(crate) fn alloc_counted(size: usize, align: usize, zero: bool) -> Option<*mut u8> {
     match Kind::of(size, align) {
         Kind::Small(class) => {
-            let p = cache::alloc_counted(class, size)?;
+            let p = cache::alloc_counted_slow(class)?;
             if zero && !p.is_null() {
                 // SAFETY: `p` holds at least `size` bytes.
                 unsafe { ptr::write_bytes(p, 0, size) };

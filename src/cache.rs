@@ -2,8 +2,9 @@
 //! background thread takes back what idle threads hold.
 //!
 //! Each thread has, per size class, a singly linked list of free objects and a
-//! count. `alloc` pops, `dealloc` pushes: no lock, no atomic read-modify-write,
-//! no system call. An empty list refills with a batch from the central list; a
+//! count, which shares a word with the heap profile's countdown for the class
+//! (`Bin::word`). `alloc` pops, `dealloc` pushes: no lock, no atomic
+//! read-modify-write, no system call. An empty list refills with a batch from the central list; a
 //! list longer than [`CLASS_CACHE_MAX`] flushes a batch back, so a thread holds
 //! at most the bytes checked in `size_class` tests (3.2 MiB). An object freed
 //! by a thread that did not allocate it joins that thread's cache, once that
@@ -40,13 +41,14 @@
 //! stores and the check add about 2.3 ns to an alloc/free pair on this
 //! machine (`docs/design.md`).
 //!
-//! **The heap profile's flags.** Two more flags follow `fast`:
-//! `alloc_fast` (and the profile off: the allocation fast path counts no
-//! bytes toward a sample) and `free_fast` (and no sample can exist yet: a
-//! Rust free skips the sampled region's check). Each fast path tests its
-//! flag alone; the profile closes them in every registered cache
-//! ([`set_profiling`], [`set_sampled`]), and the background thread clears
-//! them with `fast`.
+//! **The heap profile.** An allocation's pop also counts down the class's
+//! sampling countdown, in the same subtraction ([`pop_counted`]): profiling
+//! on or off, the allocation fast path is the same. Two more flags follow
+//! `fast`: `alloc_fast` (and the bins' countdowns were set for the profile's
+//! current state) and `free_fast` (and no sample can exist yet: a Rust free
+//! skips the sampled region's check). Each fast path tests its flag alone;
+//! the profile closes them in every registered cache ([`set_profiling`],
+//! [`set_sampled`]), and the background thread clears them with `fast`.
 //!
 //! `fast` is clear in a new cache (a zeroed TLS block), so a thread's first
 //! operations take the slow path, which activates the cache; in hardened
@@ -69,9 +71,26 @@ use crate::os::linux;
 use crate::size_class::{SizeClass, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
 use core::ptr;
 use core::sync::atomic::{
-    compiler_fence, fence, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize,
-    Ordering,
+    compiler_fence, fence, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, AtomicU8,
+    AtomicUsize, Ordering,
 };
+
+/// The count's half of a bin's `word`.
+const COUNT_MASK: u64 = u32::MAX as u64;
+/// What a counted pop subtracts from a bin's `word`: one object, one pop of
+/// the countdown.
+const POP: u64 = (1 << 32) | 1;
+/// The most pops a bin's countdown holds; a longer draw is cut here and
+/// marked a placeholder (`placeholder`). Also the countdown while
+/// profiling is off, so a bin sends a pop to the profile once in 2^30.
+pub const MAX_POPS: i32 = 1 << 30;
+/// What the counted slow path returns for "the countdown ran out": no
+/// object was taken, and the caller goes to `profile::alloc_due`. Never an
+/// object's address (objects are 8-aligned).
+const DUE: usize = 1;
+
+// One placeholder bit per class.
+const _: () = assert!(NUM_CLASSES <= 64);
 
 /// One size class's list. Written by the owner, or by the background thread
 /// while it holds the cache (see the module overview).
@@ -82,7 +101,15 @@ struct Bin {
     /// after it are the oldest half, which an overflow gives away in one cut
     /// instead of walking the list (see [`ThreadCache::overflow_inner`]).
     low: AtomicPtr<FreeObject>,
-    count: AtomicU32,
+    /// Two counters in one word, so that a pop updates both with one
+    /// subtraction ([`POP`]): the low half is the number of cached objects;
+    /// the high half (signed) is how many more pops of the fast path may
+    /// pass before one goes to the slow path, which makes it a sample
+    /// candidate (the heap profile's countdown for this class, `profile`;
+    /// [`OFF_POPS`] while profiling is off). Counts stay far below 2^31,
+    /// and a pop happens only with the low half above zero, so the halves
+    /// never borrow from each other.
+    word: AtomicU64,
     /// Flush threshold; 0 while the bin is cold (before the thread's first
     /// refill of this class: every push then overflows to `remote`) and
     /// after the thread exits (pass-through).
@@ -96,9 +123,40 @@ impl Bin {
         Bin {
             head: AtomicPtr::new(ptr::null_mut()),
             low: AtomicPtr::new(ptr::null_mut()),
-            count: AtomicU32::new(0),
+            word: AtomicU64::new(0),
             max: AtomicU32::new(0),
         }
+    }
+
+    /// Cached objects on the list.
+    #[inline(always)]
+    fn count(&self) -> u32 {
+        self.word.load(Ordering::Relaxed) as u32
+    }
+
+    /// Sets the number of cached objects (the countdown kept).
+    #[inline(always)]
+    fn set_count(&self, n: u32) {
+        let w = self.word.load(Ordering::Relaxed);
+        self.word
+            .store((w & !COUNT_MASK) | n as u64, Ordering::Relaxed);
+    }
+
+    /// Fast-path pops left before the next sample candidate (below zero:
+    /// the next pop is one).
+    #[inline(always)]
+    fn pops_left(&self) -> i32 {
+        (self.word.load(Ordering::Relaxed) >> 32) as i32
+    }
+
+    /// Sets the pops left before the next sample candidate (the count kept).
+    #[inline(always)]
+    fn set_pops_left(&self, k: i32) {
+        let w = self.word.load(Ordering::Relaxed);
+        self.word.store(
+            ((k as u32 as u64) << 32) | (w & COUNT_MASK),
+            Ordering::Relaxed,
+        );
     }
 
     /// Takes the first cached object, or null when the list is empty. The
@@ -115,8 +173,9 @@ impl Bin {
             // SAFETY: cached objects are free and link through their first
             // word.
             self.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
-            self.count
-                .store(self.count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+            // The low half is at least 1: no borrow.
+            self.word
+                .store(self.word.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         }
         obj
     }
@@ -138,8 +197,10 @@ impl Bin {
     /// now longer than its limit.
     #[inline(always)]
     fn counted_push(&self, obj: *mut FreeObject) -> bool {
-        let count = self.count.load(Ordering::Relaxed) + 1;
-        self.count.store(count, Ordering::Relaxed);
+        // The low half stays far below 2^32: no carry.
+        let w = self.word.load(Ordering::Relaxed) + 1;
+        self.word.store(w, Ordering::Relaxed);
+        let count = w as u32;
         let max = self.max.load(Ordering::Relaxed);
         if count == max / 2 + 1 {
             self.low.store(obj, Ordering::Relaxed);
@@ -163,14 +224,14 @@ impl Bin {
         }
         // SAFETY: cached objects are free and link through their first word.
         let next = unsafe { FreeObject::next_of(obj, links) };
-        let count = self.count.load(Ordering::Relaxed) - 1;
+        let count = self.count() - 1;
         if links.hardened() && !link_ok(next, class, count) {
             crate::misuse::corrupt_list(obj as usize);
             self.head.store(ptr::null_mut(), Ordering::Relaxed);
-            self.count.store(0, Ordering::Relaxed);
+            self.set_count(0);
         } else {
             self.head.store(next, Ordering::Relaxed);
-            self.count.store(count, Ordering::Relaxed);
+            self.set_count(count);
         }
         if links.hardened() {
             // SAFETY: just taken from the list, at least 8 bytes.
@@ -251,10 +312,12 @@ pub struct ThreadCache {
     /// this to ask, and sets it again when done). Clear in a new cache
     /// (zero bytes), so its first operations take the slow path.
     fast: AtomicBool,
-    /// `fast`, and the heap profile is off ([`PROFILE`]): the allocation
-    /// fast path tests this alone, so with profiling off it does not count
-    /// bytes toward a sample. Written wherever `fast` is ([`Self::set_fast`]),
-    /// and cleared in every registered cache when profiling starts.
+    /// `fast`, and the bins' countdowns were set for the heap profile's
+    /// current state (`epoch` is [`PROFILE_EPOCH`]): the allocation fast
+    /// path ([`pop_counted`]) tests this alone. Written wherever `fast` is
+    /// ([`Self::set_fast`]), opened by the owner's slow path after it set
+    /// the countdowns, and cleared in every registered cache when profiling
+    /// starts or stops.
     alloc_fast: AtomicBool,
     /// `fast`, and no heap-profile sample can exist yet ([`SAMPLED`] clear):
     /// the free fast path of a Rust free (whose layout gives the class, so
@@ -272,13 +335,24 @@ pub struct ThreadCache {
     next: AtomicPtr<ThreadCache>,
     prev: AtomicPtr<ThreadCache>,
     seen: AtomicU32,
-    /// Bytes left to allocate before the next heap-profile sample
-    /// (`profile`); below zero, the allocation that took it there goes to
-    /// the profile's slow path. 0 in a new cache. Owner only.
+    /// Bytes left to allocate in large blocks and `realloc` before the next
+    /// heap-profile sample (`profile`); below zero, the allocation that
+    /// took it there goes to the profile's slow path. 0 in a new cache.
+    /// Owner only.
     sample_left: AtomicIsize,
     /// `sample_left` was drawn while profiling was on (a countdown set while
     /// it was off is not a fair draw: its end is not sampled). Owner only.
     sample_armed: AtomicBool,
+    /// The next allocation is sampled whichever countdown runs out
+    /// ([`force_sample`]). Owner only.
+    forced: AtomicBool,
+    /// The [`PROFILE_EPOCH`] the bins' countdowns were set for (0: never).
+    /// Owner only (written with the lists held).
+    epoch: AtomicU32,
+    /// Bit `c`: bin `c`'s countdown is not a fair draw (set while profiling
+    /// was off, after a start, or cut at [`MAX_POPS`]): when it runs out, the
+    /// pop is an ordinary trial, not a candidate (`profile`). Owner only.
+    placeholder: AtomicU64,
 }
 
 impl ThreadCache {
@@ -299,6 +373,9 @@ impl ThreadCache {
             prev: AtomicPtr::new(ptr::null_mut()),
             sample_left: AtomicIsize::new(0),
             sample_armed: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+            epoch: AtomicU32::new(0),
+            placeholder: AtomicU64::new(0),
             // Activity is at least 1 once registered: the first scan never
             // counts a thread idle.
             seen: AtomicU32::new(0),
@@ -406,7 +483,8 @@ fn with_cache<R>(f: impl FnOnce(&ThreadCache) -> R) -> R {
     CACHE.with(f)
 }
 
-/// Counts `size` bytes against the calling thread's heap-profile countdown;
+/// Counts `size` bytes (a large block's, or a `realloc`'s) against the
+/// calling thread's heap-profile byte countdown;
 /// `true` when the countdown ran out, so this allocation must go to
 /// `profile::alloc_due` (which samples it or not, and sets a new
 /// countdown). With profiling off the countdown restarts every 1 MiB, so
@@ -443,47 +521,56 @@ pub fn set_sample_countdown(left: isize, armed: bool) -> bool {
     })
 }
 
-/// [`sample_due`] and [`alloc`] in one visit to the thread cache: counts
-/// `size` bytes against the heap-profile countdown and, unless it ran out,
-/// allocates an object of `class` (null when out of memory). `None` when it
-/// ran out: nothing was allocated, and the caller goes to
-/// `profile::alloc_due`.
+/// An allocation of an object of `class` that is a trial of the heap
+/// profile's sampling, on the fast path alone: pops the class's countdown
+/// with the object; null when that cannot be done here (the list is empty,
+/// the countdown ran out, or the fast path is closed), with nothing done:
+/// the caller goes on to [`alloc_counted_slow`] out of line.
 ///
-/// With profiling off (`alloc_fast` set) nothing is counted: the path is
-/// the one [`alloc`] takes. With it closed (profiling on; or not yet
-/// configured, when a new cache's countdown of 0 sends its first
-/// allocation to `profile::alloc_due`, which reads the configuration; or
-/// after `stop`, until the thread's next slow path opens it) it counts.
+/// Profiling on or off, this is the same path: one subtraction takes the
+/// object and the pop ([`POP`]). Off, the countdown is [`MAX_POPS`], so a
+/// bin runs out once in 2^30 pops (and `profile::alloc_due` sets it again).
 #[inline(always)]
-pub fn alloc_counted(class: SizeClass, size: usize) -> Option<*mut u8> {
+pub fn pop_counted(class: SizeClass) -> *mut u8 {
     let class = class.index();
     with_cache(|tc| {
         tc.begin();
         // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
         let bin = unsafe { tc.bins.get_unchecked(class) };
-        // Open: profiling is off, and the lists are ours (`alloc_fast` was
-        // set after `begin`, and only with `fast`). Closed: count, then
-        // the lists are ours if `fast` is set.
-        let ours = tc.alloc_fast.load(Ordering::Acquire) || {
-            // Profiling on: keep the open path the straight line.
-            profiling_path();
-            let left = tc.sample_left.load(Ordering::Relaxed) - size as isize;
-            tc.sample_left.store(left, Ordering::Relaxed);
-            if left < 0 {
+        // The countdowns follow the profile's state (`alloc_fast`), and the
+        // lists are ours (it was set after `begin`, and only with `fast`).
+        if tc.alloc_fast.load(Ordering::Acquire) {
+            let obj = bin.head.load(Ordering::Relaxed);
+            // Meaningless when the list is empty (then unused).
+            let w = bin.word.load(Ordering::Relaxed).wrapping_sub(POP);
+            if !obj.is_null() && (w as i64) >= 0 {
+                // SAFETY: cached objects are free and link through their
+                // first word (raw outside hardened mode, the only mode with
+                // `fast`).
+                bin.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
+                bin.word.store(w, Ordering::Relaxed);
                 tc.end();
-                return None;
-            }
-            tc.fast.load(Ordering::Acquire)
-        };
-        if ours {
-            // SAFETY: the lists are ours (see above).
-            let obj = unsafe { bin.pop_fast() };
-            if !obj.is_null() {
-                tc.end();
-                return Some(obj as *mut u8);
+                return obj as *mut u8;
             }
         }
-        Some(tc.alloc_slow(class))
+        tc.end();
+        ptr::null_mut()
+    })
+}
+
+/// The slow path of [`pop_counted`] (which found nothing to do there):
+/// allocates an object of `class` (null when out of memory) unless the
+/// class's countdown ran out; `None` then (nothing allocated), and the
+/// caller goes to `profile::alloc_due`, which decides whether this
+/// allocation is sampled.
+#[cold]
+#[inline(never)]
+pub fn alloc_counted_slow(class: SizeClass) -> Option<*mut u8> {
+    with_cache(|tc| {
+        tc.begin();
+        // Ends the operation itself.
+        let p = tc.alloc_slow_counted(class.index());
+        (p as usize != DUE).then_some(p)
     })
 }
 
@@ -501,16 +588,72 @@ const PROFILE_UNKNOWN: u8 = 0;
 const PROFILE_OFF: u8 = 1;
 const PROFILE_ON: u8 = 2;
 
+/// Changes each time [`PROFILE`] is set: a cache whose bins' countdowns
+/// were set for an older epoch sets them again ([`ThreadCache::sync_bins`])
+/// before it opens `alloc_fast`. Starts at 1, so a new cache (0) syncs.
+static PROFILE_EPOCH: AtomicU32 = AtomicU32::new(1);
+
 /// The heap profile turned on or off (`profile::start`, `stop`, and its
-/// configuration). On: every registered cache's allocation fast path is
-/// closed, so each thread counts from its next allocation on (a cache that
-/// opens it concurrently sees the new state after it, [`ThreadCache::set_fast`]).
-/// Off: each thread opens it again at its next slow path.
+/// configuration): every registered cache's allocation fast path is closed,
+/// so each thread sets its bins' countdowns for the new state at its next
+/// allocation (a cache that opens it concurrently sees the new epoch after
+/// it, [`ThreadCache::set_fast`]).
 pub fn set_profiling(on: bool) {
     PROFILE.store(if on { PROFILE_ON } else { PROFILE_OFF }, Ordering::SeqCst);
-    if on {
-        close_in_every_cache(|tc| &tc.alloc_fast);
-    }
+    PROFILE_EPOCH.fetch_add(1, Ordering::SeqCst);
+    close_in_every_cache(|tc| &tc.alloc_fast);
+}
+
+/// Sets the calling thread's countdown for `class` to `pops` fast-path pops
+/// (at most [`MAX_POPS`]), `placeholder` if it is not a fair draw (see
+/// `ThreadCache::placeholder`). For `profile::alloc_due`.
+pub fn set_class_countdown(class: usize, pops: i32, placeholder: bool) {
+    with_cache(|tc| {
+        tc.with_lists(|| {
+            if let Some(bin) = tc.bins.get(class) {
+                bin.set_pops_left(pops.min(MAX_POPS));
+                let bits = tc.placeholder.load(Ordering::Relaxed);
+                let bit = 1u64 << class;
+                let bits = if placeholder { bits | bit } else { bits & !bit };
+                tc.placeholder.store(bits, Ordering::Relaxed);
+            }
+        })
+    });
+}
+
+/// Whether the calling thread's countdown for `class` is a placeholder
+/// (see `ThreadCache::placeholder`).
+pub fn class_countdown_is_placeholder(class: usize) -> bool {
+    with_cache(|tc| tc.placeholder.load(Ordering::Relaxed) & (1u64 << (class % 64)) != 0)
+}
+
+/// Makes the calling thread's next allocation a sample, through whichever
+/// countdown it takes (the profile's learning of its entry frames): the
+/// byte countdown at zero, every class's at zero (as placeholders, so after
+/// the forced sample each pop there is an ordinary trial).
+pub fn force_sample() {
+    with_cache(|tc| {
+        tc.sample_left.store(0, Ordering::Relaxed);
+        tc.sample_armed.store(true, Ordering::Relaxed);
+        tc.forced.store(true, Ordering::Relaxed);
+        tc.with_lists(|| {
+            for bin in &tc.bins {
+                bin.set_pops_left(0);
+            }
+            tc.placeholder.store(u64::MAX, Ordering::Relaxed);
+        })
+    });
+}
+
+/// Whether a [`force_sample`] is pending; clears it.
+pub fn take_forced() -> bool {
+    with_cache(|tc| {
+        let f = tc.forced.load(Ordering::Relaxed);
+        if f {
+            tc.forced.store(false, Ordering::Relaxed);
+        }
+        f
+    })
 }
 
 /// After a sequentially consistent store of the state that closes it:
@@ -704,11 +847,12 @@ impl ThreadCache {
         self.activity.store(a.wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// Sets `fast` to `on`, and `alloc_fast` to `on` unless the heap profile
-    /// is on (or not yet configured). Opening `alloc_fast` races with
-    /// [`set_profiling`] turning it on: each side writes its flag, then
-    /// reads the other's (sequentially consistent), so at least one of them
-    /// sees the other and the fast path ends closed.
+    /// Sets `fast` to `on`, and `alloc_fast` to `on` if the bins'
+    /// countdowns follow the profile's current state. Opening `alloc_fast`
+    /// races with [`set_profiling`] changing that state: each side writes
+    /// its flag or epoch, then reads the other's (sequentially consistent),
+    /// so at least one of them sees the other and the fast path ends
+    /// closed.
     fn set_fast(&self, on: bool, order: Ordering) {
         self.fast.store(on, order);
         self.open_alloc_fast(on);
@@ -727,34 +871,92 @@ impl ThreadCache {
     }
 
     /// Opens the allocation fast path if `fast` is (`fast_now`) and the
-    /// profile is off; closes it otherwise.
+    /// bins' countdowns were set for the profile's current state (epoch);
+    /// closes it otherwise.
     fn open_alloc_fast(&self, fast_now: bool) {
-        let open = fast_now && PROFILE.load(Ordering::SeqCst) == PROFILE_OFF;
+        let mine = self.epoch.load(Ordering::Relaxed);
+        let open = fast_now && PROFILE_EPOCH.load(Ordering::SeqCst) == mine;
         self.alloc_fast.store(open, Ordering::SeqCst);
-        if open && PROFILE.load(Ordering::SeqCst) != PROFILE_OFF {
+        if open && PROFILE_EPOCH.load(Ordering::SeqCst) != mine {
             self.alloc_fast.store(false, Ordering::SeqCst);
         }
     }
 
+    /// Sets every bin's countdown for the profile's current state: off, the
+    /// most pops; not yet configured or on, zero, so each class's next pop
+    /// goes to `profile::alloc_due` (which reads the configuration, or
+    /// draws). Placeholders either way. The lists must be the caller's.
+    #[cold]
+    fn sync_bins(&self) {
+        let epoch = PROFILE_EPOCH.load(Ordering::SeqCst);
+        let pops = if PROFILE.load(Ordering::SeqCst) == PROFILE_OFF {
+            MAX_POPS
+        } else {
+            0
+        };
+        for bin in &self.bins {
+            bin.set_pops_left(pops);
+        }
+        self.placeholder.store(u64::MAX, Ordering::Relaxed);
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    /// Runs `f` with the lists held: inside an operation, after any taking
+    /// by the background thread is over.
+    fn with_lists<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.begin();
+        if !self.fast.load(Ordering::Acquire) {
+            self.wait_if_taken();
+        }
+        let r = f();
+        self.end();
+        r
+    }
+
     /// `alloc` when the list is empty or `fast` is clear (a new or hardened
     /// cache, or the background thread asking for it); ends the operation.
-    /// Also where a thread that counted while profiling was on opens the
-    /// allocation fast path again once it is off.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, class: usize) -> *mut u8 {
+        self.alloc_slow_inner(class, false)
+    }
+
+    /// [`pop_counted`] off its fast path: as [`Self::alloc_slow`], after
+    /// the allocation's pop of the class's countdown; [`DUE`] if that ran
+    /// out (nothing taken). Also where the bins' countdowns follow a change
+    /// of the profile's state and the allocation fast path opens again.
+    fn alloc_slow_counted(&self, class: usize) -> *mut u8 {
+        self.alloc_slow_inner(class, true)
+    }
+
+    #[inline(always)]
+    fn alloc_slow_inner(&self, class: usize, counted: bool) -> *mut u8 {
         let _end = EndOnDrop(self);
         let fast = self.fast.load(Ordering::Relaxed);
+        if !fast {
+            self.wait_if_taken();
+        }
+        // The lists are ours.
+        if self.epoch.load(Ordering::Relaxed) != PROFILE_EPOCH.load(Ordering::Acquire) {
+            self.sync_bins();
+        }
         if fast && !self.alloc_fast.load(Ordering::Relaxed) {
             self.open_alloc_fast(fast);
         }
+        let bin = &self.bins[class];
+        if counted {
+            let left = bin.pops_left();
+            if left <= 0 {
+                return DUE as *mut u8;
+            }
+            bin.set_pops_left(left - 1);
+        }
         // With `fast` set the fast path found the list empty: refill.
-        if !self.fast.load(Ordering::Relaxed) {
-            self.wait_if_taken();
+        if !fast {
             // The background thread may have left the lists alone, and a
             // hardened cache holds objects the fast path never took.
             // SAFETY: the lists are ours (no one is taking them).
-            let obj = unsafe { self.bins[class].pop(class) };
+            let obj = unsafe { bin.pop(class) };
             if !obj.is_null() {
                 return obj as *mut u8;
             }
@@ -828,7 +1030,7 @@ impl ThreadCache {
             unsafe { FreeObject::next_of(obj, links) },
             Ordering::Relaxed,
         );
-        bin.count.store(chain.count as u32 - 1, Ordering::Relaxed);
+        bin.set_count(chain.count as u32 - 1);
         if links.hardened() {
             // SAFETY: just taken from the chain, at least 8 bytes.
             unsafe { harden::clear_link(obj.cast()) };
@@ -857,7 +1059,7 @@ impl ThreadCache {
         let n = if self.state.load(Ordering::Relaxed) == ACTIVE {
             CLASS_BATCH[class] as usize
         } else {
-            bin.count.load(Ordering::Relaxed) as usize
+            bin.count() as usize
         };
         self.flush(class, n);
     }
@@ -869,7 +1071,7 @@ impl ThreadCache {
     /// background thread while it takes the cache.
     fn flush(&self, class: usize, n: usize) {
         let bin = &self.bins[class];
-        let count = bin.count.load(Ordering::Relaxed) as usize;
+        let count = bin.count() as usize;
         let n = n.min(count);
         if n == 0 {
             return;
@@ -929,7 +1131,7 @@ impl ThreadCache {
                 oldest
             }
         };
-        bin.count.store(keep as u32, Ordering::Relaxed);
+        bin.set_count(keep as u32);
         if keep == bin.max.load(Ordering::Relaxed) as usize / 2 + 1 {
             bin.low
                 .store(bin.head.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -944,7 +1146,7 @@ impl ThreadCache {
     #[cold]
     fn flush_checked(&self, class: usize, n: usize, links: Links) {
         let bin = &self.bins[class];
-        let count = bin.count.load(Ordering::Relaxed) as usize;
+        let count = bin.count() as usize;
         let keep = count - n;
         let head = bin.head.load(Ordering::Relaxed);
         let mut last = head;
@@ -958,7 +1160,7 @@ impl ThreadCache {
             if !link_ok(next, class, (count - i) as u32) {
                 crate::misuse::corrupt_list(last as usize);
                 bin.head.store(ptr::null_mut(), Ordering::Relaxed);
-                bin.count.store(0, Ordering::Relaxed);
+                bin.set_count(0);
                 // SAFETY: `last` is the i-th cached object; the chain up to
                 // it holds `i` free objects of `class`.
                 unsafe {
@@ -996,7 +1198,7 @@ impl ThreadCache {
             obj = next;
         }
         bin.head.store(ptr::null_mut(), Ordering::Relaxed);
-        bin.count.store(0, Ordering::Relaxed);
+        bin.set_count(0);
         remote.count.store(n, Ordering::Relaxed);
         if n >= CLASS_BATCH[class] as u32 {
             self.flush_remote(class);
@@ -1022,7 +1224,7 @@ impl ThreadCache {
     fn flush_all(&self) -> usize {
         let mut bytes = 0;
         for (class, size) in CLASS_SIZE.iter().enumerate().skip(1) {
-            let count = self.bins[class].count.load(Ordering::Relaxed) as usize;
+            let count = self.bins[class].count() as usize;
             let remote = self.remote[class].count.load(Ordering::Relaxed) as usize;
             bytes += (count + remote) * *size as usize;
             self.flush(class, count);
@@ -1044,7 +1246,7 @@ impl ThreadCache {
     fn cached_bytes(&self) -> usize {
         (1..NUM_CLASSES)
             .map(|c| {
-                let n = self.bins[c].count.load(Ordering::Relaxed)
+                let n = self.bins[c].count()
                     + self.remote[c].count.load(Ordering::Relaxed);
                 n as usize * CLASS_SIZE[c] as usize
             })
@@ -1270,7 +1472,7 @@ mod tests {
         for (z, n) in zero.bins.iter().zip(&new.bins) {
             assert_eq!(z.head.load(r), n.head.load(r));
             assert_eq!(z.low.load(r), n.low.load(r));
-            assert_eq!(z.count.load(r), n.count.load(r));
+            assert_eq!(z.word.load(r), n.word.load(r));
             assert_eq!(z.max.load(r), n.max.load(r));
         }
         for (z, n) in zero.remote.iter().zip(&new.remote) {
@@ -1278,6 +1480,9 @@ mod tests {
             assert_eq!(z.count.load(r), n.count.load(r));
         }
         assert_eq!(zero.busy.load(r), new.busy.load(r));
+        assert_eq!(zero.epoch.load(r), new.epoch.load(r));
+        assert_eq!(zero.placeholder.load(r), new.placeholder.load(r));
+        assert_eq!(zero.forced.load(r), new.forced.load(r));
         assert_eq!(zero.activity.load(r), new.activity.load(r));
         assert_eq!(zero.fast.load(r), new.fast.load(r));
         assert_eq!(zero.taking.load(r), new.taking.load(r));

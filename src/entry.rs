@@ -16,10 +16,23 @@ use core::ptr;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HugeGuard;
 
+/// An allocation off the fast path, as a trial of the heap profile's
+/// sampling. Tail-called by `alloc` (so its frame stands for the entry's
+/// when the profile captures the stack, learned as an entry frame).
 #[cold]
 #[inline(never)]
-fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
-    block::alloc(size, align, zero)
+fn alloc_slow(size: usize, align: usize) -> *mut u8 {
+    let counted = if fast_path_ok(size, align) {
+        cache::alloc_counted_slow(class_of_small(size))
+    } else {
+        block::alloc_counted(size, align, false)
+    };
+    match counted {
+        Some(p) => p,
+        // The countdown ran out (`profile`). Not a tail call: the
+        // profile's stack starts above this frame.
+        None => black_box(profile::alloc_due(size, align, false)),
+    }
 }
 
 /// # Safety
@@ -40,19 +53,13 @@ unsafe impl GlobalAlloc for HugeGuard {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
-        let counted = if fast_path_ok(size, align) {
-            cache::alloc_counted(class_of_small(size), size)
-        } else if cache::sample_due(size) {
-            None
-        } else {
-            Some(alloc_slow(size, align, false))
-        };
-        match counted {
-            Some(p) => p,
-            // The heap profile's countdown ran out (`profile`). Not a tail
-            // call: the profile's stack starts above this frame.
-            None => black_box(profile::alloc_due(size, align, false)),
+        if fast_path_ok(size, align) {
+            let p = cache::pop_counted(class_of_small(size));
+            if !p.is_null() {
+                return p;
+            }
         }
+        alloc_slow(size, align)
     }
 
     #[inline]

@@ -67,6 +67,23 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     // class table's fast lookup then applies: no search for an aligned
     // class, which tiny C requests hit on every call).
     let (size, align) = (size.max(MIN_ALIGN), align.max(MIN_ALIGN));
+    if let block::Kind::Small(class) = block::Kind::of(size, align) {
+        let p = crate::cache::pop_counted(class);
+        if !p.is_null() {
+            if zero {
+                // SAFETY: `p` holds at least `size` bytes.
+                unsafe { ptr::write_bytes(p, 0, size) };
+            }
+            return p;
+        }
+    }
+    alloc_aligned_slow(size, align, zero)
+}
+
+/// [`alloc_aligned`] off its fast path.
+#[cold]
+#[inline(never)]
+fn alloc_aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     match block::alloc_counted(size, align, zero) {
         Some(p) => p,
         // The heap profile's countdown ran out (`profile`); not a tail

@@ -1,38 +1,53 @@
 //! Sampled heap profiles: which call sites hold the live bytes.
 //!
 //! Off by default. With profiling on (`HUGEGUARD_PROF=on`, or [`start`]),
-//! allocations are sampled by bytes, as jemalloc and TCMalloc do: each
-//! thread counts down a random number of bytes, drawn from an exponential
-//! distribution whose mean is the interval (`HUGEGUARD_PROF_INTERVAL`,
-//! 512 KiB by default), and the allocation that takes the count below zero
-//! is sampled. An allocation of `s` bytes is then sampled with probability
-//! `1 - exp(-s / interval)` whatever came before it, so dividing each
+//! allocations are sampled by bytes, as jemalloc and TCMalloc do: an
+//! allocation of `s` bytes is sampled with probability
+//! `1 - exp(-s / interval)` (the interval is `HUGEGUARD_PROF_INTERVAL`,
+//! 512 KiB by default), independently of every other, so dividing each
 //! sample by that probability gives an unbiased estimate of the live bytes
 //! per call site at any interval (`google-pprof` does the division when it
 //! reads the profile's `heap_v2/<interval>` header).
 //!
-//! **Cost when off.** The countdown lives in the thread cache. A small
-//! allocation counts only while profiling is on: the caches' allocation
-//! fast path (`alloc_fast`) is open while it is off, counts nothing, and
-//! [`start`] closes it in every cache (`cache::set_profiling`). Large
-//! requests and `realloc` always count (`cache::sample_due`); one that runs
-//! out while profiling is off restarts from 1 MiB unsampled. Once profiling
-//! has started (and samples may exist), a Rust free of a small object
-//! compares its address with the sampled objects' region (`table::holds`);
-//! before that the caches' free fast path (`free_fast`, closed by
-//! `cache::set_sampled` before the first start) skips the check. A C free
-//! looks there only on its slow path.
+//! **Small allocations** are counted in allocations, not bytes, so that the
+//! fast path pays nothing for it: each thread keeps, per size class, a
+//! countdown of the allocations left before the next *candidate*, in the
+//! same word as the class's count of cached objects (`cache::pop_counted`:
+//! one subtraction takes the object and counts it). The countdown is drawn
+//! geometric (`draw_pops`), so each allocation of a class of `c` bytes is
+//! a candidate with probability `1 - exp(-c / interval)`; a candidate that
+//! asked for `s < c` bytes is kept with probability
+//! `(1 - exp(-s / interval)) / (1 - exp(-c / interval))` (`thin`), which
+//! makes its probability `1 - exp(-s / interval)`, as if its bytes had been
+//! counted. **Large allocations** and `realloc` count their bytes against a
+//! thread-wide countdown, an exponential draw (`cache::sample_due`).
+//!
+//! **Cost when off.** The same allocation fast path: a class's countdown
+//! is then at its most (`cache::MAX_POPS`, 2^30 pops), and one that runs
+//! out only sets it again. [`start`] and [`stop`] close every cache's
+//! allocation fast path (`cache::set_profiling`), and each thread sets its
+//! countdowns for the new state at its next allocation (as placeholders:
+//! the first allocation of each class after that is an ordinary trial,
+//! `rearm_class`). A large allocation or a `realloc` whose byte countdown
+//! runs out while profiling is off restarts it from 1 MiB unsampled. Once
+//! profiling has started (and samples may exist), a Rust free of a small
+//! object compares its address with the sampled objects' region
+//! (`table::holds`); before that the caches' free fast path (`free_fast`,
+//! closed by `cache::set_sampled` before the first start) skips the check.
+//! A C free looks there only on its slow path.
 //!
 //! **A sampled allocation** (`alloc_due`) captures the stack with the
 //! unwinder (`os::unwind`), with no allocator lock held and the thread's
 //! countdown parked at its maximum, so an allocation the unwinder makes is
 //! never sampled itself; the stack starts at the program's frame that
 //! called the allocator: the unwinder leaves out the frames of this
-//! module's slow path (known by their functions' start addresses) and the
-//! one above them, the entry the program called (which calls the slow path
-//! through `black_box`, so never as a tail call that would drop its frame).
-//! Where the entry was inlined into the program's function (link-time
-//! optimisation), that function's frame is the one left out.
+//! module's slow path (known by their functions' start addresses) and,
+//! above them, those of the allocator's entry points, learned once by
+//! sampling through each entry (`learn_entries`): the entry the program
+//! called, or the out-of-line slow path it jumped to, which calls this
+//! module through `black_box` (never as a tail call that would drop its
+//! frame). Where the entry was inlined into the program's function
+//! (link-time optimisation), that function's frame is the first kept.
 //! Then the object goes to a slot of its own (small) or is an ordinary page
 //! run (large), and its record waits in `table` until it is freed.
 //!
@@ -50,6 +65,7 @@ use crate::block::{self, Kind};
 use crate::cache;
 use crate::os::unwind;
 use crate::report::ProfileSummary;
+use crate::size_class::SizeClass;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
@@ -343,8 +359,8 @@ std::thread_local! {
     static STREAM: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
 
-/// A random mean-`interval` exponential draw, in bytes (at least 1).
-fn draw(interval: usize) -> isize {
+/// A random number, uniform in (0, 1].
+fn uniform() -> f64 {
     const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
     // splitmix64 over a counter of the thread's own (threads that sample
     // at once would otherwise pass one cache line back and forth), which
@@ -361,16 +377,54 @@ fn draw(interval: usize) -> isize {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
-    // Uniform in (0, 1]: never ln(0).
-    let u = ((z >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
-    let x = -u.ln() * interval as f64;
+    // Never 0: never ln(0).
+    ((z >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// A random mean-`interval` exponential draw, in bytes (at least 1).
+fn draw(interval: usize) -> isize {
+    let x = -uniform().ln() * interval as f64;
     (x as isize).clamp(1, isize::MAX / 2)
 }
 
-/// Decides whether the allocation whose countdown ran out is sampled, and
-/// sets the thread's next countdown.
+/// A random draw of how many allocations of a class of `size` bytes pass
+/// before the next sample candidate: geometric, each allocation a candidate
+/// with probability `1 - exp(-size / interval)` (the floor of an
+/// exponential draw in units of `size`). `true` with it if it was cut at
+/// `cache::MAX_POPS` (then the rest is drawn again when that runs out:
+/// the distribution has no memory).
+fn draw_pops(size: usize, interval: usize) -> (i32, bool) {
+    let x = -uniform().ln() * interval as f64 / size.max(1) as f64;
+    if x >= cache::MAX_POPS as f64 {
+        (cache::MAX_POPS, true)
+    } else {
+        (x as i32, false)
+    }
+}
+
+/// Whether a candidate of its class (`class_size` bytes) that asked for
+/// `size` is sampled: with probability `(1 - exp(-size / interval)) /
+/// (1 - exp(-class_size / interval))`, so that, candidates coming with
+/// probability `1 - exp(-class_size / interval)`, each allocation is
+/// sampled with probability `1 - exp(-size / interval)`, as if its own
+/// bytes were counted.
+fn thin(size: usize, class_size: usize, interval: usize) -> bool {
+    if size >= class_size {
+        return true;
+    }
+    let i = interval as f64;
+    let keep = (-(size as f64) / i).exp_m1() / (-(class_size as f64) / i).exp_m1();
+    uniform() <= keep
+}
+
+/// Decides whether the allocation whose byte countdown ran out is sampled,
+/// and sets the thread's next countdown.
 fn rearm() -> bool {
     configure();
+    if cache::take_forced() {
+        cache::set_sample_countdown(draw(interval()), true);
+        return true;
+    }
     if !ON.load(Ordering::Acquire) {
         cache::set_sample_countdown(OFF_COUNTDOWN, false);
         return false;
@@ -380,15 +434,52 @@ fn rearm() -> bool {
     was_armed
 }
 
-/// The cold path of an allocation whose countdown ran out: samples it if
-/// profiling is on, else allocates it as usual. Called (not jumped to: the
-/// stack capture leaves out this function's frames and the one above) by
-/// the allocator entry the program called.
+/// Decides whether the small allocation whose class countdown ran out
+/// (`cache::alloc_counted`) is sampled, and sets the class's next
+/// countdown. A fair countdown's end is a candidate, sampled after
+/// [`thin`]; a placeholder's end is an ordinary trial (drawn now).
+fn rearm_class(class: SizeClass, size: usize) -> bool {
+    configure();
+    let c = class.index();
+    if !ON.load(Ordering::Acquire) {
+        cache::set_class_countdown(c, cache::MAX_POPS, true);
+        return false;
+    }
+    let (interval, class_size) = (interval(), class.size());
+    let forced = cache::take_forced();
+    // Inside the stack capture (the byte countdown parked): never a sample.
+    let capturing = cache::sample_countdown() > isize::MAX / 2;
+    let (mut pops, mut cut) = draw_pops(class_size, interval);
+    let candidate = if cache::class_countdown_is_placeholder(c) {
+        // This allocation is the first trial of the draw.
+        if pops == 0 {
+            (pops, cut) = draw_pops(class_size, interval);
+            true
+        } else {
+            pops -= 1;
+            false
+        }
+    } else {
+        true
+    };
+    cache::set_class_countdown(c, pops, cut);
+    forced || (candidate && !capturing && thin(size, class_size, interval))
+}
+
+/// The cold path of an allocation whose countdown ran out (its class's for
+/// a small one, the thread's byte countdown for a large one): samples it if
+/// profiling is on and it is drawn, else allocates it as usual. Called (not
+/// jumped to: the stack capture leaves out this function's frames and the
+/// one above) by the allocator entry the program called.
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_due(size: usize, align: usize, zero: bool) -> *mut u8 {
     write_pending();
-    if !rearm() {
+    let sampled = match Kind::of(size, align) {
+        Kind::Small(class) => rearm_class(class, size),
+        _ => rearm(),
+    };
+    if !sampled {
         return block::alloc(size, align, zero);
     }
     sampled_alloc(size, align, zero)
@@ -543,7 +634,7 @@ fn learn_entries() {
     LEARN_UNTIL.store(unwind::call_c_allocator as fn(&dyn Fn()) as usize, Ordering::Relaxed);
     // Each C call is its own sample.
     unwind::call_c_allocator(&|| {
-        cache::set_sample_countdown(0, true);
+        cache::force_sample();
     });
     LEARNER.store(0, Ordering::Relaxed);
     // The fast walk stays on only where it finds what libgcc finds.
@@ -560,15 +651,15 @@ fn probe_rust_entries() {
     let l = Layout::from_size_align(64, 8).expect("a valid layout");
     // SAFETY: non-zero layouts; each block freed once with its layout.
     unsafe {
-        cache::set_sample_countdown(0, true);
+        cache::force_sample();
         let p = alloc(l);
         if !p.is_null() {
-            cache::set_sample_countdown(0, true);
+            cache::force_sample();
             let q = realloc(p, l, 128);
             let (q, ql) = if q.is_null() { (p, l) } else { (q, Layout::from_size_align(128, 8).expect("a valid layout")) };
             dealloc(q, ql);
         }
-        cache::set_sample_countdown(0, true);
+        cache::force_sample();
         let z = alloc_zeroed(l);
         if !z.is_null() {
             dealloc(z, l);
