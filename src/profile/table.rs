@@ -13,8 +13,10 @@
 //! stack, so the next sample reuses them without a system call or a page
 //! fault; the free slots' warm pages are capped at [`WARM_CAP_PAGES`] (a
 //! free beyond it gives its slot's pages back with `MADV_DONTNEED`, outside
-//! the lock), and every release pass gives them all back
-//! ([`release_warm`]). A slot's pages are the most its objects ever used,
+//! the lock, and the slot goes under the warm ones, so the next samples
+//! still take warm slots: on top, it would make every sample at the cap
+//! fault its pages in and every free give them back), and every release
+//! pass gives them all back ([`release_warm`]). A slot's pages are the most its objects ever used,
 //! so a warm slot is cleared for an `alloc_zeroed` sample.
 //!
 //! **Large sampled objects** are ordinary page runs of the heap; their
@@ -98,9 +100,13 @@ struct MapEntry {
 struct Table {
     ready: bool,
     records: *mut Record,
-    /// Stacks of free indices: small slots, then large records.
+    /// Stacks of free indices: small slots, then large records. The small
+    /// slots' stack keeps the cold ones (no pages) below the warm ones:
+    /// `free_small[..n_cold_small]` are cold, so a sample takes a warm slot
+    /// while there is one.
     free_small: *mut u32,
     n_free_small: usize,
+    n_cold_small: usize,
     free_large: *mut u32,
     n_free_large: usize,
     map: *mut MapEntry,
@@ -139,6 +145,7 @@ static TABLE: SpinLock<Table> = SpinLock::new(
         records: core::ptr::null_mut(),
         free_small: core::ptr::null_mut(),
         n_free_small: 0,
+        n_cold_small: 0,
         free_large: core::ptr::null_mut(),
         n_free_large: 0,
         map: core::ptr::null_mut(),
@@ -226,6 +233,7 @@ pub(crate) fn setup() -> bool {
         unsafe { *t.free_large.add(i) = (RECORDS - 1 - i) as u32 };
     }
     t.n_free_small = SMALL_SLOTS;
+    t.n_cold_small = SMALL_SLOTS;
     t.n_free_large = LARGE_RECORDS;
     t.ready = true;
     REGION.store(region as usize, Ordering::Release);
@@ -303,14 +311,37 @@ impl Table {
         unsafe { *self.warm.add(slot) = pages as u32 };
     }
 
-    /// Pushes free slot `slot` on the free stack.
+    /// Pushes free slot `slot` on the free stack: on top if it is warm,
+    /// else on top of the cold ones (under the warm ones).
     fn push_free_slot(&mut self, slot: usize) {
         let n = self.n_free_small;
-        // SAFETY: fewer than SMALL_SLOTS slots are free, so `n` is in the
-        // stack.
-        unsafe { *self.free_small.add(n) = slot as u32 };
+        let pages = self.warm_of(slot);
+        if pages > 0 {
+            // SAFETY: fewer than SMALL_SLOTS slots are free, so `n` is in
+            // the stack.
+            unsafe { *self.free_small.add(n) = slot as u32 };
+        } else {
+            let c = self.n_cold_small;
+            // SAFETY: `c <= n < SMALL_SLOTS`: both in the stack. The first
+            // warm slot (if any) moves to the top.
+            unsafe {
+                *self.free_small.add(n) = *self.free_small.add(c);
+                *self.free_small.add(c) = slot as u32;
+            }
+            self.n_cold_small = c + 1;
+        }
         self.n_free_small = n + 1;
-        self.idle_warm_pages += self.warm_of(slot);
+        self.idle_warm_pages += pages;
+    }
+
+    /// Takes the free slot on top of the free stack (a warm one if any).
+    /// There must be one.
+    fn pop_free_slot(&mut self) -> usize {
+        self.n_free_small -= 1;
+        let n = self.n_free_small;
+        self.n_cold_small = self.n_cold_small.min(n);
+        // SAFETY: below the stack's old length.
+        unsafe { *self.free_small.add(n) as usize }
     }
 
     fn map_slot(addr: usize) -> usize {
@@ -385,9 +416,7 @@ pub(crate) fn take_small(size: usize, usable: usize, zero: bool, stack: &[usize]
             t.dropped += 1;
             return core::ptr::null_mut();
         }
-        t.n_free_small -= 1;
-        // SAFETY: below the stack's length.
-        let slot = unsafe { *t.free_small.add(t.n_free_small) } as usize;
+        let slot = t.pop_free_slot();
         let warm = t.warm_of(slot);
         t.idle_warm_pages -= warm;
         t.set_warm(slot, warm.max(usable.div_ceil(PAGE)));
@@ -475,23 +504,10 @@ pub(crate) fn release_warm() -> usize {
             if !t.ready || t.idle_warm_pages == 0 {
                 return released;
             }
-            let mut i = 0;
-            while i < t.n_free_small && n < batch.len() {
-                // SAFETY: `i` is below the free stack's length.
-                let slot = unsafe { *t.free_small.add(i) } as usize;
-                // Slots never used have no pages (and their counts are
-                // left unread, untouched).
-                let pages = if slot < t.used_small { t.warm_of(slot) } else { 0 };
-                if pages == 0 {
-                    i += 1;
-                    continue;
-                }
-                // Swap-remove it from the free stack (order does not matter
-                // for correctness; warm slots come back on top below).
-                t.n_free_small -= 1;
-                let last = t.n_free_small;
-                // SAFETY: `i` and `last` are below the stack's old length.
-                unsafe { *t.free_small.add(i) = *t.free_small.add(last) };
+            // The warm free slots are the top of the stack.
+            while t.n_free_small > t.n_cold_small && n < batch.len() {
+                let slot = t.pop_free_slot();
+                let pages = t.warm_of(slot);
                 t.idle_warm_pages -= pages;
                 t.set_warm(slot, 0);
                 batch[n] = (slot as u32, pages as u32);
@@ -692,12 +708,17 @@ pub(crate) fn check() -> Result<(), &'static str> {
             return Err("a small sample's slot counts fewer pages than it uses");
         }
     }
+    if t.n_cold_small > t.n_free_small {
+        return Err("the profile's free-slot stack has more cold slots than slots");
+    }
     for i in 0..t.n_free_small {
         // SAFETY: `i` is below the free stack's length.
         let slot = unsafe { *t.free_small.add(i) } as usize;
-        if slot < t.used_small {
-            idle_warm += t.warm_of(slot);
+        let pages = if slot < t.used_small { t.warm_of(slot) } else { 0 };
+        if (i < t.n_cold_small) != (pages == 0) {
+            return Err("the profile's free-slot stack mixes warm and cold slots");
         }
+        idle_warm += pages;
     }
     if warm != t.warm_pages || idle_warm != t.idle_warm_pages || idle_warm > WARM_CAP_PAGES {
         return Err("the profile's warm page counts disagree with its slots");
