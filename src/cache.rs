@@ -68,6 +68,7 @@ use crate::harden;
 use crate::lock::SpinLock;
 use crate::lock_rank::Rank;
 use crate::os::linux;
+use crate::profile::draw::{self, MAX_POPS};
 use crate::size_class::{SizeClass, CLASS_BATCH, CLASS_CACHE_MAX, CLASS_SIZE, NUM_CLASSES};
 use core::ptr;
 use core::sync::atomic::{
@@ -80,10 +81,6 @@ const COUNT_MASK: u64 = u32::MAX as u64;
 /// What a counted pop subtracts from a bin's `word`: one object, one pop of
 /// the countdown.
 const POP: u64 = (1 << 32) | 1;
-/// The most pops a bin's countdown holds; a longer draw is cut here and
-/// marked a placeholder (`placeholder`). Also the countdown while
-/// profiling is off, so a bin sends a pop to the profile once in 2^30.
-pub const MAX_POPS: i32 = 1 << 30;
 /// What the counted slow path returns for "the countdown ran out": no
 /// object was taken, and the caller goes to `profile::alloc_due`. Never an
 /// object's address (objects are 8-aligned).
@@ -637,6 +634,8 @@ pub fn force_sample() {
         tc.sample_armed.store(true, Ordering::Relaxed);
         tc.forced.store(true, Ordering::Relaxed);
         tc.with_lists(|| {
+            // Synced first: a later sync would draw over the zeros.
+            tc.sync_if_stale();
             for bin in &tc.bins {
                 bin.set_pops_left(0);
             }
@@ -882,23 +881,42 @@ impl ThreadCache {
         }
     }
 
-    /// Sets every bin's countdown for the profile's current state: off, the
-    /// most pops; not yet configured or on, zero, so each class's next pop
-    /// goes to `profile::alloc_due` (which reads the configuration, or
-    /// draws). Placeholders either way. The lists must be the caller's.
+    /// Sets every bin's countdown for the profile's current state: on, a
+    /// fresh draw for each class (`profile::draw_class_countdown`); off,
+    /// the most pops (a placeholder); not yet configured, zero (a
+    /// placeholder), so each class's next pop goes to `profile::alloc_due`,
+    /// which reads the configuration. The lists must be the caller's.
     #[cold]
     fn sync_bins(&self) {
         let epoch = PROFILE_EPOCH.load(Ordering::SeqCst);
-        let pops = if PROFILE.load(Ordering::SeqCst) == PROFILE_OFF {
-            MAX_POPS
-        } else {
-            0
-        };
-        for bin in &self.bins {
+        let state = PROFILE.load(Ordering::SeqCst);
+        let mut placeholder = u64::MAX;
+        for (class, bin) in self.bins.iter().enumerate() {
+            let pops = match state {
+                PROFILE_OFF => MAX_POPS,
+                PROFILE_ON if class > 0 => {
+                    let (pops, cut) = draw::class_countdown(CLASS_SIZE[class] as usize);
+                    if !cut {
+                        placeholder &= !(1u64 << class);
+                    }
+                    pops
+                }
+                PROFILE_ON => MAX_POPS,
+                _ => 0,
+            };
             bin.set_pops_left(pops);
         }
-        self.placeholder.store(u64::MAX, Ordering::Relaxed);
+        self.placeholder.store(placeholder, Ordering::Relaxed);
         self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    /// [`Self::sync_bins`] if the profile's state changed since the bins'
+    /// countdowns were set. The lists must be the caller's.
+    #[inline(always)]
+    fn sync_if_stale(&self) {
+        if self.epoch.load(Ordering::Relaxed) != PROFILE_EPOCH.load(Ordering::Acquire) {
+            self.sync_bins();
+        }
     }
 
     /// Runs `f` with the lists held: inside an operation, after any taking
@@ -937,9 +955,7 @@ impl ThreadCache {
             self.wait_if_taken();
         }
         // The lists are ours.
-        if self.epoch.load(Ordering::Relaxed) != PROFILE_EPOCH.load(Ordering::Acquire) {
-            self.sync_bins();
-        }
+        self.sync_if_stale();
         if fast && !self.alloc_fast.load(Ordering::Relaxed) {
             self.open_alloc_fast(fast);
         }

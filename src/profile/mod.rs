@@ -23,12 +23,11 @@
 //! thread-wide countdown, an exponential draw (`cache::sample_due`).
 //!
 //! **Cost when off.** The same allocation fast path: a class's countdown
-//! is then at its most (`cache::MAX_POPS`, 2^30 pops), and one that runs
+//! is then at its most (`draw::MAX_POPS`, 2^30 pops), and one that runs
 //! out only sets it again. [`start`] and [`stop`] close every cache's
 //! allocation fast path (`cache::set_profiling`), and each thread sets its
-//! countdowns for the new state at its next allocation (as placeholders:
-//! the first allocation of each class after that is an ordinary trial,
-//! `rearm_class`). A large allocation or a `realloc` whose byte countdown
+//! countdowns for the new state at its next allocation (drawn afresh when
+//! on). A large allocation or a `realloc` whose byte countdown
 //! runs out while profiling is off restarts it from 1 MiB unsampled. Once
 //! profiling has started (and samples may exist), a Rust free of a small
 //! object compares its address with the sampled objects' region
@@ -56,6 +55,7 @@
 //! [`write_pprof`]; and at exit to `HUGEGUARD_PROF_PATH` when that is set
 //! (protobuf if its name ends in `.pb`).
 
+pub(crate) mod draw;
 pub(crate) mod format;
 mod out;
 pub(crate) mod pprof;
@@ -66,19 +66,16 @@ use crate::cache;
 use crate::os::unwind;
 use crate::report::ProfileSummary;
 use crate::size_class::SizeClass;
+use draw::{draw, draw_pops, thin};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
-/// The default mean sampling interval in bytes (jemalloc's and TCMalloc's).
-pub const DEFAULT_INTERVAL: usize = 512 * 1024;
+pub use draw::DEFAULT_INTERVAL;
 
 /// The countdown a thread restarts from while profiling is off.
 const OFF_COUNTDOWN: isize = 1 << 20;
 
 static ON: AtomicBool = AtomicBool::new(false);
-static INTERVAL: AtomicUsize = AtomicUsize::new(DEFAULT_INTERVAL);
-/// The random stream's state (splitmix64).
-static SEED: AtomicU64 = AtomicU64::new(0);
 /// Whether the environment has been read (`HUGEGUARD_PROF*`).
 static CONFIGURED: AtomicBool = AtomicBool::new(false);
 
@@ -94,9 +91,7 @@ fn start_inner() -> bool {
     if !table::setup() {
         return false;
     }
-    if SEED.load(Ordering::Relaxed) == 0 {
-        SEED.store(crate::os::linux::random_u64() | 1, Ordering::Relaxed);
-    }
+    draw::seed(crate::os::linux::random_u64);
     // Before any sample can be taken: Rust frees check for samples.
     cache::set_sampled();
     ON.store(true, Ordering::SeqCst);
@@ -136,12 +131,12 @@ pub fn is_on() -> bool {
 /// it before [`start`].
 pub fn set_interval(bytes: usize) {
     configure();
-    INTERVAL.store(bytes.clamp(1, 1 << 40), Ordering::Relaxed);
+    draw::set_interval(bytes);
 }
 
 /// The mean sampling interval in bytes.
 pub fn interval() -> usize {
-    INTERVAL.load(Ordering::Relaxed)
+    draw::interval()
 }
 
 /// Reads `HUGEGUARD_PROF` and `HUGEGUARD_PROF_INTERVAL` once (through the
@@ -155,7 +150,7 @@ fn configure() {
         return;
     }
     if let Some(n) = c.prof_interval {
-        INTERVAL.store(n.clamp(1, 1 << 40), Ordering::Relaxed);
+        draw::set_interval(n);
     }
     if c.prof && !start_inner() {
         crate::os::linux::write_stderr(
@@ -353,70 +348,6 @@ extern "C" fn exit_hook() {
 #[link_section = ".fini_array"]
 static EXIT_HOOK: extern "C" fn() = exit_hook;
 
-std::thread_local! {
-    /// The thread's random stream (splitmix64's counter; 0 until the
-    /// thread's first draw takes a start from the shared seed).
-    static STREAM: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
-}
-
-/// A random number, uniform in (0, 1].
-fn uniform() -> f64 {
-    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
-    // splitmix64 over a counter of the thread's own (threads that sample
-    // at once would otherwise pass one cache line back and forth), which
-    // starts at a step of the shared seed's.
-    let mut z = STREAM.with(|s| {
-        let mut v = s.get();
-        if v == 0 {
-            v = SEED.fetch_add(GOLDEN, Ordering::Relaxed) ^ 0x5851_f42d_4c95_7f2d;
-        }
-        v = v.wrapping_add(GOLDEN);
-        s.set(v);
-        v
-    });
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    // Never 0: never ln(0).
-    ((z >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
-}
-
-/// A random mean-`interval` exponential draw, in bytes (at least 1).
-fn draw(interval: usize) -> isize {
-    let x = -uniform().ln() * interval as f64;
-    (x as isize).clamp(1, isize::MAX / 2)
-}
-
-/// A random draw of how many allocations of a class of `size` bytes pass
-/// before the next sample candidate: geometric, each allocation a candidate
-/// with probability `1 - exp(-size / interval)` (the floor of an
-/// exponential draw in units of `size`). `true` with it if it was cut at
-/// `cache::MAX_POPS` (then the rest is drawn again when that runs out:
-/// the distribution has no memory).
-fn draw_pops(size: usize, interval: usize) -> (i32, bool) {
-    let x = -uniform().ln() * interval as f64 / size.max(1) as f64;
-    if x >= cache::MAX_POPS as f64 {
-        (cache::MAX_POPS, true)
-    } else {
-        (x as i32, false)
-    }
-}
-
-/// Whether a candidate of its class (`class_size` bytes) that asked for
-/// `size` is sampled: with probability `(1 - exp(-size / interval)) /
-/// (1 - exp(-class_size / interval))`, so that, candidates coming with
-/// probability `1 - exp(-class_size / interval)`, each allocation is
-/// sampled with probability `1 - exp(-size / interval)`, as if its own
-/// bytes were counted.
-fn thin(size: usize, class_size: usize, interval: usize) -> bool {
-    if size >= class_size {
-        return true;
-    }
-    let i = interval as f64;
-    let keep = (-(size as f64) / i).exp_m1() / (-(class_size as f64) / i).exp_m1();
-    uniform() <= keep
-}
-
 /// Decides whether the allocation whose byte countdown ran out is sampled,
 /// and sets the thread's next countdown.
 fn rearm() -> bool {
@@ -442,7 +373,7 @@ fn rearm_class(class: SizeClass, size: usize) -> bool {
     configure();
     let c = class.index();
     if !ON.load(Ordering::Acquire) {
-        cache::set_class_countdown(c, cache::MAX_POPS, true);
+        cache::set_class_countdown(c, draw::MAX_POPS, true);
         return false;
     }
     let (interval, class_size) = (interval(), class.size());
