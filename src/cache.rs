@@ -45,10 +45,12 @@
 //! sampling countdown, in the same subtraction ([`pop_counted`]): profiling
 //! on or off, the allocation fast path is the same. Two more flags follow
 //! `fast`: `alloc_fast` (and the bins' countdowns were set for the profile's
-//! current state) and `free_fast` (and no sample can exist yet: a Rust free
-//! skips the sampled region's check). Each fast path tests its flag alone;
-//! the profile closes them in every registered cache ([`set_profiling`],
-//! [`set_sampled`]), and the background thread clears them with `fast`.
+//! current state) and, for a Rust free, `free_hi` (with `free_end`: one
+//! compare that lets the frees of the sampled objects' region, once samples
+//! may exist, take the slow path; `fast` and no sample possible lets every
+//! free through). Each fast path tests its flag or gate alone; the profile
+//! closes or gates them in every registered cache ([`set_profiling`],
+//! [`set_sampled`]), and the background thread closes them with `fast`.
 //!
 //! `fast` is clear in a new cache (a zeroed TLS block), so a thread's first
 //! operations take the slow path, which activates the cache; in hardened
@@ -316,12 +318,18 @@ pub struct ThreadCache {
     /// the countdowns, and cleared in every registered cache when profiling
     /// starts or stops.
     alloc_fast: AtomicBool,
-    /// `fast`, and no heap-profile sample can exist yet ([`SAMPLED`] clear):
-    /// the free fast path of a Rust free (whose layout gives the class, so
-    /// which never looks at the page map) tests this alone and skips the
-    /// sampled-region check. Written wherever `fast` is, and cleared in
-    /// every registered cache before profiling first starts.
-    free_fast: AtomicBool,
+    /// The gate of a Rust free's fast path (whose layout gives the class,
+    /// so which never looks at the page map): a free of `ptr` takes the
+    /// slow path when `ptr - free_end > free_hi` (wrapping), one
+    /// subtraction and one compare whatever the state. Closed, `(0, 0)`
+    /// (a new cache's zero bytes): every free. Open with no heap-profile
+    /// sample possible ([`SAMPLED`] clear), `(0, MAX)`: none. Open with
+    /// samples possible, `(region end, MAX - region length)`: the frees of
+    /// addresses in the small sampled objects' region. `free_hi` is written
+    /// wherever `fast` is ([`Self::open_free_fast`]); `free_end` is set
+    /// before `free_hi` opens into the last state, and never changes after.
+    free_end: AtomicUsize,
+    free_hi: AtomicUsize,
     /// Held by the background thread from before it clears `fast` until
     /// after it sets it again; an owner that saw `fast` clear waits for it.
     /// [`NOT_TAKING`], [`TAKING`] or [`TAKING_OWNER_ASLEEP`].
@@ -363,7 +371,8 @@ impl ThreadCache {
             activity: AtomicU32::new(0),
             fast: AtomicBool::new(false),
             alloc_fast: AtomicBool::new(false),
-            free_fast: AtomicBool::new(false),
+            free_end: AtomicUsize::new(0),
+            free_hi: AtomicUsize::new(0),
             taking: AtomicU32::new(NOT_TAKING),
             state: AtomicU8::new(NEW),
             next: AtomicPtr::new(ptr::null_mut()),
@@ -555,6 +564,37 @@ pub fn pop_counted(class: SizeClass) -> *mut u8 {
     })
 }
 
+/// The slow path of [`pop_counted`] for an entry that asked for `size`
+/// bytes aligned to `align` (which take `class`): allocates an object of
+/// `class` (null when out of memory; zeroed if `zero`), unless the class's
+/// countdown ran out: then returns what `due` (`profile::alloc_due`)
+/// returns. An entry jumps here (its frame is then this one, which the
+/// profile learns as an entry frame), and this calls `due` through
+/// `black_box`, so never as a tail call that would drop its frame.
+#[cold]
+#[inline(never)]
+pub fn alloc_slow_or(
+    class: SizeClass,
+    size: usize,
+    align: usize,
+    zero: bool,
+    due: fn(usize, usize, bool) -> *mut u8,
+) -> *mut u8 {
+    let p = with_cache(|tc| {
+        tc.begin();
+        // Ends the operation itself.
+        tc.alloc_slow_counted(class.index())
+    });
+    if p as usize == DUE {
+        return core::hint::black_box(due(size, align, zero));
+    }
+    if zero && !p.is_null() {
+        // SAFETY: an object of a class that holds `size` bytes.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
 /// The slow path of [`pop_counted`] (which found nothing to do there):
 /// allocates an object of `class` (null when out of memory) unless the
 /// class's countdown ran out; `None` then (nothing allocated), and the
@@ -675,16 +715,41 @@ fn close_in_every_cache(flag: impl Fn(&ThreadCache) -> &AtomicBool) {
 /// Never cleared (samples outlive `stop`).
 static SAMPLED: AtomicBool = AtomicBool::new(false);
 
-/// Called before profiling first starts (before any sample can be taken):
-/// closes the free fast path of every registered cache, so each Rust free
-/// checks for a sample from now on. A cache opening it at the same moment
-/// checks [`SAMPLED`] again after its store ([`ThreadCache::set_fast`]).
-pub fn set_sampled() {
+/// The end of the small sampled objects' region and its length
+/// ([`set_sampled`]; 0 before).
+static SAMPLED_END: AtomicUsize = AtomicUsize::new(0);
+static SAMPLED_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Called before profiling first starts (before any sample can be taken),
+/// with the small sampled objects' region (mapped once, never moved):
+/// every registered cache whose Rust free fast path is open lets it send
+/// the region's frees to the slow path from now on. A cache opening it at
+/// the same moment checks [`SAMPLED`] again after its store
+/// ([`ThreadCache::open_free_fast`]).
+pub fn set_sampled(region_base: usize, region_len: usize) {
     if SAMPLED.load(Ordering::Acquire) {
         return;
     }
+    SAMPLED_LEN.store(region_len, Ordering::Relaxed);
+    SAMPLED_END.store(region_base + region_len, Ordering::Relaxed);
     SAMPLED.store(true, Ordering::SeqCst);
-    close_in_every_cache(|tc| &tc.free_fast);
+    fence(Ordering::SeqCst);
+    let reg = REGISTRY.lock();
+    let mut p = reg.head;
+    while !p.is_null() {
+        // SAFETY: registered caches are live (registry lock held).
+        let tc = unsafe { &*p };
+        tc.gate_frees_of_samples();
+        p = tc.next.load(Ordering::Relaxed);
+    }
+}
+
+/// Whether `ptr` lies in the small sampled objects' region.
+#[inline(always)]
+fn in_sampled_region(ptr: *mut u8) -> bool {
+    let end = SAMPLED_END.load(Ordering::Relaxed);
+    let len = SAMPLED_LEN.load(Ordering::Relaxed);
+    end != 0 && (ptr as usize).wrapping_sub(end - len) < len
 }
 
 /// Allocates an object of `class`; null when out of memory.
@@ -733,27 +798,25 @@ pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
     })
 }
 
-/// Frees an object of `class` unless `sampled(ptr)` says it is a
-/// heap-profile sample; returns `false` then (nothing done: the caller
-/// frees it through the profile). A Rust free, whose layout gives the
-/// class: while no sample can exist (`free_fast`) the check is skipped, and
-/// the path is [`dealloc`]'s.
+/// Frees an object of `class` unless it lies in the small sampled objects'
+/// region (a heap-profile sample); returns `false` then (nothing done: the
+/// caller frees it through the profile). A Rust free, whose layout gives
+/// the class; its fast path is [`dealloc`]'s after one compare
+/// (`ThreadCache::free_hi`), the same with profiling on or off.
 ///
 /// # Safety
-/// `ptr` was allocated by this allocator for `class`, or is a sample for
-/// which `sampled` returns `true`; it is not used again.
+/// `ptr` was allocated by this allocator for `class`, or is a small sample;
+/// it is not used again.
 #[inline(always)]
-pub unsafe fn dealloc_unless_sampled(
-    ptr: *mut u8,
-    class: SizeClass,
-    sampled: impl FnOnce(*mut u8) -> bool,
-) -> bool {
+pub unsafe fn dealloc_unless_sampled(ptr: *mut u8, class: SizeClass) -> bool {
     let class = class.index();
     with_cache(|tc| {
         tc.begin();
-        if !tc.free_fast.load(Ordering::Acquire) {
+        // `free_hi` first: it is what opens the gate (after `free_end`).
+        let hi = tc.free_hi.load(Ordering::Acquire);
+        if (ptr as usize).wrapping_sub(tc.free_end.load(Ordering::Relaxed)) > hi {
             profiling_path();
-            if sampled(ptr) {
+            if in_sampled_region(ptr) {
                 tc.end();
                 return false;
             }
@@ -858,15 +921,44 @@ impl ThreadCache {
         self.open_free_fast(on);
     }
 
-    /// Opens the Rust free fast path if `fast` is (`fast_now`) and no
-    /// sample can exist; closes it otherwise. Races with [`set_sampled`] as
-    /// [`Self::open_alloc_fast`] does with [`set_profiling`].
+    /// Opens the Rust free fast path if `fast` is (`fast_now`), with the
+    /// sampled region's frees gated off if samples may exist; closes it
+    /// otherwise. Races with [`set_sampled`] as [`Self::open_alloc_fast`]
+    /// does with [`set_profiling`]: each side writes, then reads the
+    /// other's (sequentially consistent), and both gate the same way.
     fn open_free_fast(&self, fast_now: bool) {
-        let open = fast_now && !SAMPLED.load(Ordering::SeqCst);
-        self.free_fast.store(open, Ordering::SeqCst);
-        if open && SAMPLED.load(Ordering::SeqCst) {
-            self.free_fast.store(false, Ordering::SeqCst);
+        if !fast_now {
+            self.free_hi.store(0, Ordering::SeqCst);
+            return;
         }
+        if SAMPLED.load(Ordering::SeqCst) {
+            self.free_end
+                .store(SAMPLED_END.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.free_hi.store(
+                usize::MAX - SAMPLED_LEN.load(Ordering::Relaxed),
+                Ordering::SeqCst,
+            );
+            return;
+        }
+        self.free_hi.store(usize::MAX, Ordering::SeqCst);
+        if SAMPLED.load(Ordering::SeqCst) {
+            self.gate_frees_of_samples();
+        }
+    }
+
+    /// Samples may exist from now on: if the Rust free fast path is open
+    /// with no gate, it gates off the sampled region's frees (a closed one
+    /// stays closed: a compare-exchange, as the background thread may be
+    /// closing it).
+    fn gate_frees_of_samples(&self) {
+        self.free_end
+            .store(SAMPLED_END.load(Ordering::Relaxed), Ordering::Relaxed);
+        let _ = self.free_hi.compare_exchange(
+            usize::MAX,
+            usize::MAX - SAMPLED_LEN.load(Ordering::Relaxed),
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        );
     }
 
     /// Opens the allocation fast path if `fast` is (`fast_now`) and the
@@ -1401,7 +1493,7 @@ pub fn reclaim(which: Reclaim) -> usize {
             tc.taking.store(TAKING, Ordering::Relaxed);
             tc.fast.store(false, Ordering::Relaxed);
             tc.alloc_fast.store(false, Ordering::Relaxed);
-            tc.free_fast.store(false, Ordering::Relaxed);
+            tc.free_hi.store(0, Ordering::Relaxed);
             picked += 1;
         }
         p = tc.next.load(Ordering::Relaxed);
@@ -1499,6 +1591,8 @@ mod tests {
         assert_eq!(zero.epoch.load(r), new.epoch.load(r));
         assert_eq!(zero.placeholder.load(r), new.placeholder.load(r));
         assert_eq!(zero.forced.load(r), new.forced.load(r));
+        assert_eq!(zero.free_end.load(r), new.free_end.load(r));
+        assert_eq!(zero.free_hi.load(r), new.free_hi.load(r));
         assert_eq!(zero.activity.load(r), new.activity.load(r));
         assert_eq!(zero.fast.load(r), new.fast.load(r));
         assert_eq!(zero.taking.load(r), new.taking.load(r));

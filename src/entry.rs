@@ -16,18 +16,14 @@ use core::ptr;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HugeGuard;
 
-/// An allocation off the fast path, as a trial of the heap profile's
-/// sampling. Tail-called by `alloc` (so its frame stands for the entry's
-/// when the profile captures the stack, learned as an entry frame).
+/// An allocation that does not take the fast path's classes (large, or
+/// aligned beyond them), as a trial of the heap profile's sampling.
+/// Tail-called by `alloc` (so its frame stands for the entry's when the
+/// profile captures the stack, learned as an entry frame).
 #[cold]
 #[inline(never)]
 fn alloc_slow(size: usize, align: usize) -> *mut u8 {
-    let counted = if fast_path_ok(size, align) {
-        cache::alloc_counted_slow(class_of_small(size))
-    } else {
-        block::alloc_counted(size, align, false)
-    };
-    match counted {
+    match block::alloc_counted(size, align, false) {
         Some(p) => p,
         // The countdown ran out (`profile`). Not a tail call: the
         // profile's stack starts above this frame.
@@ -54,10 +50,12 @@ unsafe impl GlobalAlloc for HugeGuard {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
         if fast_path_ok(size, align) {
-            let p = cache::pop_counted(class_of_small(size));
+            let class = class_of_small(size);
+            let p = cache::pop_counted(class);
             if !p.is_null() {
                 return p;
             }
+            return cache::alloc_slow_or(class, size, align, false, profile::alloc_due);
         }
         alloc_slow(size, align)
     }
@@ -67,9 +65,9 @@ unsafe impl GlobalAlloc for HugeGuard {
         let (size, align) = (layout.size(), layout.align());
         // SAFETY: the caller passes the layout `ptr` was allocated with,
         // which maps to the same class (a sampled object has a slot of its
-        // own instead, told apart by its address: `holds`).
+        // own instead, told apart by its address).
         if fast_path_ok(size, align)
-            && unsafe { cache::dealloc_unless_sampled(ptr, class_of_small(size), profile::holds) }
+            && unsafe { cache::dealloc_unless_sampled(ptr, class_of_small(size)) }
         {
             return;
         }

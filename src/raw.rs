@@ -76,11 +76,12 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
             }
             return p;
         }
+        return crate::cache::alloc_slow_or(class, size, align, zero, crate::profile::alloc_due);
     }
     alloc_aligned_slow(size, align, zero)
 }
 
-/// [`alloc_aligned`] off its fast path.
+/// [`alloc_aligned`] for a large block.
 #[cold]
 #[inline(never)]
 fn alloc_aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {

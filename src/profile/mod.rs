@@ -28,11 +28,11 @@
 //! allocation fast path (`cache::set_profiling`), and each thread sets its
 //! countdowns for the new state at its next allocation (drawn afresh when
 //! on). A large allocation or a `realloc` whose byte countdown
-//! runs out while profiling is off restarts it from 1 MiB unsampled. Once
-//! profiling has started (and samples may exist), a Rust free of a small
-//! object compares its address with the sampled objects' region
-//! (`table::holds`); before that the caches' free fast path (`free_fast`,
-//! closed by `cache::set_sampled` before the first start) skips the check.
+//! runs out while profiling is off restarts it from 1 MiB unsampled. A
+//! Rust free of a small object passes one compare
+//! (`cache::dealloc_unless_sampled`), the same with profiling on or off:
+//! once profiling has started (and samples may exist) it sends the frees
+//! of the sampled objects' region to the slow path (`cache::set_sampled`).
 //! A C free looks there only on its slow path.
 //!
 //! **A sampled allocation** (`alloc_due`) captures the stack with the
@@ -93,7 +93,7 @@ fn start_inner() -> bool {
     }
     draw::seed(crate::os::linux::random_u64);
     // Before any sample can be taken: Rust frees check for samples.
-    cache::set_sampled();
+    cache::set_sampled(table::region_base(), table::REGION_LEN);
     ON.store(true, Ordering::SeqCst);
     sync_caches();
     true
@@ -594,6 +594,13 @@ fn probe_rust_entries() {
         let z = alloc_zeroed(l);
         if !z.is_null() {
             dealloc(z, l);
+        }
+        // A large block takes the entry's other slow path.
+        let big = Layout::from_size_align(64 * 1024, 8).expect("a valid layout");
+        cache::force_sample();
+        let b = alloc(big);
+        if !b.is_null() {
+            dealloc(b, big);
         }
     }
     core::hint::black_box(());

@@ -51,7 +51,8 @@ pub(crate) const WARM_CAP_PAGES: usize = 1024;
 use crate::units::PAGE_SIZE as PAGE;
 
 const RECORDS: usize = SMALL_SLOTS + LARGE_RECORDS;
-const REGION_LEN: usize = SLOT * SMALL_SLOTS;
+/// Bytes of the small sampled objects' region.
+pub(crate) const REGION_LEN: usize = SLOT * SMALL_SLOTS;
 /// Entries of the large-object map: a power of two, at most half full.
 const MAP_LEN: usize = 2 * LARGE_RECORDS;
 /// The tables' bytes: records, scratch copies, free stacks, the map and
@@ -167,6 +168,12 @@ static TABLE: SpinLock<Table> = SpinLock::new(
 static REGION: AtomicUsize = AtomicUsize::new(NO_REGION);
 /// Large samples live now.
 static LARGE_LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// The small sampled objects' region's start (before there is one, a
+/// value no user address lies within [`REGION_LEN`] above).
+pub(crate) fn region_base() -> usize {
+    REGION.load(Ordering::Relaxed)
+}
 
 /// Whether `p` lies in the sampled objects' region.
 #[inline(always)]
