@@ -531,7 +531,8 @@ pub fn set_sample_countdown(left: isize, armed: bool) -> bool {
 /// profile's sampling, on the fast path alone: pops the class's countdown
 /// with the object; null when that cannot be done here (the list is empty,
 /// the countdown ran out, or the fast path is closed), with nothing done:
-/// the caller goes on to [`alloc_counted_slow`] out of line.
+/// the caller goes on to [`alloc_slow_or`] (or [`alloc_counted_slow`]) out
+/// of line.
 ///
 /// Profiling on or off, this is the same path: one subtraction takes the
 /// object and the pop ([`POP`]). Off, the countdown is [`MAX_POPS`], so a

@@ -80,7 +80,8 @@ static ON: AtomicBool = AtomicBool::new(false);
 static CONFIGURED: AtomicBool = AtomicBool::new(false);
 
 /// Turns heap profiling on: from now on allocations are sampled (each
-/// thread from its next MiB of allocations at the latest). `false` if the
+/// thread's small ones from its next allocation, its large ones and
+/// reallocations from its next MiB of them at the latest). `false` if the
 /// memory for the samples could not be mapped (profiling stays off).
 pub fn start() -> bool {
     configure();
@@ -366,7 +367,7 @@ fn rearm() -> bool {
 }
 
 /// Decides whether the small allocation whose class countdown ran out
-/// (`cache::alloc_counted`) is sampled, and sets the class's next
+/// (`cache::pop_counted`) is sampled, and sets the class's next
 /// countdown. A fair countdown's end is a candidate, sampled after
 /// [`thin`]; a placeholder's end is an ordinary trial (drawn now).
 fn rearm_class(class: SizeClass, size: usize) -> bool {
