@@ -246,13 +246,17 @@ fn idle_worker_threads_give_back_their_caches() {
     let one = &outcomes[0];
     for (n, o) in counts.iter().zip(&outcomes) {
         assert_eq!(o.corrupted, 0, "{n} workers: live objects corrupted");
-        // Within 15 %, or 3 MiB: the threads' own memory (stacks, cache
-        // records; about 1.9 MiB for 64 workers in either mode) is a larger
-        // share of mesh mode's smaller idle RSS (13.7 MiB for one worker
-        // against 18.8 in the default mode), where 64 workers came to 14 %.
-        // Caches not taken back would hold up to 2.8 MB per worker.
+        // Within 15 %, or 5 MiB: the threads' own memory (stacks, TLS,
+        // cache records) is a larger share of mesh mode's smaller idle RSS
+        // (13.7 MiB for one worker against 18.8 in the default mode), where
+        // 64 workers came to 14 %. It was about 1.9 MiB for 64 workers
+        // when this test was written, and 2.8-3.1 MiB at stop 39 in the
+        // default mode (the preload library's TLS block alone is about
+        // 6 KiB a thread since stop 38), where a 3 MiB margin failed one
+        // CI run by 0.1 MiB. Caches not taken back would hold up to 2.8 MB per
+        // worker, 180 MB for 64.
         assert!(
-            o.idle * 100 <= one.idle * 115 || o.idle <= one.idle + (3 << 20),
+            o.idle * 100 <= one.idle * 115 || o.idle <= one.idle + (5 << 20),
             "{n} idle workers hold {:.1} MiB against {:.1} MiB for one",
             mib(o.idle),
             mib(one.idle)
