@@ -28,25 +28,24 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 }
 
 /// [`alloc`] as a trial of the heap profile's sampling, for the entries'
-/// slow paths (after `cache::pop_counted` found nothing to do): a small
-/// block pops its class's countdown (`cache::alloc_counted_slow`), a large
-/// one counts its bytes (`cache::sample_due`). `None` when the countdown
-/// ran out (nothing allocated; the caller goes to `profile::alloc_due`).
+/// slow paths: a small block pops its class's countdown
+/// (`cache::alloc_slow_or`), a large one counts its bytes
+/// (`cache::sample_due`). When the countdown ran out, returns what `due`
+/// (`profile::alloc_due`) returns, called through `black_box` (never as a
+/// tail call: the profile's stack starts above the caller's frame).
 #[inline]
-pub(crate) fn alloc_counted(size: usize, align: usize, zero: bool) -> Option<*mut u8> {
+pub(crate) fn alloc_counted(
+    size: usize,
+    align: usize,
+    zero: bool,
+    due: fn(usize, usize, bool) -> *mut u8,
+) -> *mut u8 {
     match Kind::of(size, align) {
-        Kind::Small(class) => {
-            let p = cache::alloc_counted_slow(class)?;
-            if zero && !p.is_null() {
-                // SAFETY: `p` holds at least `size` bytes.
-                unsafe { ptr::write_bytes(p, 0, size) };
-            }
-            Some(p)
-        }
-        _ if cache::sample_due(size) => None,
-        Kind::Large => Some(large::alloc(size, align, zero)),
+        Kind::Small(class) => cache::alloc_slow_or(class, size, align, zero, due),
+        _ if cache::sample_due(size) => core::hint::black_box(due(size, align, zero)),
+        Kind::Large => large::alloc(size, align, zero),
         // `Kind::of` never says this.
-        Kind::Sampled => Some(ptr::null_mut()),
+        Kind::Sampled => ptr::null_mut(),
     }
 }
 

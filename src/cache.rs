@@ -531,8 +531,7 @@ pub fn set_sample_countdown(left: isize, armed: bool) -> bool {
 /// profile's sampling, on the fast path alone: pops the class's countdown
 /// with the object; null when that cannot be done here (the list is empty,
 /// the countdown ran out, or the fast path is closed), with nothing done:
-/// the caller goes on to [`alloc_slow_or`] (or [`alloc_counted_slow`]) out
-/// of line.
+/// the caller goes on to [`alloc_slow_or`] out of line.
 ///
 /// Profiling on or off, this is the same path: one subtraction takes the
 /// object and the pop ([`POP`]). Off, the countdown is [`MAX_POPS`], so a
@@ -570,8 +569,10 @@ pub fn pop_counted(class: SizeClass) -> *mut u8 {
 /// `class` (null when out of memory; zeroed if `zero`), unless the class's
 /// countdown ran out: then returns what `due` (`profile::alloc_due`)
 /// returns. An entry jumps here (its frame is then this one, which the
-/// profile learns as an entry frame), and this calls `due` through
-/// `black_box`, so never as a tail call that would drop its frame.
+/// profile learns as an entry frame) or calls it from its own slow path,
+/// and this calls `due` through `black_box`, so never as a tail call that
+/// would drop its frame. The list of `class` may hold objects (the fast
+/// path leaves it alone while `alloc_fast` is closed): one is taken first.
 #[cold]
 #[inline(never)]
 pub fn alloc_slow_or(
@@ -594,22 +595,6 @@ pub fn alloc_slow_or(
         unsafe { ptr::write_bytes(p, 0, size) };
     }
     p
-}
-
-/// The slow path of [`pop_counted`] (which found nothing to do there):
-/// allocates an object of `class` (null when out of memory) unless the
-/// class's countdown ran out; `None` then (nothing allocated), and the
-/// caller goes to `profile::alloc_due`, which decides whether this
-/// allocation is sampled.
-#[cold]
-#[inline(never)]
-pub fn alloc_counted_slow(class: SizeClass) -> Option<*mut u8> {
-    with_cache(|tc| {
-        tc.begin();
-        // Ends the operation itself.
-        let p = tc.alloc_slow_counted(class.index());
-        (p as usize != DUE).then_some(p)
-    })
 }
 
 /// Marks the branch it is called from as the unlikely one, so the code
@@ -1060,15 +1045,16 @@ impl ThreadCache {
             }
             bin.set_pops_left(left - 1);
         }
-        // With `fast` set the fast path found the list empty: refill.
-        if !fast {
-            // The background thread may have left the lists alone, and a
-            // hardened cache holds objects the fast path never took.
-            // SAFETY: the lists are ours (no one is taking them).
-            let obj = unsafe { bin.pop(class) };
-            if !obj.is_null() {
-                return obj as *mut u8;
-            }
+        // The list may hold objects whatever `fast` says: the background
+        // thread may have left the lists alone, a hardened cache holds
+        // objects the fast path never took, and the counted fast path
+        // leaves a list alone while `alloc_fast` is closed (after a start
+        // or stop). A refill replaces the list, so it must be empty.
+        // SAFETY: the lists are ours (`fast` was set after `begin`, or no
+        // one is taking them).
+        let obj = unsafe { bin.pop(class) };
+        if !obj.is_null() {
+            return obj as *mut u8;
         }
         self.refill(class)
     }
@@ -1109,7 +1095,8 @@ impl ThreadCache {
         }
     }
 
-    /// Takes a batch from the central list (the lists are the caller's).
+    /// Takes a batch from the central list (the lists are the caller's, and
+    /// the list of `class` is empty: the batch replaces it).
     fn refill(&self, class: usize) -> *mut u8 {
         self.note_activity();
         if self.state.load(Ordering::Relaxed) == NEW {

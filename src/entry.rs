@@ -23,12 +23,7 @@ pub struct HugeGuard;
 #[cold]
 #[inline(never)]
 fn alloc_slow(size: usize, align: usize) -> *mut u8 {
-    match block::alloc_counted(size, align, false) {
-        Some(p) => p,
-        // The countdown ran out (`profile`). Not a tail call: the
-        // profile's stack starts above this frame.
-        None => black_box(profile::alloc_due(size, align, false)),
-    }
+    block::alloc_counted(size, align, false, profile::alloc_due)
 }
 
 /// # Safety

@@ -81,16 +81,12 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     alloc_aligned_slow(size, align, zero)
 }
 
-/// [`alloc_aligned`] for a large block.
+/// [`alloc_aligned`] for a large block (learned by the profile as an
+/// entry frame, as `alloc_aligned`'s caller is).
 #[cold]
 #[inline(never)]
 fn alloc_aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
-    match block::alloc_counted(size, align, zero) {
-        Some(p) => p,
-        // The heap profile's countdown ran out (`profile`); not a tail
-        // call, so the profile's stack starts above this frame.
-        None => core::hint::black_box(crate::profile::alloc_due(size, align, zero)),
-    }
+    block::alloc_counted(size, align, zero, crate::profile::alloc_due)
 }
 
 /// `malloc(size)`.

@@ -313,6 +313,45 @@ fn child_a_thread_on_its_fast_path_is_sampled_after_start() {
 
 #[test]
 #[cfg(not(hugeguard_fallback))]
+fn starting_and_stopping_keeps_the_objects_a_thread_has_cached() {
+    unhardened_child(
+        "child_start_and_stop_keep_the_cached_objects",
+        "CACHED OBJECTS KEPT",
+    );
+}
+
+#[test]
+#[ignore = "run in a child by starting_and_stopping_keeps_the_objects_a_thread_has_cached"]
+#[cfg(not(hugeguard_fallback))]
+fn child_start_and_stop_keep_the_cached_objects() {
+    // `start` and `stop` close every cache's allocation fast path, so the
+    // next allocation of a class whose list still holds objects takes the
+    // slow path: it must take one of them, not refill over the list (which
+    // would lose every object on it: live bytes that nothing holds).
+    hugeguard::set_background(false);
+    let warm: Vec<Vec<u8>> = (0..200).map(|i| vec![i as u8; 64]).collect();
+    drop(warm);
+    let base = hugeguard::stats().live_bytes;
+    for on in [true, false] {
+        if on {
+            assert!(profile::start());
+        } else {
+            profile::stop();
+        }
+        drop(std::hint::black_box(vec![1u8; 64]));
+    }
+    hugeguard::flush_caches();
+    let after = hugeguard::stats().live_bytes;
+    hugeguard::set_background(true);
+    assert!(
+        after <= base + 1024,
+        "live bytes {after} after start, stop and a flush, against {base} before"
+    );
+    println!("CACHED OBJECTS KEPT: live {after} against {base}");
+}
+
+#[test]
+#[cfg(not(hugeguard_fallback))]
 fn a_thread_freeing_on_its_fast_path_frees_samples_through_the_profile() {
     unhardened_child(
         "child_samples_freed_by_a_thread_on_its_free_fast_path",

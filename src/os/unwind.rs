@@ -555,6 +555,9 @@ pub fn call_c_allocator(before: &dyn Fn()) {
         libc::free(libc::aligned_alloc(64, 64));
         before();
         libc::free(libc::memalign(64, 64));
+        // A large block takes `malloc`'s other slow path.
+        before();
+        libc::free(libc::malloc(64 * 1024));
     }
     core::hint::black_box(());
 }

@@ -103,4 +103,3 @@ pub(crate) fn thin(size: usize, class_size: usize, interval: usize) -> bool {
     let keep = (-(size as f64) / i).exp_m1() / (-(class_size as f64) / i).exp_m1();
     uniform() <= keep
 }
-
