@@ -15,13 +15,16 @@ per-round ratios (min..max), and a second estimate: the ratio of the means
 of each build's fastest quarter of runs. On a shared VM the noise is
 one-sided (a run is slowed by a neighbour, never sped up), so the fastest
 runs estimate what the code costs; the median mixes in how many slow phases
-each side happened to meet. Run the same build twice (an A/A control) to see
-how far either estimate strays when nothing differs. Workload names are the suite's
+each side happened to meet. Neither is exact: in stop 40's same-build
+control (docs/PROFILE.md) the medians strayed by up to 5 % on one workload
+and the fastest quarter by up to 7 %, both within 1 % on the geomean. Run
+the same build twice (an A/A control) to see how far they stray that day. Workload names are the suite's
 (`bench/src/workloads.rs`). `--env-b HUGEGUARD_MESH=on` with the same binary
 twice compares a setting instead of two builds.
 """
 
 import argparse
+import math
 import statistics
 import subprocess
 import sys
@@ -45,9 +48,11 @@ def run(binary, workload, scale, extra_env):
 
 
 def fastest_quarter_mean(xs):
-    """Mean of the fastest quarter of the runs (at least one run)."""
-    k = max(1, len(xs) // 4)
-    return statistics.fmean(sorted(xs)[:k])
+    """Mean of the fastest quarter of the runs that finished (NaN marks one
+    that did not; at least one run); NaN if none finished. Also used by
+    c_bench.py."""
+    done = sorted(x for x in xs if not math.isnan(x))
+    return statistics.fmean(done[:max(1, len(done) // 4)]) if done else math.nan
 
 
 def main():

@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+from ab_workers import fastest_quarter_mean  # same directory
+
 LIB = "/usr/lib/x86_64-linux-gnu/"
 PEERS = [("glibc", None), ("jemalloc", LIB + "libjemalloc.so.2"),
          ("mimalloc", LIB + "libmimalloc.so.2"), ("tcmalloc", LIB + "libtcmalloc_minimal.so.4")]
@@ -131,12 +133,6 @@ def ab(args):
               flush=True)
     print(f"| **geomean** | | | {math.exp(statistics.mean(logs)):.3f} | "
           f"| {math.exp(statistics.mean(fast_logs)):.3f} |")
-
-
-def fastest_quarter_mean(xs):
-    """Mean of the fastest quarter of the runs that finished (at least one)."""
-    done = sorted(x for x in xs if not math.isnan(x))
-    return statistics.fmean(done[:max(1, len(done) // 4)]) if done else math.nan
 
 
 def main():
