@@ -45,10 +45,11 @@
 //! sampling countdown, in the same subtraction ([`pop_counted`]): profiling
 //! on or off, the allocation fast path is the same. Two more flags follow
 //! `fast`: `alloc_fast` (and the bins' countdowns were set for the profile's
-//! current state) and, for a Rust free, `free_hi` (with `free_end`: one
-//! compare that lets the frees of the sampled objects' region, once samples
-//! may exist, take the slow path; `fast` and no sample possible lets every
-//! free through). Each fast path tests its flag or gate alone; the profile
+//! current state) and, for a Rust free, `free_fast` (`fast` and no sample
+//! possible: every free goes through) and, when it is clear, the gate
+//! `free_hi` (with `free_end`: one compare that lets the frees of the
+//! sampled objects' region, once samples may exist, take the slow path).
+//! Each fast path tests its flag (or the free its flag, then its gate); the profile
 //! closes or gates them in every registered cache ([`set_profiling`],
 //! [`set_sampled`]), and the background thread closes them with `fast`.
 //!
@@ -83,11 +84,19 @@ const COUNT_MASK: u64 = u32::MAX as u64;
 /// What a counted pop subtracts from a bin's `word`: one object, one pop of
 /// the countdown.
 const POP: u64 = (1 << 32) | 1;
+/// The sign bits of both halves of a bin's `word` after a counted pop
+/// (`word - POP`): the count's is set when the list was empty (the count is
+/// far below 2^31, so it is never set otherwise), the countdown's when the
+/// countdown ran out (or the empty count borrowed from a countdown at
+/// zero). Either means the pop cannot be done on the fast path.
+const EMPTY_OR_DUE: u64 = (1 << 63) | (1 << 31);
 /// What the counted slow path returns for "the countdown ran out": no
 /// object was taken, and the caller goes to `profile::alloc_due`. Never an
 /// object's address (objects are 8-aligned).
 const DUE: usize = 1;
 
+// The bins stay 24 bytes, as before the countdown shared their count's word.
+const _: () = assert!(core::mem::size_of::<Bin>() == 24);
 // One placeholder bit per class.
 const _: () = assert!(NUM_CLASSES <= 64);
 
@@ -95,11 +104,6 @@ const _: () = assert!(NUM_CLASSES <= 64);
 /// while it holds the cache (see the module overview).
 struct Bin {
     head: AtomicPtr<FreeObject>,
-    /// While `count > max / 2`: the object `max / 2 + 1` places from the
-    /// bottom of the list (pushed when `count` became that). The objects
-    /// after it are the oldest half, which an overflow gives away in one cut
-    /// instead of walking the list (see [`ThreadCache::overflow_inner`]).
-    low: AtomicPtr<FreeObject>,
     /// Two counters in one word, so that a pop updates both with one
     /// subtraction ([`POP`]): the low half is the number of cached objects;
     /// the high half (signed) is how many more pops of the fast path may
@@ -121,7 +125,6 @@ impl Bin {
     const fn new() -> Self {
         Bin {
             head: AtomicPtr::new(ptr::null_mut()),
-            low: AtomicPtr::new(ptr::null_mut()),
             word: AtomicU64::new(0),
             max: AtomicU32::new(0),
         }
@@ -185,24 +188,25 @@ impl Bin {
     /// # Safety
     /// As for [`Bin::pop_fast`]; `obj` is a free object of this list's class.
     #[inline(always)]
-    unsafe fn push_fast(&self, obj: *mut FreeObject) -> bool {
+    unsafe fn push_fast(&self, obj: *mut FreeObject, low: &AtomicPtr<FreeObject>) -> bool {
         // SAFETY: the object is free and at least 8 bytes (smallest class).
         unsafe { (*obj).next = self.head.load(Ordering::Relaxed) };
         self.head.store(obj, Ordering::Relaxed);
-        self.counted_push(obj)
+        self.counted_push(obj, low)
     }
 
-    /// Counts a push of `obj` and keeps `low`; returns whether the list is
-    /// now longer than its limit.
+    /// Counts a push of `obj` and keeps `low` (the bin's entry of
+    /// [`ThreadCache::lows`]); returns whether the list is now longer than
+    /// its limit.
     #[inline(always)]
-    fn counted_push(&self, obj: *mut FreeObject) -> bool {
+    fn counted_push(&self, obj: *mut FreeObject, low: &AtomicPtr<FreeObject>) -> bool {
         // The low half stays far below 2^32: no carry.
         let w = self.word.load(Ordering::Relaxed) + 1;
         self.word.store(w, Ordering::Relaxed);
         let count = w as u32;
         let max = self.max.load(Ordering::Relaxed);
         if count == max / 2 + 1 {
-            self.low.store(obj, Ordering::Relaxed);
+            low.store(obj, Ordering::Relaxed);
         }
         count > max
     }
@@ -243,12 +247,12 @@ impl Bin {
     ///
     /// # Safety
     /// As for [`Bin::pop`]; `obj` is a free object of this list's class.
-    unsafe fn push(&self, obj: *mut FreeObject) -> bool {
+    unsafe fn push(&self, obj: *mut FreeObject, low: &AtomicPtr<FreeObject>) -> bool {
         let links = harden::links();
         // SAFETY: the object is free and at least 8 bytes (smallest class).
         unsafe { FreeObject::set_next(obj, self.head.load(Ordering::Relaxed), links) };
         self.head.store(obj, Ordering::Relaxed);
-        self.counted_push(obj)
+        self.counted_push(obj, low)
     }
 }
 
@@ -300,6 +304,13 @@ pub struct ThreadCache {
     /// A bin is cold (`max` 0) until its first refill: every push then
     /// overflows, and the object goes to `remote` instead.
     bins: [Bin; NUM_CLASSES],
+    /// Per bin, while its `count > max / 2`: the object `max / 2 + 1` places
+    /// from the bottom of its list (pushed when `count` became that). The
+    /// objects after it are the oldest half, which an overflow gives away in
+    /// one cut instead of walking the list (see [`Self::overflow_inner`]).
+    /// Apart from the bins, which it would make a third longer (32 bytes
+    /// against 24): a push writes it once per crossing of the middle.
+    lows: [AtomicPtr<FreeObject>; NUM_CLASSES],
     remote: [Remote; NUM_CLASSES],
     /// Set by the owner while it runs an operation on its lists.
     busy: AtomicBool,
@@ -330,6 +341,14 @@ pub struct ThreadCache {
     /// before `free_hi` opens into the last state, and never changes after.
     free_end: AtomicUsize,
     free_hi: AtomicUsize,
+    /// Set only while the gate is open with no sample possible (`(0,
+    /// MAX)`): a Rust free tests this flag first and goes straight to the
+    /// push, so a program that never profiles pays one flag, as before the
+    /// profile (the gate's two loads and compare were 2-3 % of the suite's
+    /// alloc-test). Cleared before or with every change of the gate away
+    /// from that state ([`Self::open_free_fast`], `set_sampled`, the
+    /// background thread).
+    free_fast: AtomicBool,
     /// Held by the background thread from before it clears `fast` until
     /// after it sets it again; an owner that saw `fast` clear waits for it.
     /// [`NOT_TAKING`], [`TAKING`] or [`TAKING_OWNER_ASLEEP`].
@@ -366,6 +385,7 @@ impl ThreadCache {
     const fn new() -> Self {
         ThreadCache {
             bins: [const { Bin::new() }; NUM_CLASSES],
+            lows: [const { AtomicPtr::new(ptr::null_mut()) }; NUM_CLASSES],
             remote: [const { Remote::new() }; NUM_CLASSES],
             busy: AtomicBool::new(false),
             activity: AtomicU32::new(0),
@@ -373,6 +393,7 @@ impl ThreadCache {
             alloc_fast: AtomicBool::new(false),
             free_end: AtomicUsize::new(0),
             free_hi: AtomicUsize::new(0),
+            free_fast: AtomicBool::new(false),
             taking: AtomicU32::new(NOT_TAKING),
             state: AtomicU8::new(NEW),
             next: AtomicPtr::new(ptr::null_mut()),
@@ -546,19 +567,24 @@ pub fn pop_counted(class: SizeClass) -> *mut u8 {
         // The countdowns follow the profile's state (`alloc_fast`), and the
         // lists are ours (it was set after `begin`, and only with `fast`).
         if tc.alloc_fast.load(Ordering::Acquire) {
-            let obj = bin.head.load(Ordering::Relaxed);
-            // Meaningless when the list is empty (then unused).
             let w = bin.word.load(Ordering::Relaxed).wrapping_sub(POP);
-            if !obj.is_null() && (w as i64) >= 0 {
+            // One test for both: the list was not empty (the count's half
+            // did not go below zero) and the countdown did not run out.
+            if w & EMPTY_OR_DUE == 0 {
+                // The count was at least 1: the list links that many.
+                let obj = bin.head.load(Ordering::Relaxed);
+                debug_assert!(!obj.is_null());
                 // SAFETY: cached objects are free and link through their
                 // first word (raw outside hardened mode, the only mode with
-                // `fast`).
+                // `fast`); `obj` is one (the count says the list holds one).
                 bin.head.store(unsafe { (*obj).next }, Ordering::Relaxed);
                 bin.word.store(w, Ordering::Relaxed);
                 tc.end();
                 return obj as *mut u8;
             }
         }
+        // Laid out after the pop, which falls through from the test.
+        cold_path();
         tc.end();
         ptr::null_mut()
     })
@@ -601,7 +627,7 @@ pub fn alloc_slow_or(
 /// laid out straight after the test is the other (the open fast path).
 #[cold]
 #[inline(always)]
-fn profiling_path() {}
+fn cold_path() {}
 
 /// The heap profile's state as the caches see it: [`PROFILE_UNKNOWN`] until
 /// the profile has read its configuration, then [`PROFILE_OFF`] or
@@ -772,11 +798,12 @@ pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
             // SAFETY: forwarded from the caller.
             return unsafe { tc.dealloc_slow(ptr, class) };
         }
-        // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
-        let bin = unsafe { tc.bins.get_unchecked(class) };
+        // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' (and
+        // `lows`') length.
+        let (bin, low) = unsafe { (tc.bins.get_unchecked(class), tc.lows.get_unchecked(class)) };
         // SAFETY: the lists are ours (`fast` was set after `begin`); the
         // caller gives up a free object of this class.
-        if unsafe { bin.push_fast(ptr as *mut FreeObject) } {
+        if unsafe { bin.push_fast(ptr as *mut FreeObject, low) } {
             // Ends the operation itself.
             return tc.overflow(class);
         }
@@ -787,8 +814,9 @@ pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
 /// Frees an object of `class` unless it lies in the small sampled objects'
 /// region (a heap-profile sample); returns `false` then (nothing done: the
 /// caller frees it through the profile). A Rust free, whose layout gives
-/// the class; its fast path is [`dealloc`]'s after one compare
-/// (`ThreadCache::free_hi`), the same with profiling on or off.
+/// the class; its fast path is [`dealloc`]'s after one flag
+/// (`ThreadCache::free_fast`) while no sample can exist, else after one
+/// compare (`ThreadCache::free_hi`).
 ///
 /// # Safety
 /// `ptr` was allocated by this allocator for `class`, or is a small sample;
@@ -798,25 +826,30 @@ pub unsafe fn dealloc_unless_sampled(ptr: *mut u8, class: SizeClass) -> bool {
     let class = class.index();
     with_cache(|tc| {
         tc.begin();
-        // `free_hi` first: it is what opens the gate (after `free_end`).
-        let hi = tc.free_hi.load(Ordering::Acquire);
-        if (ptr as usize).wrapping_sub(tc.free_end.load(Ordering::Relaxed)) > hi {
-            profiling_path();
-            if in_sampled_region(ptr) {
-                tc.end();
-                return false;
-            }
-            if !tc.fast.load(Ordering::Acquire) {
-                // SAFETY: forwarded from the caller (not a sample).
-                unsafe { tc.dealloc_slow(ptr, class) };
-                return true;
+        // Open with no sample possible: straight to the push (a program
+        // that never profiles pays one flag, as before the profile).
+        if !tc.free_fast.load(Ordering::Acquire) {
+            cold_path();
+            // `free_hi` first: it is what opens the gate (after `free_end`).
+            let hi = tc.free_hi.load(Ordering::Acquire);
+            if (ptr as usize).wrapping_sub(tc.free_end.load(Ordering::Relaxed)) > hi {
+                if in_sampled_region(ptr) {
+                    tc.end();
+                    return false;
+                }
+                if !tc.fast.load(Ordering::Acquire) {
+                    // SAFETY: forwarded from the caller (not a sample).
+                    unsafe { tc.dealloc_slow(ptr, class) };
+                    return true;
+                }
             }
         }
-        // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' length.
-        let bin = unsafe { tc.bins.get_unchecked(class) };
+        // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' (and
+        // `lows`') length.
+        let (bin, low) = unsafe { (tc.bins.get_unchecked(class), tc.lows.get_unchecked(class)) };
         // SAFETY: the lists are ours (`fast` was set after `begin`); the
         // caller gives up a free object of this class (not a sample).
-        if unsafe { bin.push_fast(ptr as *mut FreeObject) } {
+        if unsafe { bin.push_fast(ptr as *mut FreeObject, low) } {
             // Ends the operation itself.
             tc.overflow(class);
             return true;
@@ -914,10 +947,12 @@ impl ThreadCache {
     /// other's (sequentially consistent), and both gate the same way.
     fn open_free_fast(&self, fast_now: bool) {
         if !fast_now {
+            self.free_fast.store(false, Ordering::SeqCst);
             self.free_hi.store(0, Ordering::SeqCst);
             return;
         }
         if SAMPLED.load(Ordering::SeqCst) {
+            self.free_fast.store(false, Ordering::SeqCst);
             self.free_end
                 .store(SAMPLED_END.load(Ordering::Relaxed), Ordering::Relaxed);
             self.free_hi.store(
@@ -927,6 +962,7 @@ impl ThreadCache {
             return;
         }
         self.free_hi.store(usize::MAX, Ordering::SeqCst);
+        self.free_fast.store(true, Ordering::SeqCst);
         if SAMPLED.load(Ordering::SeqCst) {
             self.gate_frees_of_samples();
         }
@@ -937,6 +973,8 @@ impl ThreadCache {
     /// stays closed: a compare-exchange, as the background thread may be
     /// closing it).
     fn gate_frees_of_samples(&self) {
+        // Closing the flag is always safe: it sends frees to the gate.
+        self.free_fast.store(false, Ordering::SeqCst);
         self.free_end
             .store(SAMPLED_END.load(Ordering::Relaxed), Ordering::Relaxed);
         let _ = self.free_hi.compare_exchange(
@@ -1080,7 +1118,7 @@ impl ThreadCache {
         }
         // SAFETY: the lists are ours; the caller gives up a free object of
         // this class (checked in hardened mode).
-        if unsafe { self.bins[class].push(ptr as *mut FreeObject) } {
+        if unsafe { self.bins[class].push(ptr as *mut FreeObject, &self.lows[class]) } {
             self.overflow_inner(class);
         }
     }
@@ -1186,7 +1224,7 @@ impl ThreadCache {
         // The last object kept: `low` when the cut is at its place (the usual
         // overflow, see `Bin::low`), else found by walking.
         let last = if keep == half + 1 {
-            bin.low.load(Ordering::Relaxed)
+            self.lows[class].load(Ordering::Relaxed)
         } else {
             let mut last = head;
             for _ in 1..keep {
@@ -1229,8 +1267,7 @@ impl ThreadCache {
         };
         bin.set_count(keep as u32);
         if keep == bin.max.load(Ordering::Relaxed) as usize / 2 + 1 {
-            bin.low
-                .store(bin.head.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.lows[class].store(bin.head.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         // SAFETY: the chain cut off holds `n` free objects of `class`.
         unsafe { global::central_give(class, oldest, n) };
@@ -1481,6 +1518,7 @@ pub fn reclaim(which: Reclaim) -> usize {
             tc.taking.store(TAKING, Ordering::Relaxed);
             tc.fast.store(false, Ordering::Relaxed);
             tc.alloc_fast.store(false, Ordering::Relaxed);
+            tc.free_fast.store(false, Ordering::Relaxed);
             tc.free_hi.store(0, Ordering::Relaxed);
             picked += 1;
         }
@@ -1567,7 +1605,6 @@ mod tests {
         let r = Ordering::Relaxed;
         for (z, n) in zero.bins.iter().zip(&new.bins) {
             assert_eq!(z.head.load(r), n.head.load(r));
-            assert_eq!(z.low.load(r), n.low.load(r));
             assert_eq!(z.word.load(r), n.word.load(r));
             assert_eq!(z.max.load(r), n.max.load(r));
         }
@@ -1575,12 +1612,16 @@ mod tests {
             assert_eq!(z.head.load(r), n.head.load(r));
             assert_eq!(z.count.load(r), n.count.load(r));
         }
+        for (z, n) in zero.lows.iter().zip(&new.lows) {
+            assert_eq!(z.load(r), n.load(r));
+        }
         assert_eq!(zero.busy.load(r), new.busy.load(r));
         assert_eq!(zero.epoch.load(r), new.epoch.load(r));
         assert_eq!(zero.placeholder.load(r), new.placeholder.load(r));
         assert_eq!(zero.forced.load(r), new.forced.load(r));
         assert_eq!(zero.free_end.load(r), new.free_end.load(r));
         assert_eq!(zero.free_hi.load(r), new.free_hi.load(r));
+        assert_eq!(zero.free_fast.load(r), new.free_fast.load(r));
         assert_eq!(zero.activity.load(r), new.activity.load(r));
         assert_eq!(zero.fast.load(r), new.fast.load(r));
         assert_eq!(zero.taking.load(r), new.taking.load(r));

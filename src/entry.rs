@@ -55,7 +55,9 @@ unsafe impl GlobalAlloc for HugeGuard {
         alloc_slow(size, align)
     }
 
-    #[inline]
+    // Always: into the `__rust_dealloc` shim, whose whole body it is (left
+    // to itself, the compiler made the shim a jump to it).
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let (size, align) = (layout.size(), layout.align());
         // SAFETY: the caller passes the layout `ptr` was allocated with,
