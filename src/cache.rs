@@ -573,7 +573,6 @@ pub fn pop_counted(class: SizeClass) -> *mut u8 {
             if w & EMPTY_OR_DUE == 0 {
                 // The count was at least 1: the list links that many.
                 let obj = bin.head.load(Ordering::Relaxed);
-                debug_assert!(!obj.is_null());
                 // SAFETY: cached objects are free and link through their
                 // first word (raw outside hardened mode, the only mode with
                 // `fast`); `obj` is one (the count says the list holds one).
