@@ -45,11 +45,11 @@
 //! sampling countdown, in the same subtraction ([`pop_counted`]): profiling
 //! on or off, the allocation fast path is the same. Two more flags follow
 //! `fast`: `alloc_fast` (and the bins' countdowns were set for the profile's
-//! current state) and, for a Rust free, `free_fast` (`fast` and no sample
-//! possible: every free goes through) and, when it is clear, the gate
-//! `free_hi` (with `free_end`: one compare that lets the frees of the
-//! sampled objects' region, once samples may exist, take the slow path).
-//! Each fast path tests its flag (or the free its flag, then its gate); the profile
+//! current state) and, for a Rust free, the gate `free_hi` (with
+//! `free_end`: one compare that lets the frees of the sampled objects'
+//! region, once samples may exist, take the slow path; `MAX`, `fast` and no
+//! sample possible, lets every free through, and the free tests for that
+//! value first). Each fast path tests its flag or gate alone; the profile
 //! closes or gates them in every registered cache ([`set_profiling`],
 //! [`set_sampled`]), and the background thread closes them with `fast`.
 //!
@@ -339,16 +339,12 @@ pub struct ThreadCache {
     /// addresses in the small sampled objects' region. `free_hi` is written
     /// wherever `fast` is ([`Self::open_free_fast`]); `free_end` is set
     /// before `free_hi` opens into the last state, and never changes after.
+    /// A free tests `free_hi == MAX` first and then goes straight to the
+    /// push: one load and a compare with a constant while the program
+    /// never profiles (the gate's two loads and subtraction cost 2-3 % of
+    /// the suite's alloc-test).
     free_end: AtomicUsize,
     free_hi: AtomicUsize,
-    /// Set only while the gate is open with no sample possible (`(0,
-    /// MAX)`): a Rust free tests this flag first and goes straight to the
-    /// push, so a program that never profiles pays one flag, as before the
-    /// profile (the gate's two loads and compare were 2-3 % of the suite's
-    /// alloc-test). Cleared before or with every change of the gate away
-    /// from that state ([`Self::open_free_fast`], `set_sampled`, the
-    /// background thread).
-    free_fast: AtomicBool,
     /// Held by the background thread from before it clears `fast` until
     /// after it sets it again; an owner that saw `fast` clear waits for it.
     /// [`NOT_TAKING`], [`TAKING`] or [`TAKING_OWNER_ASLEEP`].
@@ -393,7 +389,6 @@ impl ThreadCache {
             alloc_fast: AtomicBool::new(false),
             free_end: AtomicUsize::new(0),
             free_hi: AtomicUsize::new(0),
-            free_fast: AtomicBool::new(false),
             taking: AtomicU32::new(NOT_TAKING),
             state: AtomicU8::new(NEW),
             next: AtomicPtr::new(ptr::null_mut()),
@@ -813,9 +808,9 @@ pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
 /// Frees an object of `class` unless it lies in the small sampled objects'
 /// region (a heap-profile sample); returns `false` then (nothing done: the
 /// caller frees it through the profile). A Rust free, whose layout gives
-/// the class; its fast path is [`dealloc`]'s after one flag
-/// (`ThreadCache::free_fast`) while no sample can exist, else after one
-/// compare (`ThreadCache::free_hi`).
+/// the class; its fast path is [`dealloc`]'s after one compare of
+/// `ThreadCache::free_hi` with `MAX` while no sample can exist, else after
+/// the gate's compare.
 ///
 /// # Safety
 /// `ptr` was allocated by this allocator for `class`, or is a small sample;
@@ -825,12 +820,13 @@ pub unsafe fn dealloc_unless_sampled(ptr: *mut u8, class: SizeClass) -> bool {
     let class = class.index();
     with_cache(|tc| {
         tc.begin();
-        // Open with no sample possible: straight to the push (a program
-        // that never profiles pays one flag, as before the profile).
-        if !tc.free_fast.load(Ordering::Acquire) {
+        // `free_hi` first: it is what opens the gate (after `free_end`).
+        let hi = tc.free_hi.load(Ordering::Acquire);
+        // Open with no sample possible (`MAX`): straight to the push, one
+        // load and one compare with a constant (a program that never
+        // profiles pays that, as it paid one flag before the profile).
+        if hi != usize::MAX {
             cold_path();
-            // `free_hi` first: it is what opens the gate (after `free_end`).
-            let hi = tc.free_hi.load(Ordering::Acquire);
             if (ptr as usize).wrapping_sub(tc.free_end.load(Ordering::Relaxed)) > hi {
                 if in_sampled_region(ptr) {
                     tc.end();
@@ -946,12 +942,10 @@ impl ThreadCache {
     /// other's (sequentially consistent), and both gate the same way.
     fn open_free_fast(&self, fast_now: bool) {
         if !fast_now {
-            self.free_fast.store(false, Ordering::SeqCst);
             self.free_hi.store(0, Ordering::SeqCst);
             return;
         }
         if SAMPLED.load(Ordering::SeqCst) {
-            self.free_fast.store(false, Ordering::SeqCst);
             self.free_end
                 .store(SAMPLED_END.load(Ordering::Relaxed), Ordering::Relaxed);
             self.free_hi.store(
@@ -961,7 +955,6 @@ impl ThreadCache {
             return;
         }
         self.free_hi.store(usize::MAX, Ordering::SeqCst);
-        self.free_fast.store(true, Ordering::SeqCst);
         if SAMPLED.load(Ordering::SeqCst) {
             self.gate_frees_of_samples();
         }
@@ -972,8 +965,6 @@ impl ThreadCache {
     /// stays closed: a compare-exchange, as the background thread may be
     /// closing it).
     fn gate_frees_of_samples(&self) {
-        // Closing the flag is always safe: it sends frees to the gate.
-        self.free_fast.store(false, Ordering::SeqCst);
         self.free_end
             .store(SAMPLED_END.load(Ordering::Relaxed), Ordering::Relaxed);
         let _ = self.free_hi.compare_exchange(
@@ -1517,7 +1508,6 @@ pub fn reclaim(which: Reclaim) -> usize {
             tc.taking.store(TAKING, Ordering::Relaxed);
             tc.fast.store(false, Ordering::Relaxed);
             tc.alloc_fast.store(false, Ordering::Relaxed);
-            tc.free_fast.store(false, Ordering::Relaxed);
             tc.free_hi.store(0, Ordering::Relaxed);
             picked += 1;
         }
@@ -1620,7 +1610,6 @@ mod tests {
         assert_eq!(zero.forced.load(r), new.forced.load(r));
         assert_eq!(zero.free_end.load(r), new.free_end.load(r));
         assert_eq!(zero.free_hi.load(r), new.free_hi.load(r));
-        assert_eq!(zero.free_fast.load(r), new.free_fast.load(r));
         assert_eq!(zero.activity.load(r), new.activity.load(r));
         assert_eq!(zero.fast.load(r), new.fast.load(r));
         assert_eq!(zero.taking.load(r), new.taking.load(r));

@@ -18,8 +18,8 @@ runs estimate what the code costs; the median mixes in how many slow phases
 each side happened to meet. Neither is exact: in stop 40's same-build
 control (docs/PROFILE.md) the medians strayed by up to 5 % on one workload
 and the fastest quarter by up to 7 %, both within 1 % on the geomean. Run
-the same build twice (an A/A control) to see how far they stray that day. Workload names are the suite's
-(`bench/src/workloads.rs`). `--env-b HUGEGUARD_MESH=on` with the same binary
+the same build twice (an A/A control) to see how far they stray that day.
+Workload names are the suite's (`bench/src/workloads.rs`). `--env-b HUGEGUARD_MESH=on` with the same binary
 twice compares a setting instead of two builds.
 """
 
