@@ -45,11 +45,10 @@
 //! sampling countdown, in the same subtraction ([`pop_counted`]): profiling
 //! on or off, the allocation fast path is the same. Two more flags follow
 //! `fast`: `alloc_fast` (and the bins' countdowns were set for the profile's
-//! current state) and, for a Rust free, the gate `free_hi` (with
-//! `free_end`: one compare that lets the frees of the sampled objects'
-//! region, once samples may exist, take the slow path; `MAX`, `fast` and no
-//! sample possible, lets every free through, and the free tests for that
-//! value first). Each fast path tests its flag or gate alone; the profile
+//! current state) and, for a Rust free, the gate `free_gate` (one addition
+//! whose carry lets a free through: once samples may exist, the frees of
+//! the sampled objects' region, which lies below the heap, take the slow
+//! path). Each fast path tests its flag or gate alone; the profile
 //! closes or gates them in every registered cache ([`set_profiling`],
 //! [`set_sampled`]), and the background thread closes them with `fast`.
 //!
@@ -331,20 +330,17 @@ pub struct ThreadCache {
     alloc_fast: AtomicBool,
     /// The gate of a Rust free's fast path (whose layout gives the class,
     /// so which never looks at the page map): a free of `ptr` takes the
-    /// slow path when `ptr - free_end > free_hi` (wrapping), one
-    /// subtraction and one compare whatever the state. Closed, `(0, 0)`
-    /// (a new cache's zero bytes): every free. Open with no heap-profile
-    /// sample possible ([`SAMPLED`] clear), `(0, MAX)`: none. Open with
-    /// samples possible, `(region end, MAX - region length)`: the frees of
-    /// addresses in the small sampled objects' region. `free_hi` is written
-    /// wherever `fast` is ([`Self::open_free_fast`]); `free_end` is set
-    /// before `free_hi` opens into the last state, and never changes after.
-    /// A free tests `free_hi == MAX` first and then goes straight to the
-    /// push: one load and a compare with a constant while the program
-    /// never profiles (the gate's two loads and subtraction cost 2-3 % of
-    /// the suite's alloc-test).
-    free_end: AtomicUsize,
-    free_hi: AtomicUsize,
+    /// fast path when `ptr + free_gate` carries, one load and one addition
+    /// whatever the state. Closed, 0 (a new cache's zero bytes): no free.
+    /// Open with no heap-profile sample possible ([`SAMPLED`] clear),
+    /// `MAX`: every free. Open with samples possible, `-R` (wrapping),
+    /// where `R` is the end of the small sampled objects' region: the frees
+    /// of addresses from `R` up. The region is mapped below the heap
+    /// (`os::linux::map_metadata_low`), so those are all the heap's frees;
+    /// the slow path tells a sample from a heap object below `R` (where the
+    /// region could not be placed low). Written wherever `fast` is
+    /// ([`Self::open_free_fast`]).
+    free_gate: AtomicUsize,
     /// Held by the background thread from before it clears `fast` until
     /// after it sets it again; an owner that saw `fast` clear waits for it.
     /// [`NOT_TAKING`], [`TAKING`] or [`TAKING_OWNER_ASLEEP`].
@@ -387,8 +383,7 @@ impl ThreadCache {
             activity: AtomicU32::new(0),
             fast: AtomicBool::new(false),
             alloc_fast: AtomicBool::new(false),
-            free_end: AtomicUsize::new(0),
-            free_hi: AtomicUsize::new(0),
+            free_gate: AtomicUsize::new(0),
             taking: AtomicU32::new(NOT_TAKING),
             state: AtomicU8::new(NEW),
             next: AtomicPtr::new(ptr::null_mut()),
@@ -750,6 +745,12 @@ pub fn set_sampled(region_base: usize, region_len: usize) {
     }
 }
 
+/// The free gate's value once samples may exist (`ThreadCache::free_gate`):
+/// addresses from the sampled region's end up carry.
+fn sampled_gate() -> usize {
+    SAMPLED_END.load(Ordering::Relaxed).wrapping_neg()
+}
+
 /// Whether `ptr` lies in the small sampled objects' region.
 #[inline(always)]
 fn in_sampled_region(ptr: *mut u8) -> bool {
@@ -809,8 +810,7 @@ pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
 /// region (a heap-profile sample); returns `false` then (nothing done: the
 /// caller frees it through the profile). A Rust free, whose layout gives
 /// the class; its fast path is [`dealloc`]'s after one compare of
-/// `ThreadCache::free_hi` with `MAX` while no sample can exist, else after
-/// the gate's compare.
+/// the gate's addition (`ThreadCache::free_gate`).
 ///
 /// # Safety
 /// `ptr` was allocated by this allocator for `class`, or is a small sample;
@@ -820,23 +820,18 @@ pub unsafe fn dealloc_unless_sampled(ptr: *mut u8, class: SizeClass) -> bool {
     let class = class.index();
     with_cache(|tc| {
         tc.begin();
-        // `free_hi` first: it is what opens the gate (after `free_end`).
-        let hi = tc.free_hi.load(Ordering::Acquire);
-        // Open with no sample possible (`MAX`): straight to the push, one
-        // load and one compare with a constant (a program that never
-        // profiles pays that, as it paid one flag before the profile).
-        if hi != usize::MAX {
+        let gate = tc.free_gate.load(Ordering::Acquire);
+        // Carries: open, and not below the sampled region's end.
+        if !(ptr as usize).overflowing_add(gate).1 {
             cold_path();
-            if (ptr as usize).wrapping_sub(tc.free_end.load(Ordering::Relaxed)) > hi {
-                if in_sampled_region(ptr) {
-                    tc.end();
-                    return false;
-                }
-                if !tc.fast.load(Ordering::Acquire) {
-                    // SAFETY: forwarded from the caller (not a sample).
-                    unsafe { tc.dealloc_slow(ptr, class) };
-                    return true;
-                }
+            if in_sampled_region(ptr) {
+                tc.end();
+                return false;
+            }
+            if !tc.fast.load(Ordering::Acquire) {
+                // SAFETY: forwarded from the caller (not a sample).
+                unsafe { tc.dealloc_slow(ptr, class) };
+                return true;
             }
         }
         // SAFETY: a `SizeClass` index is below NUM_CLASSES, the bins' (and
@@ -942,19 +937,14 @@ impl ThreadCache {
     /// other's (sequentially consistent), and both gate the same way.
     fn open_free_fast(&self, fast_now: bool) {
         if !fast_now {
-            self.free_hi.store(0, Ordering::SeqCst);
+            self.free_gate.store(0, Ordering::SeqCst);
             return;
         }
         if SAMPLED.load(Ordering::SeqCst) {
-            self.free_end
-                .store(SAMPLED_END.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.free_hi.store(
-                usize::MAX - SAMPLED_LEN.load(Ordering::Relaxed),
-                Ordering::SeqCst,
-            );
+            self.free_gate.store(sampled_gate(), Ordering::SeqCst);
             return;
         }
-        self.free_hi.store(usize::MAX, Ordering::SeqCst);
+        self.free_gate.store(usize::MAX, Ordering::SeqCst);
         if SAMPLED.load(Ordering::SeqCst) {
             self.gate_frees_of_samples();
         }
@@ -965,14 +955,9 @@ impl ThreadCache {
     /// stays closed: a compare-exchange, as the background thread may be
     /// closing it).
     fn gate_frees_of_samples(&self) {
-        self.free_end
-            .store(SAMPLED_END.load(Ordering::Relaxed), Ordering::Relaxed);
-        let _ = self.free_hi.compare_exchange(
-            usize::MAX,
-            usize::MAX - SAMPLED_LEN.load(Ordering::Relaxed),
-            Ordering::SeqCst,
-            Ordering::Relaxed,
-        );
+        let _ = self
+            .free_gate
+            .compare_exchange(usize::MAX, sampled_gate(), Ordering::SeqCst, Ordering::Relaxed);
     }
 
     /// Opens the allocation fast path if `fast` is (`fast_now`) and the
@@ -1508,7 +1493,7 @@ pub fn reclaim(which: Reclaim) -> usize {
             tc.taking.store(TAKING, Ordering::Relaxed);
             tc.fast.store(false, Ordering::Relaxed);
             tc.alloc_fast.store(false, Ordering::Relaxed);
-            tc.free_hi.store(0, Ordering::Relaxed);
+            tc.free_gate.store(0, Ordering::Relaxed);
             picked += 1;
         }
         p = tc.next.load(Ordering::Relaxed);
@@ -1608,8 +1593,7 @@ mod tests {
         assert_eq!(zero.epoch.load(r), new.epoch.load(r));
         assert_eq!(zero.placeholder.load(r), new.placeholder.load(r));
         assert_eq!(zero.forced.load(r), new.forced.load(r));
-        assert_eq!(zero.free_end.load(r), new.free_end.load(r));
-        assert_eq!(zero.free_hi.load(r), new.free_hi.load(r));
+        assert_eq!(zero.free_gate.load(r), new.free_gate.load(r));
         assert_eq!(zero.activity.load(r), new.activity.load(r));
         assert_eq!(zero.fast.load(r), new.fast.load(r));
         assert_eq!(zero.taking.load(r), new.taking.load(r));

@@ -87,27 +87,7 @@ unsafe impl Os for LinuxOs {
     }
 
     fn map_metadata(&self, len: usize) -> Option<*mut u8> {
-        let _errno = KeepErrno::new();
-        // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing.
-        let raw = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if raw == libc::MAP_FAILED {
-            return None;
-        }
-        // Metadata is touched sparsely (one record per huge page in use):
-        // never let khugepaged fill it out to whole huge pages.
-        // SAFETY: advice on the mapping just created.
-        unsafe { libc::madvise(raw, len, libc::MADV_NOHUGEPAGE) };
-        register_metadata(raw as usize, len);
-        Some(raw as *mut u8)
+        map_metadata_at(0, len)
     }
 
     unsafe fn discard_metadata(&self, addr: usize, len: usize) {
@@ -461,6 +441,54 @@ static METADATA_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of metadata mappings beyond the kept ones.
 static METADATA_UNLISTED: AtomicUsize = AtomicUsize::new(0);
 
+/// Metadata mapped at `hint` if that range is free (`MAP_FIXED_NOREPLACE`;
+/// a kernel older than 4.17 takes it as a hint), else, with `hint` 0, where
+/// the kernel chooses. `None` if the kernel refused (or the range at `hint`
+/// is taken).
+fn map_metadata_at(hint: usize, len: usize) -> Option<*mut u8> {
+    let _errno = KeepErrno::new();
+    let fixed = if hint == 0 { 0 } else { libc::MAP_FIXED_NOREPLACE };
+    // SAFETY: a fresh anonymous mapping; with `MAP_FIXED_NOREPLACE` the
+    // kernel fails rather than replace anything already mapped at `hint`.
+    let raw = unsafe {
+        libc::mmap(
+            hint as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | fixed,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return None;
+    }
+    // Metadata is touched sparsely (one record per huge page in use):
+    // never let khugepaged fill it out to whole huge pages.
+    // SAFETY: advice on the mapping just created.
+    unsafe { libc::madvise(raw, len, libc::MADV_NOHUGEPAGE) };
+    register_metadata(raw as usize, len);
+    Some(raw as *mut u8)
+}
+
+/// Addresses tried, in order, for [`map_metadata_low`]: 64 GiB, 16 GiB,
+/// 256 GiB. Above a non-PIE program and its `brk` heap, far below where
+/// the kernel places mappings of its own choosing (top-down under the
+/// libraries, about 0x7f.. 0000 0000; bottom-up from a third of the address
+/// space with an unlimited stack) and below a PIE program (about 0x55..).
+const LOW_HINTS: [usize; 3] = [1 << 36, 1 << 34, 1 << 38];
+
+/// Metadata mapped below every mapping of the kernel's choosing, and so
+/// below the whole heap (whose reservations are such mappings): at the
+/// first free address of [`LOW_HINTS`], or where the kernel chooses if
+/// none is.
+pub(crate) fn map_metadata_low(len: usize) -> Option<*mut u8> {
+    LOW_HINTS
+        .iter()
+        .find_map(|&hint| map_metadata_at(hint, len))
+        .or_else(|| map_metadata_at(0, len))
+}
+
 fn register_metadata(addr: usize, len: usize) {
     let i = METADATA_COUNT.fetch_add(1, Ordering::Relaxed);
     if i < METADATA_SLOTS {
@@ -568,6 +596,25 @@ mod tests {
         assert_eq!(errno(), 77, "the failed open's ENOENT leaked");
         // SAFETY: unmapping the metadata mapping made above.
         unsafe { libc::munmap(map as *mut libc::c_void, 1 << 16) };
+    }
+
+    #[test]
+    fn low_metadata_lies_below_the_kernels_own_choices() {
+        let os = LinuxOs::PRIVATE;
+        let low = map_metadata_low(1 << 16).unwrap() as usize;
+        // A reservation of the heap's kind: where the kernel chooses.
+        let heap = os.reserve(1 << 21, 1 << 21).unwrap();
+        assert!(low + (1 << 16) <= heap, "low mapping {low:#x} not below a reservation at {heap:#x}");
+        assert!(LOW_HINTS.contains(&low), "{low:#x} is not one of the low addresses");
+        // That hint is taken now: another address (never over it).
+        let next = map_metadata_low(1 << 16).unwrap() as usize;
+        assert_ne!(next, low);
+        // SAFETY: unmapping the mappings made above.
+        unsafe {
+            libc::munmap(low as *mut libc::c_void, 1 << 16);
+            libc::munmap(next as *mut libc::c_void, 1 << 16);
+            libc::munmap(heap as *mut libc::c_void, 1 << 21);
+        }
     }
 
     #[test]

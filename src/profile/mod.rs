@@ -29,10 +29,11 @@
 //! countdowns for the new state at its next allocation (drawn afresh when
 //! on). A large allocation or a `realloc` whose byte countdown
 //! runs out while profiling is off restarts it from 1 MiB unsampled. A
-//! Rust free of a small object passes one compare
+//! Rust free of a small object passes one addition
 //! (`cache::dealloc_unless_sampled`), the same with profiling on or off:
-//! once profiling has started (and samples may exist) it sends the frees
-//! of the sampled objects' region to the slow path (`cache::set_sampled`).
+//! once profiling has started (and samples may exist) its carry sends the
+//! frees of the sampled objects' region, mapped below the heap, to the
+//! slow path (`cache::set_sampled`).
 //! A C free looks there only on its slow path.
 //!
 //! **A sampled allocation** (`alloc_due`) captures the stack with the

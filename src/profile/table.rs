@@ -210,9 +210,9 @@ pub(crate) fn setup() -> bool {
     if t.ready {
         return true;
     }
-    let os = LinuxOs::PRIVATE;
-    // One mapping: the slot region, then the tables.
-    let Some(region) = os.map_metadata(MAPPING_LEN) else {
+    // One mapping: the slot region, then the tables; below the heap, so
+    // that a Rust free tells a sample by one compare (`cache::set_sampled`).
+    let Some(region) = crate::os::linux::map_metadata_low(MAPPING_LEN) else {
         return false;
     };
     // SAFETY: the tables start `REGION_LEN` bytes into the mapping of
