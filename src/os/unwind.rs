@@ -63,6 +63,13 @@ impl<'a, 'b> Walk<'a, 'b> {
         }
     }
 
+    /// Whether every frame from here on is recorded (as [`Self::visit`]
+    /// does once past the frames it leaves out).
+    #[inline(always)]
+    fn recording(&self) -> bool {
+        self.marks.is_empty() || self.past_entry
+    }
+
     /// Takes frame `ip` (in the function starting at `start()`): leaves it
     /// out or records it. `false` when the walk is done.
     #[inline(always)]
@@ -435,12 +442,71 @@ mod fast {
         same.then_some((s.func, s.cfa, s.ra_at, s.bp_at))
     }
 
+    /// How [`replay`] ended.
+    enum Replay {
+        /// The walk is done (the outermost frame, or `out` full).
+        Done,
+        /// The frame at `depth` is not in the memo's state.
+        Differs,
+    }
+
+    /// Records and steps over the frames from `depth` up for as long as the
+    /// memo holds each in the same state ([`seen_step`]'s test), the walk
+    /// past the frames it leaves out: per frame, the test, the record and
+    /// two loads. From depth 1 (the key of every frame above the first is
+    /// its address).
+    #[inline(always)]
+    fn replay(walk: &mut Walk, m: &Memo, depth: &mut usize, ip: &mut usize, sp: &mut usize, bp: &mut usize) -> Replay {
+        let mut len = walk.len;
+        let end = walk.out.len();
+        let result = loop {
+            let Some(s) = m.seen.get(*depth) else {
+                break Replay::Differs;
+            };
+            // `sp` is set only with a step's rule (see `steps`).
+            if s.key != *ip || s.sp != *sp || (s.rule & CFA_RBP != 0 && s.bp != *bp) {
+                break Replay::Differs;
+            }
+            if len == end {
+                break Replay::Done;
+            }
+            walk.out[len] = *ip;
+            len += 1;
+            // SAFETY: the return address's and saved `rbp`'s slots that the
+            // same rule found from the same frame state, checked then by
+            // `step_of` (see `steps`).
+            unsafe {
+                if s.bp_at != 0 {
+                    *bp = (s.bp_at as *const usize).read();
+                }
+                *ip = (s.ra_at as *const usize).read();
+            }
+            *sp = s.cfa;
+            *depth += 1;
+            if *ip == 0 {
+                break Replay::Done;
+            }
+        };
+        walk.len = len;
+        result
+    }
+
     /// The walk's steps from the frame of `walk` (`pc`, `sp`, `bp`).
     fn steps(walk: &mut Walk, pc: usize, mut sp: usize, mut bp: usize, mut memo: Option<&mut Memo>) -> bool {
         // This frame's rule is the one at `pc` itself; every other frame's
         // is the one at its return address, found one byte back (the call).
         let (mut ip, mut key, mut depth) = (pc, pc | FIRST, 0);
         loop {
+            if depth > 0 && walk.recording() {
+                if let Some(m) = memo.as_deref() {
+                    // Past the allocator's frames, the memo's frames in the
+                    // same state are only recorded and stepped over.
+                    match replay(walk, m, &mut depth, &mut ip, &mut sp, &mut bp) {
+                        Replay::Done => return true,
+                        Replay::Differs => key = ip,
+                    }
+                }
+            }
             let (cfa, ra_at, bp_at) = match seen_step(&memo, depth, key, sp, bp) {
                 // The same frame in the same state as in an earlier walk:
                 // the rule leads to the same addresses (they depend on
@@ -657,6 +723,25 @@ mod tests {
         };
         run();
         std::thread::spawn(run).join().unwrap();
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn a_short_output_ends_the_walk_from_the_memo_too() {
+        assert!(check_fast_walk(), "the fast walk disagrees with libgcc here");
+        // The second walk of the same stack replays the memo; both stop
+        // where `out` is full, as libgcc's walk does.
+        for len in [1, 2, 4] {
+            let mut full = [0usize; 64];
+            let n = nest(6, false, &mut full);
+            assert!(n > len + 2);
+            for _ in 0..2 {
+                let mut out = [0usize; 64];
+                assert_eq!(nest(6, true, &mut out[..len]), len);
+                assert_eq!(out[..len], full[..len], "out of {len}");
+                assert!(out[len..].iter().all(|&a| a == 0));
+            }
+        }
     }
 
     type Either = fn(bool, &[usize], &[usize], &mut [usize]) -> usize;
