@@ -591,9 +591,11 @@ pub fn pop_counted(class: SizeClass) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn alloc_slow_or(
-    class: SizeClass,
+    // In the order of `GlobalAlloc::alloc`'s layout (and `malloc`'s size):
+    // the entry's registers are the arguments as they are.
     size: usize,
     align: usize,
+    class: SizeClass,
     zero: bool,
     due: fn(usize, usize, bool) -> *mut u8,
 ) -> *mut u8 {
@@ -1063,11 +1065,14 @@ impl ThreadCache {
         // objects the fast path never took, and the counted fast path
         // leaves a list alone while `alloc_fast` is closed (after a start
         // or stop). A refill replaces the list, so it must be empty.
-        // SAFETY: the lists are ours (`fast` was set after `begin`, or no
-        // one is taking them).
-        let obj = unsafe { bin.pop(class) };
-        if !obj.is_null() {
-            return obj as *mut u8;
+        // An empty list (the common case here) goes straight to the refill.
+        if !bin.head.load(Ordering::Relaxed).is_null() {
+            // SAFETY: the lists are ours (`fast` was set after `begin`, or
+            // no one is taking them).
+            let obj = unsafe { bin.pop(class) };
+            if !obj.is_null() {
+                return obj as *mut u8;
+            }
         }
         self.refill(class)
     }
@@ -1109,7 +1114,9 @@ impl ThreadCache {
     }
 
     /// Takes a batch from the central list (the lists are the caller's, and
-    /// the list of `class` is empty: the batch replaces it).
+    /// the list of `class` is empty: the batch replaces it). Inlined into
+    /// the allocation slow paths, which are little more than this.
+    #[inline(always)]
     fn refill(&self, class: usize) -> *mut u8 {
         self.note_activity();
         if self.state.load(Ordering::Relaxed) == NEW {

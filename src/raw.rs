@@ -76,7 +76,7 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
             }
             return p;
         }
-        return crate::cache::alloc_slow_or(class, size, align, zero, crate::profile::alloc_due);
+        return crate::cache::alloc_slow_or(size, align, class, zero, crate::profile::alloc_due);
     }
     alloc_aligned_slow(size, align, zero)
 }
