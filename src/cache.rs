@@ -811,8 +811,8 @@ pub unsafe fn dealloc(ptr: *mut u8, class: SizeClass) {
 /// Frees an object of `class` unless it lies in the small sampled objects'
 /// region (a heap-profile sample); returns `false` then (nothing done: the
 /// caller frees it through the profile). A Rust free, whose layout gives
-/// the class; its fast path is [`dealloc`]'s after one compare of
-/// the gate's addition (`ThreadCache::free_gate`).
+/// the class; its fast path is [`dealloc`]'s after the gate's one
+/// addition (`ThreadCache::free_gate`).
 ///
 /// # Safety
 /// `ptr` was allocated by this allocator for `class`, or is a small sample;

@@ -21,9 +21,14 @@ and the fastest quarter by up to 7 %, both within 1 % on the geomean. Run
 the same build twice (an A/A control) to see how far they stray that day.
 Workload names are the suite's (`bench/src/workloads.rs`). `--env-b HUGEGUARD_MESH=on` with the same binary
 twice compares a setting instead of two builds.
+
+`--save FILE` keeps every run's time (JSON); `--pool FILE...` prints the
+table of the saved runs of several invocations together (A and B as the
+first saved), for more rounds than one sitting can take.
 """
 
 import argparse
+import json
 import math
 import statistics
 import subprocess
@@ -67,7 +72,24 @@ def main():
                     help="environment for A only (repeatable)")
     ap.add_argument("--env-b", action="append", default=[], metavar="KEY=VALUE",
                     help="environment for B only (repeatable)")
+    ap.add_argument("--save", metavar="FILE", help="write every run's time here (JSON)")
+    ap.add_argument("--pool", nargs="+", metavar="FILE",
+                    help="print the table of these saved runs together; run nothing")
     args = ap.parse_intermixed_args()
+    if args.pool:
+        saved = [json.load(open(f)) for f in args.pool]
+        times = {}
+        for run_ in saved:
+            for w, (a, b) in run_["times"].items():
+                times.setdefault(w, ([], []))
+                times[w][0].extend(a)
+                times[w][1].extend(b)
+        first = saved[0]
+        rounds = sum(len(next(iter(r["times"].values()))[0]) for r in saved)
+        print(f"{rounds} rounds pooled from {len(saved)} runs; A = {first['a']} {' '.join(first['env_a'])}, "
+              f"B = {first['b']} {' '.join(first['env_b'])}\n")
+        table(times)
+        return
     times = {w: ([], []) for w in args.workloads}
     for r in range(args.runs):
         for w in args.workloads:
@@ -76,14 +98,23 @@ def main():
                 times[w][i].append(run((args.a, args.b)[i], w, args.scale,
                                        (args.env_a, args.env_b)[i]))
         print(f"round {r + 1}/{args.runs} done", file=sys.stderr)
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump({"a": args.a, "b": args.b, "env_a": args.env_a, "env_b": args.env_b,
+                       "times": times}, f)
     print(f"{args.runs} rounds, ABBA order; A = {args.a} {' '.join(args.env_a)}, "
           f"B = {args.b} {' '.join(args.env_b)}\n")
+    table(times)
+
+
+def table(times):
+    """Prints the per-workload table and the geomeans of `times`
+    (workload -> (A's times, B's times), run by run)."""
     print("| workload | A median (s) | B median (s) | B/A medians | per-round B/A "
           "| B/A fastest quarter |")
     print("|---|---:|---:|---:|---|---:|")
     ratios, fast_ratios = [], []
-    for w in args.workloads:
-        a, b = times[w]
+    for w, (a, b) in times.items():
         ma, mb = statistics.median(a), statistics.median(b)
         fa, fb = fastest_quarter_mean(a), fastest_quarter_mean(b)
         per = [y / x for x, y in zip(a, b)]
