@@ -60,18 +60,26 @@ def fastest_quarter_mean(xs):
     return statistics.fmean(done[:max(1, len(done) // 4)]) if done else math.nan
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__,
+def ab_arguments(description):
+    """The arguments every A/B script here takes: the two workers, the
+    workloads, the scale and each side's environment (also used by
+    instr_ab.py)."""
+    ap = argparse.ArgumentParser(description=description,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("a")
     ap.add_argument("b")
     ap.add_argument("workloads", nargs="*", default=DEFAULT)
-    ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--env-a", action="append", default=[], metavar="KEY=VALUE",
                     help="environment for A only (repeatable)")
     ap.add_argument("--env-b", action="append", default=[], metavar="KEY=VALUE",
                     help="environment for B only (repeatable)")
+    return ap
+
+
+def main():
+    ap = ab_arguments(__doc__)
+    ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--save", metavar="FILE", help="write every run's time here (JSON)")
     ap.add_argument("--pool", nargs="+", metavar="FILE",
                     help="print the table of these saved runs together; run nothing")

@@ -15,7 +15,6 @@ one at a time. Use it to see what a change adds to the code a workload
 runs, next to the timed A/B runs (`ab_workers.py`), not instead of them.
 """
 
-import argparse
 import concurrent.futures
 import math
 import os
@@ -25,7 +24,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ab_workers import DEFAULT  # noqa: E402
+from ab_workers import ab_arguments  # noqa: E402
 
 
 def instructions(binary, workload, scale, extra_env):
@@ -42,15 +41,7 @@ def instructions(binary, workload, scale, extra_env):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("a")
-    ap.add_argument("b")
-    ap.add_argument("workloads", nargs="*", default=DEFAULT)
-    ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--env-a", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--env-b", action="append", default=[], metavar="KEY=VALUE")
-    args = ap.parse_intermixed_args()
+    args = ab_arguments(__doc__).parse_intermixed_args()
     jobs = [(w, side) for w in args.workloads for side in (0, 1)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         counts = dict(zip(jobs, pool.map(
