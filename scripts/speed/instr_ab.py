@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """A/B comparison of two builds (or two settings) of the suite's worker
 binary by the instructions each workload executes, counted by valgrind's
-cachegrind: nearly the same figure on every run (within about 0.1 % at
-scale 1; more at small scales, where start-up and the background thread
-weigh more), however noisy the machine.
+cachegrind: nearly the same figure on every run, however noisy the
+machine (within about 0.1 % at scale 1 for one thread; up to 2 % where
+threads interleave differently each time, as in xmalloc; more at small
+scales, where start-up weighs more).
 
     python3 scripts/speed/instr_ab.py A_WORKER B_WORKER [--scale 1] [WORKLOAD ...]
     python3 scripts/speed/instr_ab.py W W --env-b HUGEGUARD_PROF=on
