@@ -4,10 +4,11 @@
 //! **Small sampled objects** (any request that would take a size class) do
 //! not go to their class: each gets a slot of its own, [`SLOT`] bytes, in a
 //! region reserved for them when profiling first starts (`MAP_NORESERVE`,
-//! and `MADV_NOHUGEPAGE` so khugepaged never fills it out). So a free can
-//! tell a sampled object from every other by its address alone
-//! ([`holds`]: one load and a compare, the only cost of profiling on the
-//! free fast path). Slot `i` starts at `region + i * SLOT` (page aligned,
+//! and `MADV_NOHUGEPAGE` so khugepaged never fills it out), below the heap
+//! (`os::linux::map_metadata_low`). So a free can tell a sampled object
+//! from every other by its address alone: [`holds`] on the slow paths, and
+//! on a Rust free's fast path the cache's gate, whose one addition carries
+//! for every address above the region (`cache::set_sampled`). Slot `i` starts at `region + i * SLOT` (page aligned,
 //! enough for every class's alignment) and its record is `records[i]`. A
 //! freed slot keeps its pages (it is *warm*) and goes on top of the free
 //! stack, so the next sample reuses them without a system call or a page
