@@ -212,7 +212,7 @@ pub(crate) fn setup() -> bool {
         return true;
     }
     // One mapping: the slot region, then the tables; below the heap, so
-    // that a Rust free tells a sample by one compare (`cache::set_sampled`).
+    // that a Rust free tells a sample by one addition (`cache::set_sampled`).
     let Some(region) = crate::os::linux::map_metadata_low(MAPPING_LEN) else {
         return false;
     };
