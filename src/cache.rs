@@ -719,7 +719,9 @@ fn close_in_every_cache(flag: impl Fn(&ThreadCache) -> &AtomicBool) {
 static SAMPLED: AtomicBool = AtomicBool::new(false);
 
 /// The end of the small sampled objects' region and its length
-/// ([`set_sampled`]; 0 before).
+/// ([`set_sampled`]; 0 before): copies of `profile::table`'s, since the
+/// profile calls this module and an import back would be a cycle
+/// (`tests/layering.rs`).
 static SAMPLED_END: AtomicUsize = AtomicUsize::new(0);
 static SAMPLED_LEN: AtomicUsize = AtomicUsize::new(0);
 
