@@ -197,27 +197,21 @@ mod tests {
         // No pressure on an idle machine within 20 ms (or an event, which
         // a busy machine may have: either is an answer of a live watch).
         assert_ne!(w.wait(20), Waited::NoWatch);
-        // The program closes it: the watch ends without touching it.
-        // SAFETY: the test's own descriptor.
-        unsafe { libc::close(w.fd) };
-        assert_eq!(w.wait(20), Waited::NoWatch);
-        // Its number is reused for a quiet file (an empty pipe: `poll`
-        // reports nothing): not ours either. (Another test thread may take
-        // the number this way, between the close above and the wait.)
+        // The program reuses its number for a quiet file (an empty pipe:
+        // `poll` reports nothing): not ours, so the watch ends. `dup2` onto
+        // the number while it is still ours replaces the trigger in one
+        // step: closing it first would let another test thread take the
+        // number, and the `dup2` would then close that thread's file.
         let mut quiet = [0i32; 2];
         // SAFETY: a valid out-array of two descriptors, then valid
-        // descriptors of this test.
+        // descriptors of this test (`w.fd` is still the trigger).
         unsafe {
             assert_eq!(libc::pipe(quiet.as_mut_ptr()), 0);
             assert_eq!(libc::dup2(quiet[0], w.fd), w.fd);
-        }
-        assert_eq!(w.wait(20), Waited::NoWatch);
-        // SAFETY: the test's own descriptors.
-        unsafe {
             libc::close(quiet[0]);
             libc::close(quiet[1]);
-            libc::close(w.fd);
         }
+        assert_eq!(w.wait(20), Waited::NoWatch);
         // Its number is reused for another file that makes `poll` report
         // something (a pipe with a byte in it and its writer gone):
         // not ours, so the watch ends, and the pipe is neither read nor
@@ -225,21 +219,23 @@ mod tests {
         let mut fds = [0i32; 2];
         // SAFETY: a valid out-array of two descriptors.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: valid descriptors of this test.
+        // SAFETY: valid descriptors of this test (`w.fd` is the quiet
+        // pipe's copy, still ours).
         unsafe {
             assert_eq!(libc::dup2(fds[0], w.fd), w.fd);
             assert_eq!(libc::write(fds[1], b"x".as_ptr().cast(), 1), 1);
             libc::close(fds[1]);
+            libc::close(fds[0]);
         }
         assert_eq!(w.wait(20), Waited::NoWatch);
         let mut byte = 0u8;
         // SAFETY: the dup'ed read end, still open, with its byte unread.
         assert_eq!(unsafe { libc::read(w.fd, (&mut byte as *mut u8).cast(), 1) }, 1);
         assert_eq!(byte, b'x');
-        // SAFETY: the test's own descriptors.
-        unsafe {
-            libc::close(w.fd);
-            libc::close(fds[0]);
-        }
+        // The program closes it: the watch ends without touching it (the
+        // number may meanwhile be another test thread's: not ours either).
+        // SAFETY: the test's own descriptor, closed once.
+        unsafe { libc::close(w.fd) };
+        assert_eq!(w.wait(20), Waited::NoWatch);
     }
 }
