@@ -287,6 +287,48 @@ impl Remote {
     }
 }
 
+/// Bytes of whole batches a thread keeps for itself past its lists (the
+/// stash): a thread that frees a few megabytes of small objects in a row
+/// and then allocates them again (sh8bench) gets its own objects back,
+/// without the central list's lock and without taking other threads'
+/// objects, whose cache lines those threads still write. The idle reclaim
+/// and thread exit return the stash with the lists.
+pub(crate) const STASH_BYTES: usize = 8 << 20;
+
+/// The smallest class with a stash: a batch's first object holds the link
+/// to the next batch in its second word, which an object of 8 bytes (the
+/// Rust layouts' smallest class) does not have.
+const STASH_MIN_SIZE: usize = 16;
+
+/// One class's stash: whole batches ([`CLASS_BATCH`] objects, linked
+/// through their first words as any batch), each batch's first object
+/// holding the next batch in its second word (classes of at least
+/// [`STASH_MIN_SIZE`] bytes). Owner only, or whoever holds the lists.
+struct Stash {
+    head: AtomicPtr<FreeObject>,
+    batches: AtomicU32,
+}
+
+impl Stash {
+    #[cfg_attr(feature = "initial-exec-tls", allow(dead_code))]
+    const fn new() -> Self {
+        Stash {
+            head: AtomicPtr::new(ptr::null_mut()),
+            batches: AtomicU32::new(0),
+        }
+    }
+}
+
+/// The word of a stashed batch's first object that holds the next batch.
+///
+/// # Safety
+/// `batch` is a free object of at least [`STASH_MIN_SIZE`] bytes that the
+/// caller owns.
+unsafe fn next_batch_slot(batch: *mut FreeObject) -> *mut *mut FreeObject {
+    // SAFETY: the object has a second word (forwarded from the caller).
+    unsafe { batch.cast::<*mut FreeObject>().add(1) }
+}
+
 /// States of [`ThreadCache::taking`]: the background thread is not taking
 /// the cache; is taking it; is taking it and the owner sleeps until it is
 /// done (a futex wake-up is owed).
@@ -311,6 +353,11 @@ pub struct ThreadCache {
     /// against 24): a push writes it once per crossing of the middle.
     lows: [AtomicPtr<FreeObject>; NUM_CLASSES],
     remote: [Remote; NUM_CLASSES],
+    /// Whole batches an overflow gave away and the thread keeps for its own
+    /// next refills (see [`Stash`]), up to [`STASH_BYTES`] in all.
+    stash: [Stash; NUM_CLASSES],
+    /// Bytes in `stash`.
+    stash_bytes: AtomicUsize,
     /// Set by the owner while it runs an operation on its lists.
     busy: AtomicBool,
     /// Slow paths (refills and flushes) of the owner: a thread whose count
@@ -378,6 +425,8 @@ impl ThreadCache {
         ThreadCache {
             bins: [const { Bin::new() }; NUM_CLASSES],
             lows: [const { AtomicPtr::new(ptr::null_mut()) }; NUM_CLASSES],
+            stash: [const { Stash::new() }; NUM_CLASSES],
+            stash_bytes: AtomicUsize::new(0),
             remote: [const { Remote::new() }; NUM_CLASSES],
             busy: AtomicBool::new(false),
             activity: AtomicU32::new(0),
@@ -1129,7 +1178,10 @@ impl ThreadCache {
         } else {
             1
         };
-        let chain = global::central_take(class, want);
+        let chain = match self.unstash(class, want) {
+            Some(chain) => chain,
+            None => global::central_take(class, want),
+        };
         if chain.count == 0 {
             return ptr::null_mut();
         }
@@ -1179,15 +1231,16 @@ impl ThreadCache {
         } else {
             bin.count() as usize
         };
-        self.flush(class, n);
+        self.flush(class, n, true);
     }
 
     /// Gives the oldest `n` cached objects of `class` (the end of the list)
-    /// to the central list and keeps the newest, which are likely still in
-    /// the processor's cache for the thread's next allocations. Called by
+    /// to the stash (`stash`, a whole batch, while there is room) or the
+    /// central list and keeps the newest, which are likely still in the
+    /// processor's cache for the thread's next allocations. Called by
     /// whoever holds the lists: the owner inside an operation, or the
     /// background thread while it takes the cache.
-    fn flush(&self, class: usize, n: usize) {
+    fn flush(&self, class: usize, n: usize, stash: bool) {
         let bin = &self.bins[class];
         let count = bin.count() as usize;
         let n = n.min(count);
@@ -1201,7 +1254,7 @@ impl ThreadCache {
         let keep = count - n;
         if keep == 0 {
             // SAFETY: the lists are ours; the whole list goes.
-            return unsafe { self.give_oldest(class, ptr::null_mut(), 0, n, links) };
+            return unsafe { self.give_oldest(class, ptr::null_mut(), 0, n, links, stash) };
         }
         let head = bin.head.load(Ordering::Relaxed);
         let half = bin.max.load(Ordering::Relaxed) as usize / 2;
@@ -1218,7 +1271,7 @@ impl ThreadCache {
             last
         };
         // SAFETY: the lists are ours; `last` is the `keep`-th cached object.
-        unsafe { self.give_oldest(class, last, keep, n, links) };
+        unsafe { self.give_oldest(class, last, keep, n, links, stash) };
     }
 
     /// Gives the `n` cached objects after the `keep`-th (`last`) to the
@@ -1236,6 +1289,7 @@ impl ThreadCache {
         keep: usize,
         n: usize,
         links: Links,
+        stash: bool,
     ) {
         let bin = &self.bins[class];
         let oldest = if keep == 0 {
@@ -1254,7 +1308,87 @@ impl ThreadCache {
             self.lows[class].store(bin.head.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         // SAFETY: the chain cut off holds `n` free objects of `class`.
+        if stash && unsafe { self.stash_batch(class, oldest, n, links) } {
+            // Memory the program gave back, as a give to the central list
+            // is: the background thread's idle reclaim is to know of it.
+            crate::doorbell::note_free();
+            crate::doorbell::maybe_start();
+            return;
+        }
+        // SAFETY: as above.
         unsafe { global::central_give(class, oldest, n) };
+    }
+
+    /// Keeps the chain `head` of `n` objects of `class` in the stash if it
+    /// is a whole batch, the thread caches, the stash has room and the idle
+    /// reclaim can work (without `membarrier` an idle thread's stash would
+    /// never go back); `false` (nothing done) otherwise. The link to the next batch is encoded as
+    /// the objects' links are (hardened mode checks it when it is read).
+    ///
+    /// # Safety
+    /// The chain links `n` free objects of `class`; the lists are the
+    /// caller's.
+    unsafe fn stash_batch(&self, class: usize, head: *mut FreeObject, n: usize, links: Links) -> bool {
+        let bytes = n * CLASS_SIZE[class] as usize;
+        let held = self.stash_bytes.load(Ordering::Relaxed);
+        if n != CLASS_BATCH[class] as usize
+            || (CLASS_SIZE[class] as usize) < STASH_MIN_SIZE
+            || self.state.load(Ordering::Relaxed) != ACTIVE
+            || MEMBARRIER.load(Ordering::Relaxed) == MB_REFUSED
+            || held + bytes > STASH_BYTES
+        {
+            return false;
+        }
+        let stash = &self.stash[class];
+        // SAFETY: `head` is a free object of `class` (at least
+        // `STASH_MIN_SIZE` bytes, tested above) that the chain gives us.
+        unsafe { *next_batch_slot(head) = links.encode(stash.head.load(Ordering::Relaxed)) };
+        stash.head.store(head, Ordering::Relaxed);
+        stash
+            .batches
+            .store(stash.batches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.stash_bytes.store(held + bytes, Ordering::Relaxed);
+        true
+    }
+
+    /// The newest stashed batch of `class` when a refill wants a whole
+    /// batch (`want`) and there is one. The lists are the caller's. In
+    /// hardened mode a link to the next batch that is not plausible (a
+    /// write after free) is reported and the batches behind it are dropped
+    /// (leaked), as a broken list link is in [`Self::flush_checked`].
+    fn unstash(&self, class: usize, want: usize) -> Option<crate::central::Batch> {
+        let stash = &self.stash[class];
+        let head = stash.head.load(Ordering::Relaxed);
+        if head.is_null() || want != CLASS_BATCH[class] as usize {
+            return None;
+        }
+        let links = harden::links();
+        let left = stash.batches.load(Ordering::Relaxed) - 1;
+        // SAFETY: a stashed batch's first object holds the next batch.
+        let mut next = links.decode(unsafe { *next_batch_slot(head) });
+        let bytes = want * CLASS_SIZE[class] as usize;
+        let mut held = self.stash_bytes.load(Ordering::Relaxed) - bytes;
+        if links.hardened() && !link_ok(next, class, left) {
+            crate::misuse::corrupt_list(head as usize);
+            next = ptr::null_mut();
+            held -= left as usize * bytes;
+            stash.batches.store(0, Ordering::Relaxed);
+        } else {
+            stash.batches.store(left, Ordering::Relaxed);
+        }
+        stash.head.store(next, Ordering::Relaxed);
+        self.stash_bytes.store(held, Ordering::Relaxed);
+        Some(crate::central::Batch { head, count: want })
+    }
+
+    /// Gives every stashed batch of `class` back to its spans (the idle
+    /// reclaim and thread exit: see [`global::central_give_to_spans`]).
+    fn flush_stash(&self, class: usize) {
+        while let Some(batch) = self.unstash(class, CLASS_BATCH[class] as usize) {
+            // SAFETY: a stashed batch links a whole batch of free objects
+            // of `class` through their first words.
+            unsafe { global::central_give_to_spans(class, batch.head, batch.count) };
+        }
     }
 
     /// [`Self::flush`] in hardened mode: every link is checked before it is
@@ -1293,7 +1427,7 @@ impl ThreadCache {
         }
         // SAFETY: the lists are ours, every link checked; `cut` is the
         // `keep`-th cached object (null and unused when `keep` is 0).
-        unsafe { self.give_oldest(class, cut, keep, n, links) };
+        unsafe { self.give_oldest(class, cut, keep, n, links, true) };
     }
 
     /// Moves what a cold bin holds (the object just pushed) to the remote
@@ -1336,16 +1470,19 @@ impl ThreadCache {
         unsafe { global::central_give(class, head, n) };
     }
 
-    /// Returns every cached object, remote ones included (the lists must be
-    /// the caller's).
+    /// Returns every cached object, remote and stashed ones included (the
+    /// lists must be the caller's).
     fn flush_all(&self) -> usize {
         let mut bytes = 0;
         for (class, size) in CLASS_SIZE.iter().enumerate().skip(1) {
             let count = self.bins[class].count() as usize;
             let remote = self.remote[class].count.load(Ordering::Relaxed) as usize;
-            bytes += (count + remote) * *size as usize;
-            self.flush(class, count);
+            let stashed = self.stash[class].batches.load(Ordering::Relaxed) as usize
+                * CLASS_BATCH[class] as usize;
+            bytes += (count + remote + stashed) * *size as usize;
+            self.flush(class, count, false);
             self.flush_remote(class);
+            self.flush_stash(class);
         }
         bytes
     }
@@ -1367,7 +1504,8 @@ impl ThreadCache {
                     + self.remote[c].count.load(Ordering::Relaxed);
                 n as usize * CLASS_SIZE[c] as usize
             })
-            .sum()
+            .sum::<usize>()
+            + self.stash_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -1436,6 +1574,27 @@ pub fn all_cached_bytes() -> usize {
         p = tc.next.load(Ordering::Relaxed);
     }
     bytes
+}
+
+/// Whether some registered thread keeps a stash that [`reclaim`] could
+/// take: the background thread then looks again within a scan's time
+/// instead of parking, so an idle thread's stash does not wait for the
+/// next free elsewhere (a stash, unlike the lists, can hold megabytes).
+pub fn stash_to_reclaim() -> bool {
+    if !membarrier_ready() {
+        return false;
+    }
+    let reg = REGISTRY.lock();
+    let mut p = reg.head;
+    while !p.is_null() {
+        // SAFETY: registered caches are live (registry lock held).
+        let tc = unsafe { &*p };
+        if tc.stash_bytes.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        p = tc.next.load(Ordering::Relaxed);
+    }
+    false
 }
 
 const MB_UNKNOWN: u8 = 0;
@@ -1598,6 +1757,11 @@ mod tests {
         for (z, n) in zero.lows.iter().zip(&new.lows) {
             assert_eq!(z.load(r), n.load(r));
         }
+        for (z, n) in zero.stash.iter().zip(&new.stash) {
+            assert_eq!(z.head.load(r), n.head.load(r));
+            assert_eq!(z.batches.load(r), n.batches.load(r));
+        }
+        assert_eq!(zero.stash_bytes.load(r), new.stash_bytes.load(r));
         assert_eq!(zero.busy.load(r), new.busy.load(r));
         assert_eq!(zero.epoch.load(r), new.epoch.load(r));
         assert_eq!(zero.placeholder.load(r), new.placeholder.load(r));
@@ -1615,6 +1779,75 @@ mod tests {
     /// An overflowing list gives the central list its oldest half and keeps
     /// the objects freed last, which are the ones still in the processor's
     /// cache, for the thread's next allocations.
+    #[test]
+    fn a_thread_gets_its_stashed_batches_back_and_gives_them_up_when_flushed() {
+        std::thread::spawn(|| {
+            let class = crate::size_class::class_for(16, 8).unwrap();
+            let c = class.index();
+            let batch = CLASS_BATCH[c] as usize;
+            let n = 6 * batch;
+            let objs: Vec<*mut u8> = (0..n).map(|_| alloc(class)).collect();
+            assert!(objs.iter().all(|p| !p.is_null()));
+            for &p in &objs {
+                // SAFETY: allocated above for this class, freed once.
+                unsafe { dealloc(p, class) };
+            }
+            // Two batches on the list, the four the overflows cut off in
+            // the stash: every byte is still this thread's.
+            with_cache(|tc| {
+                assert_eq!(tc.stash[c].batches.load(Ordering::Relaxed), 4);
+                assert_eq!(tc.cached_bytes(), n * 16);
+            });
+            // Allocating as many again takes back exactly those objects,
+            // whatever other threads gave the central list meanwhile.
+            let mut again: Vec<*mut u8> = (0..n).map(|_| alloc(class)).collect();
+            let mut mine = objs.clone();
+            again.sort();
+            mine.sort();
+            assert_eq!(again, mine);
+            with_cache(|tc| assert_eq!(tc.stash_bytes.load(Ordering::Relaxed), 0));
+            for &p in &objs {
+                // SAFETY: allocated again above, freed once.
+                unsafe { dealloc(p, class) };
+            }
+            flush_current_thread();
+            with_cache(|tc| {
+                assert_eq!(tc.stash[c].batches.load(Ordering::Relaxed), 0);
+                assert_eq!(tc.cached_bytes(), 0);
+            });
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_stash_holds_at_most_its_bound() {
+        std::thread::spawn(|| {
+            let class = crate::size_class::class_for(1024, 8).unwrap();
+            let c = class.index();
+            let size = CLASS_SIZE[c] as usize;
+            let batch = CLASS_BATCH[c] as usize;
+            let n = STASH_BYTES / size + 4 * batch;
+            let objs: Vec<*mut u8> = (0..n).map(|_| alloc(class)).collect();
+            assert!(objs.iter().all(|p| !p.is_null()));
+            for &p in &objs {
+                // SAFETY: allocated above for this class, freed once.
+                unsafe { dealloc(p, class) };
+            }
+            with_cache(|tc| {
+                let stashed = tc.stash_bytes.load(Ordering::Relaxed);
+                assert!(stashed <= STASH_BYTES, "{stashed}");
+                assert!(stashed + batch * size > STASH_BYTES, "{stashed}");
+                // The rest went to the central list.
+                assert!(tc.cached_bytes() <= STASH_BYTES + 2 * batch * size);
+            });
+            flush_current_thread();
+            with_cache(|tc| assert_eq!(tc.cached_bytes(), 0));
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn overflow_keeps_the_newest_half() {
         std::thread::spawn(|| {

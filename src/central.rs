@@ -231,6 +231,21 @@ impl CentralList {
         self.objects_out += rejected;
     }
 
+    /// Returns a chain of `class` objects straight to their spans, past the
+    /// transfer cache: what an idle or ending thread's cache gave back is
+    /// not about to be reused, and parked batches would hold its pages for
+    /// another hold-back before they reach their spans.
+    ///
+    /// # Safety
+    /// As for [`CentralList::give`].
+    pub unsafe fn give_to_spans_now<S: SpanSource>(&mut self, src: &S, chain: Batch) {
+        self.objects_out -= chain.count;
+        self.last_give = src.release_clock();
+        // SAFETY: forwarded from the caller.
+        let rejected = unsafe { self.give_to_spans(src, chain) };
+        self.objects_out += rejected;
+    }
+
     /// Puts `obj` back into its span; `false` (and nothing done but a
     /// report) when it is not an object in use there (a double free).
     ///

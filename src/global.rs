@@ -95,6 +95,19 @@ pub unsafe fn central_give(class: usize, head: *mut FreeObject, n: usize) {
     doorbell::maybe_start();
 }
 
+/// Gives `n` linked objects of `class` straight back to their spans (see
+/// [`CentralList::give_to_spans_now`]).
+///
+/// # Safety
+/// As for [`central_give`].
+pub unsafe fn central_give_to_spans(class: usize, head: *mut FreeObject, n: usize) {
+    let chain = Batch { head, count: n };
+    // SAFETY: forwarded from the caller.
+    unsafe { CENTRAL[class].lock().give_to_spans_now(&ProcessHeap, chain) };
+    doorbell::note_free();
+    doorbell::maybe_start();
+}
+
 /// The process heap as the central lists' span source.
 pub struct ProcessHeap;
 

@@ -166,6 +166,9 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
                 Wait::Sleep((cfg.holdback_ms as u64 / 2).max(TICK_MS))
             } else if meshed {
                 Wait::Sleep(TICK_MS)
+            } else if crate::cache::stash_to_reclaim() {
+                // A thread keeps a stash: the next scan may find it idle.
+                Wait::Sleep(CACHE_SCAN_MS)
             } else {
                 Wait::Park(park_ms)
             }
