@@ -1249,7 +1249,7 @@ impl ThreadCache {
         }
         let links = harden::links();
         if links.hardened() {
-            return self.flush_checked(class, n, links);
+            return self.flush_checked(class, n, links, stash);
         }
         let keep = count - n;
         if keep == 0 {
@@ -1307,7 +1307,8 @@ impl ThreadCache {
         if keep == bin.max.load(Ordering::Relaxed) as usize / 2 + 1 {
             self.lows[class].store(bin.head.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        // SAFETY: the chain cut off holds `n` free objects of `class`.
+        // SAFETY: the chain cut off holds `n` free objects of `class`, and
+        // the lists are ours.
         if stash && unsafe { self.stash_batch(class, oldest, n, links) } {
             // Memory the program gave back, as a give to the central list
             // is: the background thread's idle reclaim is to know of it.
@@ -1322,8 +1323,9 @@ impl ThreadCache {
     /// Keeps the chain `head` of `n` objects of `class` in the stash if it
     /// is a whole batch, the thread caches, the stash has room and the idle
     /// reclaim can work (without `membarrier` an idle thread's stash would
-    /// never go back); `false` (nothing done) otherwise. The link to the next batch is encoded as
-    /// the objects' links are (hardened mode checks it when it is read).
+    /// never go back); `false` (nothing done) otherwise. The link to the
+    /// next batch is encoded as the objects' links are (hardened mode
+    /// checks it when it is read).
     ///
     /// # Safety
     /// The chain links `n` free objects of `class`; the lists are the
@@ -1395,7 +1397,7 @@ impl ThreadCache {
     /// followed; at a broken one (a write after free) the objects before it
     /// go back and the rest of the list is dropped (leaked).
     #[cold]
-    fn flush_checked(&self, class: usize, n: usize, links: Links) {
+    fn flush_checked(&self, class: usize, n: usize, links: Links, stash: bool) {
         let bin = &self.bins[class];
         let count = bin.count() as usize;
         let keep = count - n;
@@ -1427,7 +1429,7 @@ impl ThreadCache {
         }
         // SAFETY: the lists are ours, every link checked; `cut` is the
         // `keep`-th cached object (null and unused when `keep` is 0).
-        unsafe { self.give_oldest(class, cut, keep, n, links, true) };
+        unsafe { self.give_oldest(class, cut, keep, n, links, stash) };
     }
 
     /// Moves what a cold bin holds (the object just pushed) to the remote
@@ -1815,6 +1817,49 @@ mod tests {
                 assert_eq!(tc.stash[c].batches.load(Ordering::Relaxed), 0);
                 assert_eq!(tc.cached_bytes(), 0);
             });
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_broken_link_between_stashed_batches_drops_the_batches_behind_it() {
+        std::thread::spawn(|| {
+            if !harden::links().hardened() {
+                eprintln!("skipped: the check is hardened mode's (on with debug assertions)");
+                return;
+            }
+            let class = crate::size_class::class_for(16, 8).unwrap();
+            let c = class.index();
+            let batch = CLASS_BATCH[c] as usize;
+            let objs: Vec<*mut u8> = (0..5 * batch).map(|_| alloc(class)).collect();
+            assert!(objs.iter().all(|p| !p.is_null()));
+            for &p in &objs {
+                // SAFETY: allocated above for this class, freed once.
+                unsafe { dealloc(p, class) };
+            }
+            // Two batches on the list, three stashed; a write after free
+            // hits the newest stashed batch's link to the next.
+            with_cache(|tc| {
+                assert_eq!(tc.stash[c].batches.load(Ordering::Relaxed), 3);
+                let head = tc.stash[c].head.load(Ordering::Relaxed);
+                // SAFETY: a stashed, free object of 16 bytes.
+                unsafe { *next_batch_slot(head) = 0x1234 as *mut FreeObject };
+            });
+            // The list's two batches, then a refill: the stash's newest
+            // batch is handed out, the two behind the broken link dropped.
+            let again: Vec<*mut u8> = (0..2 * batch + 1).map(|_| alloc(class)).collect();
+            assert!(again.iter().all(|p| !p.is_null()));
+            with_cache(|tc| {
+                assert_eq!(tc.stash[c].batches.load(Ordering::Relaxed), 0);
+                assert!(tc.stash[c].head.load(Ordering::Relaxed).is_null());
+                assert_eq!(tc.stash_bytes.load(Ordering::Relaxed), 0);
+            });
+            for p in again {
+                // SAFETY: allocated above, freed once.
+                unsafe { dealloc(p, class) };
+            }
+            flush_current_thread();
         })
         .join()
         .unwrap();
