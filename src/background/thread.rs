@@ -111,6 +111,8 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
     let mut scanned_at = 0;
     // The kernel reported memory pressure during the last wait.
     let mut pressure = false;
+    // The last wait was only for a stash left in an idle thread's cache.
+    let mut stash_poll = false;
     loop {
         let cfg = config::get();
         crate::soft_limit::refresh();
@@ -131,8 +133,13 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
                 // Objects of idle threads go back to their central lists
                 // first, so this pass and the next can release what they
                 // pinned.
-                crate::cache::reclaim(crate::cache::Reclaim::Idle);
+                crate::cache::reclaim(if stash_poll {
+                    crate::cache::Reclaim::IdleStashes
+                } else {
+                    crate::cache::Reclaim::Idle
+                });
             }
+            stash_poll = false;
             // A class that needed new spans while some were frozen for
             // meshing gets them back first (mesh mode; also while busy).
             crate::mesh::thaw_requested();
@@ -167,8 +174,11 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             } else if meshed {
                 Wait::Sleep(TICK_MS)
             } else if crate::cache::stash_to_reclaim() {
-                // A thread keeps a stash: the next scan may find it idle.
-                Wait::Sleep(CACHE_SCAN_MS)
+                // A thread keeps a stash: look again within a scan's
+                // time, when its thread may be idle (that scan takes only
+                // stashes).
+                stash_poll = true;
+                Wait::Park(CACHE_SCAN_MS)
             } else {
                 Wait::Park(park_ms)
             }
