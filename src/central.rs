@@ -217,18 +217,16 @@ impl CentralList {
     /// # Safety
     /// Every object in the chain was handed out for `class` and is free.
     pub unsafe fn give<S: SpanSource>(&mut self, src: &S, class: usize, chain: Batch) {
-        self.objects_out -= chain.count;
-        self.last_give = src.release_clock();
         if chain.count == CLASS_BATCH[class] as usize && self.ntransfer < transfer_limit(class) {
+            self.objects_out -= chain.count;
+            self.last_give = src.release_clock();
             self.transfer[self.ntransfer] = chain.head;
             self.ntransfer += 1;
             self.transfer_at = self.last_give;
             return;
         }
         // SAFETY: forwarded from the caller.
-        let rejected = unsafe { self.give_to_spans(src, chain) };
-        // What was not a live object of ours stays counted as handed out.
-        self.objects_out += rejected;
+        unsafe { self.give_to_spans_now(src, chain) };
     }
 
     /// Returns a chain of `class` objects straight to their spans, past the
@@ -243,6 +241,7 @@ impl CentralList {
         self.last_give = src.release_clock();
         // SAFETY: forwarded from the caller.
         let rejected = unsafe { self.give_to_spans(src, chain) };
+        // What was not a live object of ours stays counted as handed out.
         self.objects_out += rejected;
     }
 

@@ -8,8 +8,9 @@
 //! (`os::linux::map_metadata_low`). So a free can tell a sampled object
 //! from every other by its address alone: [`holds`] on the slow paths, and
 //! on a Rust free's fast path the cache's gate, whose one addition carries
-//! for every address above the region (`cache::set_sampled`). Slot `i` starts at `region + i * SLOT` (page aligned,
-//! enough for every class's alignment) and its record is `records[i]`. A
+//! for every address above the region (`cache::set_sampled`). Slot `i`
+//! starts at `region + i * SLOT` (page aligned, enough for every class's
+//! alignment) and its record is `records[i]`. A
 //! freed slot keeps its pages (it is *warm*) and goes on top of the free
 //! stack, so the next sample reuses them without a system call or a page
 //! fault; the free slots' warm pages are capped at [`WARM_CAP_PAGES`] (a
