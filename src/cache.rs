@@ -116,6 +116,10 @@ struct Bin {
     /// refill of this class: every push then overflows to `remote`) and
     /// after the thread exits (pass-through).
     max: AtomicU32,
+    /// The count at which a push records `low` (`max / 2 + 1`, 0 while
+    /// `max` is 0): set with `max` ([`Bin::set_max`]), so the push compares
+    /// with one load.
+    mark: AtomicU32,
 }
 
 impl Bin {
@@ -126,7 +130,23 @@ impl Bin {
             head: AtomicPtr::new(ptr::null_mut()),
             word: AtomicU64::new(0),
             max: AtomicU32::new(0),
+            mark: AtomicU32::new(0),
         }
+    }
+
+    /// Sets the flush threshold (0: cold or pass-through) and the count at
+    /// which a push records `low`.
+    fn set_max(&self, max: u32) {
+        self.max.store(max, Ordering::Relaxed);
+        let mark = if max == 0 { 0 } else { max / 2 + 1 };
+        self.mark.store(mark, Ordering::Relaxed);
+    }
+
+    /// The count at which `low` is the last object kept by an overflow's
+    /// cut (`max / 2 + 1`), 0 while `max` is 0.
+    #[inline(always)]
+    fn mark(&self) -> usize {
+        self.mark.load(Ordering::Relaxed) as usize
     }
 
     /// Cached objects on the list.
@@ -203,11 +223,10 @@ impl Bin {
         let w = self.word.load(Ordering::Relaxed) + 1;
         self.word.store(w, Ordering::Relaxed);
         let count = w as u32;
-        let max = self.max.load(Ordering::Relaxed);
-        if count == max / 2 + 1 {
+        if count == self.mark.load(Ordering::Relaxed) {
             low.store(obj, Ordering::Relaxed);
         }
-        count > max
+        count > self.max.load(Ordering::Relaxed)
     }
 
     /// [`Bin::pop_fast`] for the slow paths: links decoded, and in hardened
@@ -1191,8 +1210,7 @@ impl ThreadCache {
         if self.state.load(Ordering::Relaxed) == ACTIVE && bin.max.load(Ordering::Relaxed) == 0 {
             // The thread allocates this class now: its frees of it are
             // cached from here on, and what waited as remote goes home.
-            bin.max
-                .store(CLASS_CACHE_MAX[class] as u32, Ordering::Relaxed);
+            bin.set_max(CLASS_CACHE_MAX[class] as u32);
             self.flush_remote(class);
         }
         // SAFETY: the chain links `count` free objects of this class.
@@ -1257,10 +1275,9 @@ impl ThreadCache {
             return unsafe { self.give_oldest(class, ptr::null_mut(), 0, n, links, stash) };
         }
         let head = bin.head.load(Ordering::Relaxed);
-        let half = bin.max.load(Ordering::Relaxed) as usize / 2;
         // The last object kept: `low` when the cut is at its place (the usual
         // overflow, see `Bin::low`), else found by walking.
-        let last = if keep == half + 1 {
+        let last = if keep == bin.mark() {
             self.lows[class].load(Ordering::Relaxed)
         } else {
             let mut last = head;
@@ -1304,7 +1321,7 @@ impl ThreadCache {
             }
         };
         bin.set_count(keep as u32);
-        if keep == bin.max.load(Ordering::Relaxed) as usize / 2 + 1 {
+        if keep == bin.mark() {
             self.lows[class].store(bin.head.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         // SAFETY: the chain cut off holds `n` free objects of `class`, and
@@ -1493,7 +1510,7 @@ impl ThreadCache {
     fn exit(&self) {
         self.flush_all();
         for bin in &self.bins {
-            bin.max.store(0, Ordering::Relaxed);
+            bin.set_max(0);
         }
         self.state.store(EXITED, Ordering::Relaxed);
     }
@@ -1758,6 +1775,7 @@ mod tests {
             assert_eq!(z.head.load(r), n.head.load(r));
             assert_eq!(z.word.load(r), n.word.load(r));
             assert_eq!(z.max.load(r), n.max.load(r));
+            assert_eq!(z.mark.load(r), n.mark.load(r));
         }
         for (z, n) in zero.remote.iter().zip(&new.remote) {
             assert_eq!(z.head.load(r), n.head.load(r));

@@ -4,7 +4,7 @@
 //! operations (`block`) and hardened mode's checks (`harden`), so none of
 //! them reaches into another for it.
 
-use crate::size_class::{class_for, SizeClass, CLASS_PAGES, CLASS_RECIP};
+use crate::size_class::{class_for, SizeClass, CLASS_START_CHECK};
 use crate::units::{PAGE_SHIFT, PAGE_SIZE};
 
 /// What a live block is.
@@ -33,22 +33,21 @@ impl Kind {
 ///
 /// A small object is found from its page's tag alone (one load): the tag
 /// gives the class and where the span starts, and the offset from there
-/// must be a whole number of objects inside the span.
+/// must be a whole number of objects inside the span
+/// (`size_class::StartCheck::is_start`: a multiplication and two
+/// comparisons).
 #[inline(always)]
 pub(crate) fn classify(p: *mut u8) -> Option<Kind> {
     let tag = crate::view::page_tag(p as usize);
     let Some(class) = SizeClass::from_index((tag & 0xff) as usize) else {
         return classify_large(p);
     };
-    let c = class.index();
-    let off = (p as usize & (PAGE_SIZE - 1)) + ((tag as usize >> 8) << PAGE_SHIFT);
-    // Exact division by multiplication: offsets are below 2^18 (spans are
-    // at most 64 pages) and CLASS_RECIP = ceil(2^32 / size).
-    let size = class.size();
-    let i = (off as u64 * CLASS_RECIP[c]) >> 32;
-    let whole = i as usize * size == off;
-    let inside = off + size <= (CLASS_PAGES[c] as usize) << PAGE_SHIFT;
-    (whole && inside).then_some(Kind::Small(class))
+    // The page's place in its span (the tag's high byte) in whole pages,
+    // plus the offset in the page: below 2^18 (spans are at most 64 pages).
+    let off = (p as usize & (PAGE_SIZE - 1)) | ((tag as usize & 0xff00) << (PAGE_SHIFT - 8));
+    // SAFETY: a `SizeClass` index is below NUM_CLASSES, the table's length.
+    let check = unsafe { CLASS_START_CHECK.get_unchecked(class.index()) };
+    check.is_start(off as u64).then_some(Kind::Small(class))
 }
 
 /// [`classify`] for a page without a small-object tag: a large object's

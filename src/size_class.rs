@@ -98,6 +98,52 @@ const fn build_recip() -> [u64; NUM_CLASSES] {
     t
 }
 
+/// What the size-less `free` checks a pointer's offset in its span against
+/// (`lookup::classify`): one 16-byte record per class, so the check reads
+/// one cache line and one table address.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(16))]
+pub(crate) struct StartCheck {
+    /// `ceil(2^64 / size)`: an offset `x` below 2^32 is a whole number of
+    /// objects exactly when `x * magic` (mod 2^64) is below `magic` (the
+    /// divisibility test of Lemire, Kaser and Kurz, "Faster remainder by
+    /// direct computation", 2019; the tests check every offset of every
+    /// span). 0 for class 0, which no offset passes.
+    pub(crate) magic: u64,
+    /// Offset of the span's last object: a whole-object offset above it is
+    /// the span's unused tail.
+    pub(crate) last: u64,
+}
+
+impl StartCheck {
+    /// Whether `off` (below 2^32) is the offset of an object in a span of
+    /// this class.
+    #[inline(always)]
+    pub(crate) fn is_start(&self, off: u64) -> bool {
+        (off.wrapping_mul(self.magic) < self.magic) & (off <= self.last)
+    }
+}
+
+/// [`StartCheck`] per class.
+pub(crate) static CLASS_START_CHECK: [StartCheck; NUM_CLASSES] = build_start_check();
+
+const fn build_start_check() -> [StartCheck; NUM_CLASSES] {
+    let sizes = build_sizes();
+    let pages = build_pages();
+    let mut t = [StartCheck { magic: 0, last: 0 }; NUM_CLASSES];
+    let mut i = 1;
+    while i < NUM_CLASSES {
+        let size = sizes[i] as u128;
+        let span = pages[i] as u128 * PAGE_SIZE as u128;
+        t[i] = StartCheck {
+            magic: (1u128 << 64).div_ceil(size) as u64,
+            last: ((span / size - 1) * size) as u64,
+        };
+        i += 1;
+    }
+    t
+}
+
 /// Objects a thread cache moves to or from the central list at once: 32 KiB
 /// worth, at least 4 (with fewer, two threads using a class of 4 KiB or more
 /// meet on its central lock every few operations). Small classes get 32 KiB
@@ -242,6 +288,24 @@ pub fn class_for(size: usize, align: usize) -> Option<SizeClass> {
 #[cfg(all(test, not(hugeguard_fallback)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_check_passes_exactly_the_object_starts_of_each_span() {
+        assert!(!CLASS_START_CHECK[0].is_start(0));
+        for c in 1..NUM_CLASSES {
+            let size = CLASS_SIZE[c] as u64;
+            let span = CLASS_PAGES[c] as u64 * PAGE_SIZE as u64;
+            let check = CLASS_START_CHECK[c];
+            for off in 0..span + 2 * size {
+                let start = off % size == 0 && off + size <= span;
+                assert_eq!(check.is_start(off), start, "class {c}, offset {off}");
+            }
+            // Offsets far beyond any span (up to 2^32) are refused too.
+            for off in [span * 7, 1 << 20, (1 << 32) - size, (1 << 32) - 1] {
+                assert!(!check.is_start(off), "class {c}, offset {off}");
+            }
+        }
+    }
 
     #[test]
     fn table_is_increasing_and_ends_at_max() {

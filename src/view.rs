@@ -6,9 +6,9 @@
 
 use crate::huge::{PageSpans, PageTags};
 use crate::page_heap::HeapView;
-use crate::units::{PAGES_PER_HUGE, PAGE_SHIFT};
+use crate::units::PAGE_SHIFT;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicUsize, Ordering};
 
 // The heap's address range and page-to-span map, published once the heap
 // exists so `span_of` needs no lock.
@@ -51,13 +51,13 @@ pub(crate) fn page_tag(addr: usize) -> u16 {
     if off >= VIEW_BYTES.load(Ordering::Acquire) {
         return 0;
     }
-    let tags = VIEW_TAGS.load(Ordering::Relaxed);
-    let page = off >> PAGE_SHIFT;
+    // The tags cover the heap in one flat array (huge page `i`'s
+    // `PAGES_PER_HUGE` tags follow huge page `i - 1`'s), indexed here by page.
+    let tags = VIEW_TAGS.load(Ordering::Relaxed) as *const AtomicU16;
     // SAFETY: `off` is inside the heap (the check above; `VIEW_BYTES` is
-    // published after `VIEW_BASE` and `VIEW_TAGS`), and the tags cover every
-    // page of it in one flat array (huge page `i`'s `PAGES_PER_HUGE` tags
-    // follow huge page `i - 1`'s) that lives for the process.
-    unsafe { (*tags.add(page / PAGES_PER_HUGE))[page % PAGES_PER_HUGE].load(Ordering::Relaxed) }
+    // published after `VIEW_BASE` and `VIEW_TAGS`), so its page's tag is in
+    // that array, which lives for the process.
+    unsafe { (*tags.add(off >> PAGE_SHIFT)).load(Ordering::Relaxed) }
 }
 
 /// Whether the view is published (the heap exists).
