@@ -89,10 +89,24 @@ fn alloc_aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     block::alloc_counted(size, align, zero, crate::profile::alloc_due)
 }
 
-/// `malloc(size)`.
+/// `malloc(size)`: [`alloc_aligned`] at alignment 16, its class found in
+/// one table load (`size_class::class_for_malloc`).
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
-    alloc_aligned(size, MIN_ALIGN, false)
+    if let Some(class) = crate::size_class::class_for_malloc(size) {
+        let p = crate::cache::pop_counted(class);
+        if !p.is_null() {
+            return p;
+        }
+        return crate::cache::alloc_slow_or(
+            size.max(MIN_ALIGN),
+            MIN_ALIGN,
+            class,
+            false,
+            crate::profile::alloc_due,
+        );
+    }
+    alloc_aligned_slow(size, MIN_ALIGN, false)
 }
 
 /// Frees `p` (null is ignored). Returns `false` if `p` is not a block of

@@ -255,6 +255,47 @@ pub fn class_of_small(size: usize) -> SizeClass {
     SizeClass(LOOKUP[(size.min(MAX_SMALL) + 7) >> 3])
 }
 
+/// Class for a C `malloc` of `size` bytes (alignment 16: up to 16 bytes
+/// take the 16-byte class), `None` above [`MAX_SMALL`]. One load from a
+/// table with an entry per 16 bytes: no clamp to the 16-byte minimum.
+#[inline(always)]
+pub(crate) fn class_for_malloc(size: usize) -> Option<SizeClass> {
+    if size > MAX_SMALL {
+        return None;
+    }
+    // Every entry is a real class (checked at compile time below).
+    Some(SizeClass(LOOKUP16[(size + 15) >> 4]))
+}
+
+/// Entries in [`LOOKUP16`], one per 16 bytes.
+const LOOKUP16_LEN: usize = MAX_SMALL / 16 + 1;
+
+/// The class of each multiple of 16 bytes (entry 0 too: the 16-byte
+/// class). Every class from 16 bytes up is a multiple of 16, so the class
+/// of `16 * i` is also the class of every size in `(16 * (i - 1), 16 * i]`.
+static LOOKUP16: [u8; LOOKUP16_LEN] = build_lookup16();
+
+const fn build_lookup16() -> [u8; LOOKUP16_LEN] {
+    let t8 = build_lookup();
+    let mut t = [0u8; LOOKUP16_LEN];
+    let mut i = 0;
+    while i < LOOKUP16_LEN {
+        let size = if i == 0 { 16 } else { 16 * i };
+        t[i] = t8[(size + 7) >> 3];
+        i += 1;
+    }
+    t
+}
+
+const _: () = {
+    let t = build_lookup16();
+    let mut i = 0;
+    while i < LOOKUP16_LEN {
+        assert!(t[i] >= 2 && (t[i] as usize) < NUM_CLASSES);
+        i += 1;
+    }
+};
+
 /// Whether the fast table [`class_of_small`] gives a correctly aligned class.
 #[inline(always)]
 pub fn fast_path_ok(size: usize, align: usize) -> bool {
@@ -304,6 +345,14 @@ mod tests {
             for off in [span * 7, 1 << 20, (1 << 32) - size, (1 << 32) - 1] {
                 assert!(!check.is_start(off), "class {c}, offset {off}");
             }
+        }
+    }
+
+    #[test]
+    fn the_malloc_table_agrees_with_class_for_at_alignment_16() {
+        for size in 0..=MAX_SMALL + 16 {
+            let want = class_for(size.max(16), 16);
+            assert_eq!(class_for_malloc(size), want, "size {size}");
         }
     }
 

@@ -10,21 +10,37 @@ use crate::units::PAGE_SHIFT;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicUsize, Ordering};
 
-// The heap's address range and page-to-span map, published once the heap
-// exists so `span_of` needs no lock.
-static VIEW_BASE: AtomicUsize = AtomicUsize::new(0);
-static VIEW_END: AtomicUsize = AtomicUsize::new(0);
-static VIEW_PAGES: AtomicPtr<PageSpans> = AtomicPtr::new(ptr::null_mut());
-static VIEW_LEN: AtomicUsize = AtomicUsize::new(0);
-static VIEW_TAGS: AtomicPtr<PageTags> = AtomicPtr::new(ptr::null_mut());
-/// The heap's length in bytes; published last (release), so a reader that
-/// sees it non-zero sees `VIEW_TAGS` too. 0 before the heap exists.
-static VIEW_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// The published words, in one record so a lookup finds them all through
+/// one address (a shared library reaches a static through its GOT: one
+/// load of the record's address, not one per word).
+#[repr(C, align(64))]
+struct Published {
+    // The three words the size-less `free` reads ([`page_tag`]) first.
+    base: AtomicUsize,
+    /// The heap's length in bytes; published last (release), so a reader
+    /// that sees it non-zero sees `tags` too. 0 before the heap exists.
+    bytes: AtomicUsize,
+    tags: AtomicPtr<PageTags>,
+    // The heap's end and page-to-span map, published once the heap exists
+    // so `span_of` needs no lock.
+    end: AtomicUsize,
+    pages: AtomicPtr<PageSpans>,
+    len: AtomicUsize,
+}
+
+static VIEW: Published = Published {
+    base: AtomicUsize::new(0),
+    bytes: AtomicUsize::new(0),
+    tags: AtomicPtr::new(ptr::null_mut()),
+    end: AtomicUsize::new(0),
+    pages: AtomicPtr::new(ptr::null_mut()),
+    len: AtomicUsize::new(0),
+};
 
 /// The heap's lock-free view (empty before initialisation).
 #[inline]
 pub(crate) fn view() -> HeapView {
-    let pages = VIEW_PAGES.load(Ordering::Acquire);
+    let pages = VIEW.pages.load(Ordering::Acquire);
     if pages.is_null() {
         return HeapView::empty();
     }
@@ -32,11 +48,11 @@ pub(crate) fn view() -> HeapView {
     // acquire load above sees the relaxed stores made before the release).
     unsafe {
         HeapView::from_parts(
-            VIEW_BASE.load(Ordering::Relaxed),
-            VIEW_END.load(Ordering::Relaxed),
+            VIEW.base.load(Ordering::Relaxed),
+            VIEW.end.load(Ordering::Relaxed),
             pages,
-            VIEW_TAGS.load(Ordering::Relaxed),
-            VIEW_LEN.load(Ordering::Relaxed),
+            VIEW.tags.load(Ordering::Relaxed),
+            VIEW.len.load(Ordering::Relaxed),
         )
     }
 }
@@ -47,15 +63,15 @@ pub(crate) fn view() -> HeapView {
 /// values and one of the tag: the size-less `free`'s first step.
 #[inline(always)]
 pub(crate) fn page_tag(addr: usize) -> u16 {
-    let off = addr.wrapping_sub(VIEW_BASE.load(Ordering::Relaxed));
-    if off >= VIEW_BYTES.load(Ordering::Acquire) {
+    let off = addr.wrapping_sub(VIEW.base.load(Ordering::Relaxed));
+    if off >= VIEW.bytes.load(Ordering::Acquire) {
         return 0;
     }
     // The tags cover the heap in one flat array (huge page `i`'s
     // `PAGES_PER_HUGE` tags follow huge page `i - 1`'s), indexed here by page.
-    let tags = VIEW_TAGS.load(Ordering::Relaxed) as *const AtomicU16;
-    // SAFETY: `off` is inside the heap (the check above; `VIEW_BYTES` is
-    // published after `VIEW_BASE` and `VIEW_TAGS`), so its page's tag is in
+    let tags = VIEW.tags.load(Ordering::Relaxed) as *const AtomicU16;
+    // SAFETY: `off` is inside the heap (the check above; `VIEW.bytes` is
+    // published after `VIEW.base` and `VIEW.tags`), so its page's tag is in
     // that array, which lives for the process.
     unsafe { (*tags.add(off >> PAGE_SHIFT)).load(Ordering::Relaxed) }
 }
@@ -63,17 +79,17 @@ pub(crate) fn page_tag(addr: usize) -> u16 {
 /// Whether the view is published (the heap exists).
 #[inline]
 pub(crate) fn published() -> bool {
-    !VIEW_PAGES.load(Ordering::Acquire).is_null()
+    !VIEW.pages.load(Ordering::Acquire).is_null()
 }
 
 /// Publishes the heap's view, once, under the heap lock at its creation.
 /// Every reader sees either nothing or the whole view.
 pub(crate) fn publish(view: &HeapView) {
     let (base, end, pages, tags, len) = view.parts();
-    VIEW_BASE.store(base, Ordering::Relaxed);
-    VIEW_END.store(end, Ordering::Relaxed);
-    VIEW_LEN.store(len, Ordering::Relaxed);
-    VIEW_TAGS.store(tags as *mut PageTags, Ordering::Relaxed);
-    VIEW_PAGES.store(pages as *mut PageSpans, Ordering::Release);
-    VIEW_BYTES.store(end - base, Ordering::Release);
+    VIEW.base.store(base, Ordering::Relaxed);
+    VIEW.end.store(end, Ordering::Relaxed);
+    VIEW.len.store(len, Ordering::Relaxed);
+    VIEW.tags.store(tags as *mut PageTags, Ordering::Relaxed);
+    VIEW.pages.store(pages as *mut PageSpans, Ordering::Release);
+    VIEW.bytes.store(end - base, Ordering::Release);
 }
