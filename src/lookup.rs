@@ -4,7 +4,7 @@
 //! operations (`block`) and hardened mode's checks (`harden`), so none of
 //! them reaches into another for it.
 
-use crate::size_class::{class_for, SizeClass, CLASS_START_CHECK};
+use crate::size_class::{class_for, object_start, SizeClass};
 use crate::units::{PAGE_SHIFT, PAGE_SIZE};
 
 /// What a live block is.
@@ -30,28 +30,35 @@ impl Kind {
 /// What `p` is to this allocator: the kind of the block it starts, or
 /// `None` when it is not a block start of ours (outside the heap, inside an
 /// object, or on a page no span owns).
-///
-/// A small object is found from its page's tag alone (one load): the tag
-/// gives the class and where the span starts, and the offset from there
-/// must be a whole number of objects inside the span
-/// (`size_class::StartCheck::is_start`: a multiplication and two
-/// comparisons).
 #[inline(always)]
 pub(crate) fn classify(p: *mut u8) -> Option<Kind> {
-    let tag = crate::view::page_tag(p as usize);
-    let Some(class) = SizeClass::from_index((tag & 0xff) as usize) else {
-        return classify_large(p);
-    };
+    match small_class(p) {
+        Some(class) => Some(Kind::Small(class)),
+        None => classify_large(p),
+    }
+}
+
+/// The class of `p` when it is an object start in a small-object span,
+/// else `None` (null, outside the heap, a large object, a sample, or not a
+/// block start: [`classify`] tells those apart).
+///
+/// Found from the page's tag alone (one load): the tag gives the class and
+/// where the span starts, and the offset from there must be a whole number
+/// of objects inside the span (`size_class::object_start`: a
+/// multiplication and two comparisons). Null is outside the heap (the
+/// heap never starts at address 0), so it needs no test of its own.
+#[inline(always)]
+pub(crate) fn small_class(p: *mut u8) -> Option<SizeClass> {
+    let tag = crate::view::page_tag(p as usize)?;
     // The page's place in its span (the tag's high byte) in whole pages,
     // plus the offset in the page: below 2^18 (spans are at most 64 pages).
     let off = (p as usize & (PAGE_SIZE - 1)) | ((tag as usize & 0xff00) << (PAGE_SHIFT - 8));
-    // SAFETY: a `SizeClass` index is below NUM_CLASSES, the table's length.
-    let check = unsafe { CLASS_START_CHECK.get_unchecked(class.index()) };
-    check.is_start(off as u64).then_some(Kind::Small(class))
+    // An untagged page's class byte (0) passes no offset.
+    object_start(tag as u8, off as u64)
 }
 
-/// [`classify`] for a page without a small-object tag: a large object's
-/// first page, or not a block of ours.
+/// [`classify`] for what is not a small object start: a large object's
+/// first page, a sample, or not a block of ours.
 #[cold]
 #[inline(never)]
 fn classify_large(p: *mut u8) -> Option<Kind> {

@@ -121,6 +121,26 @@ pub fn malloc(size: usize) -> *mut u8 {
 /// library's misuse checks and the `raw` fuzz target rely on the refusal.
 #[inline]
 pub unsafe fn free(p: *mut u8) -> bool {
+    // The fast path: an object of a small-object span, from its page's tag
+    // (null, outside the heap, fails that test too).
+    if let Some(class) = crate::lookup::small_class(p) {
+        // SAFETY: `p` is an object start of this class that the caller
+        // gives up.
+        unsafe { crate::cache::dealloc(p, class) };
+        return true;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { free_other(p) }
+}
+
+/// [`free`] for anything but a small object: null, a large object, a
+/// sample, or not a block of ours (`false`).
+///
+/// # Safety
+/// As for [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_other(p: *mut u8) -> bool {
     if p.is_null() {
         return true;
     }

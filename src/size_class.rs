@@ -124,13 +124,15 @@ impl StartCheck {
     }
 }
 
-/// [`StartCheck`] per class.
-pub(crate) static CLASS_START_CHECK: [StartCheck; NUM_CLASSES] = build_start_check();
+/// [`StartCheck`] per value of a page tag's class byte: the classes', then
+/// entries that pass nothing (as class 0's does), so a tag's byte indexes
+/// it without a range test ([`object_start`]).
+static START_CHECK: [StartCheck; 256] = build_start_check();
 
-const fn build_start_check() -> [StartCheck; NUM_CLASSES] {
+const fn build_start_check() -> [StartCheck; 256] {
     let sizes = build_sizes();
     let pages = build_pages();
-    let mut t = [StartCheck { magic: 0, last: 0 }; NUM_CLASSES];
+    let mut t = [StartCheck { magic: 0, last: 0 }; 256];
     let mut i = 1;
     while i < NUM_CLASSES {
         let size = sizes[i] as u128;
@@ -142,6 +144,28 @@ const fn build_start_check() -> [StartCheck; NUM_CLASSES] {
         i += 1;
     }
     t
+}
+
+// Only the classes' entries pass any offset: `object_start` relies on it.
+const _: () = {
+    let t = build_start_check();
+    let mut i = 0;
+    while i < 256 {
+        assert!((t[i].magic != 0) == (i >= 1 && i < NUM_CLASSES));
+        i += 1;
+    }
+};
+
+/// The class whose number is `class_byte` (a page tag's low byte), when
+/// `off` is the offset of an object start in a span of it; `None` for any
+/// other offset and for a byte that is no class (0 on an untagged page).
+#[inline(always)]
+pub(crate) fn object_start(class_byte: u8, off: u64) -> Option<SizeClass> {
+    // Only a class's entry passes an offset (checked at compile time
+    // above), so a `Some` holds an index in 1..NUM_CLASSES.
+    START_CHECK[class_byte as usize]
+        .is_start(off)
+        .then_some(SizeClass(class_byte))
 }
 
 /// Objects a thread cache moves to or from the central list at once: 32 KiB
@@ -332,18 +356,23 @@ mod tests {
 
     #[test]
     fn the_start_check_passes_exactly_the_object_starts_of_each_span() {
-        assert!(!CLASS_START_CHECK[0].is_start(0));
+        for byte in [0u8, NUM_CLASSES as u8, 0xff] {
+            for off in [0, 8, 16, 4096] {
+                assert_eq!(object_start(byte, off), None, "byte {byte}");
+            }
+        }
         for c in 1..NUM_CLASSES {
             let size = CLASS_SIZE[c] as u64;
             let span = CLASS_PAGES[c] as u64 * PAGE_SIZE as u64;
-            let check = CLASS_START_CHECK[c];
+            let class = SizeClass::from_index(c);
             for off in 0..span + 2 * size {
                 let start = off % size == 0 && off + size <= span;
-                assert_eq!(check.is_start(off), start, "class {c}, offset {off}");
+                let want = if start { class } else { None };
+                assert_eq!(object_start(c as u8, off), want, "class {c}, offset {off}");
             }
             // Offsets far beyond any span (up to 2^32) are refused too.
             for off in [span * 7, 1 << 20, (1 << 32) - size, (1 << 32) - 1] {
-                assert!(!check.is_start(off), "class {c}, offset {off}");
+                assert_eq!(object_start(c as u8, off), None, "class {c}, offset {off}");
             }
         }
     }

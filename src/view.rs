@@ -59,13 +59,13 @@ pub(crate) fn view() -> HeapView {
 
 /// The tag of the page holding `addr` ([`crate::huge::page_tag`]): the size
 /// class and page-in-span of a small-object span's page, 0 for any other
-/// page and for an address outside the heap. Two loads of process-wide
+/// page; `None` for an address outside the heap. Two loads of process-wide
 /// values and one of the tag: the size-less `free`'s first step.
 #[inline(always)]
-pub(crate) fn page_tag(addr: usize) -> u16 {
+pub(crate) fn page_tag(addr: usize) -> Option<u16> {
     let off = addr.wrapping_sub(VIEW.base.load(Ordering::Relaxed));
     if off >= VIEW.bytes.load(Ordering::Acquire) {
-        return 0;
+        return None;
     }
     // The tags cover the heap in one flat array (huge page `i`'s
     // `PAGES_PER_HUGE` tags follow huge page `i - 1`'s), indexed here by page.
@@ -73,7 +73,7 @@ pub(crate) fn page_tag(addr: usize) -> u16 {
     // SAFETY: `off` is inside the heap (the check above; `VIEW.bytes` is
     // published after `VIEW.base` and `VIEW.tags`), so its page's tag is in
     // that array, which lives for the process.
-    unsafe { (*tags.add(off >> PAGE_SHIFT)).load(Ordering::Relaxed) }
+    Some(unsafe { (*tags.add(off >> PAGE_SHIFT)).load(Ordering::Relaxed) })
 }
 
 /// Whether the view is published (the heap exists).
