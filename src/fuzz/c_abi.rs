@@ -122,6 +122,14 @@ pub fn raw(data: &[u8]) {
     let mut live: BTreeMap<usize, CBlock> = BTreeMap::new();
     let mut tag = 0u8;
     while let Some(op) = input.u8() {
+        // At most `LIVE_CAP` bytes live, as in `ops`: the oldest blocks
+        // (lowest addresses first) are freed before the next operation.
+        while live.values().map(|b| b.len).sum::<usize>() > super::LIVE_CAP {
+            let (_, b) = live.pop_first().expect("over the cap, so not empty");
+            assert!(intact(&b, b.len, true), "contents lost before free");
+            // SAFETY: a live block given up here.
+            assert!(unsafe { raw::free(b.ptr) }, "a live block was refused");
+        }
         tag = tag.wrapping_add(1).max(1);
         clear_errno();
         match op % 12 {

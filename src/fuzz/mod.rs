@@ -214,10 +214,11 @@ fn realloc_block(b: Block, size: usize) -> Block {
     nb
 }
 
-/// At most this many bytes live at once in one input of [`ops`]: a long
-/// input could otherwise hold over a gigabyte of large blocks (1.6 GiB was
-/// seen), which made it slow and the fuzzer's RSS large without reaching
-/// code a smaller heap does not.
+/// At most this many bytes live at once in one input of [`ops`] and of
+/// `raw`: a long input could otherwise hold over a gigabyte of large blocks
+/// (1.6 GiB was seen in `ops`; `raw` went past libFuzzer's default 2 GB
+/// RSS limit within 1,500 runs, 2026-12-07), which made it slow and the
+/// fuzzer's RSS large without reaching code a smaller heap does not.
 const LIVE_CAP: usize = 256 << 20;
 
 /// Driver (a): one thread, shadow model, the incremental check after every
