@@ -230,15 +230,21 @@ const fn build_lookup() -> [u8; LOOKUP_LEN] {
     t
 }
 
-// Every lookup entry is a real class (1..NUM_CLASSES).
-const _: () = {
-    let t = build_lookup();
+/// Whether every entry of `t` is a class from `lowest` up (below
+/// NUM_CLASSES): the lookup tables' compile-time check.
+const fn entries_are_classes(t: &[u8], lowest: u8) -> bool {
     let mut i = 0;
-    while i < LOOKUP_LEN {
-        assert!(t[i] >= 1 && (t[i] as usize) < NUM_CLASSES);
+    while i < t.len() {
+        if t[i] < lowest || t[i] as usize >= NUM_CLASSES {
+            return false;
+        }
         i += 1;
     }
-};
+    true
+}
+
+// Every lookup entry is a real class (1..NUM_CLASSES).
+const _: () = assert!(entries_are_classes(&build_lookup(), 1));
 
 /// A size class: an index 1..[`NUM_CLASSES`] into the class tables. Only
 /// this module builds one (from the lookup table, or by checking an index),
@@ -311,14 +317,9 @@ const fn build_lookup16() -> [u8; LOOKUP16_LEN] {
     t
 }
 
-const _: () = {
-    let t = build_lookup16();
-    let mut i = 0;
-    while i < LOOKUP16_LEN {
-        assert!(t[i] >= 2 && (t[i] as usize) < NUM_CLASSES);
-        i += 1;
-    }
-};
+// Every entry is a class of 16 bytes or more (class 1, 8 bytes, is not
+// 16-aligned).
+const _: () = assert!(entries_are_classes(&build_lookup16(), 2));
 
 /// Whether the fast table [`class_of_small`] gives a correctly aligned class.
 #[inline(always)]
