@@ -103,23 +103,23 @@ const fn build_recip() -> [u64; NUM_CLASSES] {
 /// one cache line and one table address.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(16))]
-pub(crate) struct StartCheck {
+struct StartCheck {
     /// `ceil(2^64 / size)`: an offset `x` below 2^32 is a whole number of
     /// objects exactly when `x * magic` (mod 2^64) is below `magic` (the
     /// divisibility test of Lemire, Kaser and Kurz, "Faster remainder by
     /// direct computation", 2019; the tests check every offset of every
     /// span). 0 for class 0, which no offset passes.
-    pub(crate) magic: u64,
+    magic: u64,
     /// Offset of the span's last object: a whole-object offset above it is
     /// the span's unused tail.
-    pub(crate) last: u64,
+    last: u64,
 }
 
 impl StartCheck {
     /// Whether `off` (below 2^32) is the offset of an object in a span of
     /// this class.
     #[inline(always)]
-    pub(crate) fn is_start(&self, off: u64) -> bool {
+    fn is_start(&self, off: u64) -> bool {
         (off.wrapping_mul(self.magic) < self.magic) & (off <= self.last)
     }
 }
