@@ -68,17 +68,28 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     // class, which tiny C requests hit on every call).
     let (size, align) = (size.max(MIN_ALIGN), align.max(MIN_ALIGN));
     if let block::Kind::Small(class) = block::Kind::of(size, align) {
-        let p = crate::cache::pop_counted(class);
-        if !p.is_null() {
-            if zero {
-                // SAFETY: `p` holds at least `size` bytes.
-                unsafe { ptr::write_bytes(p, 0, size) };
-            }
-            return p;
-        }
-        return crate::cache::alloc_slow_or(size, align, class, zero, crate::profile::alloc_due);
+        return alloc_small(size, align, class, zero);
     }
     alloc_aligned_slow(size, align, zero)
+}
+
+/// An object of `class` for a request of `size` bytes aligned to `align`
+/// (which the class keeps): the cache's pop, else its slow path (which may
+/// sample it, as a request of at least 16 bytes). Zeroed if `zero`.
+#[inline(always)]
+fn alloc_small(size: usize, align: usize, class: crate::size_class::SizeClass, zero: bool) -> *mut u8 {
+    let p = crate::cache::pop_counted(class);
+    if !p.is_null() {
+        if zero {
+            // SAFETY: `p` holds at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        return p;
+    }
+    // The clamp only here: `malloc` passes its size as asked, and the fast
+    // path above needs none.
+    let size = size.max(MIN_ALIGN);
+    crate::cache::alloc_slow_or(size, align, class, zero, crate::profile::alloc_due)
 }
 
 /// [`alloc_aligned`] for a large block (learned by the profile as an
@@ -94,17 +105,7 @@ fn alloc_aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
     if let Some(class) = crate::size_class::class_for_malloc(size) {
-        let p = crate::cache::pop_counted(class);
-        if !p.is_null() {
-            return p;
-        }
-        return crate::cache::alloc_slow_or(
-            size.max(MIN_ALIGN),
-            MIN_ALIGN,
-            class,
-            false,
-            crate::profile::alloc_due,
-        );
+        return alloc_small(size, MIN_ALIGN, class, false);
     }
     alloc_aligned_slow(size, MIN_ALIGN, false)
 }
