@@ -4,7 +4,7 @@
 //! | variable | values | default |
 //! |---|---|---|
 //! | `HUGEGUARD_RELEASE` | `aware`, `go-legacy`, `disable-thp`, `off` | `aware` |
-//! | `HUGEGUARD_HOLDBACK_MS` | milliseconds freed memory is kept before release | `1000` |
+//! | `HUGEGUARD_HOLDBACK_MS` | milliseconds freed memory is kept before release (the background thread stretches it up to 16 times against release churn: `background::driver::HoldbackStretch`) | `1000` |
 //! | `HUGEGUARD_BACKGROUND` | `on`, `off`: the background release thread | `on` |
 //! | `HUGEGUARD_MEMORY_LIMIT` | soft limit in bytes, suffix `k`, `m`, `g` allowed; `0` none | the cgroup's lowest memory limit (`soft_limit.rs`), else none |
 //! | `HUGEGUARD_COLLAPSE` | `on`, `off`: background `MADV_COLLAPSE` of dense huge pages | `on` |

@@ -6,6 +6,14 @@
 //! pages inside partly used spans, per size class, (3) free pages of partly
 //! used huge pages, (4) whole free huge pages again (step 2 may have emptied
 //! some).
+//!
+//! The background thread's hold-back is the configured one times a stretch
+//! ([`HoldbackStretch`]): doubled when the heap grows back by half of what
+//! a pass released (release churn: a program that pauses between phases
+//! gets back every released page as a page fault), halved when the next
+//! release comes and the one before stuck. Collapses wait for the same
+//! stretched hold-back: a churning program would otherwise have the same
+//! huge page collapsed (a 2 MiB copy) and released in part again and again.
 
 use crate::config::{self, Mode};
 use crate::global::{self, CENTRAL, HEAP};
@@ -84,8 +92,83 @@ pub fn resident_estimate() -> usize {
     (s.dirty_pages.saturating_sub(s.span_released_pages) * PAGE_SIZE).saturating_sub(meshed)
 }
 
-/// One release pass; returns what it did. `force` ignores the hold-back.
+/// The most the background thread stretches the hold-back by.
+pub const MAX_STRETCH: u32 = 16;
+
+/// How many times the configured hold-back the background thread waits
+/// before it releases memory (1 to [`MAX_STRETCH`]).
+///
+/// A pass that released memory is judged later, from the resident bytes
+/// at each pass: if the heap grows back by half of what it released, the
+/// program needed that memory again (each page came back as a page fault;
+/// rptest, which pauses for a second or two between phases of the same
+/// size, lost a third of its speed so), and the stretch doubles. If the
+/// next release comes first, the one before stuck, and the stretch halves.
+/// A program that runs one batch and goes idle never doubles it; one that
+/// churns keeps memory at most [`MAX_STRETCH`] hold-backs after it went
+/// unused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldbackStretch {
+    factor: u32,
+    /// Bytes released by the pass being judged (0: none).
+    released: usize,
+    /// Resident bytes after that pass.
+    resident_after: usize,
+}
+
+impl HoldbackStretch {
+    pub const fn new() -> Self {
+        HoldbackStretch {
+            factor: 1,
+            released: 0,
+            resident_after: 0,
+        }
+    }
+
+    /// Before a pass: `resident` bytes now. Doubles the stretch if the heap
+    /// grew back by half of the judged release.
+    pub fn observe(&mut self, resident: usize) {
+        if self.released != 0 && resident.saturating_sub(self.resident_after) >= self.released / 2 {
+            self.factor = (self.factor * 2).min(MAX_STRETCH);
+            self.released = 0;
+        }
+    }
+
+    /// After a pass that released `released` bytes, leaving `resident`: a
+    /// release still being judged stuck (halve), and this one is judged
+    /// from now on. Does nothing if the pass released nothing.
+    pub fn passed(&mut self, released: usize, resident: usize) {
+        if released == 0 {
+            return;
+        }
+        if self.released != 0 {
+            self.factor = (self.factor / 2).max(1);
+        }
+        self.released = released;
+        self.resident_after = resident;
+    }
+
+    /// The hold-back to use, for a configured `base` (ms).
+    pub fn holdback(&self, base: u32) -> u32 {
+        base.saturating_mul(self.factor)
+    }
+}
+
+impl Default for HoldbackStretch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One release pass with the configured hold-back; returns what it did.
+/// `force` ignores the hold-back.
 pub fn release_pass(force: bool) -> PassResult {
+    release_pass_after(force, config::get().holdback_ms)
+}
+
+/// One release pass, leaving alone memory touched within `holdback` ms
+/// (unless `force`); returns what it did.
+pub fn release_pass_after(force: bool, holdback: u32) -> PassResult {
     let cfg = config::get();
     let mut out = PassResult::default();
     if cfg.mode == Mode::Off || !global::ensure_heap() {
@@ -93,7 +176,7 @@ pub fn release_pass(force: bool) -> PassResult {
     }
     let pass = Pass {
         now: global::release_clock(),
-        holdback: cfg.holdback_ms,
+        holdback,
         force: force || over_limit(crate::soft_limit::get()),
     };
     HEAP.lock().release_free_huge_pages(&pass, &mut out);
@@ -111,9 +194,9 @@ pub fn release_pass(force: bool) -> PassResult {
     out
 }
 
-/// Background step 5: dense huge pages regain their huge page. Returns
-/// whether candidates remain.
-pub(super) fn regain_huge_pages(now: u32) -> bool {
+/// Background step 5: huge pages dense for `holdback` ms regain their
+/// huge page. Returns whether candidates remain.
+pub(super) fn regain_huge_pages(now: u32, holdback: u32) -> bool {
     let cfg = config::get();
     if !cfg.collapse {
         return false;
@@ -125,7 +208,7 @@ pub(super) fn regain_huge_pages(now: u32) -> bool {
             &linux::LinuxOs::over(&global::SHARED),
             &mut COLLAPSE_BACKOFF.lock(),
             now,
-            cfg.holdback_ms,
+            holdback,
             linux::now_us,
         )
     }
@@ -188,6 +271,63 @@ mod tests {
     use super::*;
     use crate::os::fake::{Call, FakeOs};
     use core::cell::Cell;
+
+    const MB: usize = 1 << 20;
+
+    #[test]
+    fn the_stretch_doubles_when_the_heap_grows_back_into_a_release() {
+        let mut s = HoldbackStretch::new();
+        assert_eq!(s.holdback(1000), 1000);
+        // 10 MB released, 20 MB left; 4 MB back is not yet half.
+        s.passed(10 * MB, 20 * MB);
+        s.observe(24 * MB);
+        assert_eq!(s.holdback(1000), 1000);
+        s.observe(25 * MB);
+        assert_eq!(s.holdback(1000), 2000);
+        // Judged once: more growth does not double it again.
+        s.observe(40 * MB);
+        assert_eq!(s.holdback(1000), 2000);
+        // Churn after churn, up to the cap.
+        for _ in 0..10 {
+            s.passed(10 * MB, 20 * MB);
+            s.observe(30 * MB);
+        }
+        assert_eq!(s.holdback(1000), 1000 * MAX_STRETCH);
+        assert_eq!(s.holdback(u32::MAX), u32::MAX, "saturates");
+    }
+
+    #[test]
+    fn the_stretch_halves_when_a_release_stuck_until_the_next() {
+        let mut s = HoldbackStretch::new();
+        for _ in 0..3 {
+            s.passed(10 * MB, 20 * MB);
+            s.observe(30 * MB);
+        }
+        assert_eq!(s.holdback(1000), 8000);
+        // Released, the heap stayed down, then another release: the first
+        // stuck.
+        s.passed(10 * MB, 20 * MB);
+        s.observe(21 * MB);
+        s.passed(0, 21 * MB);
+        assert_eq!(s.holdback(1000), 8000, "a pass that released nothing judges nothing");
+        s.passed(MB, 20 * MB);
+        assert_eq!(s.holdback(1000), 4000);
+        for _ in 0..5 {
+            s.passed(MB, 19 * MB);
+        }
+        assert_eq!(s.holdback(1000), 1000, "never below the configured hold-back");
+    }
+
+    #[test]
+    fn one_batch_then_idle_keeps_the_configured_holdback() {
+        let mut s = HoldbackStretch::new();
+        // A 1 GB batch released down to 20 MB, then idle passes.
+        s.passed(1024 * MB, 20 * MB);
+        for _ in 0..100 {
+            s.observe(20 * MB);
+        }
+        assert_eq!(s.holdback(1000), 1000);
+    }
 
     fn dense_heap() -> SpinLock<PageHeap<FakeOs>> {
         let mut h = PageHeap::new(FakeOs::default());

@@ -26,7 +26,10 @@
 //! whose threads all end that way would live on with only this thread,
 //! which blocks every signal, so not even SIGTERM could end it.
 
-use super::driver::{over_limit, regain_huge_pages, release_pass, COLLAPSE_BACKOFF};
+use super::driver::{
+    over_limit, regain_huge_pages, release_pass_after, resident_estimate, HoldbackStretch,
+    COLLAPSE_BACKOFF,
+};
 use crate::config::{self, Mode};
 use crate::doorbell;
 use crate::global;
@@ -34,6 +37,7 @@ use crate::lock::SpinLock;
 use crate::lock_rank::Rank;
 use crate::os::linux;
 use crate::os::pressure as os_pressure;
+use crate::units::PAGE_SIZE;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Period of the background thread while work is pending.
@@ -113,6 +117,9 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
     let mut pressure = false;
     // The last wait was only for a stash left in an idle thread's cache.
     let mut stash_poll = false;
+    // The hold-back, stretched while the program takes back what was
+    // released.
+    let mut stretch = HoldbackStretch::new();
     loop {
         let cfg = config::get();
         crate::soft_limit::refresh();
@@ -144,9 +151,12 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             // meshing gets them back first (mesh mode; also while busy).
             crate::mesh::thaw_requested();
             // Under the kernel's memory pressure, held-back memory goes now.
-            let r = release_pass(pressure);
+            stretch.observe(resident_estimate());
+            let holdback = stretch.holdback(cfg.holdback_ms);
+            let r = release_pass_after(pressure, holdback);
+            stretch.passed(r.released_pages * PAGE_SIZE, resident_estimate());
             pressure = false;
-            let more_dense = regain_huge_pages(global::release_clock());
+            let more_dense = regain_huge_pages(global::release_clock(), holdback);
             // Idle and released: mesh mode merges sparse units now, round
             // after round while they mesh something and nothing is freed.
             let mut meshed = false;
@@ -170,7 +180,7 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
                 // Memory is held back: nothing can go before the hold-back
                 // has passed, so look again at half of it (a busy program's
                 // locks are not disturbed more often than that).
-                Wait::Sleep((cfg.holdback_ms as u64 / 2).max(TICK_MS))
+                Wait::Sleep((holdback as u64 / 2).max(TICK_MS))
             } else if meshed {
                 Wait::Sleep(TICK_MS)
             } else if crate::cache::stash_to_reclaim() {
