@@ -102,7 +102,7 @@ pub const MAX_STRETCH: u32 = 16;
 /// at each pass: if the heap grows back by half of what it released, the
 /// program needed that memory again (each page came back as a page fault;
 /// rptest, which pauses for a second or two between phases of the same
-/// size, lost a third of its speed so), and the stretch doubles. If the
+/// size, ran up to 1.5 times slower so), and the stretch doubles. If the
 /// next release comes first, the one before stuck, and the stretch halves.
 /// A program that runs one batch and goes idle never doubles it; one that
 /// churns keeps memory at most [`MAX_STRETCH`] hold-backs after it went
