@@ -36,7 +36,7 @@ pub fn release_now() -> usize {
     crate::cache::flush_current_thread();
     crate::cache::reclaim(crate::cache::Reclaim::All);
     global::drain_transfer_caches();
-    release_pass(true).released_pages * PAGE_SIZE
+    release_pass(true, crate::config::get().holdback_ms).released_pages * PAGE_SIZE
 }
 
 /// In mesh mode (`HUGEGUARD_MESH=on` where userfaultfd may hold back every

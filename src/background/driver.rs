@@ -160,15 +160,9 @@ impl Default for HoldbackStretch {
     }
 }
 
-/// One release pass with the configured hold-back; returns what it did.
-/// `force` ignores the hold-back.
-pub fn release_pass(force: bool) -> PassResult {
-    release_pass_after(force, config::get().holdback_ms)
-}
-
 /// One release pass, leaving alone memory touched within `holdback` ms
 /// (unless `force`); returns what it did.
-pub fn release_pass_after(force: bool, holdback: u32) -> PassResult {
+pub fn release_pass(force: bool, holdback: u32) -> PassResult {
     let cfg = config::get();
     let mut out = PassResult::default();
     if cfg.mode == Mode::Off || !global::ensure_heap() {

@@ -27,7 +27,7 @@
 //! which blocks every signal, so not even SIGTERM could end it.
 
 use super::driver::{
-    over_limit, regain_huge_pages, release_pass_after, resident_estimate, HoldbackStretch,
+    over_limit, regain_huge_pages, release_pass, resident_estimate, HoldbackStretch,
     COLLAPSE_BACKOFF,
 };
 use crate::config::{self, Mode};
@@ -153,7 +153,7 @@ extern "C" fn background_main(_: *mut core::ffi::c_void) -> *mut core::ffi::c_vo
             // Under the kernel's memory pressure, held-back memory goes now.
             stretch.observe(resident_estimate());
             let holdback = stretch.holdback(cfg.holdback_ms);
-            let r = release_pass_after(pressure, holdback);
+            let r = release_pass(pressure, holdback);
             stretch.passed(r.released_pages * PAGE_SIZE, resident_estimate());
             pressure = false;
             let more_dense = regain_huge_pages(global::release_clock(), holdback);
