@@ -36,6 +36,22 @@ pub fn abort_misuse(what: &[u8], p: *mut u8) -> ! {
     crate::misuse::abort_foreign(what, p as usize)
 }
 
+/// Writes `msg` on stderr in one line's write, then aborts (for a failure
+/// with no other way out, such as C++ `operator new` out of memory in a
+/// process without a C++ runtime to throw `std::bad_alloc`).
+pub fn abort_with_message(msg: &[u8]) -> ! {
+    linux::abort_with(msg)
+}
+
+/// The definition of the function `name` that the calling library
+/// overrides (`dlsym(RTLD_NEXT)`), null when no later object defines it:
+/// the `LD_PRELOAD` library hands C++ `operator new`'s out-of-memory case
+/// to the C++ runtime's own, which runs the new-handler and throws.
+/// Not for a fast path: the lookup may allocate.
+pub fn next_symbol(name: &core::ffi::CStr) -> *mut core::ffi::c_void {
+    linux::next_symbol(name)
+}
+
 /// The calling thread's C `errno`.
 pub fn errno() -> i32 {
     linux::errno()

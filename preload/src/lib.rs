@@ -7,7 +7,9 @@
 //! Exports the allocation ABI of glibc's "Replacing malloc" contract:
 //! `malloc`, `free`, `calloc`, `realloc`, `reallocarray`, `aligned_alloc`,
 //! `posix_memalign`, `memalign`, `valloc`, `pvalloc`, `malloc_usable_size`,
-//! plus `malloc_trim` (release now) and `mallopt` (accepted, ignored).
+//! plus `malloc_trim` (release now) and `mallopt` (accepted, ignored), and
+//! C++ `operator new` and `operator delete` in all their forms (module
+//! `cxx`).
 //!
 //! C semantics: `free(NULL)` does nothing and `free` preserves `errno`;
 //! failures return null with `errno = ENOMEM`; `posix_memalign` returns
@@ -27,11 +29,15 @@
 //! encoded, so a write after free cannot steer a later allocation.
 //!
 //! Release behaviour and `HUGEGUARD_*` configuration are those of the Rust
-//! crate. Nothing here calls `dlsym`, so there is no bootstrap recursion;
-//! allocation before `main` and during thread exit go through the same paths.
+//! crate. Nothing here calls `dlsym` but a C++ `new` that ran out of memory
+//! (to hand it to the C++ runtime, which throws), so there is no bootstrap
+//! recursion; allocation before `main` and during thread exit go through
+//! the same paths.
 
 use core::ffi::{c_int, c_void};
 use hugeguard::raw;
+
+pub mod cxx;
 
 #[cold]
 fn misuse(what: &[u8], p: *mut c_void) -> ! {

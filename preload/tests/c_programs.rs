@@ -147,6 +147,47 @@ fn foreign_and_interior_pointers_abort_with_a_message() {
 }
 
 #[test]
+fn cxx_new_and_delete_in_every_form_are_the_librarys() {
+    let prog = compile("cxx_operators");
+    let o = run(&prog, &["forms"], true);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("failures=0"), "{}", text(&o));
+    use std::os::unix::process::ExitStatusExt;
+    // Out of memory with no C++ runtime to throw from, and a foreign
+    // pointer deleted: one line each, then SIGABRT.
+    for (mode, line) in [
+        ("abort", "hugeguard: operator new: out of memory"),
+        ("delete", "hugeguard: operator delete(0x"),
+    ] {
+        let o = run(&prog, &[mode], true);
+        let t = text(&o);
+        assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: {t}");
+        assert!(t.contains(line) && !t.contains("survived"), "{mode}: {t}");
+    }
+}
+
+#[test]
+fn cxx_new_out_of_memory_runs_the_new_handler_and_throws_bad_alloc() {
+    let prog = compile("cxx_operators");
+    let o = run(&prog, &["runtime"], true);
+    let t = text(&o);
+    if o.status.code() == Some(77) {
+        eprintln!("skipped: {t}");
+        return;
+    }
+    // The nothrow form ran the handler until it gave up (third call),
+    // then returned null; the throwing form's std::bad_alloc went through
+    // the library's frames to std::terminate.
+    assert!(t.contains("nothrow=null handler_calls=3"), "{t}");
+    assert!(
+        t.contains("std::bad_alloc") && !t.contains("survived"),
+        "{t}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+}
+
+#[test]
 fn hardened_mode_aborts_on_a_double_free_still_in_the_cache() {
     let prog = compile("double_free");
     let mut cmd = Command::new(&prog);

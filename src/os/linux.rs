@@ -210,6 +210,23 @@ pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
 }
 
+/// The next definition of the function or object `name` after the object
+/// that holds this code, in the process's lookup order
+/// (`dlsym(RTLD_NEXT)`): for the `LD_PRELOAD` library, the definition it
+/// overrides. Null when no later object defines it. Off the fast paths
+/// only: `dlsym` may allocate.
+pub fn next_symbol(name: &core::ffi::CStr) -> *mut core::ffi::c_void {
+    // SAFETY: `name` is NUL-terminated; dlsym only reads it.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) }
+}
+
+/// The definition of `name` that the process's global lookup finds first
+/// (`dlsym(RTLD_DEFAULT)`), null when none does. Off the fast paths only.
+pub fn global_symbol(name: &core::ffi::CStr) -> *mut core::ffi::c_void {
+    // SAFETY: as for `next_symbol`.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }
+}
+
 /// Live threads of this process other than the calling one, from
 /// `/proc/self/stat` (three system calls, no allocation); `None` when it
 /// cannot be read (no `/proc`). A thread-group leader that has ended while

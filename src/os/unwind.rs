@@ -625,7 +625,77 @@ pub fn call_c_allocator(before: &dyn Fn()) {
         before();
         libc::free(libc::malloc(64 * 1024));
     }
+    call_cxx_new(before);
     core::hint::black_box(());
+}
+
+/// [`call_c_allocator`] for the C++ `operator new` forms, each freed with
+/// its `delete`, where this allocator's library defines them (the
+/// `LD_PRELOAD` library does): a program's own, which may take its own
+/// locks, are never called from inside the allocator.
+fn call_cxx_new(before: &dyn Fn()) {
+    use core::ffi::c_void;
+    type Delete = unsafe extern "C" fn(*mut c_void);
+    type DeleteAligned = unsafe extern "C" fn(*mut c_void, usize);
+    // The `std::nothrow_t` argument: a reference to an empty struct.
+    static NOTHROW: u8 = 0;
+    let nt = &NOTHROW as *const u8 as *const c_void;
+    let ours = |name: &core::ffi::CStr| {
+        let f = super::linux::global_symbol(name);
+        (!f.is_null() && same_object(f, call_c_allocator as fn(&dyn Fn()) as *const c_void))
+            .then_some(f)
+    };
+    for (new, nothrow, delete) in [
+        (c"_Znwm", c"_ZnwmRKSt9nothrow_t", c"_ZdlPv"),
+        (c"_Znam", c"_ZnamRKSt9nothrow_t", c"_ZdaPv"),
+    ] {
+        let (Some(new), Some(nothrow), Some(delete)) = (ours(new), ours(nothrow), ours(delete)) else {
+            continue;
+        };
+        // SAFETY: these are the Itanium C++ ABI's signatures of the forms
+        // named; each block is freed once by the matching `delete`.
+        unsafe {
+            let new: unsafe extern "C-unwind" fn(usize) -> *mut c_void = core::mem::transmute(new);
+            let nothrow: unsafe extern "C-unwind" fn(usize, *const c_void) -> *mut c_void =
+                core::mem::transmute(nothrow);
+            let delete: Delete = core::mem::transmute(delete);
+            before();
+            delete(new(64));
+            before();
+            delete(nothrow(64, nt));
+        }
+    }
+    for (new, nothrow, delete) in [
+        (c"_ZnwmSt11align_val_t", c"_ZnwmSt11align_val_tRKSt9nothrow_t", c"_ZdlPvSt11align_val_t"),
+        (c"_ZnamSt11align_val_t", c"_ZnamSt11align_val_tRKSt9nothrow_t", c"_ZdaPvSt11align_val_t"),
+    ] {
+        let (Some(new), Some(nothrow), Some(delete)) = (ours(new), ours(nothrow), ours(delete)) else {
+            continue;
+        };
+        // SAFETY: as above.
+        unsafe {
+            let new: unsafe extern "C-unwind" fn(usize, usize) -> *mut c_void = core::mem::transmute(new);
+            let nothrow: unsafe extern "C-unwind" fn(usize, usize, *const c_void) -> *mut c_void =
+                core::mem::transmute(nothrow);
+            let delete: DeleteAligned = core::mem::transmute(delete);
+            before();
+            delete(new(64, 64), 64);
+            before();
+            delete(nothrow(64, 64, nt), 64);
+        }
+    }
+}
+
+/// Whether code addresses `a` and `b` lie in the same loaded object (the
+/// executable or one library), by `dladdr`.
+fn same_object(a: *const core::ffi::c_void, b: *const core::ffi::c_void) -> bool {
+    // SAFETY: dladdr only writes the `Dl_info` it is given; zero bytes are
+    // a valid one (null pointers).
+    unsafe {
+        let mut ia: libc::Dl_info = core::mem::zeroed();
+        let mut ib: libc::Dl_info = core::mem::zeroed();
+        libc::dladdr(a, &mut ia) != 0 && libc::dladdr(b, &mut ib) != 0 && ia.dli_fbase == ib.dli_fbase
+    }
 }
 
 #[cfg(test)]
