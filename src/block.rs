@@ -41,7 +41,7 @@ pub(crate) fn alloc_counted(
     due: fn(usize, usize, bool) -> *mut u8,
 ) -> *mut u8 {
     match Kind::of(size, align) {
-        Kind::Small(class) => cache::alloc_slow_or(size, align, class, zero, due),
+        Kind::Small(class) => cache::alloc_slow_or::<false>(size, align, class, zero, due),
         _ if cache::sample_due(size) => core::hint::black_box(due(size, align, zero)),
         Kind::Large => large::alloc(size, align, zero),
         // `Kind::of` never says this.

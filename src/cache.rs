@@ -223,10 +223,11 @@ impl Bin {
         let w = self.word.load(Ordering::Relaxed) + 1;
         self.word.store(w, Ordering::Relaxed);
         let count = w as u32;
+        let over = count > self.max.load(Ordering::Relaxed);
         if count == self.mark.load(Ordering::Relaxed) {
             low.store(obj, Ordering::Relaxed);
         }
-        count > self.max.load(Ordering::Relaxed)
+        over
     }
 
     /// [`Bin::pop_fast`] for the slow paths: links decoded, and in hardened
@@ -656,9 +657,19 @@ pub fn pop_counted(class: SizeClass) -> *mut u8 {
 /// and this calls `due` through `black_box`, so never as a tail call that
 /// would drop its frame. The list of `class` may hold objects (the fast
 /// path leaves it alone while `alloc_fast` is closed): one is taken first.
+/// With `C_ERRNO`, a null result also sets `errno` to `ENOMEM` (C
+/// `malloc`, whose fast path can then jump here instead of calling).
+///
+/// `extern "C"`, like the other slow paths the fast paths reach
+/// ([`ThreadCache::dealloc_slow`], [`ThreadCache::overflow`]): such a
+/// function cannot unwind (a panic would abort inside it), so a C entry
+/// point, which must not unwind either, needs no landing pad around the
+/// call and can end in a jump to it.
 #[cold]
 #[inline(never)]
-pub fn alloc_slow_or(
+// Only Rust calls it (`due` is a Rust function): the ABI is for `nounwind`.
+#[allow(improper_ctypes_definitions)]
+pub extern "C" fn alloc_slow_or<const C_ERRNO: bool>(
     // In the order of `GlobalAlloc::alloc`'s layout (and `malloc`'s size):
     // the entry's registers are the arguments as they are.
     size: usize,
@@ -672,12 +683,17 @@ pub fn alloc_slow_or(
         // Ends the operation itself.
         tc.alloc_slow_counted(class.index())
     });
-    if p as usize == DUE {
-        return core::hint::black_box(due(size, align, zero));
-    }
-    if zero && !p.is_null() {
-        // SAFETY: an object of a class that holds `size` bytes.
-        unsafe { ptr::write_bytes(p, 0, size) };
+    let p = if p as usize == DUE {
+        core::hint::black_box(due(size, align, zero))
+    } else {
+        if zero && !p.is_null() {
+            // SAFETY: an object of a class that holds `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        p
+    };
+    if C_ERRNO && p.is_null() {
+        linux::set_errno(crate::os::ENOMEM);
     }
     p
 }
@@ -1155,7 +1171,7 @@ impl ThreadCache {
     /// ignores) a pointer that is not a live object of `class`.
     #[cold]
     #[inline(never)]
-    unsafe fn dealloc_slow(&self, ptr: *mut u8, class: usize) {
+    unsafe extern "C" fn dealloc_slow(&self, ptr: *mut u8, class: usize) {
         let _end = EndOnDrop(self);
         self.wait_if_taken();
         if let Some(c) = SizeClass::from_index(class).filter(|_| harden::enabled()) {
@@ -1226,10 +1242,11 @@ impl ThreadCache {
         obj as *mut u8
     }
 
-    /// A list grew past its limit; ends the operation.
+    /// A list grew past its limit; ends the operation. `extern "C"`, as
+    /// [`alloc_slow_or`] says why.
     #[cold]
     #[inline(never)]
-    fn overflow(&self, class: usize) {
+    extern "C" fn overflow(&self, class: usize) {
         let _end = EndOnDrop(self);
         self.overflow_inner(class);
     }

@@ -50,7 +50,7 @@ unsafe impl GlobalAlloc for HugeGuard {
             if !p.is_null() {
                 return p;
             }
-            return cache::alloc_slow_or(size, align, class, false, profile::alloc_due);
+            return cache::alloc_slow_or::<false>(size, align, class, false, profile::alloc_due);
         }
         alloc_slow(size, align)
     }

@@ -5,7 +5,7 @@
 //! them reaches into another for it.
 
 use crate::size_class::{class_for, object_start, SizeClass};
-use crate::units::{PAGE_SHIFT, PAGE_SIZE};
+use crate::units::PAGE_SIZE;
 
 /// What a live block is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,14 +45,14 @@ pub(crate) fn classify(p: *mut u8) -> Option<Kind> {
 /// Found from the page's tag alone (one load): the tag gives the class and
 /// where the span starts, and the offset from there must be a whole number
 /// of objects inside the span (`size_class::object_start`: a
-/// multiplication and two comparisons). Null is outside the heap (the
+/// multiplication and one comparison). Null is outside the heap (the
 /// heap never starts at address 0), so it needs no test of its own.
 #[inline(always)]
 pub(crate) fn small_class(p: *mut u8) -> Option<SizeClass> {
     let tag = crate::view::page_tag(p as usize)?;
-    // The page's place in its span (the tag's high byte) in whole pages,
+    // The page's offset in its span (the tag's bits from PAGE_SHIFT up),
     // plus the offset in the page: below 2^18 (spans are at most 64 pages).
-    let off = (p as usize & (PAGE_SIZE - 1)) | ((tag as usize & 0xff00) << (PAGE_SHIFT - 8));
+    let off = (p as usize & (PAGE_SIZE - 1)) | (tag as usize & !(PAGE_SIZE - 1));
     // An untagged page's class byte (0) passes no offset.
     object_start(tag as u8, off as u64)
 }

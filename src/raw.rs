@@ -84,16 +84,22 @@ pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     // class, which tiny C requests hit on every call).
     let (size, align) = (size.max(MIN_ALIGN), align.max(MIN_ALIGN));
     if let block::Kind::Small(class) = block::Kind::of(size, align) {
-        return alloc_small(size, align, class, zero);
+        return alloc_small::<false>(size, align, class, zero);
     }
-    alloc_aligned_slow(size, align, zero)
+    alloc_aligned_slow::<false>(size, align, zero)
 }
 
 /// An object of `class` for a request of `size` bytes aligned to `align`
 /// (which the class keeps): the cache's pop, else its slow path (which may
-/// sample it, as a request of at least 16 bytes). Zeroed if `zero`.
+/// sample it, as a request of at least 16 bytes). Zeroed if `zero`. With
+/// `C_ERRNO`, a null result sets `errno` to `ENOMEM`, in the slow path.
 #[inline(always)]
-fn alloc_small(size: usize, align: usize, class: crate::size_class::SizeClass, zero: bool) -> *mut u8 {
+fn alloc_small<const C_ERRNO: bool>(
+    size: usize,
+    align: usize,
+    class: crate::size_class::SizeClass,
+    zero: bool,
+) -> *mut u8 {
     let p = crate::cache::pop_counted(class);
     if !p.is_null() {
         if zero {
@@ -105,15 +111,21 @@ fn alloc_small(size: usize, align: usize, class: crate::size_class::SizeClass, z
     // The clamp only here: `malloc` passes its size as asked, and the fast
     // path above needs none.
     let size = size.max(MIN_ALIGN);
-    crate::cache::alloc_slow_or(size, align, class, zero, crate::profile::alloc_due)
+    crate::cache::alloc_slow_or::<C_ERRNO>(size, align, class, zero, crate::profile::alloc_due)
 }
 
 /// [`alloc_aligned`] for a large block (learned by the profile as an
-/// entry frame, as `alloc_aligned`'s caller is).
+/// entry frame, as `alloc_aligned`'s caller is). With `C_ERRNO`, a null
+/// result sets `errno` to `ENOMEM`.
 #[cold]
 #[inline(never)]
-fn alloc_aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
-    block::alloc_counted(size, align, zero, crate::profile::alloc_due)
+extern "C" fn alloc_aligned_slow<const C_ERRNO: bool>(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let p = block::alloc_counted(size, align, zero, crate::profile::alloc_due);
+    if C_ERRNO {
+        or_enomem(p)
+    } else {
+        p
+    }
 }
 
 /// `malloc(size)`: [`alloc_aligned`] at alignment 16, its class found in
@@ -121,9 +133,9 @@ fn alloc_aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
     if let Some(class) = crate::size_class::class_for_malloc(size) {
-        return alloc_small(size, MIN_ALIGN, class, false);
+        return alloc_small::<false>(size, MIN_ALIGN, class, false);
     }
-    alloc_aligned_slow(size, MIN_ALIGN, false)
+    alloc_aligned_slow::<false>(size, MIN_ALIGN, false)
 }
 
 /// Frees `p` (null is ignored). Returns `false` if `p` is not a block of
@@ -148,6 +160,40 @@ pub unsafe fn free(p: *mut u8) -> bool {
     }
     // SAFETY: forwarded from the caller.
     unsafe { free_other(p) }
+}
+
+/// [`free`] for the C library's `free` and C++ `delete`: a pointer that
+/// is not a block of this allocator aborts the process after one line on
+/// stderr naming the entry point `what` ([`abort_misuse`]). The misuse
+/// check lives in the slow path, so that the fast path ends in jumps.
+///
+/// # Safety
+/// As for [`free`].
+#[inline]
+pub unsafe fn free_or_abort(p: *mut u8, what: &'static [u8]) {
+    if let Some(class) = crate::lookup::small_class(p) {
+        // SAFETY: as in `free`.
+        unsafe { crate::cache::dealloc(p, class) };
+        return;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { free_other_or_abort(p, what) }
+}
+
+/// [`free_or_abort`] for anything but a small object. `extern "C"`, so
+/// that C `free` can jump here (see `cache::alloc_slow_or`).
+///
+/// # Safety
+/// As for [`free`].
+#[cold]
+#[inline(never)]
+// Only Rust calls it (`what` is a slice): the ABI is for `nounwind`.
+#[allow(improper_ctypes_definitions)]
+unsafe extern "C" fn free_other_or_abort(p: *mut u8, what: &'static [u8]) {
+    // SAFETY: forwarded from the caller.
+    if !unsafe { free_other(p) } {
+        abort_misuse(what, p);
+    }
 }
 
 /// [`free`] for anything but a small object: null, a large object, a
@@ -230,10 +276,15 @@ fn or_enomem(p: *mut u8) -> *mut u8 {
     p
 }
 
-/// C `malloc`: null with `errno = ENOMEM` when out of memory.
+/// C `malloc`: null with `errno = ENOMEM` when out of memory. As
+/// [`malloc`], with `errno` set in the slow paths, so that the fast path
+/// ends in a jump to them rather than a call.
 #[inline]
 pub fn c_malloc(size: usize) -> *mut u8 {
-    or_enomem(malloc(size))
+    if let Some(class) = crate::size_class::class_for_malloc(size) {
+        return alloc_small::<true>(size, MIN_ALIGN, class, false);
+    }
+    alloc_aligned_slow::<true>(size, MIN_ALIGN, false)
 }
 
 /// C `calloc`: zeroed; null with `ENOMEM` when `n * size` overflows or

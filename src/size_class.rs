@@ -104,23 +104,29 @@ const fn build_recip() -> [u64; NUM_CLASSES] {
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(16))]
 struct StartCheck {
-    /// `ceil(2^64 / size)`: an offset `x` below 2^32 is a whole number of
-    /// objects exactly when `x * magic` (mod 2^64) is below `magic` (the
+    /// `m = floor(2^64 / size) + 1`, so that `m * size = 2^64 + e` with
+    /// `1 <= e <= size`. For an offset `x = k * size + r` (`r < size`)
+    /// inside the span, `x * m` (mod 2^64) is `k * e + r * m`, without
+    /// wrapping (`(k + 1) * e < m` for spans this small): `k * e` for an
+    /// object start (`r = 0`), and at least `m` otherwise (after the
     /// divisibility test of Lemire, Kaser and Kurz, "Faster remainder by
-    /// direct computation", 2019; the tests check every offset of every
-    /// span). 0 for class 0, which no offset passes.
+    /// direct computation", 2019). The tests check every offset of every
+    /// span. 0 for the bytes that are no class.
     magic: u64,
-    /// Offset of the span's last object: a whole-object offset above it is
-    /// the span's unused tail.
-    last: u64,
+    /// `(K - 1) * e + 1` for a span of `K` objects: `x * m` is below it
+    /// exactly for the starts of objects 0 to `K - 1`, so one comparison
+    /// rejects an offset inside an object and one in the span's unused
+    /// tail (`k = K`) alike. 0 for the bytes that are no class, which no
+    /// offset passes.
+    bound: u64,
 }
 
 impl StartCheck {
-    /// Whether `off` (below 2^32) is the offset of an object in a span of
-    /// this class.
+    /// Whether `off` (below the span's size) is the offset of an object in
+    /// a span of this class.
     #[inline(always)]
     fn is_start(&self, off: u64) -> bool {
-        (off.wrapping_mul(self.magic) < self.magic) & (off <= self.last)
+        off.wrapping_mul(self.magic) < self.bound
     }
 }
 
@@ -132,14 +138,19 @@ static START_CHECK: [StartCheck; 256] = build_start_check();
 const fn build_start_check() -> [StartCheck; 256] {
     let sizes = build_sizes();
     let pages = build_pages();
-    let mut t = [StartCheck { magic: 0, last: 0 }; 256];
+    let mut t = [StartCheck { magic: 0, bound: 0 }; 256];
     let mut i = 1;
     while i < NUM_CLASSES {
         let size = sizes[i] as u128;
         let span = pages[i] as u128 * PAGE_SIZE as u128;
+        let magic = (1u128 << 64) / size + 1;
+        let e = magic * size - (1u128 << 64);
+        let objects = span / size;
+        // No wrap for any offset inside the span (see `magic`).
+        assert!(e >= 1 && e <= size && (objects + 1) * e < magic);
         t[i] = StartCheck {
-            magic: (1u128 << 64).div_ceil(size) as u64,
-            last: ((span / size - 1) * size) as u64,
+            magic: magic as u64,
+            bound: ((objects - 1) * e + 1) as u64,
         };
         i += 1;
     }
@@ -151,7 +162,7 @@ const _: () = {
     let t = build_start_check();
     let mut i = 0;
     while i < 256 {
-        assert!((t[i].magic != 0) == (i >= 1 && i < NUM_CLASSES));
+        assert!((t[i].bound != 0) == (i >= 1 && i < NUM_CLASSES));
         i += 1;
     }
 };
@@ -249,7 +260,10 @@ const _: () = assert!(entries_are_classes(&build_lookup(), 1));
 /// A size class: an index 1..[`NUM_CLASSES`] into the class tables. Only
 /// this module builds one (from the lookup table, or by checking an index),
 /// so code that indexes a per-class array with it needs no bounds check.
+/// `repr(transparent)`: the allocation slow paths take one through the C
+/// ABI (see `cache::alloc_slow_or`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(transparent)]
 pub struct SizeClass(u8);
 
 impl SizeClass {

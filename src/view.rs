@@ -8,7 +8,7 @@ use crate::huge::{PageSpans, PageTags};
 use crate::page_heap::HeapView;
 use crate::units::PAGE_SHIFT;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// The published words, in one record so a lookup finds them all through
 /// one address (a shared library reaches a static through its GOT: one
@@ -62,14 +62,14 @@ pub(crate) fn view() -> HeapView {
 /// page; `None` for an address outside the heap. Two loads of process-wide
 /// values and one of the tag: the size-less `free`'s first step.
 #[inline(always)]
-pub(crate) fn page_tag(addr: usize) -> Option<u16> {
+pub(crate) fn page_tag(addr: usize) -> Option<u32> {
     let off = addr.wrapping_sub(VIEW.base.load(Ordering::Relaxed));
     if off >= VIEW.bytes.load(Ordering::Acquire) {
         return None;
     }
     // The tags cover the heap in one flat array (huge page `i`'s
     // `PAGES_PER_HUGE` tags follow huge page `i - 1`'s), indexed here by page.
-    let tags = VIEW.tags.load(Ordering::Relaxed) as *const AtomicU16;
+    let tags = VIEW.tags.load(Ordering::Relaxed) as *const AtomicU32;
     // SAFETY: `off` is inside the heap (the check above; `VIEW.bytes` is
     // published after `VIEW.base` and `VIEW.tags`), so its page's tag is in
     // that array, which lives for the process.

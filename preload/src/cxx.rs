@@ -255,9 +255,7 @@ pub unsafe extern "C-unwind" fn new_array_aligned_nothrow(
 #[inline(always)]
 unsafe fn delete_block(p: *mut c_void) {
     // SAFETY: forwarded from the caller.
-    if !unsafe { raw::free(p.cast()) } {
-        super::misuse(b"operator delete", p);
-    }
+    unsafe { raw::free_or_abort(p.cast(), b"operator delete") }
 }
 
 /// Defines `delete` forms that free their first argument and ignore the

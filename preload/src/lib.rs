@@ -76,9 +76,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     // `errno` is left alone: the allocator's OS layer puts it back around
     // every system call, so the fast path needs no save and restore.
     // SAFETY: forwarded from the caller.
-    if !unsafe { raw::free(p as *mut u8) } {
-        misuse(b"free", p);
-    }
+    unsafe { raw::free_or_abort(p as *mut u8, b"free") }
 }
 
 /// # Safety

@@ -13,8 +13,8 @@ pub mod set;
 
 use crate::bitmap::PageBitmap;
 use crate::span::Span;
-use crate::units::PAGES_PER_HUGE;
-use core::sync::atomic::{AtomicPtr, AtomicU16, Ordering};
+use crate::units::{PAGES_PER_HUGE, PAGE_SHIFT};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 /// What a huge page holds. All-zero metadata reads as `Free`.
 #[repr(u8)]
@@ -105,15 +105,17 @@ pub type PageSpans = [AtomicPtr<Span>; PAGES_PER_HUGE];
 const _: () = assert!(core::mem::size_of::<PageSpans>() == crate::units::PAGE_SIZE);
 
 /// The tag of each page of one huge page (see [`page_tag`]).
-pub type PageTags = [AtomicU16; PAGES_PER_HUGE];
+pub type PageTags = [AtomicU32; PAGES_PER_HUGE];
 
 /// A page's tag: for a page of a small-object span, its size class (low
-/// byte, never 0) and the page's index inside the span (high byte); 0 for
-/// every other page. One load gives a size-less `free` the class and the
-/// span's start, without reading the span record.
+/// byte, never 0) and the page's offset from the span's start in bytes (the
+/// bits from [`PAGE_SHIFT`] up: a whole number of pages); 0 for every other
+/// page. One load gives a size-less `free` the class and the span's start,
+/// without reading the span record; the pointer's offset in the span is
+/// the tag's high bits joined to its low ones, with no shift.
 #[inline]
-pub const fn page_tag(class: u8, page_in_span: usize) -> u16 {
-    class as u16 | (page_in_span as u16) << 8
+pub const fn page_tag(class: u8, page_in_span: usize) -> u32 {
+    class as u32 | (page_in_span as u32) << PAGE_SHIFT
 }
 
 /// The page-to-span map and the page tags: written under the page heap
@@ -178,7 +180,7 @@ impl PageMap {
 
     /// The tag of page `page` of huge page `idx` (0 when out of range).
     #[inline]
-    pub fn tag(&self, idx: usize, page: usize) -> u16 {
+    pub fn tag(&self, idx: usize, page: usize) -> u32 {
         if idx >= self.len || page >= PAGES_PER_HUGE {
             return 0;
         }
@@ -206,7 +208,7 @@ impl PageMap {
     /// live span record that owns the page (readers dereference it); a
     /// non-zero tag describes that span truthfully.
     #[inline]
-    pub unsafe fn set(&self, idx: usize, page: usize, span: *mut Span, tag: u16) {
+    pub unsafe fn set(&self, idx: usize, page: usize, span: *mut Span, tag: u32) {
         debug_assert!(idx < self.len && page < PAGES_PER_HUGE);
         // SAFETY: `idx < len` (the caller's contract).
         unsafe {
