@@ -1820,6 +1820,22 @@ mod tests {
         assert_eq!(zero.seen.load(r), new.seen.load(r));
     }
 
+    /// Runs `scenario` until it returns `Some`, flushing the thread's
+    /// cache between tries: another test's `release_now` takes every
+    /// other thread's cache (`Reclaim::All`), which can empty this
+    /// thread's lists halfway through a scenario that counts on them (the
+    /// likely cause of one CI run under load that saw 4 stashed batches
+    /// for 3).
+    fn until_untaken<T>(mut scenario: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..20 {
+            if let Some(t) = scenario() {
+                return t;
+            }
+            flush_current_thread();
+        }
+        panic!("20 tries, and the lists never held what the scenario expects (a real change, or the cache taken every time)");
+    }
+
     /// An overflowing list gives the central list its oldest half and keeps
     /// the objects freed last, which are the ones still in the processor's
     /// cache, for the thread's next allocations.
@@ -1830,17 +1846,19 @@ mod tests {
             let c = class.index();
             let batch = CLASS_BATCH[c] as usize;
             let n = 6 * batch;
-            let objs: Vec<*mut u8> = (0..n).map(|_| alloc(class)).collect();
-            assert!(objs.iter().all(|p| !p.is_null()));
-            for &p in &objs {
-                // SAFETY: allocated above for this class, freed once.
-                unsafe { dealloc(p, class) };
-            }
-            // Two batches on the list, the four the overflows cut off in
-            // the stash: every byte is still this thread's.
-            with_cache(|tc| {
-                assert_eq!(tc.stash[c].batches.load(Ordering::Relaxed), 4);
-                assert_eq!(tc.cached_bytes(), n * 16);
+            let objs = until_untaken(|| {
+                let objs: Vec<*mut u8> = (0..n).map(|_| alloc(class)).collect();
+                assert!(objs.iter().all(|p| !p.is_null()));
+                for &p in &objs {
+                    // SAFETY: allocated above for this class, freed once.
+                    unsafe { dealloc(p, class) };
+                }
+                // Two batches on the list, the four the overflows cut off
+                // in the stash: every byte is still this thread's.
+                with_cache(|tc| {
+                    tc.stash[c].batches.load(Ordering::Relaxed) == 4 && tc.cached_bytes() == n * 16
+                })
+                .then_some(objs)
             });
             // Allocating as many again takes back exactly those objects,
             // whatever other threads gave the central list meanwhile.
@@ -1874,16 +1892,19 @@ mod tests {
             let class = crate::size_class::class_for(16, 8).unwrap();
             let c = class.index();
             let batch = CLASS_BATCH[c] as usize;
-            let objs: Vec<*mut u8> = (0..5 * batch).map(|_| alloc(class)).collect();
-            assert!(objs.iter().all(|p| !p.is_null()));
-            for &p in &objs {
-                // SAFETY: allocated above for this class, freed once.
-                unsafe { dealloc(p, class) };
-            }
-            // Two batches on the list, three stashed; a write after free
-            // hits the newest stashed batch's link to the next.
+            until_untaken(|| {
+                let objs: Vec<*mut u8> = (0..5 * batch).map(|_| alloc(class)).collect();
+                assert!(objs.iter().all(|p| !p.is_null()));
+                for &p in &objs {
+                    // SAFETY: allocated above for this class, freed once.
+                    unsafe { dealloc(p, class) };
+                }
+                // Two batches on the list, three stashed.
+                with_cache(|tc| tc.stash[c].batches.load(Ordering::Relaxed) == 3).then_some(())
+            });
+            // A write after free hits the newest stashed batch's link to
+            // the next.
             with_cache(|tc| {
-                assert_eq!(tc.stash[c].batches.load(Ordering::Relaxed), 3);
                 let head = tc.stash[c].head.load(Ordering::Relaxed);
                 // SAFETY: a stashed, free object of 16 bytes.
                 unsafe { *next_batch_slot(head) = 0x1234 as *mut FreeObject };
