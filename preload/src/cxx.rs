@@ -124,128 +124,43 @@ unsafe fn new_aligned_nothrow_failed(
     }
 }
 
-/// `operator new(std::size_t)`.
-///
-/// # Safety
-/// C++ `operator new` contract.
-#[export_name = "_Znwm"]
-pub unsafe extern "C-unwind" fn new(size: usize) -> *mut c_void {
-    let p = raw::malloc(size);
-    if p.is_null() {
-        // SAFETY: this form's name.
-        return unsafe { new_failed(c"_Znwm", size) };
-    }
-    p.cast()
+/// Defines `new` forms: `$alloc` allocates; when it fails, `$failed` hands
+/// the call, with its name and arguments, to the C++ runtime's own.
+macro_rules! news {
+    ($($sym:literal $name:ident ($($arg:ident: $ty:ty),*) => $alloc:expr, $failed:ident;)*) => {$(
+        #[doc = concat!("C++ `operator new` form `", $sym, "`.")]
+        ///
+        /// # Safety
+        /// C++ `operator new` contract.
+        #[export_name = $sym]
+        pub unsafe extern "C-unwind" fn $name($($arg: $ty),*) -> *mut c_void {
+            let p = $alloc;
+            if p.is_null() {
+                const NAME: &CStr = match CStr::from_bytes_with_nul(concat!($sym, "\0").as_bytes()) {
+                    Ok(name) => name,
+                    Err(_) => panic!("a symbol name has no NUL"),
+                };
+                // SAFETY: this form's name and arguments.
+                return unsafe { $failed(NAME, $($arg),*) };
+            }
+            p.cast()
+        }
+    )*};
 }
 
-/// `operator new[](std::size_t)`.
-///
-/// # Safety
-/// C++ `operator new[]` contract.
-#[export_name = "_Znam"]
-pub unsafe extern "C-unwind" fn new_array(size: usize) -> *mut c_void {
-    let p = raw::malloc(size);
-    if p.is_null() {
-        // SAFETY: this form's name.
-        return unsafe { new_failed(c"_Znam", size) };
-    }
-    p.cast()
-}
-
-/// `operator new(std::size_t, const std::nothrow_t&)`.
-///
-/// # Safety
-/// C++ `operator new` contract.
-#[export_name = "_ZnwmRKSt9nothrow_t"]
-pub unsafe extern "C-unwind" fn new_nothrow(size: usize, nt: Nothrow) -> *mut c_void {
-    let p = raw::malloc(size);
-    if p.is_null() {
-        // SAFETY: this form's name and argument.
-        return unsafe { new_nothrow_failed(c"_ZnwmRKSt9nothrow_t", size, nt) };
-    }
-    p.cast()
-}
-
-/// `operator new[](std::size_t, const std::nothrow_t&)`.
-///
-/// # Safety
-/// C++ `operator new[]` contract.
-#[export_name = "_ZnamRKSt9nothrow_t"]
-pub unsafe extern "C-unwind" fn new_array_nothrow(size: usize, nt: Nothrow) -> *mut c_void {
-    let p = raw::malloc(size);
-    if p.is_null() {
-        // SAFETY: this form's name and argument.
-        return unsafe { new_nothrow_failed(c"_ZnamRKSt9nothrow_t", size, nt) };
-    }
-    p.cast()
-}
-
-/// `operator new(std::size_t, std::align_val_t)`.
-///
-/// # Safety
-/// C++ `operator new` contract.
-#[export_name = "_ZnwmSt11align_val_t"]
-pub unsafe extern "C-unwind" fn new_aligned(size: usize, align: usize) -> *mut c_void {
-    let p = raw::alloc_aligned(size, align, false);
-    if p.is_null() {
-        // SAFETY: this form's name.
-        return unsafe { new_aligned_failed(c"_ZnwmSt11align_val_t", size, align) };
-    }
-    p.cast()
-}
-
-/// `operator new[](std::size_t, std::align_val_t)`.
-///
-/// # Safety
-/// C++ `operator new[]` contract.
-#[export_name = "_ZnamSt11align_val_t"]
-pub unsafe extern "C-unwind" fn new_array_aligned(size: usize, align: usize) -> *mut c_void {
-    let p = raw::alloc_aligned(size, align, false);
-    if p.is_null() {
-        // SAFETY: this form's name.
-        return unsafe { new_aligned_failed(c"_ZnamSt11align_val_t", size, align) };
-    }
-    p.cast()
-}
-
-/// `operator new(std::size_t, std::align_val_t, const std::nothrow_t&)`.
-///
-/// # Safety
-/// C++ `operator new` contract.
-#[export_name = "_ZnwmSt11align_val_tRKSt9nothrow_t"]
-pub unsafe extern "C-unwind" fn new_aligned_nothrow(
-    size: usize,
-    align: usize,
-    nt: Nothrow,
-) -> *mut c_void {
-    let p = raw::alloc_aligned(size, align, false);
-    if p.is_null() {
-        // SAFETY: this form's name and argument.
-        return unsafe {
-            new_aligned_nothrow_failed(c"_ZnwmSt11align_val_tRKSt9nothrow_t", size, align, nt)
-        };
-    }
-    p.cast()
-}
-
-/// `operator new[](std::size_t, std::align_val_t, const std::nothrow_t&)`.
-///
-/// # Safety
-/// C++ `operator new[]` contract.
-#[export_name = "_ZnamSt11align_val_tRKSt9nothrow_t"]
-pub unsafe extern "C-unwind" fn new_array_aligned_nothrow(
-    size: usize,
-    align: usize,
-    nt: Nothrow,
-) -> *mut c_void {
-    let p = raw::alloc_aligned(size, align, false);
-    if p.is_null() {
-        // SAFETY: this form's name and argument.
-        return unsafe {
-            new_aligned_nothrow_failed(c"_ZnamSt11align_val_tRKSt9nothrow_t", size, align, nt)
-        };
-    }
-    p.cast()
+news! {
+    "_Znwm" new(size: usize) => raw::malloc(size), new_failed;
+    "_Znam" new_array(size: usize) => raw::malloc(size), new_failed;
+    "_ZnwmRKSt9nothrow_t" new_nothrow(size: usize, nt: Nothrow) => raw::malloc(size), new_nothrow_failed;
+    "_ZnamRKSt9nothrow_t" new_array_nothrow(size: usize, nt: Nothrow) => raw::malloc(size), new_nothrow_failed;
+    "_ZnwmSt11align_val_t" new_aligned(size: usize, align: usize)
+        => raw::alloc_aligned(size, align, false), new_aligned_failed;
+    "_ZnamSt11align_val_t" new_array_aligned(size: usize, align: usize)
+        => raw::alloc_aligned(size, align, false), new_aligned_failed;
+    "_ZnwmSt11align_val_tRKSt9nothrow_t" new_aligned_nothrow(size: usize, align: usize, nt: Nothrow)
+        => raw::alloc_aligned(size, align, false), new_aligned_nothrow_failed;
+    "_ZnamSt11align_val_tRKSt9nothrow_t" new_array_aligned_nothrow(size: usize, align: usize, nt: Nothrow)
+        => raw::alloc_aligned(size, align, false), new_aligned_nothrow_failed;
 }
 
 /// Every `delete` form: `free(p)`, misuse aborting with a message.
