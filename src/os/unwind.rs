@@ -632,7 +632,11 @@ pub fn call_c_allocator(before: &dyn Fn()) {
 /// [`call_c_allocator`] for the C++ `operator new` forms, each freed with
 /// its `delete`, where this allocator's library defines them (the
 /// `LD_PRELOAD` library does): a program's own, which may take its own
-/// locks, are never called from inside the allocator.
+/// locks, are never called from inside the allocator. So they are called
+/// only where the process's `malloc` is this code's too: in a Rust
+/// program that holds the allocator (where the executable is the object
+/// that holds this code), an `operator new` the executable defines is the
+/// program's.
 fn call_cxx_new(before: &dyn Fn()) {
     use core::ffi::c_void;
     type Delete = unsafe extern "C" fn(*mut c_void);
@@ -645,6 +649,9 @@ fn call_cxx_new(before: &dyn Fn()) {
         (!f.is_null() && same_object(f, call_c_allocator as fn(&dyn Fn()) as *const c_void))
             .then_some(f)
     };
+    if ours(c"malloc").is_none() {
+        return;
+    }
     for (new, nothrow, delete) in [
         (c"_Znwm", c"_ZnwmRKSt9nothrow_t", c"_ZdlPv"),
         (c"_Znam", c"_ZnamRKSt9nothrow_t", c"_ZdaPv"),
